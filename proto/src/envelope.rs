@@ -1,0 +1,192 @@
+//! The invocation envelope: every request and reply on `ferry.rpc…`, and every host → provider
+//! control message (link put/del, health, shutdown), is one of these two types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{PROTOCOL_VERSION, ProtoError, RpcError, codec, time};
+
+/// A call from `origin` to `target`: run `operation` with `payload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// Unique id (a UUID); the response carries it back and replay protection keys on it.
+    pub id: String,
+    /// Who calls: a component id or a provider id.
+    pub origin: String,
+    /// Who is called: a component id or a provider id.
+    pub target: String,
+    /// The link name the caller used (`default` unless the component chose another).
+    pub link_name: String,
+    /// The WIT function, `wasi:keyvalue/store.get`.
+    pub operation: String,
+    /// MessagePack-encoded arguments of the operation.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// W3C trace context (`traceparent`, `tracestate`).
+    #[serde(default)]
+    pub trace_context: BTreeMap<String, String>,
+    /// When the caller issued it, in milliseconds since the Unix epoch.
+    pub issued_at_ms: u64,
+    /// HMAC-SHA256 over the canonical form (see [`crate::auth`]); empty when unsigned.
+    #[serde(with = "serde_bytes", default)]
+    pub mac: Vec<u8>,
+}
+
+impl Invocation {
+    /// A fresh, unsigned invocation issued now with a new id.
+    pub fn new(
+        origin: impl Into<String>,
+        target: impl Into<String>,
+        link_name: impl Into<String>,
+        operation: impl Into<String>,
+        payload: Vec<u8>,
+    ) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            origin: origin.into(),
+            target: target.into(),
+            link_name: link_name.into(),
+            operation: operation.into(),
+            payload,
+            trace_context: BTreeMap::new(),
+            issued_at_ms: time::now_ms(),
+            mac: Vec::new(),
+        }
+    }
+
+    /// MessagePack bytes of this invocation.
+    ///
+    /// # Errors
+    /// Only if encoding fails (never for this type).
+    pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
+        codec::encode(self)
+    }
+
+    /// Decode an invocation and check its protocol version.
+    ///
+    /// # Errors
+    /// [`ProtoError::Decode`] for malformed bytes, [`ProtoError::UnsupportedVersion`] for a
+    /// version this build does not speak.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        let inv: Invocation = codec::decode(bytes)?;
+        if inv.version != PROTOCOL_VERSION {
+            return Err(ProtoError::UnsupportedVersion(inv.version));
+        }
+        Ok(inv)
+    }
+}
+
+/// The answer to an [`Invocation`]: a payload or a typed error, bound to the request id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationResponse {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// The id of the invocation this answers.
+    pub id: String,
+    /// MessagePack-encoded result when `error` is `None`.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// What went wrong, if anything.
+    pub error: Option<RpcError>,
+    /// HMAC-SHA256 over the canonical form; empty when unsigned (possible only for errors a
+    /// receiver sends before it knows a key, such as a malformed envelope).
+    #[serde(with = "serde_bytes", default)]
+    pub mac: Vec<u8>,
+}
+
+impl InvocationResponse {
+    /// A successful, unsigned response to request `id`.
+    pub fn ok(id: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self { version: PROTOCOL_VERSION, id: id.into(), payload, error: None, mac: Vec::new() }
+    }
+
+    /// A failed, unsigned response to request `id`.
+    pub fn err(id: impl Into<String>, error: RpcError) -> Self {
+        Self { version: PROTOCOL_VERSION, id: id.into(), payload: Vec::new(), error: Some(error), mac: Vec::new() }
+    }
+
+    /// MessagePack bytes of this response.
+    ///
+    /// # Errors
+    /// Only if encoding fails (never for this type).
+    pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
+        codec::encode(self)
+    }
+
+    /// Decode a response and check its protocol version.
+    ///
+    /// # Errors
+    /// [`ProtoError::Decode`] for malformed bytes, [`ProtoError::UnsupportedVersion`] for a
+    /// version this build does not speak.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        let resp: InvocationResponse = codec::decode(bytes)?;
+        if resp.version != PROTOCOL_VERSION {
+            return Err(ProtoError::UnsupportedVersion(resp.version));
+        }
+        Ok(resp)
+    }
+
+    /// The payload on success, the typed error otherwise.
+    ///
+    /// # Errors
+    /// The response's [`RpcError`].
+    pub fn into_result(self) -> Result<Vec<u8>, RpcError> {
+        match self.error {
+            Some(err) => Err(err),
+            None => Ok(self.payload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn invocation_round_trips() {
+        let mut inv = Invocation::new("c", "p", "default", "wasi:keyvalue/store.get", vec![1, 2, 3]);
+        inv.trace_context.insert("traceparent".into(), "00-abc-def-01".into());
+        inv.mac = vec![9; 32];
+        assert_eq!(Invocation::decode(&inv.encode().unwrap()).unwrap(), inv);
+    }
+
+    #[test]
+    fn response_round_trips_both_ways() {
+        let ok = InvocationResponse::ok("id1", vec![0x80]);
+        assert_eq!(InvocationResponse::decode(&ok.encode().unwrap()).unwrap(), ok);
+        let err = InvocationResponse::err("id2", RpcError::not_linked("nope"));
+        let back = InvocationResponse::decode(&err.encode().unwrap()).unwrap();
+        assert_eq!(back.into_result().unwrap_err().kind, ErrorKind::NotLinked);
+    }
+
+    #[test]
+    fn other_versions_are_rejected() {
+        let mut inv = Invocation::new("c", "p", "default", "op", vec![]);
+        inv.version = 99;
+        let bytes = codec::encode(&inv).unwrap();
+        assert!(matches!(Invocation::decode(&bytes), Err(ProtoError::UnsupportedVersion(99))));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut state = 0x1234_5678_u32;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state as u8
+                })
+                .collect();
+            let _ = Invocation::decode(&bytes);
+            let _ = InvocationResponse::decode(&bytes);
+        }
+        assert!(Invocation::decode(b"").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! The Ferry wire protocol: everything that crosses a process boundary.
+//!
+//! Hosts, the provider SDK, providers and tests all use this crate, and nothing else builds a
+//! subject string or encodes a payload. Data-plane messages are MessagePack with named fields
+//! ([`codec`]); control-plane messages and events are JSON ([`ctl`], [`event`]). Every
+//! invocation is authenticated with a keyed MAC ([`auth`]).
+//!
+//! ```
+//! use ferry_proto::{envelope::Invocation, subject};
+//!
+//! let inv = Invocation::new("my-component", "kv-provider", "default", "wasi:keyvalue/store.get", vec![]);
+//! let bytes = inv.encode().unwrap();
+//! assert_eq!(Invocation::decode(&bytes).unwrap().operation, "wasi:keyvalue/store.get");
+//! assert_eq!(subject::rpc("default", "kv-provider").unwrap(), "ferry.rpc.default.kv-provider");
+//! ```
+
+pub mod auth;
+pub mod codec;
+pub mod ctl;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod health;
+pub mod http;
+pub mod keyvalue;
+pub mod link;
+pub mod startup;
+pub mod state;
+pub mod subject;
+mod time;
+
+pub use error::{ErrorKind, ProtoError, RpcError};
+
+/// The protocol version carried by every envelope; a receiver answers any other with
+/// [`ErrorKind::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;

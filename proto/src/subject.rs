@@ -1,0 +1,192 @@
+//! NATS subjects: the only place subject strings are built.
+//!
+//! Every identifier that goes into a subject is validated first ([`validate_id`]), so a stray
+//! `.`, `*` or `>` can never widen a subscription or reach another lattice.
+
+use crate::ProtoError;
+
+/// Prefix shared by every Ferry subject.
+pub const PREFIX: &str = "ferry";
+
+/// Operation name of a link put carried in an envelope on [`link_put`].
+pub const OP_LINK_PUT: &str = "ferry:link/put";
+/// Operation name of a link delete carried in an envelope on [`link_del`].
+pub const OP_LINK_DEL: &str = "ferry:link/del";
+/// Operation name of a health request carried in an envelope on [`health`].
+pub const OP_HEALTH: &str = "ferry:provider/health";
+/// Operation name of a shutdown request carried in an envelope on [`shutdown`].
+pub const OP_SHUTDOWN: &str = "ferry:provider/shutdown";
+
+/// Check that `value` can be used as an identifier of kind `what`: 1–128 characters from
+/// `[A-Za-z0-9_-]`.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] naming the offending value.
+pub fn validate_id(what: &'static str, value: &str) -> Result<(), ProtoError> {
+    let reason = if value.is_empty() {
+        Some("must not be empty")
+    } else if value.len() > 128 {
+        Some("must be at most 128 characters")
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Some("may contain only letters, digits, '-' and '_'")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ProtoError::InvalidId { what, value: value.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+/// `ferry.rpc.{lattice}.{target}`: invocations to a component or provider. Subscribers use the
+/// queue group `{target}`.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn rpc(lattice: &str, target: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("target id", target)?;
+    Ok(format!("{PREFIX}.rpc.{lattice}.{target}"))
+}
+
+/// `ferry.link.{lattice}.{provider}.put`: link put notifications, to every instance.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn link_put(lattice: &str, provider: &str) -> Result<String, ProtoError> {
+    link(lattice, provider, "put")
+}
+
+/// `ferry.link.{lattice}.{provider}.del`: link delete notifications, to every instance.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn link_del(lattice: &str, provider: &str) -> Result<String, ProtoError> {
+    link(lattice, provider, "del")
+}
+
+fn link(lattice: &str, provider: &str, verb: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("provider id", provider)?;
+    Ok(format!("{PREFIX}.link.{lattice}.{provider}.{verb}"))
+}
+
+/// `ferry.health.{lattice}.{provider}`: health requests, answered by every instance.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn health(lattice: &str, provider: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("provider id", provider)?;
+    Ok(format!("{PREFIX}.health.{lattice}.{provider}"))
+}
+
+/// `ferry.shutdown.{lattice}.{provider}[.{instance}]`: graceful stop of every instance, or of
+/// one.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn shutdown(lattice: &str, provider: &str, instance: Option<&str>) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("provider id", provider)?;
+    match instance {
+        Some(instance) => {
+            validate_id("instance id", instance)?;
+            Ok(format!("{PREFIX}.shutdown.{lattice}.{provider}.{instance}"))
+        }
+        None => Ok(format!("{PREFIX}.shutdown.{lattice}.{provider}")),
+    }
+}
+
+/// `ferry.ctl.v1.{lattice}.{resource}.{verb}[.{host}]`: the control interface.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn ctl(lattice: &str, resource: &str, verb: &str, host: Option<&str>) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("resource", resource)?;
+    validate_id("verb", verb)?;
+    match host {
+        Some(host) => {
+            validate_id("host id", host)?;
+            Ok(format!("{PREFIX}.ctl.v1.{lattice}.{resource}.{verb}.{host}"))
+        }
+        None => Ok(format!("{PREFIX}.ctl.v1.{lattice}.{resource}.{verb}")),
+    }
+}
+
+/// `ferry.ctl.v1.{lattice}.>`: what a host subscribes to for control commands.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn ctl_all(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("{PREFIX}.ctl.v1.{lattice}.>"))
+}
+
+/// Split a control subject into `(resource, verb, host)`; `None` if it is not one.
+pub fn parse_ctl<'a>(lattice: &str, subject: &'a str) -> Option<(&'a str, &'a str, Option<&'a str>)> {
+    let rest = subject.strip_prefix(PREFIX)?.strip_prefix(".ctl.v1.")?.strip_prefix(lattice)?.strip_prefix('.')?;
+    let mut parts = rest.split('.');
+    let resource = parts.next()?;
+    let verb = parts.next()?;
+    let host = parts.next();
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((resource, verb, host))
+}
+
+/// `ferry.evt.{lattice}.{event}`: CloudEvents.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn event(lattice: &str, event: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("event name", event)?;
+    Ok(format!("{PREFIX}.evt.{lattice}.{event}"))
+}
+
+/// `FERRY_{lattice}_DATA`: the lattice's JetStream KV bucket, the source of truth for links,
+/// config and component references.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn data_bucket(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("FERRY_{lattice}_DATA"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_have_the_documented_shape() {
+        assert_eq!(rpc("prod", "c1").unwrap(), "ferry.rpc.prod.c1");
+        assert_eq!(link_put("prod", "kv").unwrap(), "ferry.link.prod.kv.put");
+        assert_eq!(link_del("prod", "kv").unwrap(), "ferry.link.prod.kv.del");
+        assert_eq!(health("prod", "kv").unwrap(), "ferry.health.prod.kv");
+        assert_eq!(shutdown("prod", "kv", Some("i1")).unwrap(), "ferry.shutdown.prod.kv.i1");
+        assert_eq!(ctl("prod", "link", "put", None).unwrap(), "ferry.ctl.v1.prod.link.put");
+        assert_eq!(event("prod", "link_set").unwrap(), "ferry.evt.prod.link_set");
+        assert_eq!(data_bucket("prod").unwrap(), "FERRY_prod_DATA");
+    }
+
+    #[test]
+    fn wildcards_and_dots_are_rejected() {
+        for bad in ["", "a.b", "*", ">", "a b", "ä"] {
+            assert!(rpc("prod", bad).is_err(), "{bad:?} accepted");
+            assert!(rpc(bad, "x").is_err(), "{bad:?} accepted as lattice");
+        }
+    }
+
+    #[test]
+    fn ctl_subjects_parse_back() {
+        let s = ctl("prod", "component", "start", Some("NABC")).unwrap();
+        assert_eq!(parse_ctl("prod", &s), Some(("component", "start", Some("NABC"))));
+        let s = ctl("prod", "link", "get", None).unwrap();
+        assert_eq!(parse_ctl("prod", &s), Some(("link", "get", None)));
+        assert_eq!(parse_ctl("other", &s), None);
+    }
+}
