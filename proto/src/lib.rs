@@ -27,7 +27,7 @@ pub mod link;
 pub mod startup;
 pub mod state;
 pub mod subject;
-mod time;
+pub mod time;
 
 pub use error::{ErrorKind, ProtoError, RpcError};
 

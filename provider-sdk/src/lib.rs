@@ -47,5 +47,5 @@ pub use ferry_proto::{
 };
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};
-pub use server::{run_provider, run_provider_with};
+pub use server::{MAX_CONCURRENT_INVOCATIONS, SHUTDOWN_GRACE, run_provider, run_provider_with};
 pub use signal::shutdown_signal;

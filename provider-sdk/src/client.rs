@@ -1,0 +1,172 @@
+//! Calling components (and other targets) on the lattice as a provider: signed invocations,
+//! verified responses, typed errors.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_nats::RequestErrorKind;
+use ferry_proto::{
+    ErrorKind, RpcError,
+    auth::{MacKey, ProviderCredential},
+    codec,
+    envelope::{Invocation, InvocationResponse},
+    http::{HttpRequest, HttpResponse, OP_HANDLE},
+    link::DEFAULT_LINK_NAME,
+    subject,
+};
+
+use crate::SdkError;
+
+/// Default timeout of an invocation when neither the start-up data nor the caller sets one.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A signed connection to a lattice under one provider identity.
+#[derive(Clone)]
+pub struct LatticeClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    nats: async_nats::Client,
+    lattice: String,
+    credential: ProviderCredential,
+    timeout: Duration,
+}
+
+impl fmt::Debug for LatticeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatticeClient")
+            .field("lattice", &self.inner.lattice)
+            .field("origin", &self.origin())
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LatticeClient {
+    /// A client on an existing NATS connection, calling as the credential's provider.
+    ///
+    /// # Errors
+    /// [`SdkError::Startup`] when the credential is for another lattice.
+    pub fn new(nats: async_nats::Client, lattice: &str, credential: ProviderCredential, timeout: Option<Duration>) -> Result<Self, SdkError> {
+        subject::validate_id("lattice", lattice)?;
+        if credential.lattice() != lattice {
+            return Err(SdkError::Startup(format!(
+                "credential is for lattice {:?}, not {lattice:?}",
+                credential.lattice()
+            )));
+        }
+        Ok(Self { inner: Arc::new(Inner { nats, lattice: lattice.to_owned(), credential, timeout: timeout.unwrap_or(DEFAULT_RPC_TIMEOUT) }) })
+    }
+
+    /// Connect to NATS at `url` and build a client.
+    ///
+    /// # Errors
+    /// [`SdkError::Nats`] when NATS is unreachable, [`SdkError::Startup`] for a bad credential.
+    pub async fn connect(url: &str, lattice: &str, credential: &str, timeout: Option<Duration>) -> Result<Self, SdkError> {
+        let credential = ProviderCredential::parse(credential)?;
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("ferry-client-{}", credential.provider_id()))
+            .connect(url)
+            .await
+            .map_err(|e| SdkError::Nats(format!("cannot connect to {url}: {e}")))?;
+        Self::new(nats, lattice, credential, timeout)
+    }
+
+    /// The identity invocations are sent as (the provider id).
+    pub fn origin(&self) -> &str {
+        self.inner.credential.provider_id()
+    }
+
+    /// The lattice.
+    pub fn lattice(&self) -> &str {
+        &self.inner.lattice
+    }
+
+    /// The NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.inner.nats
+    }
+
+    pub(crate) fn credential(&self) -> &ProviderCredential {
+        &self.inner.credential
+    }
+
+    /// Invoke `operation` on `target` over link `link_name` with the default timeout.
+    ///
+    /// # Errors
+    /// The target's typed error, or [`ErrorKind::Timeout`], [`ErrorKind::Unavailable`] (no
+    /// responders), [`ErrorKind::Denied`] (expired credential or a response that fails
+    /// verification).
+    pub async fn invoke(&self, target: &str, link_name: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        self.invoke_with_timeout(target, link_name, operation, payload, self.inner.timeout).await
+    }
+
+    /// [`LatticeClient::invoke`] with an explicit timeout.
+    ///
+    /// # Errors
+    /// As [`LatticeClient::invoke`].
+    pub async fn invoke_with_timeout(
+        &self,
+        target: &str,
+        link_name: &str,
+        operation: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        let subject = subject::rpc(&self.inner.lattice, target).map_err(RpcError::from)?;
+        let mut inv = Invocation::new(self.origin(), target, link_name, operation, payload);
+        let key = self.inner.credential.key_at(inv.issued_at_ms).map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
+        inv.sign(&key);
+        request(&self.inner.nats, subject, &inv, &key, timeout).await
+    }
+
+    /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler`.
+    ///
+    /// # Errors
+    /// As [`LatticeClient::invoke`]; [`ErrorKind::BadRequest`] if the answer is not a response.
+    pub async fn handle_http(&self, component: &str, request: &HttpRequest) -> Result<HttpResponse, RpcError> {
+        let payload = codec::encode(request).map_err(RpcError::from)?;
+        let bytes = self.invoke(component, DEFAULT_LINK_NAME, OP_HANDLE, payload).await?;
+        codec::decode(&bytes).map_err(RpcError::from)
+    }
+}
+
+/// Send a signed invocation and verify the answer: shared by every caller in the SDK.
+pub(crate) async fn request(
+    nats: &async_nats::Client,
+    subject: String,
+    inv: &Invocation,
+    key: &MacKey,
+    timeout: Duration,
+) -> Result<Vec<u8>, RpcError> {
+    let bytes = inv.encode().map_err(RpcError::from)?;
+    let reply = match tokio::time::timeout(timeout, nats.request(subject, bytes.into())).await {
+        Err(_) => return Err(RpcError::new(ErrorKind::Timeout, format!("no answer from {} within {timeout:?}", inv.target))),
+        Ok(Err(err)) => return Err(map_request_error(&inv.target, &err)),
+        Ok(Ok(reply)) => reply,
+    };
+    let resp = InvocationResponse::decode(&reply.payload).map_err(RpcError::from)?;
+    verify_response(resp, key, &inv.id)
+}
+
+/// Check a response's binding and MAC and turn it into a result. An unsigned error reply (a
+/// receiver that could not even decode the request) keeps its kind but is marked as such.
+pub(crate) fn verify_response(resp: InvocationResponse, key: &MacKey, request_id: &str) -> Result<Vec<u8>, RpcError> {
+    if resp.mac.is_empty() {
+        if let Some(err) = resp.error {
+            return Err(RpcError::new(err.kind, format!("unauthenticated reply: {}", err.message)));
+        }
+    }
+    resp.verify(key, request_id).map_err(|e| RpcError::new(ErrorKind::Denied, format!("response failed verification: {e}")))?;
+    resp.into_result()
+}
+
+pub(crate) fn map_request_error(target: &str, err: &async_nats::RequestError) -> RpcError {
+    match err.kind() {
+        RequestErrorKind::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
+        RequestErrorKind::TimedOut => RpcError::new(ErrorKind::Timeout, format!("no answer from {target}")),
+        RequestErrorKind::MaxPayloadExceeded => RpcError::bad_request(format!("request to {target} exceeds the NATS max payload")),
+        RequestErrorKind::InvalidSubject => RpcError::bad_request(format!("invalid subject for {target}")),
+        _ => RpcError::new(ErrorKind::Unavailable, format!("request to {target} failed: {err}")),
+    }
+}

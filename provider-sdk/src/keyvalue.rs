@@ -1,0 +1,107 @@
+//! The key-value capability: a typed trait for `wasi:keyvalue/{store,atomics,batch}` and the
+//! dispatcher that decodes invocations into calls on it.
+
+use std::future::Future;
+
+use ferry_proto::{
+    ErrorKind, RpcError, codec,
+    keyvalue::{
+        BucketRequest, Empty, ExistsResponse, GetManyResponse, GetResponse, IncrementRequest, IncrementResponse, KeyRequest, KeyValue as Pair,
+        KeysRequest, ListKeysRequest, SetManyRequest, SetRequest, op,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::InvocationContext;
+
+pub use ferry_proto::keyvalue::{KeyValue as KeyValuePair, ListKeysResponse};
+
+/// What a key-value provider implements. Every call gets the invocation's context, whose
+/// `link` carries the link's target config (backend choice, URLs, …).
+pub trait KeyValue: Send + Sync {
+    /// Check that `bucket` can be opened.
+    fn open(&self, ctx: &InvocationContext, bucket: &str) -> impl Future<Output = Result<(), RpcError>> + Send;
+    /// The value of `key`, if any.
+    fn get(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, RpcError>> + Send;
+    /// Store `value` under `key`.
+    fn set(&self, ctx: &InvocationContext, bucket: &str, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), RpcError>> + Send;
+    /// Remove `key`; removing a missing key succeeds.
+    fn delete(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> impl Future<Output = Result<(), RpcError>> + Send;
+    /// Whether `key` exists.
+    fn exists(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> impl Future<Output = Result<bool, RpcError>> + Send;
+    /// One page of keys from `cursor`, and the cursor of the next page.
+    fn list_keys(&self, ctx: &InvocationContext, bucket: &str, cursor: Option<u64>) -> impl Future<Output = Result<ListKeysResponse, RpcError>> + Send;
+    /// Atomically add `delta` to the number stored at `key` (missing counts as 0).
+    fn increment(&self, ctx: &InvocationContext, bucket: &str, key: &str, delta: u64) -> impl Future<Output = Result<u64, RpcError>> + Send;
+    /// The values of `keys`, in order, `None` where missing.
+    fn get_many(&self, ctx: &InvocationContext, bucket: &str, keys: Vec<String>) -> impl Future<Output = Result<Vec<Option<Pair>>, RpcError>> + Send;
+    /// Store every pair.
+    fn set_many(&self, ctx: &InvocationContext, bucket: &str, items: Vec<Pair>) -> impl Future<Output = Result<(), RpcError>> + Send;
+    /// Remove every key.
+    fn delete_many(&self, ctx: &InvocationContext, bucket: &str, keys: Vec<String>) -> impl Future<Output = Result<(), RpcError>> + Send;
+}
+
+/// Decode a key-value invocation, call `kv`, and encode the answer. Use it from
+/// [`crate::Provider::handle`].
+///
+/// # Errors
+/// [`ErrorKind::UnknownOperation`] for operations outside the interface,
+/// [`ErrorKind::BadRequest`] for undecodable payloads, and whatever `kv` returns.
+pub async fn dispatch<K: KeyValue>(kv: &K, ctx: &InvocationContext, operation: &str, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
+    match operation {
+        op::OPEN => {
+            let req: BucketRequest = decode(payload)?;
+            kv.open(ctx, &req.bucket).await?;
+            encode(&Empty {})
+        }
+        op::GET => {
+            let req: KeyRequest = decode(payload)?;
+            encode(&GetResponse { value: kv.get(ctx, &req.bucket, &req.key).await? })
+        }
+        op::SET => {
+            let req: SetRequest = decode(payload)?;
+            kv.set(ctx, &req.bucket, &req.key, req.value).await?;
+            encode(&Empty {})
+        }
+        op::DELETE => {
+            let req: KeyRequest = decode(payload)?;
+            kv.delete(ctx, &req.bucket, &req.key).await?;
+            encode(&Empty {})
+        }
+        op::EXISTS => {
+            let req: KeyRequest = decode(payload)?;
+            encode(&ExistsResponse { exists: kv.exists(ctx, &req.bucket, &req.key).await? })
+        }
+        op::LIST_KEYS => {
+            let req: ListKeysRequest = decode(payload)?;
+            encode(&kv.list_keys(ctx, &req.bucket, req.cursor).await?)
+        }
+        op::INCREMENT => {
+            let req: IncrementRequest = decode(payload)?;
+            encode(&IncrementResponse { value: kv.increment(ctx, &req.bucket, &req.key, req.delta).await? })
+        }
+        op::GET_MANY => {
+            let req: KeysRequest = decode(payload)?;
+            encode(&GetManyResponse { items: kv.get_many(ctx, &req.bucket, req.keys).await? })
+        }
+        op::SET_MANY => {
+            let req: SetManyRequest = decode(payload)?;
+            kv.set_many(ctx, &req.bucket, req.items).await?;
+            encode(&Empty {})
+        }
+        op::DELETE_MANY => {
+            let req: KeysRequest = decode(payload)?;
+            kv.delete_many(ctx, &req.bucket, req.keys).await?;
+            encode(&Empty {})
+        }
+        other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("key-value has no operation {other:?}"))),
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RpcError> {
+    codec::decode(payload).map_err(|e| RpcError::bad_request(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
+    codec::encode(value).map_err(RpcError::from)
+}

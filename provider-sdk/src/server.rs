@@ -1,0 +1,429 @@
+//! The provider's run loop: subscriptions, verification, dispatch, links, health, shutdown.
+//!
+//! Invocations, link notifications, health checks and shutdown requests each have their own
+//! task, so a slow link hook never delays a health answer, and invocations run concurrently
+//! (bounded by [`MAX_CONCURRENT_INVOCATIONS`]).
+
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use clap::Parser as _;
+use ferry_proto::{
+    ErrorKind, RpcError,
+    auth::{MacKey, ProviderCredential, ReplayGuard, verify_invocation},
+    codec,
+    envelope::{Invocation, InvocationResponse},
+    health::HealthAnswer,
+    link::{LinkAck, LinkDel, LinkPut},
+    startup::ProviderStartup,
+    subject,
+};
+use futures::{FutureExt as _, StreamExt as _};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    LatticeBucket, LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
+    links::Applied,
+    provider::{ContextInner, InvocationContext},
+};
+
+/// Upper bound of invocations one provider instance runs at once; more wait for a permit
+/// (NATS buffers them), which is the provider's back-pressure.
+pub const MAX_CONCURRENT_INVOCATIONS: usize = 1024;
+/// How long in-flight invocations may finish after a shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Run `provider` until `shutdown` resolves or the lattice asks it to stop. Start-up data comes
+/// from the command line and environment, or from stdin when no provider id is given.
+///
+/// # Errors
+/// [`SdkError`] when start-up data is invalid or NATS cannot be reached; errors while running
+/// are logged and do not end the provider.
+pub async fn run_provider<P: Provider>(provider: P, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
+    let startup = StartupArgs::parse().resolve().await?;
+    run_provider_with(provider, startup, shutdown).await
+}
+
+/// [`run_provider`] with start-up data already in hand (embedding, tests).
+///
+/// # Errors
+/// As [`run_provider`].
+pub async fn run_provider_with<P: Provider>(provider: P, startup: ProviderStartup, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
+    init_tracing(startup.log_level.as_deref());
+    let credential = ProviderCredential::parse(&startup.credential)?;
+    if credential.provider_id() != startup.provider_id {
+        return Err(SdkError::Startup(format!(
+            "credential is for provider {:?}, not {:?}",
+            credential.provider_id(),
+            startup.provider_id
+        )));
+    }
+    let now = ferry_proto::time::now_ms();
+    if credential.key_at(now).is_err() {
+        return Err(SdkError::Startup(format!("credential is not valid now: {credential:?}")));
+    }
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("ferry-provider-{}", startup.provider_id))
+        .connect(&startup.nats_url)
+        .await
+        .map_err(|e| SdkError::Nats(format!("cannot connect to {}: {e}", startup.nats_url)))?;
+    let client = LatticeClient::new(nats.clone(), &startup.lattice, credential, startup.rpc_timeout_ms.map(Duration::from_millis))?;
+    let ctx = ProviderContext {
+        inner: Arc::new(ContextInner {
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            config: startup.config.clone(),
+            client,
+            links: LinkStore::default(),
+        }),
+    };
+    let server = Arc::new(Server { provider, ctx, guard: ReplayGuard::default(), stop: CancellationToken::new() });
+    server.serve(shutdown).await
+}
+
+struct Server<P> {
+    provider: P,
+    ctx: ProviderContext,
+    /// Replay protection shared by every subscription of this instance.
+    guard: ReplayGuard,
+    /// Cancelled by a shutdown request from the lattice.
+    stop: CancellationToken,
+}
+
+/// Why the run loop ended.
+enum Exit {
+    Signal,
+    Requested,
+}
+
+impl<P: Provider> Server<P> {
+    async fn serve(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
+        let nats = self.ctx.nats().clone();
+        let (lattice, id) = (self.ctx.lattice().to_owned(), self.ctx.provider_id().to_owned());
+        let instance = self.ctx.instance_id().to_owned();
+        // Subscribe before reading the snapshot so no notification falls between the two.
+        let rpc = nats.queue_subscribe(subject::rpc(&lattice, &id)?, id.clone()).await.map_err(SdkError::nats)?;
+        let puts = nats.subscribe(subject::link_put(&lattice, &id)?).await.map_err(SdkError::nats)?;
+        let dels = nats.subscribe(subject::link_del(&lattice, &id)?).await.map_err(SdkError::nats)?;
+        let health = nats.subscribe(subject::health(&lattice, &id)?).await.map_err(SdkError::nats)?;
+        let stop_all = nats.subscribe(subject::shutdown(&lattice, &id, None)?).await.map_err(SdkError::nats)?;
+        let stop_one = nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
+        nats.flush().await.map_err(SdkError::nats)?;
+
+        self.load_snapshot().await;
+
+        let tasks = TaskTracker::new();
+        let control = CancellationToken::new();
+        tasks.spawn(self.clone().link_loop(puts, dels, control.clone()));
+        tasks.spawn(self.clone().health_loop(health, control.clone()));
+        tasks.spawn(self.clone().shutdown_loop(futures::stream::select(stop_all, stop_one), control.clone()));
+        let invocations = TaskTracker::new();
+        let rpc_task = tokio::spawn(self.clone().rpc_loop(rpc, invocations.clone(), control.clone()));
+        info!(provider_id = %id, instance_id = %instance, lattice = %lattice, links = self.ctx.links().len(), "provider ready");
+
+        let exit = tokio::select! {
+            () = shutdown => Exit::Signal,
+            () = self.stop.cancelled() => Exit::Requested,
+        };
+        match exit {
+            Exit::Signal => info!("shutting down on signal"),
+            Exit::Requested => info!("shutting down on request from the lattice"),
+        }
+        control.cancel();
+        let _ = rpc_task.await;
+        invocations.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, invocations.wait()).await.is_err() {
+            warn!(grace = ?SHUTDOWN_GRACE, "in-flight invocations did not finish within the grace period");
+        }
+        tasks.close();
+        tasks.wait().await;
+        self.provider.on_shutdown(&self.ctx).await;
+        if let Err(err) = nats.drain().await {
+            warn!(cause = %err, "failed to drain NATS connection");
+        }
+        info!("provider stopped");
+        Ok(())
+    }
+
+    async fn load_snapshot(&self) {
+        let bucket = match LatticeBucket::open(self.ctx.nats(), self.ctx.lattice(), false).await {
+            Ok(bucket) => bucket,
+            Err(err) => {
+                warn!(cause = %err, "no lattice bucket yet; links will arrive as notifications");
+                return;
+            }
+        };
+        let links = match bucket.links().await {
+            Ok(links) => links,
+            Err(err) => {
+                error!(cause = %err, "failed to read link snapshot");
+                return;
+            }
+        };
+        let id = self.ctx.provider_id();
+        for (link, revision) in links.into_iter().filter(|(l, _)| l.source_id == id || l.target_id == id) {
+            match bucket.link_put(link, revision).await {
+                Ok(put) => {
+                    let ack = self.apply_put(put).await;
+                    if !ack.accepted {
+                        warn!(error = ?ack.error, "link from snapshot rejected");
+                    }
+                }
+                Err(err) => error!(cause = %err, "failed to resolve link config from snapshot"),
+            }
+        }
+    }
+
+    async fn apply_put(&self, put: LinkPut) -> LinkAck {
+        let instance_id = self.ctx.instance_id().to_owned();
+        let id = self.ctx.provider_id();
+        if put.link.source_id != id && put.link.target_id != id {
+            return LinkAck { instance_id, accepted: false, error: Some(format!("link does not involve provider {id}")) };
+        }
+        match self.ctx.links().check_put(&put) {
+            Applied::Stale => {
+                debug!(revision = put.revision, "ignoring stale link put");
+                LinkAck { instance_id, accepted: true, error: None }
+            }
+            Applied::Unchanged => {
+                self.ctx.links().store_put(put, true);
+                LinkAck { instance_id, accepted: true, error: None }
+            }
+            Applied::Changed => {
+                let hook = AssertUnwindSafe(self.provider.on_link_put(&self.ctx, &put)).catch_unwind().await;
+                let result = hook.unwrap_or_else(|_| Err("link hook panicked".to_owned()));
+                let (source, target, name) = (put.link.source_id.clone(), put.link.target_id.clone(), put.link.name.clone());
+                match result {
+                    Ok(()) => {
+                        info!(%source, %target, %name, revision = put.revision, "link set");
+                        self.ctx.links().store_put(put, true);
+                        LinkAck { instance_id, accepted: true, error: None }
+                    }
+                    Err(err) => {
+                        warn!(%source, %target, %name, cause = %err, "link rejected by provider");
+                        self.ctx.links().store_put(put, false);
+                        LinkAck { instance_id, accepted: false, error: Some(err) }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn link_loop(self: Arc<Self>, mut puts: async_nats::Subscriber, mut dels: async_nats::Subscriber, control: CancellationToken) {
+        // One task for both so puts and deletes apply in arrival order.
+        loop {
+            let (msg, is_put) = tokio::select! {
+                () = control.cancelled() => break,
+                Some(msg) = puts.next() => (msg, true),
+                Some(msg) = dels.next() => (msg, false),
+                else => break,
+            };
+            let reply = msg.reply.clone();
+            let answer = match self.authenticate(&msg.payload) {
+                Err((resp, _)) => resp,
+                Ok((inv, key)) => {
+                    let ack = if is_put {
+                        match codec::decode::<LinkPut>(&inv.payload) {
+                            Ok(put) => self.apply_put(put).await,
+                            Err(err) => LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: false, error: Some(format!("bad link put: {err}")) },
+                        }
+                    } else {
+                        match codec::decode::<LinkDel>(&inv.payload) {
+                            Ok(del) => {
+                                if let Some(old) = self.ctx.links().apply_del(&del.key, del.revision) {
+                                    info!(source = %del.key.source_id, target = %del.key.target_id, name = %del.key.name, "link deleted");
+                                    let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &old)).catch_unwind().await;
+                                }
+                                LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: true, error: None }
+                            }
+                            Err(err) => LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: false, error: Some(format!("bad link del: {err}")) },
+                        }
+                    };
+                    signed_ok(&inv.id, &ack, &key)
+                }
+            };
+            self.reply(reply, answer).await;
+        }
+    }
+
+    async fn health_loop(self: Arc<Self>, mut health: async_nats::Subscriber, control: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                () = control.cancelled() => break,
+                msg = health.next() => match msg { Some(msg) => msg, None => break },
+            };
+            let answer = match self.authenticate(&msg.payload) {
+                Err((resp, _)) => resp,
+                Ok((inv, key)) => {
+                    let status = self.provider.health(&self.ctx).await;
+                    let answer = HealthAnswer {
+                        provider_id: self.ctx.provider_id().to_owned(),
+                        instance_id: self.ctx.instance_id().to_owned(),
+                        healthy: status.healthy,
+                        message: status.message,
+                        links: u32::try_from(self.ctx.links().len()).unwrap_or(u32::MAX),
+                    };
+                    signed_ok(&inv.id, &answer, &key)
+                }
+            };
+            self.reply(msg.reply, answer).await;
+        }
+    }
+
+    async fn shutdown_loop(self: Arc<Self>, mut requests: impl futures::Stream<Item = async_nats::Message> + Unpin, control: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                () = control.cancelled() => break,
+                msg = requests.next() => match msg { Some(msg) => msg, None => break },
+            };
+            match self.authenticate(&msg.payload) {
+                Err((resp, _)) => self.reply(msg.reply, resp).await,
+                Ok((inv, key)) => {
+                    info!(origin = %inv.origin, "shutdown requested");
+                    self.reply(msg.reply, signed_ok(&inv.id, &self.ctx.instance_id(), &key)).await;
+                    self.stop.cancel();
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn rpc_loop(self: Arc<Self>, mut rpc: async_nats::Subscriber, tasks: TaskTracker, control: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_INVOCATIONS));
+        loop {
+            let msg = tokio::select! {
+                () = control.cancelled() => break,
+                msg = rpc.next() => match msg { Some(msg) => msg, None => break },
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let server = self.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let answer = server.invocation(&msg.payload).await;
+                server.reply(msg.reply, answer).await;
+            });
+        }
+        // Stop receiving: NATS sends further messages to other instances of the queue group.
+        let _ = rpc.unsubscribe().await;
+    }
+
+    async fn invocation(&self, bytes: &[u8]) -> InvocationResponse {
+        let (inv, key) = match self.authenticate(bytes) {
+            Ok(ok) => ok,
+            Err((resp, _)) => return resp,
+        };
+        let result = self.dispatch(&inv).await;
+        if let Err(err) = &result {
+            debug!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, kind = ?err.kind, cause = %err.message, "invocation failed");
+        }
+        let mut resp = match result {
+            Ok(payload) => InvocationResponse::ok(inv.id, payload),
+            Err(err) => InvocationResponse::err(inv.id, err),
+        };
+        resp.sign(&key);
+        resp
+    }
+
+    async fn dispatch(&self, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+        let (namespace, package, interface) = split_operation(&inv.operation)
+            .ok_or_else(|| RpcError::new(ErrorKind::UnknownOperation, format!("malformed operation {:?}", inv.operation)))?;
+        let id = self.ctx.provider_id();
+        let link = self.ctx.links().find(&inv.origin, id, &inv.link_name, namespace, package, interface).ok_or_else(|| {
+            RpcError::not_linked(format!(
+                "{} has no link named {:?} to {id} for {namespace}:{package}/{interface}",
+                inv.origin, inv.link_name
+            ))
+        })?;
+        let ictx = InvocationContext { origin: inv.origin.clone(), link, trace_context: inv.trace_context.clone(), provider: self.ctx.clone() };
+        let payload = inv.payload.clone();
+        AssertUnwindSafe(self.provider.handle(ictx, &inv.operation, payload))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                error!(operation = %inv.operation, "provider handler panicked");
+                Err(RpcError::internal("provider handler panicked"))
+            })
+    }
+
+    /// Decode and verify an envelope addressed to this provider. On failure, the error reply
+    /// (signed when a key could be chosen) and the reason.
+    fn authenticate(&self, bytes: &[u8]) -> Result<(Invocation, MacKey), (InvocationResponse, RpcError)> {
+        let inv = match Invocation::decode(bytes) {
+            Ok(inv) => inv,
+            Err(err) => {
+                let err = RpcError::from(err);
+                warn!(cause = %err, "rejected malformed envelope");
+                return Err((InvocationResponse::err("", err.clone()), err));
+            }
+        };
+        let id = self.ctx.provider_id();
+        if inv.target != id {
+            let err = RpcError::new(ErrorKind::Denied, format!("invocation addressed to {}, not {id}", inv.target));
+            warn!(id = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
+            return Err((InvocationResponse::err(inv.id, err.clone()), err));
+        }
+        let key = match self.ctx.client().credential().key_at(inv.issued_at_ms) {
+            Ok(key) => key,
+            Err(err) => {
+                let err = RpcError::new(ErrorKind::Denied, err.to_string());
+                warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+                return Err((InvocationResponse::err(inv.id, err.clone()), err));
+            }
+        };
+        if let Err(err) = verify_invocation(&inv, &key, &self.guard) {
+            let err = RpcError::new(ErrorKind::Denied, err.to_string());
+            warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+            let mut resp = InvocationResponse::err(inv.id, err.clone());
+            resp.sign(&key);
+            return Err((resp, err));
+        }
+        Ok((inv, key))
+    }
+
+    async fn reply(&self, reply: Option<async_nats::Subject>, resp: InvocationResponse) {
+        let Some(reply) = reply else { return };
+        match resp.encode() {
+            Ok(bytes) => {
+                if let Err(err) = self.ctx.nats().publish(reply, bytes.into()).await {
+                    warn!(cause = %err, "failed to send reply");
+                }
+            }
+            Err(err) => error!(cause = %err, "failed to encode reply"),
+        }
+    }
+}
+
+fn signed_ok<T: serde::Serialize>(id: &str, value: &T, key: &MacKey) -> InvocationResponse {
+    let mut resp = match codec::encode(value) {
+        Ok(payload) => InvocationResponse::ok(id, payload),
+        Err(err) => InvocationResponse::err(id, RpcError::from(err)),
+    };
+    resp.sign(key);
+    resp
+}
+
+/// `wasi:keyvalue/store.get` → (`wasi`, `keyvalue`, `store`).
+fn split_operation(op: &str) -> Option<(&str, &str, &str)> {
+    let (namespace, rest) = op.split_once(':')?;
+    let (package, rest) = rest.split_once('/')?;
+    let (interface, _function) = rest.split_once('.')?;
+    Some((namespace, package, interface))
+}
+
+/// Install a stderr log subscriber unless the embedding program already has one.
+fn init_tracing(filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info")))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn operations_split_into_namespace_package_interface() {
+        assert_eq!(super::split_operation("wasi:keyvalue/store.get"), Some(("wasi", "keyvalue", "store")));
+        assert_eq!(super::split_operation("wasi:http/incoming-handler.handle"), Some(("wasi", "http", "incoming-handler")));
+        assert_eq!(super::split_operation("nonsense"), None);
+    }
+}

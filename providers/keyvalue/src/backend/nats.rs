@@ -1,0 +1,164 @@
+//! JetStream KV backend: one JetStream KV bucket per key-value bucket identifier, created on
+//! first use. Keys NATS cannot hold verbatim are stored hex-encoded behind a `=` prefix.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_nats::jetstream::{self, kv};
+use ferry_provider_sdk::{RpcError, async_nats};
+use futures::StreamExt as _;
+
+use super::{Backend, PAGE_SIZE, parse_counter};
+
+/// How often an increment retries after losing a race with another writer.
+const INCREMENT_ATTEMPTS: usize = 100;
+
+pub(crate) struct NatsBackend {
+    js: jetstream::Context,
+    prefix: String,
+    /// Opened buckets, so each call does not look the bucket up again.
+    stores: Mutex<HashMap<String, kv::Store>>,
+}
+
+impl NatsBackend {
+    pub(crate) fn new(nats: async_nats::Client, prefix: String) -> Self {
+        Self { js: jetstream::new(nats), prefix, stores: Mutex::new(HashMap::new()) }
+    }
+
+    async fn store(&self, bucket: &str) -> Result<kv::Store, RpcError> {
+        let name = self.bucket_name(bucket)?;
+        if let Some(store) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+            return Ok(store.clone());
+        }
+        let store = match self.js.get_key_value(&name).await {
+            Ok(store) => store,
+            Err(_) => self
+                .js
+                .create_key_value(kv::Config { bucket: name.clone(), history: 1, ..Default::default() })
+                .await
+                .map_err(|e| RpcError::provider(format!("cannot create JetStream KV bucket {name}: {e}")))?,
+        };
+        self.stores.lock().unwrap_or_else(|p| p.into_inner()).insert(name, store.clone());
+        Ok(store)
+    }
+
+    fn bucket_name(&self, bucket: &str) -> Result<String, RpcError> {
+        let bucket = if bucket.is_empty() { "default" } else { bucket };
+        let name = format!("{}{bucket}", self.prefix);
+        if name.len() > 200 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(RpcError::bad_request(format!("bucket {bucket:?}: JetStream bucket names may contain only letters, digits, '-' and '_'")));
+        }
+        Ok(name)
+    }
+}
+
+/// Encode a key for NATS: verbatim when it is a valid NATS KV key not starting with `=`.
+fn encode_key(key: &str) -> String {
+    let valid = !key.is_empty()
+        && !key.starts_with(['.', '='])
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b));
+    if valid {
+        key.to_owned()
+    } else {
+        let mut out = String::with_capacity(1 + key.len() * 2);
+        out.push('=');
+        for b in key.bytes() {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+}
+
+fn decode_key(stored: &str) -> Option<String> {
+    let Some(hex) = stored.strip_prefix('=') else { return Some(stored.to_owned()) };
+    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn backend_err(what: &str, err: impl std::fmt::Display) -> RpcError {
+    RpcError::provider(format!("JetStream KV {what} failed: {err}"))
+}
+
+#[async_trait::async_trait]
+impl Backend for NatsBackend {
+    async fn open(&self, bucket: &str) -> Result<(), RpcError> {
+        self.store(bucket).await.map(|_| ())
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        let store = self.store(bucket).await?;
+        let value = store.get(encode_key(key)).await.map_err(|e| backend_err("get", e))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), RpcError> {
+        let store = self.store(bucket).await?;
+        store.put(encode_key(key), value.into()).await.map_err(|e| backend_err("put", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), RpcError> {
+        let store = self.store(bucket).await?;
+        store.delete(encode_key(key)).await.map_err(|e| backend_err("delete", e))
+    }
+
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, RpcError> {
+        Ok(self.get(bucket, key).await?.is_some())
+    }
+
+    async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
+        let store = self.store(bucket).await?;
+        let mut stream = store.keys().await.map_err(|e| backend_err("keys", e))?;
+        let mut keys = Vec::new();
+        while let Some(key) = stream.next().await {
+            let key = key.map_err(|e| backend_err("keys", e))?;
+            if let Some(key) = decode_key(&key) {
+                keys.push(key);
+            }
+        }
+        keys.sort_unstable();
+        let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX).min(keys.len());
+        let end = (start + PAGE_SIZE).min(keys.len());
+        let next = (end < keys.len()).then_some(end as u64);
+        Ok((keys.drain(start..end).collect(), next))
+    }
+
+    async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, RpcError> {
+        let store = self.store(bucket).await?;
+        let stored = encode_key(key);
+        for _ in 0..INCREMENT_ATTEMPTS {
+            let entry = store.entry(&stored).await.map_err(|e| backend_err("get", e))?;
+            let (current, revision) = match &entry {
+                Some(e) if e.operation == kv::Operation::Put => (parse_counter(key, &e.value)?, Some(e.revision)),
+                Some(e) => (0, Some(e.revision)),
+                None => (0, None),
+            };
+            let next = current.checked_add(delta).ok_or_else(|| RpcError::bad_request(format!("increment of {key:?} overflows u64")))?;
+            let value = next.to_string().into_bytes().into();
+            let written = match revision {
+                Some(revision) => store.update(&stored, value, revision).await.is_ok(),
+                None => store.create(&stored, value).await.is_ok(),
+            };
+            if written {
+                return Ok(next);
+            }
+        }
+        Err(RpcError::provider(format!("increment of {key:?} kept losing races after {INCREMENT_ATTEMPTS} attempts")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_the_nats_encoding() {
+        for key in ["plain", "a/b.c-d_e=f", "with space", "ünïcode", "=leading", ".dot", "a..b", "trailing.", ""] {
+            let stored = encode_key(key);
+            assert!(stored.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b)), "{stored}");
+            assert_eq!(decode_key(&stored).as_deref(), Some(key));
+        }
+        assert_eq!(encode_key("plain"), "plain");
+    }
+}

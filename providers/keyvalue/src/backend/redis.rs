@@ -1,0 +1,94 @@
+//! Redis backend: keys live verbatim in the link's Redis database; the bucket identifier is
+//! not part of the key (choose a database per link with the URL's `/db`).
+
+use ferry_provider_sdk::{RpcError, keyvalue::KeyValuePair};
+use redis::{AsyncCommands as _, aio::ConnectionManager};
+
+use super::{Backend, PAGE_SIZE};
+
+pub(crate) struct RedisBackend {
+    conn: ConnectionManager,
+}
+
+impl RedisBackend {
+    /// Connect to `url`; the connection manager reconnects on its own after failures.
+    pub(crate) async fn connect(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis url: {e}"))?;
+        let conn = ConnectionManager::new(client).await.map_err(|e| format!("cannot connect to Redis: {e}"))?;
+        Ok(Self { conn })
+    }
+}
+
+fn backend_err(what: &str, err: redis::RedisError) -> RpcError {
+    RpcError::provider(format!("Redis {what} failed: {err}"))
+}
+
+#[async_trait::async_trait]
+impl Backend for RedisBackend {
+    async fn open(&self, _bucket: &str) -> Result<(), RpcError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| backend_err("ping", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, _bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        self.conn.clone().get(key).await.map_err(|e| backend_err("GET", e))
+    }
+
+    async fn set(&self, _bucket: &str, key: &str, value: Vec<u8>) -> Result<(), RpcError> {
+        self.conn.clone().set(key, value).await.map_err(|e| backend_err("SET", e))
+    }
+
+    async fn delete(&self, _bucket: &str, key: &str) -> Result<(), RpcError> {
+        self.conn.clone().del(key).await.map_err(|e| backend_err("DEL", e))
+    }
+
+    async fn exists(&self, _bucket: &str, key: &str) -> Result<bool, RpcError> {
+        self.conn.clone().exists(key).await.map_err(|e| backend_err("EXISTS", e))
+    }
+
+    async fn list_keys(&self, _bucket: &str, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
+        let mut conn = self.conn.clone();
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor.unwrap_or(0))
+            .arg("COUNT")
+            .arg(PAGE_SIZE)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| backend_err("SCAN", e))?;
+        Ok((keys, (next != 0).then_some(next)))
+    }
+
+    async fn increment(&self, _bucket: &str, key: &str, delta: u64) -> Result<u64, RpcError> {
+        let delta = i64::try_from(delta).map_err(|_| RpcError::bad_request("Redis counters hold at most i64::MAX"))?;
+        let value: i64 = self.conn.clone().incr(key, delta).await.map_err(|e| backend_err("INCRBY", e))?;
+        u64::try_from(value).map_err(|_| RpcError::bad_request(format!("value of {key:?} is negative")))
+    }
+
+    async fn get_many(&self, _bucket: &str, keys: Vec<String>) -> Result<Vec<Option<KeyValuePair>>, RpcError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn.clone()).await.map_err(|e| backend_err("MGET", e))?;
+        Ok(keys.into_iter().zip(values).map(|(key, value)| value.map(|value| KeyValuePair { key, value })).collect())
+    }
+
+    async fn set_many(&self, _bucket: &str, items: Vec<KeyValuePair>) -> Result<(), RpcError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("MSET");
+        for item in &items {
+            cmd.arg(&item.key).arg(&item.value);
+        }
+        cmd.query_async::<()>(&mut self.conn.clone()).await.map_err(|e| backend_err("MSET", e))
+    }
+
+    async fn delete_many(&self, _bucket: &str, keys: Vec<String>) -> Result<(), RpcError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.conn.clone().del(keys).await.map_err(|e| backend_err("DEL", e))
+    }
+}
+
