@@ -115,13 +115,24 @@ pub fn ctl(lattice: &str, resource: &str, verb: &str, host: Option<&str>) -> Res
     }
 }
 
-/// `ferry.ctl.v1.{lattice}.>`: what a host subscribes to for control commands.
+/// `ferry.ctl.v1.{lattice}.*.*`: commands any host may handle (hosts share them in a queue
+/// group).
 ///
 /// # Errors
 /// [`ProtoError::InvalidId`] if the lattice is not valid.
-pub fn ctl_all(lattice: &str) -> Result<String, ProtoError> {
+pub fn ctl_shared(lattice: &str) -> Result<String, ProtoError> {
     validate_id("lattice", lattice)?;
-    Ok(format!("{PREFIX}.ctl.v1.{lattice}.>"))
+    Ok(format!("{PREFIX}.ctl.v1.{lattice}.*.*"))
+}
+
+/// `ferry.ctl.v1.{lattice}.*.*.{host}`: commands addressed to one host.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn ctl_for_host(lattice: &str, host: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("host id", host)?;
+    Ok(format!("{PREFIX}.ctl.v1.{lattice}.*.*.{host}"))
 }
 
 /// Split a control subject into `(resource, verb, host)`; `None` if it is not one.

@@ -211,3 +211,76 @@ impl LatticeBucket {
         Err(SdkError::Nats(format!("cannot write {key} after {WRITE_ATTEMPTS} attempts: {last_err}")))
     }
 }
+
+/// A change seen while watching the bucket: the current state first, then every update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketChange {
+    /// A link was put (created or updated) at a revision.
+    Link(Link, u64),
+    /// The link under this bucket key was deleted.
+    LinkDeleted(String),
+    /// A config was put.
+    Config(String, ConfigValues),
+    /// A config was deleted.
+    ConfigDeleted(String),
+}
+
+impl LatticeBucket {
+    /// Watch every key: first the current value of each, then changes as they happen.
+    ///
+    /// # Errors
+    /// [`SdkError::Nats`] when the watch cannot be created.
+    pub async fn watch(&self) -> Result<impl futures::Stream<Item = BucketChange> + Send + use<>, SdkError> {
+        let watch = self.kv.watch_with_history(">").await.map_err(SdkError::nats)?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(err) => {
+                    tracing::warn!(cause = %err, "lattice bucket watch error");
+                    return None;
+                }
+            };
+            let put = entry.operation == kv::Operation::Put;
+            if let Some(name) = entry.key.strip_prefix(state::CONFIG_PREFIX) {
+                if !put {
+                    return Some(BucketChange::ConfigDeleted(name.to_owned()));
+                }
+                return match serde_json::from_slice(&entry.value) {
+                    Ok(values) => Some(BucketChange::Config(name.to_owned(), values)),
+                    Err(err) => {
+                        tracing::warn!(key = %entry.key, cause = %err, "unreadable config entry");
+                        None
+                    }
+                };
+            }
+            if entry.key.starts_with(state::LINK_PREFIX) {
+                if !put {
+                    return Some(BucketChange::LinkDeleted(entry.key));
+                }
+                return match serde_json::from_slice(&entry.value) {
+                    Ok(link) => Some(BucketChange::Link(link, entry.revision)),
+                    Err(err) => {
+                        tracing::warn!(key = %entry.key, cause = %err, "unreadable link entry");
+                        None
+                    }
+                };
+            }
+            None
+        }))
+    }
+
+    /// Every named config.
+    ///
+    /// # Errors
+    /// [`SdkError::Nats`] when the bucket cannot be read.
+    pub async fn config_names(&self) -> Result<Vec<String>, SdkError> {
+        let mut keys = self.kv.keys().await.map_err(SdkError::nats)?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            if let Some(name) = key.map_err(SdkError::nats)?.strip_prefix(state::CONFIG_PREFIX) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+}

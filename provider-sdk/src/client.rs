@@ -117,7 +117,7 @@ impl LatticeClient {
         let mut inv = Invocation::new(self.origin(), target, link_name, operation, payload);
         let key = self.inner.credential.key_at(inv.issued_at_ms).map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
         inv.sign(&key);
-        request(&self.inner.nats, subject, &inv, &key, timeout).await
+        send_signed(&self.inner.nats, subject, &inv, &key, timeout).await
     }
 
     /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler`.
@@ -131,8 +131,13 @@ impl LatticeClient {
     }
 }
 
-/// Send a signed invocation and verify the answer: shared by every caller in the SDK.
-pub(crate) async fn request(
+/// Send an invocation already signed under `key` and verify the answer with the same key:
+/// the one request path shared by the SDK and the host.
+///
+/// # Errors
+/// [`ErrorKind::Timeout`], [`ErrorKind::Unavailable`], [`ErrorKind::Denied`] for a response
+/// that fails verification, or the target's own error.
+pub async fn send_signed(
     nats: &async_nats::Client,
     subject: String,
     inv: &Invocation,
@@ -151,7 +156,7 @@ pub(crate) async fn request(
 
 /// Check a response's binding and MAC and turn it into a result. An unsigned error reply (a
 /// receiver that could not even decode the request) keeps its kind but is marked as such.
-pub(crate) fn verify_response(resp: InvocationResponse, key: &MacKey, request_id: &str) -> Result<Vec<u8>, RpcError> {
+fn verify_response(resp: InvocationResponse, key: &MacKey, request_id: &str) -> Result<Vec<u8>, RpcError> {
     if resp.mac.is_empty() {
         if let Some(err) = resp.error {
             return Err(RpcError::new(err.kind, format!("unauthenticated reply: {}", err.message)));
@@ -161,7 +166,7 @@ pub(crate) fn verify_response(resp: InvocationResponse, key: &MacKey, request_id
     resp.into_result()
 }
 
-pub(crate) fn map_request_error(target: &str, err: &async_nats::RequestError) -> RpcError {
+fn map_request_error(target: &str, err: &async_nats::RequestError) -> RpcError {
     match err.kind() {
         RequestErrorKind::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
         RequestErrorKind::TimedOut => RpcError::new(ErrorKind::Timeout, format!("no answer from {target}")),

@@ -35,7 +35,7 @@ mod server;
 mod signal;
 
 pub use async_nats;
-pub use bucket::LatticeBucket;
+pub use bucket::{BucketChange, LatticeBucket};
 pub use client::LatticeClient;
 pub use config::StartupArgs;
 pub use error::SdkError;

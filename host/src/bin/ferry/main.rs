@@ -1,1 +1,88 @@
-fn main() {}
+//! `ferry`: run a host, drive a lattice (`ctl`), and manage keys.
+
+mod ctl;
+mod keys;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Run WebAssembly components on a lattice of hosts and capability providers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a host that joins a lattice and serves components.
+    Host(HostArgs),
+    /// Send control commands to the hosts of a lattice.
+    Ctl(ctl::CtlArgs),
+    /// Generate cluster keys and provider credentials.
+    Keys(keys::KeysArgs),
+}
+
+#[derive(clap::Args)]
+struct HostArgs {
+    /// NATS server URL.
+    #[arg(long, env = "FERRY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Lattice to join.
+    #[arg(long, env = "FERRY_LATTICE", default_value = "default")]
+    lattice: String,
+    /// The lattice's cluster seed (SC…); generated when absent (single-host lattices only).
+    #[arg(long, env = "FERRY_CLUSTER_SEED", hide_env_values = true)]
+    cluster_seed: Option<String>,
+    /// A label describing this host, key=value; repeatable.
+    #[arg(long = "label", value_parser = parse_pair)]
+    labels: Vec<(String, String)>,
+    /// Timeout of capability calls to providers, in milliseconds.
+    #[arg(long, env = "FERRY_RPC_TIMEOUT_MS", default_value_t = 10_000)]
+    rpc_timeout_ms: u64,
+    /// Wall-clock limit of one invocation of a component, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    execution_time_ms: u64,
+    /// Linear memory limit per component instance, in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_mib: usize,
+}
+
+pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Host(args) => {
+            init_tracing();
+            let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice)
+                .rpc_timeout(Duration::from_millis(args.rpc_timeout_ms))
+                .limits(ferry_host::Limits {
+                    memory_bytes: args.memory_mib << 20,
+                    execution_time: Duration::from_millis(args.execution_time_ms),
+                    ..ferry_host::Limits::default()
+                });
+            if let Some(seed) = args.cluster_seed {
+                builder = builder.cluster_seed(seed);
+            }
+            for (k, v) in args.labels {
+                builder = builder.label(k, v);
+            }
+            let host = builder.build().await.context("failed to start host")?;
+            host.run(ferry_provider_sdk::shutdown_signal()).await.context("host failed")?;
+            Ok(())
+        }
+        Command::Ctl(args) => ctl::run(args).await,
+        Command::Keys(args) => keys::run(args),
+    }
+}

@@ -1,0 +1,159 @@
+//! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft`: every call becomes an invocation to the
+//! provider linked for the interface under the link name the component chose. A call with no
+//! link fails at once with `other("not-linked: …")`.
+
+use ferry_proto::{
+    RpcError, codec,
+    keyvalue::{self as kv, op},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use std::sync::Arc;
+
+use crate::state::{ComponentEnv, HostState};
+
+/// A `bucket` resource: the identifier the component opened.
+#[derive(Debug)]
+#[allow(unreachable_pub, reason = "named by the generated bindings, which re-export it")]
+pub struct Bucket {
+    identifier: String,
+}
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ferry:host/keyvalue",
+        imports: { default: async | trappable },
+        with: { "wasi:keyvalue/store.bucket": super::Bucket },
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, batch, store};
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    atomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+/// The one conversion from a failed invocation to the WIT error: the error kind stays
+/// readable as the prefix of `other`.
+fn to_wit(err: RpcError) -> store::Error {
+    store::Error::Other(err.to_string())
+}
+
+type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
+
+/// Where a call over `interface` goes: the link name in force and the linked provider.
+struct Route {
+    env: Arc<ComponentEnv>,
+    name: String,
+    target: String,
+}
+
+/// Send `request` along `route` (resolved before the first `await`).
+async fn call<Req: Serialize, Resp: DeserializeOwned>(route: Result<Route, store::Error>, operation: &str, request: Req) -> Result<Resp, store::Error> {
+    route?.send(operation, &request).await
+}
+
+impl Route {
+    async fn send<Req: Serialize, Resp: DeserializeOwned>(self, operation: &str, request: &Req) -> Result<Resp, store::Error> {
+        let payload = codec::encode(request).map_err(|e| to_wit(e.into()))?;
+        let bytes = self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload).await.map_err(to_wit)?;
+        codec::decode(&bytes).map_err(|e| to_wit(RpcError::bad_request(format!("provider answered with an undecodable payload: {e}"))))
+    }
+}
+
+impl HostState {
+    /// Resolve the link now; the `await` happens on the [`Route`], which holds no borrow of
+    /// the (non-`Sync`) store state.
+    fn kv_route(&self, interface: &str) -> Result<Route, store::Error> {
+        let name = self.link_name(kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface);
+        let component = &self.env.id;
+        let target = self.env.lattice.target_of(component, &name, kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface).ok_or_else(|| {
+            to_wit(RpcError::not_linked(format!("{component} has no link named {name:?} for wasi:keyvalue/{interface}")))
+        })?;
+        Ok(Route { env: self.env.clone(), name, target })
+    }
+
+    fn bucket_name(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
+        Ok(self.table.get(bucket)?.identifier.clone())
+    }
+}
+
+impl store::Host for HostState {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        let opened: Result<kv::Empty, _> = call(self.kv_route("store"), op::OPEN, kv::BucketRequest { bucket: identifier.clone() }).await;
+        if let Err(err) = opened {
+            return Ok(Err(err));
+        }
+        Ok(Ok(self.table.push(Bucket { identifier })?))
+    }
+}
+
+impl store::HostBucket for HostState {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::GetResponse, _> = call(self.kv_route("store"), op::GET, kv::KeyRequest { bucket, key }).await;
+        Ok(resp.map(|r| r.value))
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::Empty, _> = call(self.kv_route("store"), op::SET, kv::SetRequest { bucket, key, value }).await;
+        Ok(resp.map(|_| ()))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::Empty, _> = call(self.kv_route("store"), op::DELETE, kv::KeyRequest { bucket, key }).await;
+        Ok(resp.map(|_| ()))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::ExistsResponse, _> = call(self.kv_route("store"), op::EXISTS, kv::KeyRequest { bucket, key }).await;
+        Ok(resp.map(|r| r.exists))
+    }
+
+    async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<store::KeyResponse> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::ListKeysResponse, _> = call(self.kv_route("store"), op::LIST_KEYS, kv::ListKeysRequest { bucket, cursor }).await;
+        Ok(resp.map(|r| store::KeyResponse { keys: r.keys, cursor: r.cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for HostState {
+    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::IncrementResponse, _> = call(self.kv_route("atomics"), op::INCREMENT, kv::IncrementRequest { bucket, key, delta }).await;
+        Ok(resp.map(|r| r.value))
+    }
+}
+
+impl batch::Host for HostState {
+    async fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::GetManyResponse, _> = call(self.kv_route("batch"), op::GET_MANY, kv::KeysRequest { bucket, keys }).await;
+        Ok(resp.map(|r| r.items.into_iter().map(|i| i.map(|kv| (kv.key, kv.value))).collect()))
+    }
+
+    async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
+        let bucket = self.bucket_name(&bucket)?;
+        let items = key_values.into_iter().map(|(key, value)| kv::KeyValue { key, value }).collect();
+        let resp: Result<kv::Empty, _> = call(self.kv_route("batch"), op::SET_MANY, kv::SetManyRequest { bucket, items }).await;
+        Ok(resp.map(|_| ()))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+        let bucket = self.bucket_name(&bucket)?;
+        let resp: Result<kv::Empty, _> = call(self.kv_route("batch"), op::DELETE_MANY, kv::KeysRequest { bucket, keys }).await;
+        Ok(resp.map(|_| ()))
+    }
+}

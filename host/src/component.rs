@@ -1,0 +1,157 @@
+//! A running component: compiled once, `instantiate_pre`'d once, a fresh instance per
+//! invocation, bounded by `max_instances` and the execution time limit.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use ferry_proto::{
+    ErrorKind, RpcError,
+    http::{Header, HttpRequest, HttpResponse},
+};
+use http_body_util::{BodyExt as _, Full};
+use tokio::sync::Semaphore;
+use tracing::warn;
+use wasmtime::{
+    Engine, Store,
+    component::{Component, Linker},
+};
+use wasmtime_wasi_http::{
+    WasiHttpView as _,
+    p2::bindings::{ProxyPre, http::types::Scheme},
+};
+
+use crate::{
+    HostError, Limits,
+    engine::ticks,
+    state::{ComponentEnv, HostState},
+};
+
+/// Default bound of concurrently running instances of one component on one host.
+pub(crate) const DEFAULT_MAX_INSTANCES: u32 = 100;
+/// Longest trap message passed back to callers.
+const MAX_TRAP_MESSAGE: usize = 1024;
+
+/// What a component was started with.
+#[derive(Debug, Clone)]
+pub(crate) struct ComponentSpec {
+    pub(crate) id: String,
+    pub(crate) image: String,
+    pub(crate) max_instances: u32,
+    pub(crate) config: Vec<String>,
+}
+
+/// A component ready to serve invocations.
+pub(crate) struct RunningComponent {
+    pub(crate) spec: ComponentSpec,
+    env: Arc<ComponentEnv>,
+    engine: Engine,
+    /// Present when the component exports `wasi:http/incoming-handler`.
+    proxy: Option<ProxyPre<HostState>>,
+    /// One permit per running instance: the `max_instances` bound.
+    permits: Arc<Semaphore>,
+    execution_time: Duration,
+}
+
+impl RunningComponent {
+    /// Prepare `component` for instantiation with every import the host provides.
+    pub(crate) fn new(engine: &Engine, linker: &Linker<HostState>, component: &Component, env: Arc<ComponentEnv>, spec: ComponentSpec, limits: &Limits) -> Result<Self, HostError> {
+        let pre = linker.instantiate_pre(component)?;
+        let proxy = ProxyPre::new(pre).ok();
+        if proxy.is_none() {
+            return Err(HostError::Invalid(format!(
+                "component {} does not export wasi:http/incoming-handler@0.2.x, the only export this host serves so far",
+                spec.id
+            )));
+        }
+        let permits = Arc::new(Semaphore::new(spec.max_instances.max(1) as usize));
+        Ok(Self { spec, env, engine: engine.clone(), proxy, permits, execution_time: limits.execution_time })
+    }
+
+    /// Run one HTTP request through a fresh instance.
+    pub(crate) async fn handle_http(&self, request: HttpRequest) -> Result<HttpResponse, RpcError> {
+        let Some(proxy) = self.proxy.clone() else {
+            return Err(RpcError::new(ErrorKind::UnknownOperation, "component does not export wasi:http/incoming-handler"));
+        };
+        let deadline = self.execution_time;
+        let permit = tokio::time::timeout(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| RpcError::new(ErrorKind::Overloaded, format!("all {} instances busy for {deadline:?}", self.spec.max_instances)))?
+            .map_err(|_| RpcError::internal("component is stopping"))?;
+        let request = to_hyper(request)?;
+        let scheme = match request.uri().scheme_str() {
+            Some("https") => Scheme::Https,
+            _ => Scheme::Http,
+        };
+
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
+        store.set_epoch_deadline(ticks(deadline));
+        store.epoch_deadline_trap();
+        let instance = proxy.instantiate_async(&mut store).await.map_err(trap)?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(scheme, request).map_err(|e| RpcError::bad_request(format!("{e:#}")))?;
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(|e| RpcError::internal(format!("{e:#}")))?;
+        let run = tokio::spawn(async move {
+            let _permit = permit;
+            instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+
+        let work = async {
+            let response = match receiver.await {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => return Err(RpcError::new(ErrorKind::ComponentTrap, format!("component answered with error {code:?}"))),
+                Err(_) => {
+                    // The guest returned or trapped without setting a response.
+                    return Err(match run.await {
+                        Ok(Err(err)) => trap(err),
+                        Ok(Ok(())) => RpcError::new(ErrorKind::ComponentTrap, "component returned without setting a response"),
+                        Err(join) => RpcError::internal(format!("instance task failed: {join}")),
+                    });
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| RpcError::new(ErrorKind::ComponentTrap, format!("response body failed: {e:?}")))?.to_bytes();
+            match run.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => warn!(component = %self.spec.id, cause = %format!("{err:#}"), "instance failed after sending its response"),
+                Err(join) => warn!(component = %self.spec.id, cause = %join, "instance task failed after sending its response"),
+            }
+            let headers = parts.headers.iter().map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() }).collect();
+            Ok(HttpResponse { status: parts.status.as_u16(), headers, body: body.to_vec() })
+        };
+        tokio::time::timeout(deadline + Duration::from_millis(100), work)
+            .await
+            .map_err(|_| RpcError::new(ErrorKind::Timeout, format!("component did not answer within {deadline:?}")))?
+    }
+}
+
+fn trap(err: wasmtime::Error) -> RpcError {
+    let mut message = format!("{err:#}");
+    if message.len() > MAX_TRAP_MESSAGE {
+        let mut cut = MAX_TRAP_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    RpcError::new(ErrorKind::ComponentTrap, message)
+}
+
+fn to_hyper(req: HttpRequest) -> Result<http::Request<Full<Bytes>>, RpcError> {
+    let authority = if req.authority.is_empty() { "localhost" } else { req.authority.as_str() };
+    let scheme = if req.scheme.is_empty() { "http" } else { req.scheme.as_str() };
+    let path = if req.path_with_query.is_empty() { "/" } else { req.path_with_query.as_str() };
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| RpcError::bad_request(format!("invalid request URI: {e}")))?;
+    let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|e| RpcError::bad_request(format!("invalid method: {e}")))?;
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    for header in req.headers {
+        let name = http::HeaderName::from_bytes(header.name.as_bytes()).map_err(|e| RpcError::bad_request(format!("invalid header name: {e}")))?;
+        let value = http::HeaderValue::from_bytes(&header.value).map_err(|e| RpcError::bad_request(format!("invalid header value: {e}")))?;
+        builder = builder.header(name, value);
+    }
+    builder.body(Full::new(Bytes::from(req.body))).map_err(|e| RpcError::bad_request(format!("invalid request: {e}")))
+}

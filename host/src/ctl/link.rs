@@ -1,0 +1,144 @@
+//! `link.put|del|get`. A put is stored (revision-checked) and then offered to the provider on
+//! each side as a request; its accept or reject decides `link_set` or `link_set_failed`.
+
+use std::time::Duration;
+
+use ferry_proto::{
+    ErrorKind, codec,
+    ctl::{CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand},
+    envelope::Invocation,
+    link::{DEFAULT_LINK_NAME, Link, LinkAck, LinkDel},
+    subject,
+};
+use tracing::warn;
+
+use crate::host::HostInner;
+
+/// How long a provider has to accept or reject a link.
+const LINK_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the providers on both sides of a link said.
+pub(super) struct Outcome {
+    /// False if any running provider rejected the link or failed to answer.
+    pub(super) accepted: bool,
+    /// One line per side that answered or failed.
+    pub(super) details: Vec<serde_json::Value>,
+}
+
+pub(super) async fn put(host: &HostInner, cmd: LinkPutCommand) -> CtlResponse {
+    let link = cmd.link;
+    if let Err(err) = link.validate() {
+        return CtlResponse::fail(cmd.request_id, err.to_string());
+    }
+    let revision = match host.view.bucket().put_link(&link).await {
+        Ok(revision) => revision,
+        Err(err) => return CtlResponse::fail(cmd.request_id, format!("failed to store link: {err}")),
+    };
+    host.view.record_link(link.clone());
+    let outcome = notify_put_at(host, &link, revision).await;
+    let data = serde_json::json!({ "request_id": cmd.request_id, "link": link, "revision": revision, "providers": outcome.details });
+    if outcome.accepted {
+        host.events.emit("link_set", data.clone()).await;
+        CtlResponse::ok(cmd.request_id, format!("link {} -> {} ({}) set at revision {revision}", link.source_id, link.target_id, link.name), data)
+    } else {
+        host.events.emit("link_set_failed", data.clone()).await;
+        CtlResponse { request_id: cmd.request_id, success: false, message: format!("link stored at revision {revision} but a provider rejected it"), data }
+    }
+}
+
+pub(super) async fn del(host: &HostInner, cmd: LinkDelCommand) -> CtlResponse {
+    let mut key = cmd.key;
+    if key.name.is_empty() {
+        key.name = DEFAULT_LINK_NAME.to_owned();
+    }
+    let (link, revision) = match host.view.bucket().del_link(&key).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return CtlResponse::fail(cmd.request_id, format!("no link {} -> {} ({}) for {}:{}", key.source_id, key.target_id, key.name, key.wit_namespace, key.wit_package)),
+        Err(err) => return CtlResponse::fail(cmd.request_id, format!("failed to delete link: {err}")),
+    };
+    host.view.forget_link(&link);
+    let del = LinkDel { key, revision };
+    let mut details = Vec::new();
+    for side in sides(&link) {
+        let result = offer(host, side, subject::OP_LINK_DEL, subject::link_del(&host.identity.lattice, side), codec::encode(&del)).await;
+        details.push(serde_json::json!({ "id": side, "result": result.unwrap_or_else(|e| e) }));
+    }
+    let data = serde_json::json!({ "request_id": cmd.request_id, "link": link, "revision": revision, "providers": details });
+    host.events.emit("link_deleted", data.clone()).await;
+    CtlResponse::ok(cmd.request_id, format!("link {} -> {} ({}) deleted", link.source_id, link.target_id, link.name), data)
+}
+
+pub(super) async fn get(host: &HostInner, cmd: LinkGetCommand) -> CtlResponse {
+    match host.view.bucket().links().await {
+        Ok(links) => {
+            let links: Vec<Link> = links
+                .into_iter()
+                .map(|(l, _)| l)
+                .filter(|l| cmd.id.as_ref().is_none_or(|id| &l.source_id == id || &l.target_id == id))
+                .collect();
+            CtlResponse::ok(cmd.request_id, format!("{} link(s)", links.len()), serde_json::json!(links))
+        }
+        Err(err) => CtlResponse::fail(cmd.request_id, format!("failed to read links: {err}")),
+    }
+}
+
+/// Offer `link` again to both sides with its current config (after a config change).
+pub(super) async fn notify_put(host: &HostInner, link: &Link) -> Outcome {
+    let revision = match host.view.bucket().links().await {
+        Ok(links) => links.into_iter().find(|(l, _)| l.key() == link.key()).map_or(0, |(_, r)| r),
+        Err(_) => 0,
+    };
+    notify_put_at(host, link, revision).await
+}
+
+async fn notify_put_at(host: &HostInner, link: &Link, revision: u64) -> Outcome {
+    let put = match host.view.bucket().link_put(link.clone(), revision).await {
+        Ok(put) => put,
+        Err(err) => return Outcome { accepted: false, details: vec![serde_json::json!({ "error": format!("cannot resolve link config: {err}") })] },
+    };
+    let mut outcome = Outcome { accepted: true, details: Vec::new() };
+    for side in sides(link) {
+        match offer(host, side, subject::OP_LINK_PUT, subject::link_put(&host.identity.lattice, side), codec::encode(&put)).await {
+            Ok(result) => outcome.details.push(serde_json::json!({ "id": side, "result": result })),
+            Err(result) => {
+                outcome.accepted = false;
+                outcome.details.push(serde_json::json!({ "id": side, "result": result }));
+            }
+        }
+    }
+    outcome
+}
+
+/// The distinct ids on the two ends of a link.
+fn sides(link: &Link) -> Vec<&str> {
+    if link.source_id == link.target_id { vec![link.source_id.as_str()] } else { vec![link.source_id.as_str(), link.target_id.as_str()] }
+}
+
+/// Send a link notification to `side`. `Ok` with a description when it was accepted or nobody
+/// listens (a component, or a provider not running yet: it reads the bucket when it starts);
+/// `Err` with the reason when a provider rejected it or failed to answer.
+async fn offer<E: std::fmt::Display>(
+    host: &HostInner,
+    side: &str,
+    operation: &str,
+    subject: Result<String, E>,
+    payload: Result<Vec<u8>, E>,
+) -> Result<String, String> {
+    let (subject, payload) = match (subject, payload) {
+        (Ok(s), Ok(p)) => (s, p),
+        (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
+    };
+    let mut inv = Invocation::new(&host.identity.id, side, DEFAULT_LINK_NAME, operation, payload);
+    match host.rpc.send_on(subject, &mut inv, LINK_ACK_TIMEOUT).await {
+        Ok(bytes) => match codec::decode::<LinkAck>(&bytes) {
+            Ok(ack) if ack.accepted => Ok(format!("accepted by instance {}", ack.instance_id)),
+            Ok(ack) => Err(format!("rejected by instance {}: {}", ack.instance_id, ack.error.unwrap_or_default())),
+            Err(err) => Err(format!("undecodable answer: {err}")),
+        },
+        Err(err) if err.kind == ErrorKind::Unavailable => Ok("no running instance; it will read the link at start".to_owned()),
+        Err(err) => {
+            warn!(side, cause = %err, "link notification failed");
+            Err(err.to_string())
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The wasmtime engine: component model, pooling allocator, epoch interruption for time
+//! limits, and the ticker that drives the epochs.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; execution time limits are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Resource limits applied to every component instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time one invocation may run, including the capability calls it makes.
+    pub execution_time: Duration,
+    /// Instances the pool can hold at once across all components of the host.
+    pub pool_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 256 << 20, execution_time: Duration::from_secs(60), pool_instances: 1000 }
+    }
+}
+
+/// Build the engine shared by every component of the host.
+pub(crate) fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(limits.pool_instances)
+        .total_core_instances(limits.pool_instances * 4)
+        .total_memories(limits.pool_instances * 2)
+        .total_tables(limits.pool_instances * 4)
+        .total_stacks(limits.pool_instances)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(32)
+        .max_memory_size(limits.memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Advance the engine's epoch every [`EPOCH_TICK`] until `stop` is cancelled.
+pub(crate) fn spawn_epoch_ticker(engine: Engine, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EPOCH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => engine.increment_epoch(),
+            }
+        }
+    })
+}
+
+/// Epoch ticks that make up `duration`.
+pub(crate) fn ticks(duration: Duration) -> u64 {
+    (duration.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}

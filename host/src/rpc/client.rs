@@ -1,0 +1,49 @@
+//! Outgoing invocations: signed with the target provider's key (derived from the cluster key),
+//! bounded by the host's RPC timeout.
+
+use std::time::Duration;
+
+use ferry_proto::{
+    RpcError,
+    auth::{ClusterKey, period_of},
+    envelope::Invocation,
+    subject,
+};
+
+/// Sends invocations from this host's components to providers.
+#[derive(Clone, Debug)]
+pub(crate) struct RpcClient {
+    nats: async_nats::Client,
+    lattice: String,
+    cluster: ClusterKey,
+    timeout: Duration,
+}
+
+impl RpcClient {
+    pub(crate) fn new(nats: async_nats::Client, lattice: &str, cluster: ClusterKey, timeout: Duration) -> Self {
+        Self { nats, lattice: lattice.to_owned(), cluster, timeout }
+    }
+
+    pub(crate) fn cluster(&self) -> &ClusterKey {
+        &self.cluster
+    }
+
+    /// Invoke `operation` on provider `target` as `origin` over link `link_name`.
+    pub(crate) async fn invoke(&self, origin: &str, target: &str, link_name: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let inv = Invocation::new(origin, target, link_name, operation, payload);
+        self.send(inv, self.timeout).await
+    }
+
+    /// Sign `inv` for its target and send it.
+    pub(crate) async fn send(&self, mut inv: Invocation, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+        let subject = subject::rpc(&self.lattice, &inv.target).map_err(RpcError::from)?;
+        self.send_on(subject, &mut inv, timeout).await
+    }
+
+    /// Sign `inv` for its target and send it on `subject` (link, health and shutdown subjects).
+    pub(crate) async fn send_on(&self, subject: String, inv: &mut Invocation, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+        let key = self.cluster.provider_key(&self.lattice, &inv.target, period_of(inv.issued_at_ms));
+        inv.sign(&key);
+        ferry_provider_sdk::client::send_signed(&self.nats, subject, inv, &key, timeout).await
+    }
+}

@@ -1,0 +1,111 @@
+//! Incoming invocations for a component: verified (MAC, freshness, replay), checked against the
+//! links (the caller must be linked to the component over the export), then run.
+
+use std::sync::Arc;
+
+use ferry_proto::{
+    ErrorKind, RpcError,
+    auth::{ReplayGuard, period_of, verify_invocation},
+    codec,
+    envelope::{Invocation, InvocationResponse},
+    http::{self as wit_http, HttpRequest},
+    subject,
+};
+use futures::StreamExt as _;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
+
+use crate::{HostError, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient};
+
+/// What a component's server loop needs from its host.
+#[derive(Clone)]
+pub(crate) struct ServeContext {
+    pub(crate) nats: async_nats::Client,
+    pub(crate) lattice_name: String,
+    pub(crate) lattice: LatticeView,
+    pub(crate) rpc: RpcClient,
+    pub(crate) guard: Arc<ReplayGuard>,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// Subscribe for `component` (queue group = its id) and serve until `stop`; in-flight
+/// invocations finish on the host's task tracker.
+pub(crate) async fn serve(ctx: ServeContext, component: Arc<RunningComponent>, stop: CancellationToken) -> Result<tokio::task::JoinHandle<()>, HostError> {
+    let id = component.spec.id.clone();
+    let mut sub = ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
+    ctx.nats.flush().await.map_err(HostError::nats)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => break,
+                msg = sub.next() => match msg { Some(msg) => msg, None => break },
+            };
+            let (ctx2, component) = (ctx.clone(), component.clone());
+            ctx.tasks.spawn(async move {
+                let resp = handle(&ctx2, &component, &msg.payload).await;
+                if let Some(reply) = msg.reply {
+                    match resp.encode() {
+                        Ok(bytes) => {
+                            if let Err(err) = ctx2.nats.publish(reply, bytes.into()).await {
+                                warn!(cause = %err, "failed to send reply");
+                            }
+                        }
+                        Err(err) => warn!(cause = %err, "failed to encode reply"),
+                    }
+                }
+            });
+        }
+        let _ = sub.unsubscribe().await;
+    }))
+}
+
+async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) -> InvocationResponse {
+    let id = &component.spec.id;
+    let inv = match Invocation::decode(bytes) {
+        Ok(inv) => inv,
+        Err(err) => {
+            let err = RpcError::from(err);
+            warn!(component = %id, cause = %err, "rejected malformed invocation");
+            return InvocationResponse::err("", err);
+        }
+    };
+    let key = ctx.rpc.cluster().provider_key(&ctx.lattice_name, &inv.origin, period_of(inv.issued_at_ms));
+    let sign = |mut resp: InvocationResponse| {
+        resp.sign(&key);
+        resp
+    };
+    if inv.target != *id {
+        let err = RpcError::new(ErrorKind::Denied, format!("invocation addressed to {}, not {id}", inv.target));
+        warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
+        return sign(InvocationResponse::err(inv.id, err));
+    }
+    if let Err(err) = verify_invocation(&inv, &key, &ctx.guard) {
+        let err = RpcError::new(ErrorKind::Denied, err.to_string());
+        warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+        return sign(InvocationResponse::err(inv.id, err));
+    }
+    let result = run(ctx, component, &inv).await;
+    if let Err(err) = &result {
+        debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
+    }
+    sign(match result {
+        Ok(payload) => InvocationResponse::ok(inv.id, payload),
+        Err(err) => InvocationResponse::err(inv.id, err),
+    })
+}
+
+async fn run(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+    if inv.operation != wit_http::OP_HANDLE {
+        return Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {:?}", inv.operation)));
+    }
+    let id = &component.spec.id;
+    if !ctx.lattice.is_linked(&inv.origin, id, &inv.link_name, wit_http::WIT_NAMESPACE, wit_http::WIT_PACKAGE, wit_http::WIT_INTERFACE) {
+        return Err(RpcError::not_linked(format!(
+            "{} has no link named {:?} to {id} for wasi:http/incoming-handler",
+            inv.origin, inv.link_name
+        )));
+    }
+    let request: HttpRequest = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
+    let response = component.handle_http(request).await?;
+    codec::encode(&response).map_err(RpcError::from)
+}

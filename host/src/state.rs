@@ -1,0 +1,91 @@
+//! Per-store state: one [`HostState`] per component instance, holding WASI, wasi-http, the
+//! resource table and what the capability imports need (the component's identity, the lattice
+//! view, the RPC client, chosen link names, config).
+
+use std::{collections::HashMap, sync::Arc};
+
+use ferry_proto::{link::DEFAULT_LINK_NAME, state::ConfigValues};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::{lattice::LatticeView, rpc::client::RpcClient};
+
+/// What every instance of one component shares.
+#[derive(Debug)]
+pub(crate) struct ComponentEnv {
+    /// The component id: the origin of its invocations.
+    pub(crate) id: String,
+    pub(crate) lattice: LatticeView,
+    pub(crate) rpc: RpcClient,
+    /// Configs the component reads through `wasi:config`.
+    pub(crate) config_names: Vec<String>,
+}
+
+/// The state of one component instance (one invocation).
+pub(crate) struct HostState {
+    pub(crate) env: Arc<ComponentEnv>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub(crate) table: ResourceTable,
+    hooks: DenyOutgoingHttp,
+    /// Link names chosen with `wasmcloud:bus/lattice`, by (namespace, package, interface).
+    link_names: HashMap<(String, String, String), String>,
+    /// The component's config, merged once at instantiation.
+    pub(crate) config: ConfigValues,
+}
+
+impl HostState {
+    pub(crate) fn new(env: Arc<ComponentEnv>) -> Self {
+        // No preopens, no network, no environment: WASI grants nothing beyond clocks, random
+        // and stdio (stdout/stderr go to the host's log).
+        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
+        let config = env.lattice.merged_config(&env.config_names);
+        Self { env, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks: DenyOutgoingHttp, link_names: HashMap::new(), config }
+    }
+
+    /// The link name the component chose for `namespace:package/interface`.
+    pub(crate) fn link_name(&self, namespace: &str, package: &str, interface: &str) -> String {
+        self.link_names
+            .get(&(namespace.to_owned(), package.to_owned(), interface.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_LINK_NAME.to_owned())
+    }
+
+    pub(crate) fn set_link_name(&mut self, name: &str, namespace: String, package: String, interface: String) {
+        self.link_names.insert((namespace, package, interface), name.to_owned());
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Outgoing HTTP is not a host capability: a component gets `HTTP-request-denied`.
+struct DenyOutgoingHttp;
+
+impl WasiHttpHooks for DenyOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
