@@ -1,1 +1,20 @@
-//! placeholder
+//! Test harness for Ferry's end-to-end tests: real `nats-server` (JetStream) and
+//! `redis-server` on free ports, the real `ferry` and provider binaries, and test components
+//! built from `tests/components`. Every process is killed when its handle drops.
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> anyhow::Result<()> {
+//! let lattice = ferry_tests::Lattice::start().await?;
+//! let provider = lattice.start_provider("ferry-provider-keyvalue", "kv").await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod lattice;
+mod process;
+mod servers;
+
+pub use lattice::{Lattice, TEST_CLIENT_ID};
+pub use process::{Process, binary, build_component};
+pub use servers::{NatsServer, RedisServer, free_port};

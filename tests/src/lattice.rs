@@ -1,0 +1,183 @@
+//! A lattice for one test: its own NATS server, one `ferry host` process, a cluster key, a
+//! control client and a signed lattice client acting as the provider [`TEST_CLIENT_ID`].
+
+use std::{process::Command, time::Duration};
+
+use anyhow::{Context as _, bail};
+use ferry_host::CtlClient;
+use ferry_proto::{
+    auth::ClusterKey,
+    ctl::{ComponentStart, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand},
+    http::{Header, HttpRequest},
+    link::{Link, LinkKey},
+};
+use ferry_provider_sdk::{LatticeClient, RpcError};
+
+use crate::{NatsServer, Process, binary, build_component};
+
+/// The provider id tests call components as (like an http-server provider would).
+pub const TEST_CLIENT_ID: &str = "test-client";
+
+/// One lattice with one host.
+pub struct Lattice {
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// The `ferry host` process.
+    pub host: Process,
+    /// Lattice name.
+    pub name: String,
+    /// Cluster seed the host runs with.
+    pub seed: String,
+    /// The cluster key, to issue credentials and sign as a host.
+    pub cluster: ClusterKey,
+    /// Control interface client.
+    pub ctl: CtlClient,
+    /// Signed client acting as [`TEST_CLIENT_ID`].
+    pub client: LatticeClient,
+    /// A plain NATS connection.
+    pub raw: async_nats::Client,
+}
+
+impl Lattice {
+    /// Start NATS and a host with a 2 s RPC timeout.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_timeout(Duration::from_secs(2)).await
+    }
+
+    /// Start NATS and a host whose capability calls time out after `rpc_timeout`.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start_with_timeout(rpc_timeout: Duration) -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await?;
+        let (cluster, seed) = ClusterKey::generate()?;
+        let name = "test".to_owned();
+        let mut command = Command::new(binary("ferry")?);
+        command
+            .args(["host", "--nats-url", &nats.url, "--lattice", &name, "--rpc-timeout-ms"])
+            .arg(rpc_timeout.as_millis().to_string())
+            .env("FERRY_CLUSTER_SEED", &seed)
+            .env("FERRY_LOG", "info,ferry_host=debug");
+        let mut host = Process::spawn("ferry-host", command)?;
+        host.wait_for_log("host ready", Duration::from_secs(30)).await?;
+        let raw = async_nats::connect(&nats.url).await?;
+        let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60));
+        let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
+        let client = LatticeClient::connect(&nats.url, &name, &credential, Some(Duration::from_secs(30))).await?;
+        Ok(Self { nats, host, name, seed, cluster, ctl, client, raw })
+    }
+
+    /// A credential for `provider_id`, valid for two hours.
+    pub fn credential(&self, provider_id: &str) -> String {
+        self.cluster.issue_credential(&self.name, provider_id, ferry_proto::time::now_ms(), 2).encode()
+    }
+
+    /// Start provider binary `bin` as a sidecar with id `provider_id`; returns once it is ready.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_provider(&self, bin: &str, provider_id: &str) -> anyhow::Result<Process> {
+        let mut command = Command::new(binary(bin)?);
+        command
+            .env("FERRY_NATS_URL", &self.nats.url)
+            .env("FERRY_LATTICE", &self.name)
+            .env("FERRY_PROVIDER_ID", provider_id)
+            .env("FERRY_PROVIDER_CREDENTIAL", self.credential(provider_id))
+            .env("FERRY_LOG", "info,ferry_provider_sdk=debug");
+        let mut process = Process::spawn(provider_id, command)?;
+        process.wait_for_log("provider ready", Duration::from_secs(30)).await?;
+        Ok(process)
+    }
+
+    /// Build test component `name`, start it as `id`, and link [`TEST_CLIENT_ID`] to it.
+    ///
+    /// # Errors
+    /// When building, starting or linking fails.
+    pub async fn start_component(&self, name: &str, id: &str, config: &[&str]) -> anyhow::Result<()> {
+        let wasm = build_component(name)?;
+        let cmd = ComponentStart {
+            request_id: format!("start-{id}"),
+            component_id: id.to_owned(),
+            image: wasm.display().to_string(),
+            max_instances: Some(50),
+            config: config.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        let resp = self.ctl.request("component", "start", None, &cmd).await?;
+        if !resp.success {
+            bail!("component start failed: {}", resp.message);
+        }
+        self.link(Link::new(TEST_CLIENT_ID, id, "wasi", "http", vec!["incoming-handler".into()])).await?;
+        Ok(())
+    }
+
+    /// Put a link; fails when it does not take effect.
+    ///
+    /// # Errors
+    /// When the host reports failure.
+    pub async fn link(&self, link: Link) -> anyhow::Result<CtlResponse> {
+        let resp = self.ctl.request("link", "put", None, &LinkPutCommand { request_id: "test".into(), link }).await?;
+        if !resp.success {
+            bail!("link put failed: {} {}", resp.message, resp.data);
+        }
+        Ok(resp)
+    }
+
+    /// Delete a link.
+    ///
+    /// # Errors
+    /// When the host reports failure.
+    pub async fn unlink(&self, key: LinkKey) -> anyhow::Result<CtlResponse> {
+        let resp = self.ctl.request("link", "del", None, &LinkDelCommand { request_id: "test".into(), key }).await?;
+        if !resp.success {
+            bail!("link del failed: {}", resp.message);
+        }
+        Ok(resp)
+    }
+
+    /// Put a named config.
+    ///
+    /// # Errors
+    /// When the host reports failure.
+    pub async fn config(&self, name: &str, values: &[(&str, &str)]) -> anyhow::Result<()> {
+        let values = values.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let resp = self.ctl.request("config", "put", None, &ConfigPutCommand { request_id: "test".into(), name: name.to_owned(), values }).await?;
+        if !resp.success {
+            bail!("config put failed: {}", resp.message);
+        }
+        Ok(())
+    }
+
+    /// POST `command` as JSON to `component` through the SDK client; returns the HTTP status
+    /// and the JSON answer.
+    ///
+    /// # Errors
+    /// The invocation's typed error.
+    pub async fn call(&self, component: &str, command: serde_json::Value) -> Result<(u16, serde_json::Value), RpcError> {
+        let request = HttpRequest {
+            method: "POST".into(),
+            scheme: "http".into(),
+            authority: "localhost".into(),
+            path_with_query: "/".into(),
+            headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
+            body: serde_json::to_vec(&command).unwrap_or_default(),
+        };
+        let response = self.client.handle_http(component, &request).await?;
+        let json = serde_json::from_slice(&response.body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&response.body).into_owned()));
+        Ok((response.status, json))
+    }
+
+    /// [`Lattice::call`] that must succeed with status 200; returns the `ok` field.
+    ///
+    /// # Errors
+    /// When the call fails or the component answers with an error.
+    pub async fn ok(&self, component: &str, command: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let (status, json) = self.call(component, command.clone()).await.with_context(|| format!("invocation failed for {command}"))?;
+        if status != 200 {
+            bail!("component answered {status} {json} to {command}");
+        }
+        Ok(json["ok"].clone())
+    }
+}

@@ -1,0 +1,153 @@
+//! Child processes with their stderr captured to a file, killed on drop; workspace binaries;
+//! test components.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// A child process whose output goes to a log file, killed (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawn `command`, sending stdout and stderr to a temporary log file.
+    ///
+    /// # Errors
+    /// When the process cannot be started.
+    pub fn spawn(name: &str, mut command: Command) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!("ferry-test-{name}-{}-{}.log", std::process::id(), unique()));
+        let file = std::fs::File::create(&log).with_context(|| format!("failed to create {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("failed to start {name}"))?;
+        Ok(Self { name: name.to_owned(), child: Some(child), log })
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `needle`.
+    ///
+    /// # Errors
+    /// When it does not appear within `timeout`, or the process exits first.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.logs().contains(needle) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{} exited with {status} before logging {needle:?}:\n{}", self.name, self.logs());
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!("{} did not log {needle:?} within {timeout:?}:\n{}", self.name, self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Send SIGKILL and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Send SIGTERM and wait up to `grace` for a clean exit; returns whether it exited by
+    /// itself with success.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        signal(child.id(), "TERM");
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate(Duration::from_secs(5));
+        }
+        if std::env::var_os("FERRY_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The path of a workspace binary (`ferry`, `ferry-provider-keyvalue`), next to the test
+/// executable's `deps/` folder.
+///
+/// # Errors
+/// When the binary has not been built (`cargo build --workspace --bins`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("unexpected test executable location")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} not found: build the workspace binaries first (cargo build --workspace --bins)", path.display());
+    }
+    Ok(path)
+}
+
+/// Build the test component `name` from `tests/components/{name}` for wasm32-wasip2 (once per
+/// test run) and return the path of the `.wasm`.
+///
+/// # Errors
+/// When cargo fails.
+pub fn build_component(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("components");
+    let wasm = root.join("target/wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    // Its own target directory, so this nested cargo never waits on the outer build's lock.
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(root.join("target"))
+        .current_dir(root.join(name))
+        .status()
+        .context("failed to run cargo for the test component")?;
+    if !status.success() {
+        bail!("building test component {name} failed");
+    }
+    Ok(wasm)
+}

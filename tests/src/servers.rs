@@ -1,0 +1,90 @@
+//! Real `nats-server` and `redis-server` processes on free loopback ports.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::Process;
+
+/// A free TCP port on 127.0.0.1.
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_for_port(port: u16, process: &mut Process) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("server on port {port} did not start:\n{}", process.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
+}
+
+/// `nats-server -js` on a free port with its own store directory.
+#[derive(Debug)]
+pub struct NatsServer {
+    /// The process; killed on drop.
+    pub process: Process,
+    /// Client URL, `nats://127.0.0.1:PORT`.
+    pub url: String,
+    store: PathBuf,
+}
+
+impl NatsServer {
+    /// Start one; the binary is `$FERRY_NATS_SERVER` or `nats-server` on PATH.
+    ///
+    /// # Errors
+    /// When the binary is missing or does not start.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let store = std::env::temp_dir().join(format!("ferry-test-js-{}-{port}", std::process::id()));
+        let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let mut command = Command::new(&bin);
+        command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(&store);
+        let mut process = Process::spawn("nats-server", command).with_context(|| format!("is {bin} installed?"))?;
+        wait_for_port(port, &mut process).await?;
+        Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), store })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// `redis-server` on a free port, nothing persisted.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The process; killed on drop.
+    pub process: Process,
+    /// Client URL, `redis://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Start one; the binary is `$FERRY_REDIS_SERVER` or `redis-server` on PATH.
+    ///
+    /// # Errors
+    /// When the binary is missing or does not start.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let bin = std::env::var("FERRY_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let mut command = Command::new(&bin);
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let mut process = Process::spawn("redis-server", command).with_context(|| format!("is {bin} installed?"))?;
+        wait_for_port(port, &mut process).await?;
+        Ok(Self { process, url: format!("redis://127.0.0.1:{port}") })
+    }
+}
