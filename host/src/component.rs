@@ -54,7 +54,14 @@ pub(crate) struct RunningComponent {
 
 impl RunningComponent {
     /// Prepare `component` for instantiation with every import the host provides.
-    pub(crate) fn new(engine: &Engine, linker: &Linker<HostState>, component: &Component, env: Arc<ComponentEnv>, spec: ComponentSpec, limits: &Limits) -> Result<Self, HostError> {
+    pub(crate) fn new(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        component: &Component,
+        env: Arc<ComponentEnv>,
+        spec: ComponentSpec,
+        limits: &Limits,
+    ) -> Result<Self, HostError> {
         let pre = linker.instantiate_pre(component)?;
         let proxy = ProxyPre::new(pre).ok();
         if proxy.is_none() {
@@ -70,12 +77,20 @@ impl RunningComponent {
     /// Run one HTTP request through a fresh instance.
     pub(crate) async fn handle_http(&self, request: HttpRequest) -> Result<HttpResponse, RpcError> {
         let Some(proxy) = self.proxy.clone() else {
-            return Err(RpcError::new(ErrorKind::UnknownOperation, "component does not export wasi:http/incoming-handler"));
+            return Err(RpcError::new(
+                ErrorKind::UnknownOperation,
+                "component does not export wasi:http/incoming-handler",
+            ));
         };
         let deadline = self.execution_time;
         let permit = tokio::time::timeout(deadline, self.permits.clone().acquire_owned())
             .await
-            .map_err(|_| RpcError::new(ErrorKind::Overloaded, format!("all {} instances busy for {deadline:?}", self.spec.max_instances)))?
+            .map_err(|_| {
+                RpcError::new(
+                    ErrorKind::Overloaded,
+                    format!("all {} instances busy for {deadline:?}", self.spec.max_instances),
+                )
+            })?
             .map_err(|_| RpcError::internal("component is stopping"))?;
         let request = to_hyper(request)?;
         let scheme = match request.uri().scheme_str() {
@@ -88,8 +103,13 @@ impl RunningComponent {
         store.epoch_deadline_trap();
         let instance = proxy.instantiate_async(&mut store).await.map_err(trap)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(scheme, request).map_err(|e| RpcError::bad_request(format!("{e:#}")))?;
-        let out = store.data_mut().http().new_response_outparam(sender).map_err(|e| RpcError::internal(format!("{e:#}")))?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(scheme, request)
+            .map_err(|e| RpcError::bad_request(format!("{e:#}")))?;
+        let out =
+            store.data_mut().http().new_response_outparam(sender).map_err(|e| RpcError::internal(format!("{e:#}")))?;
         let run = tokio::spawn(async move {
             let _permit = permit;
             instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
@@ -98,24 +118,43 @@ impl RunningComponent {
         let work = async {
             let response = match receiver.await {
                 Ok(Ok(response)) => response,
-                Ok(Err(code)) => return Err(RpcError::new(ErrorKind::ComponentTrap, format!("component answered with error {code:?}"))),
+                Ok(Err(code)) => {
+                    return Err(RpcError::new(
+                        ErrorKind::ComponentTrap,
+                        format!("component answered with error {code:?}"),
+                    ));
+                }
                 Err(_) => {
                     // The guest returned or trapped without setting a response.
                     return Err(match run.await {
                         Ok(Err(err)) => trap(err),
-                        Ok(Ok(())) => RpcError::new(ErrorKind::ComponentTrap, "component returned without setting a response"),
+                        Ok(Ok(())) => {
+                            RpcError::new(ErrorKind::ComponentTrap, "component returned without setting a response")
+                        }
                         Err(join) => RpcError::internal(format!("instance task failed: {join}")),
                     });
                 }
             };
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| RpcError::new(ErrorKind::ComponentTrap, format!("response body failed: {e:?}")))?.to_bytes();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| RpcError::new(ErrorKind::ComponentTrap, format!("response body failed: {e:?}")))?
+                .to_bytes();
             match run.await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => warn!(component = %self.spec.id, cause = %format!("{err:#}"), "instance failed after sending its response"),
-                Err(join) => warn!(component = %self.spec.id, cause = %join, "instance task failed after sending its response"),
+                Ok(Err(err)) => {
+                    warn!(component = %self.spec.id, cause = %format!("{err:#}"), "instance failed after sending its response")
+                }
+                Err(join) => {
+                    warn!(component = %self.spec.id, cause = %join, "instance task failed after sending its response")
+                }
             }
-            let headers = parts.headers.iter().map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() }).collect();
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() })
+                .collect();
             Ok(HttpResponse { status: parts.status.as_u16(), headers, body: body.to_vec() })
         };
         tokio::time::timeout(deadline + Duration::from_millis(100), work)
@@ -146,11 +185,14 @@ fn to_hyper(req: HttpRequest) -> Result<http::Request<Full<Bytes>>, RpcError> {
         .path_and_query(path)
         .build()
         .map_err(|e| RpcError::bad_request(format!("invalid request URI: {e}")))?;
-    let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|e| RpcError::bad_request(format!("invalid method: {e}")))?;
+    let method = http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|e| RpcError::bad_request(format!("invalid method: {e}")))?;
     let mut builder = http::Request::builder().method(method).uri(uri);
     for header in req.headers {
-        let name = http::HeaderName::from_bytes(header.name.as_bytes()).map_err(|e| RpcError::bad_request(format!("invalid header name: {e}")))?;
-        let value = http::HeaderValue::from_bytes(&header.value).map_err(|e| RpcError::bad_request(format!("invalid header value: {e}")))?;
+        let name = http::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|e| RpcError::bad_request(format!("invalid header name: {e}")))?;
+        let value = http::HeaderValue::from_bytes(&header.value)
+            .map_err(|e| RpcError::bad_request(format!("invalid header value: {e}")))?;
         builder = builder.header(name, value);
     }
     builder.body(Full::new(Bytes::from(req.body))).map_err(|e| RpcError::bad_request(format!("invalid request: {e}")))

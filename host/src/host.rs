@@ -92,7 +92,10 @@ impl HostBuilder {
             Some(seed) => ClusterKey::from_seed(seed)?,
             None => {
                 let (key, _seed) = ClusterKey::generate()?;
-                warn!(cluster_key = key.public_key(), "no cluster seed given: generated one; providers need credentials from it");
+                warn!(
+                    cluster_key = key.public_key(),
+                    "no cluster seed given: generated one; providers need credentials from it"
+                );
                 key
             }
         };
@@ -215,7 +218,8 @@ impl Host {
         info!("host stopping");
         inner.stop.cancel();
         let _ = control.await;
-        let handles: Vec<ComponentHandle> = inner.components.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, h)| h).collect();
+        let handles: Vec<ComponentHandle> =
+            inner.components.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, h)| h).collect();
         for handle in handles {
             handle.stop.cancel();
             let _ = handle.server.await;

@@ -106,23 +106,48 @@ impl LatticeView {
     }
 
     /// The target of `source`'s link named `name` covering `namespace:package/interface`.
-    pub(crate) fn target_of(&self, source: &str, name: &str, namespace: &str, package: &str, interface: &str) -> Option<String> {
+    pub(crate) fn target_of(
+        &self,
+        source: &str,
+        name: &str,
+        namespace: &str,
+        package: &str,
+        interface: &str,
+    ) -> Option<String> {
         let cache = self.read();
-        let mut matches = cache.links.values().filter(|l| l.source_id == source && l.name == name && l.covers(namespace, package, interface));
+        let mut matches = cache
+            .links
+            .values()
+            .filter(|l| l.source_id == source && l.name == name && l.covers(namespace, package, interface));
         let first = matches.next()?.target_id.clone();
         Some(first)
     }
 
     /// Whether `source` may call `target` over `namespace:package/interface` with link `name`.
-    pub(crate) fn is_linked(&self, source: &str, target: &str, name: &str, namespace: &str, package: &str, interface: &str) -> bool {
+    pub(crate) fn is_linked(
+        &self,
+        source: &str,
+        target: &str,
+        name: &str,
+        namespace: &str,
+        package: &str,
+        interface: &str,
+    ) -> bool {
         let cache = self.read();
-        cache.links.values().any(|l| l.source_id == source && l.target_id == target && l.name == name && l.covers(namespace, package, interface))
+        cache.links.values().any(|l| {
+            l.source_id == source && l.target_id == target && l.name == name && l.covers(namespace, package, interface)
+        })
     }
 
     /// Links that reference the config `name`.
     pub(crate) fn links_using_config(&self, name: &str) -> Vec<Link> {
         let cache = self.read();
-        cache.links.values().filter(|l| l.source_config.iter().chain(&l.target_config).any(|c| c == name)).cloned().collect()
+        cache
+            .links
+            .values()
+            .filter(|l| l.source_config.iter().chain(&l.target_config).any(|c| c == name))
+            .cloned()
+            .collect()
     }
 
     /// The merged values of `names`, in order (later names win).

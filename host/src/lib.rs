@@ -27,7 +27,7 @@ mod lattice;
 mod rpc;
 mod state;
 
+pub use ctl::client::CtlClient;
 pub use engine::Limits;
 pub use error::HostError;
-pub use ctl::client::CtlClient;
 pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder};

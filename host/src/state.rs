@@ -39,9 +39,23 @@ impl HostState {
     pub(crate) fn new(env: Arc<ComponentEnv>) -> Self {
         // No preopens, no network, no environment: WASI grants nothing beyond clocks, random
         // and stdio (stdout/stderr go to the host's log).
-        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
+        let wasi = WasiCtx::builder()
+            .inherit_stdout()
+            .inherit_stderr()
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
         let config = env.lattice.merged_config(&env.config_names);
-        Self { env, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks: DenyOutgoingHttp, link_names: HashMap::new(), config }
+        Self {
+            env,
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutgoingHttp,
+            link_names: HashMap::new(),
+            config,
+        }
     }
 
     /// The link name the component chose for `namespace:package/interface`.
@@ -81,7 +95,10 @@ impl WasiHttpHooks for DenyOutgoingHttp {
     ) -> Box<
         dyn Future<
                 Output = Result<
-                    (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
                     wasmtime_wasi_http::Error,
                 >,
             > + Send,

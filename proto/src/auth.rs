@@ -228,7 +228,8 @@ impl ClusterKey {
     /// # Errors
     /// [`ProtoError::Credential`] if the seed is malformed or not a cluster seed.
     pub fn from_seed(seed: &str) -> Result<Self, ProtoError> {
-        let pair = nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| ProtoError::Credential(format!("bad cluster seed: {e}")))?;
+        let pair = nkeys::KeyPair::from_seed(seed.trim())
+            .map_err(|e| ProtoError::Credential(format!("bad cluster seed: {e}")))?;
         let public_key = pair.public_key();
         if !public_key.starts_with('C') {
             return Err(ProtoError::Credential("seed is not a cluster seed (expected SC…)".into()));
@@ -256,7 +257,12 @@ impl ClusterKey {
 
     /// The MAC key of `provider_id` in `lattice` for key period `period`.
     pub fn provider_key(&self, lattice: &str, provider_id: &str, period: u64) -> MacKey {
-        MacKey(MacKey(self.secret).mac(&[b"ferry/v1/provider-key", lattice.as_bytes(), provider_id.as_bytes(), &period.to_be_bytes()]))
+        MacKey(MacKey(self.secret).mac(&[
+            b"ferry/v1/provider-key",
+            lattice.as_bytes(),
+            provider_id.as_bytes(),
+            &period.to_be_bytes(),
+        ]))
     }
 
     /// Issue a credential for `provider_id` valid from the hour containing `from_ms` for
@@ -325,7 +331,8 @@ impl ProviderCredential {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|e| ProtoError::Credential(format!("not base64url: {e}")))?;
-        let cred: ProviderCredential = crate::codec::decode(&bytes).map_err(|e| ProtoError::Credential(e.to_string()))?;
+        let cred: ProviderCredential =
+            crate::codec::decode(&bytes).map_err(|e| ProtoError::Credential(e.to_string()))?;
         if cred.version != 1 {
             return Err(ProtoError::Credential(format!("unsupported credential version {}", cred.version)));
         }
@@ -477,14 +484,14 @@ mod tests {
         let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
         let mut inv = Invocation::new("comp", "kv", "default", "op", b"payload".to_vec());
         inv.sign(&key);
-        let mutations: Vec<Box<dyn Fn(&mut Invocation)>> = vec![
-            Box::new(|i| i.payload.push(0)),
-            Box::new(|i| i.origin = "other".into()),
-            Box::new(|i| i.target = "other".into()),
-            Box::new(|i| i.operation = "other".into()),
-            Box::new(|i| i.link_name = "other".into()),
-            Box::new(|i| i.id = "other".into()),
-            Box::new(|i| i.issued_at_ms += 1),
+        let mutations: [fn(&mut Invocation); 7] = [
+            |i| i.payload.push(0),
+            |i| i.origin = "other".into(),
+            |i| i.target = "other".into(),
+            |i| i.operation = "other".into(),
+            |i| i.link_name = "other".into(),
+            |i| i.id = "other".into(),
+            |i| i.issued_at_ms += 1,
         ];
         for mutate in mutations {
             let mut copy = inv.clone();

@@ -24,7 +24,13 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let a = HealthAnswer { provider_id: "kv".into(), instance_id: "i".into(), healthy: true, message: "ok".into(), links: 2 };
+        let a = HealthAnswer {
+            provider_id: "kv".into(),
+            instance_id: "i".into(),
+            healthy: true,
+            message: "ok".into(),
+            links: 2,
+        };
         assert_eq!(decode::<HealthAnswer>(&encode(&a).unwrap()).unwrap(), a);
         assert!(decode::<HealthAnswer>(b"\x01\x02\x03").is_err());
     }

@@ -65,7 +65,10 @@ mod tests {
             scheme: "http".into(),
             authority: "localhost".into(),
             path_with_query: "/x?y=1".into(),
-            headers: vec![Header { name: "a".into(), value: b"1".to_vec() }, Header { name: "a".into(), value: b"2".to_vec() }],
+            headers: vec![
+                Header { name: "a".into(), value: b"1".to_vec() },
+                Header { name: "a".into(), value: b"2".to_vec() },
+            ],
             body: vec![0, 1, 2, 255],
         };
         assert_eq!(decode::<HttpRequest>(&encode(&req).unwrap()).unwrap(), req);

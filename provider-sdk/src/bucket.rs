@@ -107,9 +107,11 @@ impl LatticeBucket {
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let old: Link = serde_json::from_slice(&entry.value).map_err(|e| SdkError::Nats(format!("unreadable link entry: {e}")))?;
+        let old: Link =
+            serde_json::from_slice(&entry.value).map_err(|e| SdkError::Nats(format!("unreadable link entry: {e}")))?;
         self.kv.delete_expect_revision(&bucket_key, Some(entry.revision)).await.map_err(SdkError::nats)?;
-        let revision = self.kv.entry(&bucket_key).await.map_err(SdkError::nats)?.map_or(entry.revision + 1, |e| e.revision);
+        let revision =
+            self.kv.entry(&bucket_key).await.map_err(SdkError::nats)?.map_or(entry.revision + 1, |e| e.revision);
         Ok(Some((old, revision)))
     }
 

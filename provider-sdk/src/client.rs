@@ -47,7 +47,12 @@ impl LatticeClient {
     ///
     /// # Errors
     /// [`SdkError::Startup`] when the credential is for another lattice.
-    pub fn new(nats: async_nats::Client, lattice: &str, credential: ProviderCredential, timeout: Option<Duration>) -> Result<Self, SdkError> {
+    pub fn new(
+        nats: async_nats::Client,
+        lattice: &str,
+        credential: ProviderCredential,
+        timeout: Option<Duration>,
+    ) -> Result<Self, SdkError> {
         subject::validate_id("lattice", lattice)?;
         if credential.lattice() != lattice {
             return Err(SdkError::Startup(format!(
@@ -55,14 +60,26 @@ impl LatticeClient {
                 credential.lattice()
             )));
         }
-        Ok(Self { inner: Arc::new(Inner { nats, lattice: lattice.to_owned(), credential, timeout: timeout.unwrap_or(DEFAULT_RPC_TIMEOUT) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                nats,
+                lattice: lattice.to_owned(),
+                credential,
+                timeout: timeout.unwrap_or(DEFAULT_RPC_TIMEOUT),
+            }),
+        })
     }
 
     /// Connect to NATS at `url` and build a client.
     ///
     /// # Errors
     /// [`SdkError::Nats`] when NATS is unreachable, [`SdkError::Startup`] for a bad credential.
-    pub async fn connect(url: &str, lattice: &str, credential: &str, timeout: Option<Duration>) -> Result<Self, SdkError> {
+    pub async fn connect(
+        url: &str,
+        lattice: &str,
+        credential: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Self, SdkError> {
         let credential = ProviderCredential::parse(credential)?;
         let nats = async_nats::ConnectOptions::new()
             .name(format!("ferry-client-{}", credential.provider_id()))
@@ -97,7 +114,13 @@ impl LatticeClient {
     /// The target's typed error, or [`ErrorKind::Timeout`], [`ErrorKind::Unavailable`] (no
     /// responders), [`ErrorKind::Denied`] (expired credential or a response that fails
     /// verification).
-    pub async fn invoke(&self, target: &str, link_name: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+    pub async fn invoke(
+        &self,
+        target: &str,
+        link_name: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RpcError> {
         self.invoke_with_timeout(target, link_name, operation, payload, self.inner.timeout).await
     }
 
@@ -115,7 +138,11 @@ impl LatticeClient {
     ) -> Result<Vec<u8>, RpcError> {
         let subject = subject::rpc(&self.inner.lattice, target).map_err(RpcError::from)?;
         let mut inv = Invocation::new(self.origin(), target, link_name, operation, payload);
-        let key = self.inner.credential.key_at(inv.issued_at_ms).map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
+        let key = self
+            .inner
+            .credential
+            .key_at(inv.issued_at_ms)
+            .map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
         inv.sign(&key);
         send_signed(&self.inner.nats, subject, &inv, &key, timeout).await
     }
@@ -146,7 +173,9 @@ pub async fn send_signed(
 ) -> Result<Vec<u8>, RpcError> {
     let bytes = inv.encode().map_err(RpcError::from)?;
     let reply = match tokio::time::timeout(timeout, nats.request(subject, bytes.into())).await {
-        Err(_) => return Err(RpcError::new(ErrorKind::Timeout, format!("no answer from {} within {timeout:?}", inv.target))),
+        Err(_) => {
+            return Err(RpcError::new(ErrorKind::Timeout, format!("no answer from {} within {timeout:?}", inv.target)));
+        }
         Ok(Err(err)) => return Err(map_request_error(&inv.target, &err)),
         Ok(Ok(reply)) => reply,
     };
@@ -157,12 +186,13 @@ pub async fn send_signed(
 /// Check a response's binding and MAC and turn it into a result. An unsigned error reply (a
 /// receiver that could not even decode the request) keeps its kind but is marked as such.
 fn verify_response(resp: InvocationResponse, key: &MacKey, request_id: &str) -> Result<Vec<u8>, RpcError> {
-    if resp.mac.is_empty() {
-        if let Some(err) = resp.error {
-            return Err(RpcError::new(err.kind, format!("unauthenticated reply: {}", err.message)));
-        }
+    if resp.mac.is_empty()
+        && let Some(err) = resp.error
+    {
+        return Err(RpcError::new(err.kind, format!("unauthenticated reply: {}", err.message)));
     }
-    resp.verify(key, request_id).map_err(|e| RpcError::new(ErrorKind::Denied, format!("response failed verification: {e}")))?;
+    resp.verify(key, request_id)
+        .map_err(|e| RpcError::new(ErrorKind::Denied, format!("response failed verification: {e}")))?;
     resp.into_result()
 }
 
@@ -170,7 +200,9 @@ fn map_request_error(target: &str, err: &async_nats::RequestError) -> RpcError {
     match err.kind() {
         RequestErrorKind::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
         RequestErrorKind::TimedOut => RpcError::new(ErrorKind::Timeout, format!("no answer from {target}")),
-        RequestErrorKind::MaxPayloadExceeded => RpcError::bad_request(format!("request to {target} exceeds the NATS max payload")),
+        RequestErrorKind::MaxPayloadExceeded => {
+            RpcError::bad_request(format!("request to {target} exceeds the NATS max payload"))
+        }
         RequestErrorKind::InvalidSubject => RpcError::bad_request(format!("invalid subject for {target}")),
         _ => RpcError::new(ErrorKind::Unavailable, format!("request to {target} failed: {err}")),
     }

@@ -84,11 +84,13 @@ impl StartupArgs {
 async fn read_stdin() -> Result<ProviderStartup, SdkError> {
     let mut line = String::new();
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stdin.read_line(&mut line))
-        .await
-        .map_err(|_| SdkError::Startup("no start-up data on stdin within 30 s (pass --provider-id to run on your own)".into()))??;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stdin.read_line(&mut line)).await.map_err(
+        |_| SdkError::Startup("no start-up data on stdin within 30 s (pass --provider-id to run on your own)".into()),
+    )??;
     if read == 0 {
-        return Err(SdkError::Startup("stdin closed before start-up data (pass --provider-id to run on your own)".into()));
+        return Err(SdkError::Startup(
+            "stdin closed before start-up data (pass --provider-id to run on your own)".into(),
+        ));
     }
     ProviderStartup::from_json(line.trim().as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))
 }

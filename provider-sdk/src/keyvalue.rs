@@ -6,8 +6,8 @@ use std::future::Future;
 use ferry_proto::{
     ErrorKind, RpcError, codec,
     keyvalue::{
-        BucketRequest, Empty, ExistsResponse, GetManyResponse, GetResponse, IncrementRequest, IncrementResponse, KeyRequest, KeyValue as Pair,
-        KeysRequest, ListKeysRequest, SetManyRequest, SetRequest, op,
+        BucketRequest, Empty, ExistsResponse, GetManyResponse, GetResponse, IncrementRequest, IncrementResponse,
+        KeyRequest, KeyValue as Pair, KeysRequest, ListKeysRequest, SetManyRequest, SetRequest, op,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -22,23 +22,70 @@ pub trait KeyValue: Send + Sync {
     /// Check that `bucket` can be opened.
     fn open(&self, ctx: &InvocationContext, bucket: &str) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// The value of `key`, if any.
-    fn get(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, RpcError>> + Send;
+    fn get(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, RpcError>> + Send;
     /// Store `value` under `key`.
-    fn set(&self, ctx: &InvocationContext, bucket: &str, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), RpcError>> + Send;
+    fn set(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Remove `key`; removing a missing key succeeds.
-    fn delete(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> impl Future<Output = Result<(), RpcError>> + Send;
+    fn delete(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Whether `key` exists.
-    fn exists(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> impl Future<Output = Result<bool, RpcError>> + Send;
+    fn exists(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<bool, RpcError>> + Send;
     /// One page of keys from `cursor`, and the cursor of the next page.
-    fn list_keys(&self, ctx: &InvocationContext, bucket: &str, cursor: Option<u64>) -> impl Future<Output = Result<ListKeysResponse, RpcError>> + Send;
+    fn list_keys(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        cursor: Option<u64>,
+    ) -> impl Future<Output = Result<ListKeysResponse, RpcError>> + Send;
     /// Atomically add `delta` to the number stored at `key` (missing counts as 0).
-    fn increment(&self, ctx: &InvocationContext, bucket: &str, key: &str, delta: u64) -> impl Future<Output = Result<u64, RpcError>> + Send;
+    fn increment(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        key: &str,
+        delta: u64,
+    ) -> impl Future<Output = Result<u64, RpcError>> + Send;
     /// The values of `keys`, in order, `None` where missing.
-    fn get_many(&self, ctx: &InvocationContext, bucket: &str, keys: Vec<String>) -> impl Future<Output = Result<Vec<Option<Pair>>, RpcError>> + Send;
+    fn get_many(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        keys: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<Option<Pair>>, RpcError>> + Send;
     /// Store every pair.
-    fn set_many(&self, ctx: &InvocationContext, bucket: &str, items: Vec<Pair>) -> impl Future<Output = Result<(), RpcError>> + Send;
+    fn set_many(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        items: Vec<Pair>,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Remove every key.
-    fn delete_many(&self, ctx: &InvocationContext, bucket: &str, keys: Vec<String>) -> impl Future<Output = Result<(), RpcError>> + Send;
+    fn delete_many(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        keys: Vec<String>,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
 }
 
 /// Decode a key-value invocation, call `kv`, and encode the answer. Use it from
@@ -47,7 +94,12 @@ pub trait KeyValue: Send + Sync {
 /// # Errors
 /// [`ErrorKind::UnknownOperation`] for operations outside the interface,
 /// [`ErrorKind::BadRequest`] for undecodable payloads, and whatever `kv` returns.
-pub async fn dispatch<K: KeyValue>(kv: &K, ctx: &InvocationContext, operation: &str, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
+pub async fn dispatch<K: KeyValue>(
+    kv: &K,
+    ctx: &InvocationContext,
+    operation: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, RpcError> {
     match operation {
         op::OPEN => {
             let req: BucketRequest = decode(payload)?;

@@ -24,8 +24,8 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod client;
 mod bucket;
+pub mod client;
 mod config;
 mod error;
 pub mod keyvalue;

@@ -33,7 +33,15 @@ pub(crate) enum Applied {
 
 impl LinkStore {
     /// The link `origin` → `target` named `name` that covers `namespace:package/interface`.
-    pub fn find(&self, source: &str, target: &str, name: &str, namespace: &str, package: &str, interface: &str) -> Option<Arc<LinkPut>> {
+    pub fn find(
+        &self,
+        source: &str,
+        target: &str,
+        name: &str,
+        namespace: &str,
+        package: &str,
+        interface: &str,
+    ) -> Option<Arc<LinkPut>> {
         let links = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let key = LinkKey {
             source_id: source.to_owned(),
@@ -67,7 +75,11 @@ impl LinkStore {
         let links = self.inner.read().unwrap_or_else(|p| p.into_inner());
         match links.get(&put.link.key()) {
             Some(e) if e.revision > put.revision => Applied::Stale,
-            Some(Entry { link: Some(held), .. }) if held.link == put.link && held.source_config == put.source_config && held.target_config == put.target_config => {
+            Some(Entry { link: Some(held), .. })
+                if held.link == put.link
+                    && held.source_config == put.source_config
+                    && held.target_config == put.target_config =>
+            {
                 Applied::Unchanged
             }
             _ => Applied::Changed,

@@ -14,7 +14,12 @@ pub trait Provider: Send + Sync + 'static {
     ///
     /// Capability modules offer a dispatcher that decodes typed payloads, for example
     /// [`crate::keyvalue::dispatch`].
-    fn handle(&self, ctx: InvocationContext, operation: &str, payload: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, RpcError>> + Send;
+    fn handle(
+        &self,
+        ctx: InvocationContext,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, RpcError>> + Send;
 
     /// A link involving this provider was created or changed. Returning an error rejects it:
     /// the host reports `link_set_failed`, and calls over it fail with `not_linked`.

@@ -49,7 +49,11 @@ pub async fn run_provider<P: Provider>(provider: P, shutdown: impl Future<Output
 ///
 /// # Errors
 /// As [`run_provider`].
-pub async fn run_provider_with<P: Provider>(provider: P, startup: ProviderStartup, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
+pub async fn run_provider_with<P: Provider>(
+    provider: P,
+    startup: ProviderStartup,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SdkError> {
     init_tracing(startup.log_level.as_deref());
     let credential = ProviderCredential::parse(&startup.credential)?;
     if credential.provider_id() != startup.provider_id {
@@ -68,7 +72,12 @@ pub async fn run_provider_with<P: Provider>(provider: P, startup: ProviderStartu
         .connect(&startup.nats_url)
         .await
         .map_err(|e| SdkError::Nats(format!("cannot connect to {}: {e}", startup.nats_url)))?;
-    let client = LatticeClient::new(nats.clone(), &startup.lattice, credential, startup.rpc_timeout_ms.map(Duration::from_millis))?;
+    let client = LatticeClient::new(
+        nats.clone(),
+        &startup.lattice,
+        credential,
+        startup.rpc_timeout_ms.map(Duration::from_millis),
+    )?;
     let ctx = ProviderContext {
         inner: Arc::new(ContextInner {
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -107,7 +116,8 @@ impl<P: Provider> Server<P> {
         let dels = nats.subscribe(subject::link_del(&lattice, &id)?).await.map_err(SdkError::nats)?;
         let health = nats.subscribe(subject::health(&lattice, &id)?).await.map_err(SdkError::nats)?;
         let stop_all = nats.subscribe(subject::shutdown(&lattice, &id, None)?).await.map_err(SdkError::nats)?;
-        let stop_one = nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
+        let stop_one =
+            nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
         nats.flush().await.map_err(SdkError::nats)?;
 
         self.load_snapshot().await;
@@ -178,7 +188,11 @@ impl<P: Provider> Server<P> {
         let instance_id = self.ctx.instance_id().to_owned();
         let id = self.ctx.provider_id();
         if put.link.source_id != id && put.link.target_id != id {
-            return LinkAck { instance_id, accepted: false, error: Some(format!("link does not involve provider {id}")) };
+            return LinkAck {
+                instance_id,
+                accepted: false,
+                error: Some(format!("link does not involve provider {id}")),
+            };
         }
         match self.ctx.links().check_put(&put) {
             Applied::Stale => {
@@ -192,7 +206,8 @@ impl<P: Provider> Server<P> {
             Applied::Changed => {
                 let hook = AssertUnwindSafe(self.provider.on_link_put(&self.ctx, &put)).catch_unwind().await;
                 let result = hook.unwrap_or_else(|_| Err("link hook panicked".to_owned()));
-                let (source, target, name) = (put.link.source_id.clone(), put.link.target_id.clone(), put.link.name.clone());
+                let (source, target, name) =
+                    (put.link.source_id.clone(), put.link.target_id.clone(), put.link.name.clone());
                 match result {
                     Ok(()) => {
                         info!(%source, %target, %name, revision = put.revision, "link set");
@@ -209,7 +224,12 @@ impl<P: Provider> Server<P> {
         }
     }
 
-    async fn link_loop(self: Arc<Self>, mut puts: async_nats::Subscriber, mut dels: async_nats::Subscriber, control: CancellationToken) {
+    async fn link_loop(
+        self: Arc<Self>,
+        mut puts: async_nats::Subscriber,
+        mut dels: async_nats::Subscriber,
+        control: CancellationToken,
+    ) {
         // One task for both so puts and deletes apply in arrival order.
         loop {
             let (msg, is_put) = tokio::select! {
@@ -220,23 +240,33 @@ impl<P: Provider> Server<P> {
             };
             let reply = msg.reply.clone();
             let answer = match self.authenticate(&msg.payload) {
-                Err((resp, _)) => resp,
+                Err(resp) => *resp,
                 Ok((inv, key)) => {
                     let ack = if is_put {
                         match codec::decode::<LinkPut>(&inv.payload) {
                             Ok(put) => self.apply_put(put).await,
-                            Err(err) => LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: false, error: Some(format!("bad link put: {err}")) },
+                            Err(err) => LinkAck {
+                                instance_id: self.ctx.instance_id().to_owned(),
+                                accepted: false,
+                                error: Some(format!("bad link put: {err}")),
+                            },
                         }
                     } else {
                         match codec::decode::<LinkDel>(&inv.payload) {
                             Ok(del) => {
                                 if let Some(old) = self.ctx.links().apply_del(&del.key, del.revision) {
                                     info!(source = %del.key.source_id, target = %del.key.target_id, name = %del.key.name, "link deleted");
-                                    let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &old)).catch_unwind().await;
+                                    let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &old))
+                                        .catch_unwind()
+                                        .await;
                                 }
                                 LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: true, error: None }
                             }
-                            Err(err) => LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: false, error: Some(format!("bad link del: {err}")) },
+                            Err(err) => LinkAck {
+                                instance_id: self.ctx.instance_id().to_owned(),
+                                accepted: false,
+                                error: Some(format!("bad link del: {err}")),
+                            },
                         }
                     };
                     signed_ok(&inv.id, &ack, &key)
@@ -253,7 +283,7 @@ impl<P: Provider> Server<P> {
                 msg = health.next() => match msg { Some(msg) => msg, None => break },
             };
             let answer = match self.authenticate(&msg.payload) {
-                Err((resp, _)) => resp,
+                Err(resp) => *resp,
                 Ok((inv, key)) => {
                     let status = self.provider.health(&self.ctx).await;
                     let answer = HealthAnswer {
@@ -270,14 +300,18 @@ impl<P: Provider> Server<P> {
         }
     }
 
-    async fn shutdown_loop(self: Arc<Self>, mut requests: impl futures::Stream<Item = async_nats::Message> + Unpin, control: CancellationToken) {
+    async fn shutdown_loop(
+        self: Arc<Self>,
+        mut requests: impl futures::Stream<Item = async_nats::Message> + Unpin,
+        control: CancellationToken,
+    ) {
         loop {
             let msg = tokio::select! {
                 () = control.cancelled() => break,
                 msg = requests.next() => match msg { Some(msg) => msg, None => break },
             };
             match self.authenticate(&msg.payload) {
-                Err((resp, _)) => self.reply(msg.reply, resp).await,
+                Err(resp) => self.reply(msg.reply, *resp).await,
                 Ok((inv, key)) => {
                     info!(origin = %inv.origin, "shutdown requested");
                     self.reply(msg.reply, signed_ok(&inv.id, &self.ctx.instance_id(), &key)).await;
@@ -288,7 +322,12 @@ impl<P: Provider> Server<P> {
         }
     }
 
-    async fn rpc_loop(self: Arc<Self>, mut rpc: async_nats::Subscriber, tasks: TaskTracker, control: CancellationToken) {
+    async fn rpc_loop(
+        self: Arc<Self>,
+        mut rpc: async_nats::Subscriber,
+        tasks: TaskTracker,
+        control: CancellationToken,
+    ) {
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_INVOCATIONS));
         loop {
             let msg = tokio::select! {
@@ -310,7 +349,7 @@ impl<P: Provider> Server<P> {
     async fn invocation(&self, bytes: &[u8]) -> InvocationResponse {
         let (inv, key) = match self.authenticate(bytes) {
             Ok(ok) => ok,
-            Err((resp, _)) => return resp,
+            Err(resp) => return *resp,
         };
         let result = self.dispatch(&inv).await;
         if let Err(err) = &result {
@@ -325,57 +364,63 @@ impl<P: Provider> Server<P> {
     }
 
     async fn dispatch(&self, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
-        let (namespace, package, interface) = split_operation(&inv.operation)
-            .ok_or_else(|| RpcError::new(ErrorKind::UnknownOperation, format!("malformed operation {:?}", inv.operation)))?;
-        let id = self.ctx.provider_id();
-        let link = self.ctx.links().find(&inv.origin, id, &inv.link_name, namespace, package, interface).ok_or_else(|| {
-            RpcError::not_linked(format!(
-                "{} has no link named {:?} to {id} for {namespace}:{package}/{interface}",
-                inv.origin, inv.link_name
-            ))
+        let (namespace, package, interface) = split_operation(&inv.operation).ok_or_else(|| {
+            RpcError::new(ErrorKind::UnknownOperation, format!("malformed operation {:?}", inv.operation))
         })?;
-        let ictx = InvocationContext { origin: inv.origin.clone(), link, trace_context: inv.trace_context.clone(), provider: self.ctx.clone() };
+        let id = self.ctx.provider_id();
+        let link =
+            self.ctx.links().find(&inv.origin, id, &inv.link_name, namespace, package, interface).ok_or_else(|| {
+                RpcError::not_linked(format!(
+                    "{} has no link named {:?} to {id} for {namespace}:{package}/{interface}",
+                    inv.origin, inv.link_name
+                ))
+            })?;
+        let ictx = InvocationContext {
+            origin: inv.origin.clone(),
+            link,
+            trace_context: inv.trace_context.clone(),
+            provider: self.ctx.clone(),
+        };
         let payload = inv.payload.clone();
-        AssertUnwindSafe(self.provider.handle(ictx, &inv.operation, payload))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
+        AssertUnwindSafe(self.provider.handle(ictx, &inv.operation, payload)).catch_unwind().await.unwrap_or_else(
+            |_| {
                 error!(operation = %inv.operation, "provider handler panicked");
                 Err(RpcError::internal("provider handler panicked"))
-            })
+            },
+        )
     }
 
     /// Decode and verify an envelope addressed to this provider. On failure, the error reply
     /// (signed when a key could be chosen) and the reason.
-    fn authenticate(&self, bytes: &[u8]) -> Result<(Invocation, MacKey), (InvocationResponse, RpcError)> {
+    fn authenticate(&self, bytes: &[u8]) -> Result<(Invocation, MacKey), Box<InvocationResponse>> {
         let inv = match Invocation::decode(bytes) {
             Ok(inv) => inv,
             Err(err) => {
                 let err = RpcError::from(err);
                 warn!(cause = %err, "rejected malformed envelope");
-                return Err((InvocationResponse::err("", err.clone()), err));
+                return Err(Box::new(InvocationResponse::err("", err)));
             }
         };
         let id = self.ctx.provider_id();
         if inv.target != id {
             let err = RpcError::new(ErrorKind::Denied, format!("invocation addressed to {}, not {id}", inv.target));
             warn!(id = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
-            return Err((InvocationResponse::err(inv.id, err.clone()), err));
+            return Err(Box::new(InvocationResponse::err(inv.id, err)));
         }
         let key = match self.ctx.client().credential().key_at(inv.issued_at_ms) {
             Ok(key) => key,
             Err(err) => {
                 let err = RpcError::new(ErrorKind::Denied, err.to_string());
                 warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-                return Err((InvocationResponse::err(inv.id, err.clone()), err));
+                return Err(Box::new(InvocationResponse::err(inv.id, err)));
             }
         };
         if let Err(err) = verify_invocation(&inv, &key, &self.guard) {
             let err = RpcError::new(ErrorKind::Denied, err.to_string());
             warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-            let mut resp = InvocationResponse::err(inv.id, err.clone());
+            let mut resp = InvocationResponse::err(inv.id, err);
             resp.sign(&key);
-            return Err((resp, err));
+            return Err(Box::new(resp));
         }
         Ok((inv, key))
     }
@@ -423,7 +468,10 @@ mod tests {
     #[test]
     fn operations_split_into_namespace_package_interface() {
         assert_eq!(super::split_operation("wasi:keyvalue/store.get"), Some(("wasi", "keyvalue", "store")));
-        assert_eq!(super::split_operation("wasi:http/incoming-handler.handle"), Some(("wasi", "http", "incoming-handler")));
+        assert_eq!(
+            super::split_operation("wasi:http/incoming-handler.handle"),
+            Some(("wasi", "http", "incoming-handler"))
+        );
         assert_eq!(super::split_operation("nonsense"), None);
     }
 }

@@ -10,7 +10,8 @@ use serde_json::json;
 const KV: &str = "ferry-provider-keyvalue";
 
 fn kv_link(component: &str, provider: &str, name: &str, target_config: &[&str]) -> Link {
-    let mut link = Link::new(component, provider, "wasi", "keyvalue", vec!["store".into(), "atomics".into(), "batch".into()]);
+    let mut link =
+        Link::new(component, provider, "wasi", "keyvalue", vec!["store".into(), "atomics".into(), "batch".into()]);
     link.name = name.to_owned();
     link.target_config = target_config.iter().map(|c| (*c).to_owned()).collect();
     link
@@ -27,7 +28,8 @@ async fn exercise_store(lattice: &Lattice, component: &str) -> anyhow::Result<()
     assert_eq!(lattice.ok(c, json!({"op": "exists", "bucket": "b", "key": "greeting"})).await?, json!(false));
 
     // More than one page of keys: the component follows the cursor to the end.
-    let items: serde_json::Map<String, serde_json::Value> = (0..150).map(|i| (format!("k{i:03}"), json!(format!("v{i}")))).collect();
+    let items: serde_json::Map<String, serde_json::Value> =
+        (0..150).map(|i| (format!("k{i:03}"), json!(format!("v{i}")))).collect();
     lattice.ok(c, json!({"op": "set_many", "bucket": "b", "items": items})).await?;
     let listed = lattice.ok(c, json!({"op": "list", "bucket": "b"})).await?;
     let mut keys: Vec<String> = serde_json::from_value(listed["keys"].clone())?;
@@ -96,9 +98,16 @@ async fn link_names_select_the_backend_and_data_lands_only_there() -> anyhow::Re
     let leaked: Option<String> = redis.get("only-default").await?;
     assert_eq!(cached.as_deref(), Some("c"));
     assert_eq!(leaked, None, "the default link must not write to Redis");
-    assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "only-cache"})).await?, json!(null), "the cache key must not be in NATS KV");
+    assert_eq!(
+        lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "only-cache"})).await?,
+        json!(null),
+        "the cache key must not be in NATS KV"
+    );
     assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "only-default"})).await?, json!("d"));
-    assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "only-cache", "link": "cache"})).await?, json!("c"));
+    assert_eq!(
+        lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "only-cache", "link": "cache"})).await?,
+        json!("c")
+    );
     Ok(())
 }
 
@@ -130,8 +139,11 @@ async fn calls_without_a_link_fail_with_not_linked_until_a_link_is_put() -> anyh
     assert!(answer["error"].as_str().unwrap_or_default().starts_with("not-linked:"), "{answer}");
 
     // The caller of the component must be linked to it too.
-    lattice.unlink(Link::new(ferry_tests::TEST_CLIENT_ID, "kvc", "wasi", "http", vec!["incoming-handler".into()]).key()).await?;
-    let err = lattice.call("kvc", json!({"op": "open", "bucket": "b"})).await.expect_err("unlinked caller must be refused");
+    lattice
+        .unlink(Link::new(ferry_tests::TEST_CLIENT_ID, "kvc", "wasi", "http", vec!["incoming-handler".into()]).key())
+        .await?;
+    let err =
+        lattice.call("kvc", json!({"op": "open", "bucket": "b"})).await.expect_err("unlinked caller must be refused");
     assert_eq!(err.kind, ErrorKind::NotLinked);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Ferry's end-to-end tests: real processes, one module per area.
 
+mod health;
 mod keyvalue;
 mod security;
-mod health;

@@ -26,7 +26,12 @@ fn denied(resp: &InvocationResponse) -> bool {
 }
 
 /// Every kind of forgery against `target`, with `valid` building a correctly signed invocation.
-async fn forgeries_are_rejected(lattice: &Lattice, target: &str, valid: impl Fn() -> Invocation, sign_as: &str) -> anyhow::Result<()> {
+async fn forgeries_are_rejected(
+    lattice: &Lattice,
+    target: &str,
+    valid: impl Fn() -> Invocation,
+    sign_as: &str,
+) -> anyhow::Result<()> {
     let key_for = |inv: &Invocation| lattice.cluster.provider_key(&lattice.name, sign_as, period_of(inv.issued_at_ms));
     let (stranger, _) = ClusterKey::generate()?;
 
@@ -78,11 +83,23 @@ async fn forged_invocations_are_rejected_by_host_and_provider() -> anyhow::Resul
         headers: vec![],
         body: serde_json::to_vec(&json!({"op": "open", "bucket": "b"}))?,
     })?;
-    forgeries_are_rejected(&lattice, "kvc", || Invocation::new(TEST_CLIENT_ID, "kvc", "default", OP_HANDLE, http.clone()), TEST_CLIENT_ID).await?;
+    forgeries_are_rejected(
+        &lattice,
+        "kvc",
+        || Invocation::new(TEST_CLIENT_ID, "kvc", "default", OP_HANDLE, http.clone()),
+        TEST_CLIENT_ID,
+    )
+    .await?;
 
     // At the provider: invocations of key-value, as if from a host on behalf of the component.
     let get = codec::encode(&KeyRequest { bucket: "b".into(), key: "k".into() })?;
-    forgeries_are_rejected(&lattice, "kv-nats", || Invocation::new("kvc", "kv-nats", "default", op::GET, get.clone()), "kv-nats").await?;
+    forgeries_are_rejected(
+        &lattice,
+        "kv-nats",
+        || Invocation::new("kvc", "kv-nats", "default", op::GET, get.clone()),
+        "kv-nats",
+    )
+    .await?;
 
     // Both logged each rejection, and both still serve.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -143,7 +143,15 @@ impl Lattice {
     /// When the host reports failure.
     pub async fn config(&self, name: &str, values: &[(&str, &str)]) -> anyhow::Result<()> {
         let values = values.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let resp = self.ctl.request("config", "put", None, &ConfigPutCommand { request_id: "test".into(), name: name.to_owned(), values }).await?;
+        let resp = self
+            .ctl
+            .request(
+                "config",
+                "put",
+                None,
+                &ConfigPutCommand { request_id: "test".into(), name: name.to_owned(), values },
+            )
+            .await?;
         if !resp.success {
             bail!("config put failed: {}", resp.message);
         }
@@ -155,7 +163,11 @@ impl Lattice {
     ///
     /// # Errors
     /// The invocation's typed error.
-    pub async fn call(&self, component: &str, command: serde_json::Value) -> Result<(u16, serde_json::Value), RpcError> {
+    pub async fn call(
+        &self,
+        component: &str,
+        command: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), RpcError> {
         let request = HttpRequest {
             method: "POST".into(),
             scheme: "http".into(),
@@ -165,7 +177,8 @@ impl Lattice {
             body: serde_json::to_vec(&command).unwrap_or_default(),
         };
         let response = self.client.handle_http(component, &request).await?;
-        let json = serde_json::from_slice(&response.body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&response.body).into_owned()));
+        let json = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&response.body).into_owned()));
         Ok((response.status, json))
     }
 
@@ -174,7 +187,8 @@ impl Lattice {
     /// # Errors
     /// When the call fails or the component answers with an error.
     pub async fn ok(&self, component: &str, command: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        let (status, json) = self.call(component, command.clone()).await.with_context(|| format!("invocation failed for {command}"))?;
+        let (status, json) =
+            self.call(component, command.clone()).await.with_context(|| format!("invocation failed for {command}"))?;
         if status != 200 {
             bail!("component answered {status} {json} to {command}");
         }

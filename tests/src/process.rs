@@ -55,10 +55,10 @@ impl Process {
             if self.logs().contains(needle) {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("{} exited with {status} before logging {needle:?}:\n{}", self.name, self.logs());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("{} exited with {status} before logging {needle:?}:\n{}", self.name, self.logs());
             }
             if start.elapsed() > timeout {
                 bail!("{} did not log {needle:?} within {timeout:?}:\n{}", self.name, self.logs());

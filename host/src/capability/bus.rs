@@ -38,7 +38,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl HostState {
-    fn new_target(&mut self, namespace: String, package: String, interface: String) -> wasmtime::Result<Resource<CallTargetInterface>> {
+    fn new_target(
+        &mut self,
+        namespace: String,
+        package: String,
+        interface: String,
+    ) -> wasmtime::Result<Resource<CallTargetInterface>> {
         Ok(self.table.push(CallTargetInterface { namespace, package, interface })?)
     }
 
@@ -52,7 +57,12 @@ impl HostState {
 }
 
 impl v1::wasmcloud::bus1_0_0::lattice::HostCallTargetInterface for HostState {
-    fn new(&mut self, namespace: String, package: String, interface: String) -> wasmtime::Result<Resource<CallTargetInterface>> {
+    fn new(
+        &mut self,
+        namespace: String,
+        package: String,
+        interface: String,
+    ) -> wasmtime::Result<Resource<CallTargetInterface>> {
         self.new_target(namespace, package, interface)
     }
 
@@ -69,7 +79,12 @@ impl v1::wasmcloud::bus1_0_0::lattice::Host for HostState {
 }
 
 impl v2::wasmcloud::bus2_0_0::lattice::HostCallTargetInterface for HostState {
-    fn new(&mut self, namespace: String, package: String, interface: String) -> wasmtime::Result<Resource<CallTargetInterface>> {
+    fn new(
+        &mut self,
+        namespace: String,
+        package: String,
+        interface: String,
+    ) -> wasmtime::Result<Resource<CallTargetInterface>> {
         self.new_target(namespace, package, interface)
     }
 
@@ -80,7 +95,11 @@ impl v2::wasmcloud::bus2_0_0::lattice::HostCallTargetInterface for HostState {
 }
 
 impl v2::wasmcloud::bus2_0_0::lattice::Host for HostState {
-    fn set_link_name(&mut self, name: String, interfaces: Vec<Resource<CallTargetInterface>>) -> wasmtime::Result<Result<(), String>> {
+    fn set_link_name(
+        &mut self,
+        name: String,
+        interfaces: Vec<Resource<CallTargetInterface>>,
+    ) -> wasmtime::Result<Result<(), String>> {
         if let Err(err) = ferry_proto::subject::validate_id("link name", &name) {
             return Ok(Err(err.to_string()));
         }

@@ -53,15 +53,25 @@ struct Route {
 }
 
 /// Send `request` along `route` (resolved before the first `await`).
-async fn call<Req: Serialize, Resp: DeserializeOwned>(route: Result<Route, store::Error>, operation: &str, request: Req) -> Result<Resp, store::Error> {
+async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    route: Result<Route, store::Error>,
+    operation: &str,
+    request: Req,
+) -> Result<Resp, store::Error> {
     route?.send(operation, &request).await
 }
 
 impl Route {
-    async fn send<Req: Serialize, Resp: DeserializeOwned>(self, operation: &str, request: &Req) -> Result<Resp, store::Error> {
+    async fn send<Req: Serialize, Resp: DeserializeOwned>(
+        self,
+        operation: &str,
+        request: &Req,
+    ) -> Result<Resp, store::Error> {
         let payload = codec::encode(request).map_err(|e| to_wit(e.into()))?;
-        let bytes = self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload).await.map_err(to_wit)?;
-        codec::decode(&bytes).map_err(|e| to_wit(RpcError::bad_request(format!("provider answered with an undecodable payload: {e}"))))
+        let bytes =
+            self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload).await.map_err(to_wit)?;
+        codec::decode(&bytes)
+            .map_err(|e| to_wit(RpcError::bad_request(format!("provider answered with an undecodable payload: {e}"))))
     }
 }
 
@@ -71,9 +81,14 @@ impl HostState {
     fn kv_route(&self, interface: &str) -> Result<Route, store::Error> {
         let name = self.link_name(kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface);
         let component = &self.env.id;
-        let target = self.env.lattice.target_of(component, &name, kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface).ok_or_else(|| {
-            to_wit(RpcError::not_linked(format!("{component} has no link named {name:?} for wasi:keyvalue/{interface}")))
-        })?;
+        let target =
+            self.env.lattice.target_of(component, &name, kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface).ok_or_else(
+                || {
+                    to_wit(RpcError::not_linked(format!(
+                        "{component} has no link named {name:?} for wasi:keyvalue/{interface}"
+                    )))
+                },
+            )?;
         Ok(Route { env: self.env.clone(), name, target })
     }
 
@@ -84,7 +99,8 @@ impl HostState {
 
 impl store::Host for HostState {
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        let opened: Result<kv::Empty, _> = call(self.kv_route("store"), op::OPEN, kv::BucketRequest { bucket: identifier.clone() }).await;
+        let opened: Result<kv::Empty, _> =
+            call(self.kv_route("store"), op::OPEN, kv::BucketRequest { bucket: identifier.clone() }).await;
         if let Err(err) = opened {
             return Ok(Err(err));
         }
@@ -95,13 +111,15 @@ impl store::Host for HostState {
 impl store::HostBucket for HostState {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::GetResponse, _> = call(self.kv_route("store"), op::GET, kv::KeyRequest { bucket, key }).await;
+        let resp: Result<kv::GetResponse, _> =
+            call(self.kv_route("store"), op::GET, kv::KeyRequest { bucket, key }).await;
         Ok(resp.map(|r| r.value))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::Empty, _> = call(self.kv_route("store"), op::SET, kv::SetRequest { bucket, key, value }).await;
+        let resp: Result<kv::Empty, _> =
+            call(self.kv_route("store"), op::SET, kv::SetRequest { bucket, key, value }).await;
         Ok(resp.map(|_| ()))
     }
 
@@ -113,13 +131,15 @@ impl store::HostBucket for HostState {
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::ExistsResponse, _> = call(self.kv_route("store"), op::EXISTS, kv::KeyRequest { bucket, key }).await;
+        let resp: Result<kv::ExistsResponse, _> =
+            call(self.kv_route("store"), op::EXISTS, kv::KeyRequest { bucket, key }).await;
         Ok(resp.map(|r| r.exists))
     }
 
     async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<store::KeyResponse> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::ListKeysResponse, _> = call(self.kv_route("store"), op::LIST_KEYS, kv::ListKeysRequest { bucket, cursor }).await;
+        let resp: Result<kv::ListKeysResponse, _> =
+            call(self.kv_route("store"), op::LIST_KEYS, kv::ListKeysRequest { bucket, cursor }).await;
         Ok(resp.map(|r| store::KeyResponse { keys: r.keys, cursor: r.cursor }))
     }
 
@@ -132,28 +152,36 @@ impl store::HostBucket for HostState {
 impl atomics::Host for HostState {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::IncrementResponse, _> = call(self.kv_route("atomics"), op::INCREMENT, kv::IncrementRequest { bucket, key, delta }).await;
+        let resp: Result<kv::IncrementResponse, _> =
+            call(self.kv_route("atomics"), op::INCREMENT, kv::IncrementRequest { bucket, key, delta }).await;
         Ok(resp.map(|r| r.value))
     }
 }
 
 impl batch::Host for HostState {
-    async fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::GetManyResponse, _> = call(self.kv_route("batch"), op::GET_MANY, kv::KeysRequest { bucket, keys }).await;
+        let resp: Result<kv::GetManyResponse, _> =
+            call(self.kv_route("batch"), op::GET_MANY, kv::KeysRequest { bucket, keys }).await;
         Ok(resp.map(|r| r.items.into_iter().map(|i| i.map(|kv| (kv.key, kv.value))).collect()))
     }
 
     async fn set_many(&mut self, bucket: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> KvResult<()> {
         let bucket = self.bucket_name(&bucket)?;
         let items = key_values.into_iter().map(|(key, value)| kv::KeyValue { key, value }).collect();
-        let resp: Result<kv::Empty, _> = call(self.kv_route("batch"), op::SET_MANY, kv::SetManyRequest { bucket, items }).await;
+        let resp: Result<kv::Empty, _> =
+            call(self.kv_route("batch"), op::SET_MANY, kv::SetManyRequest { bucket, items }).await;
         Ok(resp.map(|_| ()))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
         let bucket = self.bucket_name(&bucket)?;
-        let resp: Result<kv::Empty, _> = call(self.kv_route("batch"), op::DELETE_MANY, kv::KeysRequest { bucket, keys }).await;
+        let resp: Result<kv::Empty, _> =
+            call(self.kv_route("batch"), op::DELETE_MANY, kv::KeysRequest { bucket, keys }).await;
         Ok(resp.map(|_| ()))
     }
 }

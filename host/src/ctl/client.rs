@@ -27,7 +27,13 @@ impl CtlClient {
     /// # Errors
     /// [`HostError::Nats`] when no host answers in time, [`HostError::Invalid`] for a reply
     /// that is not a control response.
-    pub async fn request<T: Serialize>(&self, resource: &str, verb: &str, host: Option<&str>, command: &T) -> Result<CtlResponse, HostError> {
+    pub async fn request<T: Serialize>(
+        &self,
+        resource: &str,
+        verb: &str,
+        host: Option<&str>,
+        command: &T,
+    ) -> Result<CtlResponse, HostError> {
         let subject = subject::ctl(&self.lattice, resource, verb, host)?;
         let body = serde_json::to_vec(command).map_err(|e| HostError::Invalid(e.to_string()))?;
         let reply = tokio::time::timeout(self.timeout, self.nats.request(subject.clone(), body.into()))

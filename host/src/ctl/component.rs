@@ -42,11 +42,25 @@ async fn try_start(host: &HostInner, cmd: ComponentStart) -> Result<CtlResponse,
         max_instances: cmd.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES).max(1),
         config: cmd.config.clone(),
     };
-    let env = Arc::new(ComponentEnv { id: spec.id.clone(), lattice: host.view.clone(), rpc: host.rpc.clone(), config_names: spec.config.clone() });
-    let running = RunningComponent::new(&host.runtime.engine, &host.runtime.linker, &component, env, spec.clone(), &host.runtime.limits).map_err(|e| e.to_string())?;
+    let env = Arc::new(ComponentEnv {
+        id: spec.id.clone(),
+        lattice: host.view.clone(),
+        rpc: host.rpc.clone(),
+        config_names: spec.config.clone(),
+    });
+    let running = RunningComponent::new(
+        &host.runtime.engine,
+        &host.runtime.linker,
+        &component,
+        env,
+        spec.clone(),
+        &host.runtime.limits,
+    )
+    .map_err(|e| e.to_string())?;
     let running = Arc::new(running);
     let stop = host.stop.child_token();
-    let server = rpc::server::serve(host.serve_context(), running.clone(), stop.clone()).await.map_err(|e| e.to_string())?;
+    let server =
+        rpc::server::serve(host.serve_context(), running.clone(), stop.clone()).await.map_err(|e| e.to_string())?;
     {
         let mut components = host.components.lock().unwrap_or_else(|p| p.into_inner());
         if components.contains_key(&spec.id) {
@@ -63,10 +77,10 @@ async fn try_start(host: &HostInner, cmd: ComponentStart) -> Result<CtlResponse,
         config: spec.config.clone(),
         hosts: vec![host.identity.id.clone()],
     };
-    if let Ok(key) = component_key(&spec.id) {
-        if let Err(err) = host.view.bucket().put_json(&key, &serde_json::json!(record)).await {
-            tracing::warn!(component = %spec.id, cause = %err, "failed to record component in the lattice bucket");
-        }
+    if let Ok(key) = component_key(&spec.id)
+        && let Err(err) = host.view.bucket().put_json(&key, &serde_json::json!(record)).await
+    {
+        tracing::warn!(component = %spec.id, cause = %err, "failed to record component in the lattice bucket");
     }
     info!(component = %spec.id, image = %spec.image, max_instances = spec.max_instances, "component started");
     let data = serde_json::json!({ "request_id": cmd.request_id, "component_id": spec.id, "host_id": host.identity.id, "image": spec.image, "max_instances": spec.max_instances });
@@ -92,14 +106,17 @@ async fn compile(host: &HostInner, bytes: Vec<u8>) -> Result<Component, String> 
 pub(super) async fn stop(host: &HostInner, cmd: ComponentStop) -> CtlResponse {
     let handle = host.components.lock().unwrap_or_else(|p| p.into_inner()).remove(&cmd.component_id);
     let Some(handle) = handle else {
-        return CtlResponse::fail(cmd.request_id, format!("component {} does not run on host {}", cmd.component_id, host.identity.id));
+        return CtlResponse::fail(
+            cmd.request_id,
+            format!("component {} does not run on host {}", cmd.component_id, host.identity.id),
+        );
     };
     handle.stop.cancel();
     let _ = handle.server.await;
-    if let Ok(key) = component_key(&cmd.component_id) {
-        if let Err(err) = host.view.bucket().delete(&key).await {
-            tracing::warn!(component = %cmd.component_id, cause = %err, "failed to remove component from the lattice bucket");
-        }
+    if let Ok(key) = component_key(&cmd.component_id)
+        && let Err(err) = host.view.bucket().delete(&key).await
+    {
+        tracing::warn!(component = %cmd.component_id, cause = %err, "failed to remove component from the lattice bucket");
     }
     info!(component = %cmd.component_id, "component stopped");
     let data = serde_json::json!({ "request_id": cmd.request_id, "component_id": cmd.component_id, "host_id": host.identity.id });
@@ -116,5 +133,9 @@ pub(super) fn list(host: &HostInner) -> CtlResponse {
             serde_json::json!({ "component_id": spec.id, "image": spec.image, "max_instances": spec.max_instances, "config": spec.config })
         })
         .collect();
-    CtlResponse::ok("", format!("{} component(s) on host {}", list.len(), host.identity.id), serde_json::json!({ "host_id": host.identity.id, "components": list }))
+    CtlResponse::ok(
+        "",
+        format!("{} component(s) on host {}", list.len(), host.identity.id),
+        serde_json::json!({ "host_id": host.identity.id, "components": list }),
+    )
 }

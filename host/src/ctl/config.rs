@@ -14,7 +14,9 @@ pub(super) async fn put(host: &HostInner, cmd: ConfigPutCommand) -> CtlResponse 
         Err(err) => return CtlResponse::fail(cmd.request_id, format!("failed to store config {}: {err}", cmd.name)),
     };
     host.view.record_config(&cmd.name, Some(cmd.values.clone()));
-    host.events.emit("config_set", serde_json::json!({ "request_id": cmd.request_id, "name": cmd.name, "revision": revision })).await;
+    host.events
+        .emit("config_set", serde_json::json!({ "request_id": cmd.request_id, "name": cmd.name, "revision": revision }))
+        .await;
     let mut refreshed = Vec::new();
     for link in host.view.links_using_config(&cmd.name) {
         let outcome = super::link::notify_put(host, &link).await;
@@ -39,7 +41,9 @@ pub(super) async fn del(host: &HostInner, cmd: ConfigNameCommand) -> CtlResponse
     match host.view.bucket().del_config(&cmd.name).await {
         Ok(true) => {
             host.view.record_config(&cmd.name, None);
-            host.events.emit("config_deleted", serde_json::json!({ "request_id": cmd.request_id, "name": cmd.name })).await;
+            host.events
+                .emit("config_deleted", serde_json::json!({ "request_id": cmd.request_id, "name": cmd.name }))
+                .await;
             CtlResponse::ok(cmd.request_id, format!("config {} deleted", cmd.name), serde_json::Value::Null)
         }
         Ok(false) => CtlResponse::fail(cmd.request_id, format!("no config named {}", cmd.name)),

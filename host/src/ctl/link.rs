@@ -39,10 +39,19 @@ pub(super) async fn put(host: &HostInner, cmd: LinkPutCommand) -> CtlResponse {
     let data = serde_json::json!({ "request_id": cmd.request_id, "link": link, "revision": revision, "providers": outcome.details });
     if outcome.accepted {
         host.events.emit("link_set", data.clone()).await;
-        CtlResponse::ok(cmd.request_id, format!("link {} -> {} ({}) set at revision {revision}", link.source_id, link.target_id, link.name), data)
+        CtlResponse::ok(
+            cmd.request_id,
+            format!("link {} -> {} ({}) set at revision {revision}", link.source_id, link.target_id, link.name),
+            data,
+        )
     } else {
         host.events.emit("link_set_failed", data.clone()).await;
-        CtlResponse { request_id: cmd.request_id, success: false, message: format!("link stored at revision {revision} but a provider rejected it"), data }
+        CtlResponse {
+            request_id: cmd.request_id,
+            success: false,
+            message: format!("link stored at revision {revision} but a provider rejected it"),
+            data,
+        }
     }
 }
 
@@ -53,19 +62,39 @@ pub(super) async fn del(host: &HostInner, cmd: LinkDelCommand) -> CtlResponse {
     }
     let (link, revision) = match host.view.bucket().del_link(&key).await {
         Ok(Some(found)) => found,
-        Ok(None) => return CtlResponse::fail(cmd.request_id, format!("no link {} -> {} ({}) for {}:{}", key.source_id, key.target_id, key.name, key.wit_namespace, key.wit_package)),
+        Ok(None) => {
+            return CtlResponse::fail(
+                cmd.request_id,
+                format!(
+                    "no link {} -> {} ({}) for {}:{}",
+                    key.source_id, key.target_id, key.name, key.wit_namespace, key.wit_package
+                ),
+            );
+        }
         Err(err) => return CtlResponse::fail(cmd.request_id, format!("failed to delete link: {err}")),
     };
     host.view.forget_link(&link);
     let del = LinkDel { key, revision };
     let mut details = Vec::new();
     for side in sides(&link) {
-        let result = offer(host, side, subject::OP_LINK_DEL, subject::link_del(&host.identity.lattice, side), codec::encode(&del)).await;
+        let result = offer(
+            host,
+            side,
+            subject::OP_LINK_DEL,
+            subject::link_del(&host.identity.lattice, side),
+            codec::encode(&del),
+        )
+        .await;
         details.push(serde_json::json!({ "id": side, "result": result.unwrap_or_else(|e| e) }));
     }
-    let data = serde_json::json!({ "request_id": cmd.request_id, "link": link, "revision": revision, "providers": details });
+    let data =
+        serde_json::json!({ "request_id": cmd.request_id, "link": link, "revision": revision, "providers": details });
     host.events.emit("link_deleted", data.clone()).await;
-    CtlResponse::ok(cmd.request_id, format!("link {} -> {} ({}) deleted", link.source_id, link.target_id, link.name), data)
+    CtlResponse::ok(
+        cmd.request_id,
+        format!("link {} -> {} ({}) deleted", link.source_id, link.target_id, link.name),
+        data,
+    )
 }
 
 pub(super) async fn get(host: &HostInner, cmd: LinkGetCommand) -> CtlResponse {
@@ -94,11 +123,24 @@ pub(super) async fn notify_put(host: &HostInner, link: &Link) -> Outcome {
 async fn notify_put_at(host: &HostInner, link: &Link, revision: u64) -> Outcome {
     let put = match host.view.bucket().link_put(link.clone(), revision).await {
         Ok(put) => put,
-        Err(err) => return Outcome { accepted: false, details: vec![serde_json::json!({ "error": format!("cannot resolve link config: {err}") })] },
+        Err(err) => {
+            return Outcome {
+                accepted: false,
+                details: vec![serde_json::json!({ "error": format!("cannot resolve link config: {err}") })],
+            };
+        }
     };
     let mut outcome = Outcome { accepted: true, details: Vec::new() };
     for side in sides(link) {
-        match offer(host, side, subject::OP_LINK_PUT, subject::link_put(&host.identity.lattice, side), codec::encode(&put)).await {
+        match offer(
+            host,
+            side,
+            subject::OP_LINK_PUT,
+            subject::link_put(&host.identity.lattice, side),
+            codec::encode(&put),
+        )
+        .await
+        {
             Ok(result) => outcome.details.push(serde_json::json!({ "id": side, "result": result })),
             Err(result) => {
                 outcome.accepted = false;
@@ -111,7 +153,11 @@ async fn notify_put_at(host: &HostInner, link: &Link, revision: u64) -> Outcome 
 
 /// The distinct ids on the two ends of a link.
 fn sides(link: &Link) -> Vec<&str> {
-    if link.source_id == link.target_id { vec![link.source_id.as_str()] } else { vec![link.source_id.as_str(), link.target_id.as_str()] }
+    if link.source_id == link.target_id {
+        vec![link.source_id.as_str()]
+    } else {
+        vec![link.source_id.as_str(), link.target_id.as_str()]
+    }
 }
 
 /// Send a link notification to `side`. `Ok` with a description when it was accepted or nobody
@@ -135,7 +181,9 @@ async fn offer<E: std::fmt::Display>(
             Ok(ack) => Err(format!("rejected by instance {}: {}", ack.instance_id, ack.error.unwrap_or_default())),
             Err(err) => Err(format!("undecodable answer: {err}")),
         },
-        Err(err) if err.kind == ErrorKind::Unavailable => Ok("no running instance; it will read the link at start".to_owned()),
+        Err(err) if err.kind == ErrorKind::Unavailable => {
+            Ok("no running instance; it will read the link at start".to_owned())
+        }
         Err(err) => {
             warn!(side, cause = %err, "link notification failed");
             Err(err.to_string())

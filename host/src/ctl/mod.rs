@@ -21,10 +21,18 @@ use crate::{HostError, host::HostInner};
 const CTL_QUEUE: &str = "ferry-ctl";
 
 /// Subscribe to the control subjects and handle commands until `stop`.
-pub(crate) async fn serve(host: Arc<HostInner>, stop: CancellationToken) -> Result<tokio::task::JoinHandle<()>, HostError> {
+pub(crate) async fn serve(
+    host: Arc<HostInner>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, HostError> {
     let lattice = host.identity.lattice.clone();
-    let shared = host.nats.queue_subscribe(subject::ctl_shared(&lattice)?, CTL_QUEUE.to_owned()).await.map_err(HostError::nats)?;
-    let mine = host.nats.subscribe(subject::ctl_for_host(&lattice, &host.identity.id)?).await.map_err(HostError::nats)?;
+    let shared = host
+        .nats
+        .queue_subscribe(subject::ctl_shared(&lattice)?, CTL_QUEUE.to_owned())
+        .await
+        .map_err(HostError::nats)?;
+    let mine =
+        host.nats.subscribe(subject::ctl_for_host(&lattice, &host.identity.id)?).await.map_err(HostError::nats)?;
     host.nats.flush().await.map_err(HostError::nats)?;
     let mut messages = futures::stream::select(shared, mine);
     Ok(tokio::spawn(async move {
@@ -62,10 +70,10 @@ async fn route(host: &HostInner, subject: &str, payload: &[u8]) -> CtlResponse {
     let Some((resource, verb, target_host)) = subject::parse_ctl(&host.identity.lattice, subject) else {
         return CtlResponse::fail("", format!("not a control subject: {subject}"));
     };
-    if let Some(target) = target_host {
-        if target != host.identity.id {
-            return CtlResponse::fail("", format!("command for host {target} reached host {}", host.identity.id));
-        }
+    if let Some(target) = target_host
+        && target != host.identity.id
+    {
+        return CtlResponse::fail("", format!("command for host {target} reached host {}", host.identity.id));
     }
     match (resource, verb) {
         ("component", "start") => with(payload, |cmd| component::start(host, cmd)).await,
@@ -82,7 +90,10 @@ async fn route(host: &HostInner, subject: &str, payload: &[u8]) -> CtlResponse {
 }
 
 /// Decode the command, or answer with what is wrong with it.
-async fn with<T: DeserializeOwned, F: Future<Output = CtlResponse>>(payload: &[u8], handler: impl FnOnce(T) -> F) -> CtlResponse {
+async fn with<T: DeserializeOwned, F: Future<Output = CtlResponse>>(
+    payload: &[u8],
+    handler: impl FnOnce(T) -> F,
+) -> CtlResponse {
     match serde_json::from_slice::<T>(payload) {
         Ok(cmd) => handler(cmd).await,
         Err(err) => CtlResponse::fail("", format!("malformed command: {err}")),

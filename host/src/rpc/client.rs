@@ -29,7 +29,14 @@ impl RpcClient {
     }
 
     /// Invoke `operation` on provider `target` as `origin` over link `link_name`.
-    pub(crate) async fn invoke(&self, origin: &str, target: &str, link_name: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+    pub(crate) async fn invoke(
+        &self,
+        origin: &str,
+        target: &str,
+        link_name: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RpcError> {
         let inv = Invocation::new(origin, target, link_name, operation, payload);
         self.send(inv, self.timeout).await
     }
@@ -41,7 +48,12 @@ impl RpcClient {
     }
 
     /// Sign `inv` for its target and send it on `subject` (link, health and shutdown subjects).
-    pub(crate) async fn send_on(&self, subject: String, inv: &mut Invocation, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+    pub(crate) async fn send_on(
+        &self,
+        subject: String,
+        inv: &mut Invocation,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
         let key = self.cluster.provider_key(&self.lattice, &inv.target, period_of(inv.issued_at_ms));
         inv.sign(&key);
         ferry_provider_sdk::client::send_signed(&self.nats, subject, inv, &key, timeout).await

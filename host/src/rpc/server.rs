@@ -30,9 +30,14 @@ pub(crate) struct ServeContext {
 
 /// Subscribe for `component` (queue group = its id) and serve until `stop`; in-flight
 /// invocations finish on the host's task tracker.
-pub(crate) async fn serve(ctx: ServeContext, component: Arc<RunningComponent>, stop: CancellationToken) -> Result<tokio::task::JoinHandle<()>, HostError> {
+pub(crate) async fn serve(
+    ctx: ServeContext,
+    component: Arc<RunningComponent>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, HostError> {
     let id = component.spec.id.clone();
-    let mut sub = ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
+    let mut sub =
+        ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
     ctx.nats.flush().await.map_err(HostError::nats)?;
     Ok(tokio::spawn(async move {
         loop {
@@ -96,10 +101,20 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
 
 async fn run(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
     if inv.operation != wit_http::OP_HANDLE {
-        return Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {:?}", inv.operation)));
+        return Err(RpcError::new(
+            ErrorKind::UnknownOperation,
+            format!("component does not serve {:?}", inv.operation),
+        ));
     }
     let id = &component.spec.id;
-    if !ctx.lattice.is_linked(&inv.origin, id, &inv.link_name, wit_http::WIT_NAMESPACE, wit_http::WIT_PACKAGE, wit_http::WIT_INTERFACE) {
+    if !ctx.lattice.is_linked(
+        &inv.origin,
+        id,
+        &inv.link_name,
+        wit_http::WIT_NAMESPACE,
+        wit_http::WIT_PACKAGE,
+        wit_http::WIT_INTERFACE,
+    ) {
         return Err(RpcError::not_linked(format!(
             "{} has no link named {:?} to {id} for wasi:http/incoming-handler",
             inv.origin, inv.link_name

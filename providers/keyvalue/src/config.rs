@@ -47,7 +47,10 @@ mod tests {
 
     #[test]
     fn backend_is_chosen_from_link_config() {
-        assert_eq!(BackendConfig::from_link(&cfg(&[])).unwrap(), BackendConfig::Nats { url: None, bucket_prefix: String::new() });
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[])).unwrap(),
+            BackendConfig::Nats { url: None, bucket_prefix: String::new() }
+        );
         assert_eq!(
             BackendConfig::from_link(&cfg(&[("url", "redis://127.0.0.1:6379")])).unwrap(),
             BackendConfig::Redis { url: "redis://127.0.0.1:6379".into() }

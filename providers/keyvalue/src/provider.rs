@@ -5,11 +5,11 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+use ferry_provider_sdk::async_nats::jetstream;
 use ferry_provider_sdk::{
     HealthStatus, InvocationContext, LinkKey, LinkPut, Provider, ProviderContext, RpcError, async_nats,
     keyvalue::{self, KeyValue, KeyValuePair},
 };
-use ferry_provider_sdk::async_nats::jetstream;
 use tracing::info;
 
 use crate::{
@@ -27,7 +27,10 @@ pub(crate) struct KeyValueProvider {
 impl KeyValueProvider {
     fn backend(&self, ctx: &InvocationContext) -> Result<Arc<dyn Backend>, RpcError> {
         let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
-        backends.get(&ctx.link.link.key()).cloned().ok_or_else(|| RpcError::not_linked("link has no backend (it was rejected or is being removed)"))
+        backends
+            .get(&ctx.link.link.key())
+            .cloned()
+            .ok_or_else(|| RpcError::not_linked("link has no backend (it was rejected or is being removed)"))
     }
 }
 
@@ -39,11 +42,17 @@ impl Provider for KeyValueProvider {
     async fn on_link_put(&self, ctx: &ProviderContext, link: &LinkPut) -> Result<(), String> {
         let config = BackendConfig::from_link(&link.target_config)?;
         let backend: Arc<dyn Backend> = match &config {
-            BackendConfig::Nats { url: None, bucket_prefix } => Arc::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone())),
+            BackendConfig::Nats { url: None, bucket_prefix } => {
+                Arc::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone()))
+            }
             BackendConfig::Nats { url: Some(url), bucket_prefix } => {
-                let nats = async_nats::connect(url).await.map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+                let nats =
+                    async_nats::connect(url).await.map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
                 // Fail the link now if JetStream is off, not on the first call.
-                jetstream::new(nats.clone()).query_account().await.map_err(|e| format!("JetStream unavailable at {url}: {e}"))?;
+                jetstream::new(nats.clone())
+                    .query_account()
+                    .await
+                    .map_err(|e| format!("JetStream unavailable at {url}: {e}"))?;
                 Arc::new(NatsBackend::new(nats, bucket_prefix.clone()))
             }
             BackendConfig::Redis { url } => Arc::new(RedisBackend::connect(url).await?),
@@ -90,7 +99,12 @@ impl KeyValue for KeyValueProvider {
         self.backend(ctx)?.exists(bucket, key).await
     }
 
-    async fn list_keys(&self, ctx: &InvocationContext, bucket: &str, cursor: Option<u64>) -> Result<keyvalue::ListKeysResponse, RpcError> {
+    async fn list_keys(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        cursor: Option<u64>,
+    ) -> Result<keyvalue::ListKeysResponse, RpcError> {
         let (keys, cursor) = self.backend(ctx)?.list_keys(bucket, cursor).await?;
         Ok(keyvalue::ListKeysResponse { keys, cursor })
     }
@@ -99,7 +113,12 @@ impl KeyValue for KeyValueProvider {
         self.backend(ctx)?.increment(bucket, key, delta).await
     }
 
-    async fn get_many(&self, ctx: &InvocationContext, bucket: &str, keys: Vec<String>) -> Result<Vec<Option<KeyValuePair>>, RpcError> {
+    async fn get_many(
+        &self,
+        ctx: &InvocationContext,
+        bucket: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<KeyValuePair>>, RpcError> {
         self.backend(ctx)?.get_many(bucket, keys).await
     }
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ferry_proto::{
-    ctl::{ComponentStart, ComponentStop, ConfigNameCommand, ConfigPutCommand, LinkDelCommand, LinkGetCommand, LinkPutCommand},
+    ctl::{
+        ComponentStart, ComponentStop, ConfigNameCommand, ConfigPutCommand, LinkDelCommand, LinkGetCommand,
+        LinkPutCommand,
+    },
     link::{Link, LinkKey},
 };
 
@@ -111,11 +114,15 @@ enum ConfigCmd {
 }
 
 fn split_package(package: &str) -> anyhow::Result<(String, String)> {
-    package.split_once(':').map(|(ns, pkg)| (ns.to_owned(), pkg.to_owned())).with_context(|| format!("expected NAMESPACE:PACKAGE, got {package:?}"))
+    package
+        .split_once(':')
+        .map(|(ns, pkg)| (ns.to_owned(), pkg.to_owned()))
+        .with_context(|| format!("expected NAMESPACE:PACKAGE, got {package:?}"))
 }
 
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let nats = async_nats::connect(&args.nats_url).await.with_context(|| format!("failed to connect to {}", args.nats_url))?;
+    let nats =
+        async_nats::connect(&args.nats_url).await.with_context(|| format!("failed to connect to {}", args.nats_url))?;
     let client = ferry_host::CtlClient::new(nats.clone(), &args.lattice, Duration::from_millis(args.timeout_ms));
     let request_id = uuid::Uuid::new_v4().to_string();
     let host = args.host_id.as_deref();
@@ -125,11 +132,24 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let cmd = ComponentStart { request_id, component_id: id, image, max_instances, config };
             client.request("component", "start", host, &cmd).await
         }
-        Resource::Component(ComponentCmd::Stop { id }) => client.request("component", "stop", host, &ComponentStop { request_id, component_id: id }).await,
-        Resource::Component(ComponentCmd::List) => client.request("component", "list", host, &serde_json::json!({ "request_id": request_id })).await,
+        Resource::Component(ComponentCmd::Stop { id }) => {
+            client.request("component", "stop", host, &ComponentStop { request_id, component_id: id }).await
+        }
+        Resource::Component(ComponentCmd::List) => {
+            client.request("component", "list", host, &serde_json::json!({ "request_id": request_id })).await
+        }
         Resource::Link(LinkCmd::Put { source, target, package, interfaces, name, source_config, target_config }) => {
             let (wit_namespace, wit_package) = split_package(&package)?;
-            let link = Link { source_id: source, target_id: target, name, wit_namespace, wit_package, interfaces, source_config, target_config };
+            let link = Link {
+                source_id: source,
+                target_id: target,
+                name,
+                wit_namespace,
+                wit_package,
+                interfaces,
+                source_config,
+                target_config,
+            };
             client.request("link", "put", host, &LinkPutCommand { request_id, link }).await
         }
         Resource::Link(LinkCmd::Del { source, target, package, name }) => {
@@ -137,12 +157,25 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let key = LinkKey { source_id: source, target_id: target, wit_namespace, wit_package, name };
             client.request("link", "del", host, &LinkDelCommand { request_id, key }).await
         }
-        Resource::Link(LinkCmd::Get { id }) => client.request("link", "get", host, &LinkGetCommand { request_id, id }).await,
-        Resource::Config(ConfigCmd::Put { name, values }) => {
-            client.request("config", "put", host, &ConfigPutCommand { request_id, name, values: values.into_iter().collect() }).await
+        Resource::Link(LinkCmd::Get { id }) => {
+            client.request("link", "get", host, &LinkGetCommand { request_id, id }).await
         }
-        Resource::Config(ConfigCmd::Get { name }) => client.request("config", "get", host, &ConfigNameCommand { request_id, name }).await,
-        Resource::Config(ConfigCmd::Del { name }) => client.request("config", "del", host, &ConfigNameCommand { request_id, name }).await,
+        Resource::Config(ConfigCmd::Put { name, values }) => {
+            client
+                .request(
+                    "config",
+                    "put",
+                    host,
+                    &ConfigPutCommand { request_id, name, values: values.into_iter().collect() },
+                )
+                .await
+        }
+        Resource::Config(ConfigCmd::Get { name }) => {
+            client.request("config", "get", host, &ConfigNameCommand { request_id, name }).await
+        }
+        Resource::Config(ConfigCmd::Del { name }) => {
+            client.request("config", "del", host, &ConfigNameCommand { request_id, name }).await
+        }
     }?;
     let _ = nats.drain().await;
     println!("{}", serde_json::to_string_pretty(&response)?);

@@ -43,7 +43,10 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
             ferry_proto::subject::validate_id("lattice", &lattice)?;
             let key = ClusterKey::from_seed(&cluster_seed).context("failed to read cluster seed")?;
             let credential = key.issue_credential(&lattice, &provider_id, ferry_proto::time::now_ms(), hours);
-            eprintln!("credential for {provider_id} in {lattice}, valid until {} (ms since epoch)", credential.valid_until_ms());
+            eprintln!(
+                "credential for {provider_id} in {lattice}, valid until {} (ms since epoch)",
+                credential.valid_until_ms()
+            );
             println!("{}", credential.encode());
         }
     }

@@ -45,7 +45,9 @@ impl NatsBackend {
         let bucket = if bucket.is_empty() { "default" } else { bucket };
         let name = format!("{}{bucket}", self.prefix);
         if name.len() > 200 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(RpcError::bad_request(format!("bucket {bucket:?}: JetStream bucket names may contain only letters, digits, '-' and '_'")));
+            return Err(RpcError::bad_request(format!(
+                "bucket {bucket:?}: JetStream bucket names may contain only letters, digits, '-' and '_'"
+            )));
         }
         Ok(name)
     }
@@ -72,7 +74,8 @@ fn encode_key(key: &str) -> String {
 
 fn decode_key(stored: &str) -> Option<String> {
     let Some(hex) = stored.strip_prefix('=') else { return Some(stored.to_owned()) };
-    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -134,7 +137,9 @@ impl Backend for NatsBackend {
                 Some(e) => (0, Some(e.revision)),
                 None => (0, None),
             };
-            let next = current.checked_add(delta).ok_or_else(|| RpcError::bad_request(format!("increment of {key:?} overflows u64")))?;
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| RpcError::bad_request(format!("increment of {key:?} overflows u64")))?;
             let value = next.to_string().into_bytes().into();
             let written = match revision {
                 Some(revision) => store.update(&stored, value, revision).await.is_ok(),

@@ -69,7 +69,11 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn.clone()).await.map_err(|e| backend_err("MGET", e))?;
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| backend_err("MGET", e))?;
         Ok(keys.into_iter().zip(values).map(|(key, value)| value.map(|value| KeyValuePair { key, value })).collect())
     }
 
@@ -91,4 +95,3 @@ impl Backend for RedisBackend {
         self.conn.clone().del(keys).await.map_err(|e| backend_err("DEL", e))
     }
 }
-

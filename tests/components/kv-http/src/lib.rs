@@ -79,12 +79,16 @@ fn kv_err(err: store::Error) -> String {
 }
 
 fn strings(cmd: &Value, field: &str) -> Vec<String> {
-    cmd.get(field).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    cmd.get(field)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 fn run(cmd: &Value) -> Result<Value, String> {
     if let Some(link) = cmd.get("link").and_then(Value::as_str) {
-        let interfaces = ["store", "atomics", "batch"].map(|i| lattice::CallTargetInterface::new("wasi", "keyvalue", i));
+        let interfaces =
+            ["store", "atomics", "batch"].map(|i| lattice::CallTargetInterface::new("wasi", "keyvalue", i));
         lattice::set_link_name(link, interfaces.into_iter().collect())?;
     }
     let op = s(cmd, "op");
@@ -121,13 +125,17 @@ fn run(cmd: &Value) -> Result<Value, String> {
         }
         "get_many" => {
             let found = batch::get_many(&bucket, &strings(cmd, "keys")).map_err(kv_err)?;
-            Ok(json!(found.into_iter().map(|e| e.map(|(k, v)| json!([k, String::from_utf8_lossy(&v)]))).collect::<Vec<_>>()))
+            Ok(json!(
+                found.into_iter().map(|e| e.map(|(k, v)| json!([k, String::from_utf8_lossy(&v)]))).collect::<Vec<_>>()
+            ))
         }
         "set_many" => {
             let items: Vec<(String, Vec<u8>)> = cmd
                 .get("items")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect())
+                .map(|m| {
+                    m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec())).collect()
+                })
                 .unwrap_or_default();
             batch::set_many(&bucket, &items).map(|()| Value::Null).map_err(kv_err)
         }
