@@ -52,8 +52,15 @@ impl StartupArgs {
     /// # Errors
     /// [`SdkError::Startup`] when data is missing or invalid.
     pub async fn resolve(self) -> Result<ProviderStartup, SdkError> {
+        Ok(self.resolve_with_parent().await?.0)
+    }
+
+    /// Like [`StartupArgs::resolve`]; when the data came from stdin, also returns a future that
+    /// resolves when stdin closes — the spawning host is gone — so the provider can stop.
+    pub(crate) async fn resolve_with_parent(self) -> Result<(ProviderStartup, Option<ParentGone>), SdkError> {
         let Some(provider_id) = self.provider_id else {
-            return read_stdin().await;
+            let (startup, stdin) = read_stdin().await?;
+            return Ok((startup, Some(parent_gone(stdin))));
         };
         let credential = match (self.credential, self.credential_file) {
             (Some(c), _) => c,
@@ -77,11 +84,31 @@ impl StartupArgs {
             config: self.config.into_iter().collect::<BTreeMap<_, _>>(),
         };
         // Round-trip through the validating parser so both paths check the same things.
-        ProviderStartup::from_json(startup.to_json()?.as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))
+        let startup = ProviderStartup::from_json(startup.to_json()?.as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))?;
+        Ok((startup, None))
     }
 }
 
-async fn read_stdin() -> Result<ProviderStartup, SdkError> {
+/// Resolves when the parent process closes our stdin.
+pub(crate) type ParentGone = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+type Stdin = tokio::io::BufReader<tokio::io::Stdin>;
+
+fn parent_gone(mut stdin: Stdin) -> ParentGone {
+    Box::pin(async move {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        tracing::info!("stdin closed: the host that started this provider is gone");
+    })
+}
+
+async fn read_stdin() -> Result<(ProviderStartup, Stdin), SdkError> {
     let mut line = String::new();
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let read = tokio::time::timeout(std::time::Duration::from_secs(30), stdin.read_line(&mut line)).await.map_err(
@@ -92,5 +119,6 @@ async fn read_stdin() -> Result<ProviderStartup, SdkError> {
             "stdin closed before start-up data (pass --provider-id to run on your own)".into(),
         ));
     }
-    ProviderStartup::from_json(line.trim().as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))
+    let startup = ProviderStartup::from_json(line.trim().as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))?;
+    Ok((startup, stdin))
 }

@@ -41,8 +41,20 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// [`SdkError`] when start-up data is invalid or NATS cannot be reached; errors while running
 /// are logged and do not end the provider.
 pub async fn run_provider<P: Provider>(provider: P, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
-    let startup = StartupArgs::parse().resolve().await?;
-    run_provider_with(provider, startup, shutdown).await
+    let (startup, parent_gone) = StartupArgs::parse().resolve_with_parent().await?;
+    match parent_gone {
+        // Started by a host: stop when it closes our stdin, too (it died or stopped us).
+        Some(gone) => {
+            let either = async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = gone => {}
+                }
+            };
+            run_provider_with(provider, startup, either).await
+        }
+        None => run_provider_with(provider, startup, shutdown).await,
+    }
 }
 
 /// [`run_provider`] with start-up data already in hand (embedding, tests).

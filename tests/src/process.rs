@@ -16,6 +16,8 @@ pub struct Process {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// Open while the child should see a live parent (host-spawned providers).
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Process {
@@ -23,16 +25,59 @@ impl Process {
     ///
     /// # Errors
     /// When the process cannot be started.
-    pub fn spawn(name: &str, mut command: Command) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, command: Command) -> anyhow::Result<Self> {
+        Self::spawn_inner(name, command, None)
+    }
+
+    /// Spawn `command` and write `line` to its stdin, keeping stdin open until
+    /// [`Process::close_stdin`] (the way a host starts a provider).
+    ///
+    /// # Errors
+    /// When the process cannot be started or written to.
+    pub fn spawn_with_stdin(name: &str, command: Command, line: &str) -> anyhow::Result<Self> {
+        Self::spawn_inner(name, command, Some(line))
+    }
+
+    fn spawn_inner(name: &str, mut command: Command, line: Option<&str>) -> anyhow::Result<Self> {
+        use std::io::Write as _;
         let log = std::env::temp_dir().join(format!("ferry-test-{name}-{}-{}.log", std::process::id(), unique()));
         let file = std::fs::File::create(&log).with_context(|| format!("failed to create {}", log.display()))?;
-        let child = command
-            .stdin(Stdio::null())
+        let mut child = command
+            .stdin(if line.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
             .with_context(|| format!("failed to start {name}"))?;
-        Ok(Self { name: name.to_owned(), child: Some(child), log })
+        let mut stdin = child.stdin.take();
+        if let (Some(pipe), Some(line)) = (stdin.as_mut(), line) {
+            writeln!(pipe, "{line}").context("failed to write to stdin")?;
+        }
+        Ok(Self { name: name.to_owned(), child: Some(child), log, stdin })
+    }
+
+    /// Close the process's stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Wait up to `timeout` for the process to exit by itself; its exit status, if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "TERM");
+        }
     }
 
     /// The OS process id.

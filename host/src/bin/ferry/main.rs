@@ -1,7 +1,9 @@
 //! `ferry`: run a host, drive a lattice (`ctl`), and manage keys.
 
+mod call;
 mod ctl;
 mod keys;
+mod up;
 
 use std::time::Duration;
 
@@ -23,6 +25,10 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Generate cluster keys and provider credentials.
     Keys(keys::KeysArgs),
+    /// Start a local lattice (NATS, host, key-value provider) serving a component.
+    Up(up::UpArgs),
+    /// Send an HTTP request to a component through the lattice.
+    Call(call::CallArgs),
 }
 
 #[derive(clap::Args)]
@@ -85,5 +91,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ctl(args) => ctl::run(args).await,
         Command::Keys(args) => keys::run(args),
+        Command::Up(args) => {
+            init_tracing();
+            up::run(args).await
+        }
+        Command::Call(args) => call::run(args).await,
     }
 }
