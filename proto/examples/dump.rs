@@ -53,7 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("LinkAck", &encode(&LinkAck { instance_id: "i1".into(), accepted: true, error: None })?);
     show(
         "HealthAnswer",
-        &encode(&HealthAnswer { provider_id: "kv".into(), instance_id: "i1".into(), healthy: true, message: "ok".into(), links: 1 })?,
+        &encode(&HealthAnswer {
+            provider_id: "kv".into(),
+            instance_id: "i1".into(),
+            healthy: true,
+            message: "ok".into(),
+            links: 1,
+        })?,
     );
     let request = HttpRequest {
         method: "GET".into(),

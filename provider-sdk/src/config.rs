@@ -84,7 +84,8 @@ impl StartupArgs {
             config: self.config.into_iter().collect::<BTreeMap<_, _>>(),
         };
         // Round-trip through the validating parser so both paths check the same things.
-        let startup = ProviderStartup::from_json(startup.to_json()?.as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))?;
+        let startup =
+            ProviderStartup::from_json(startup.to_json()?.as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))?;
         Ok((startup, None))
     }
 }

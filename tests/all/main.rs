@@ -1,6 +1,6 @@
 //! Ferry's end-to-end tests: real processes, one module per area.
 
 mod health;
-mod lifecycle;
 mod keyvalue;
+mod lifecycle;
 mod security;

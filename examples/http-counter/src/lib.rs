@@ -23,7 +23,9 @@ impl wasi::exports::http::incoming_handler::Guest for Counter {
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
         let path = path.split('?').next().unwrap_or("/").to_owned();
         let (status, body) = match count(&path) {
-            Ok(n) => (200, format!("Hello from Ferry! {path} has been viewed {n} time{}.\n", if n == 1 { "" } else { "s" })),
+            Ok(n) => {
+                (200, format!("Hello from Ferry! {path} has been viewed {n} time{}.\n", if n == 1 { "" } else { "s" }))
+            }
             Err(err) => {
                 log(Level::Error, "http-counter", &format!("key-value failed: {err}"));
                 (503, format!("key-value unavailable: {err}\n"))

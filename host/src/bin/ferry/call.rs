@@ -38,10 +38,17 @@ pub(crate) struct CallArgs {
 pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {
     let credential = std::fs::read_to_string(&args.credential_file)
         .with_context(|| format!("failed to read {} (run `ferry up` first)", args.credential_file.display()))?;
-    let client = LatticeClient::connect(&args.nats_url, &args.lattice, &credential, Some(Duration::from_millis(args.timeout_ms))).await?;
+    let client = LatticeClient::connect(
+        &args.nats_url,
+        &args.lattice,
+        &credential,
+        Some(Duration::from_millis(args.timeout_ms)),
+    )
+    .await?;
     let mut headers = Vec::new();
     for header in &args.headers {
-        let (name, value) = header.split_once(':').with_context(|| format!("expected `name: value`, got {header:?}"))?;
+        let (name, value) =
+            header.split_once(':').with_context(|| format!("expected `name: value`, got {header:?}"))?;
         headers.push(Header { name: name.trim().to_owned(), value: value.trim().as_bytes().to_vec() });
     }
     let request = HttpRequest {

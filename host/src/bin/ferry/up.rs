@@ -67,13 +67,19 @@ impl Drop for Managed {
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("failed to create {}", args.state_dir.display()))?;
-    let component = std::fs::canonicalize(&args.component).with_context(|| format!("failed to find component {}", args.component.display()))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
+    let component = std::fs::canonicalize(&args.component)
+        .with_context(|| format!("failed to find component {}", args.component.display()))?;
     let (cluster, seed) = load_or_create_seed(&args.state_dir.join("cluster.seed"))?;
 
     // Children are declared before the host so they are stopped after it on the way out.
     let (nats, _nats_server) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
-    let host = ferry_host::HostBuilder::new(&args.nats_url, &args.lattice).cluster_seed(seed).build().await.context("failed to build host")?;
+    let host = ferry_host::HostBuilder::new(&args.nats_url, &args.lattice)
+        .cluster_seed(seed)
+        .build()
+        .await
+        .context("failed to build host")?;
     let stop = CancellationToken::new();
     let host_task = tokio::spawn(host.run(stop.clone().cancelled_owned()));
 
@@ -88,14 +94,27 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             config: Vec::new(),
         };
         expect_ok(ctl.request("component", "start", None, &start).await?)?;
-        let kv = Link::new(&args.component_id, KEYVALUE_ID, "wasi", "keyvalue", vec!["store".into(), "atomics".into(), "batch".into()]);
-        expect_ok(ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link: kv }).await?)?;
+        let kv = Link::new(
+            &args.component_id,
+            KEYVALUE_ID,
+            "wasi",
+            "keyvalue",
+            vec!["store".into(), "atomics".into(), "batch".into()],
+        );
+        expect_ok(
+            ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link: kv }).await?,
+        )?;
         let cli = Link::new(CLI_CLIENT_ID, &args.component_id, "wasi", "http", vec!["incoming-handler".into()]);
-        expect_ok(ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link: cli }).await?)?;
+        expect_ok(
+            ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link: cli }).await?,
+        )?;
 
         let credential = cluster.issue_credential(&args.lattice, CLI_CLIENT_ID, ferry_proto::time::now_ms(), 24 * 7);
         write_secret(&args.state_dir.join("cli.credential"), &credential.encode())?;
-        println!("Ferry is up: lattice {:?} on {}, component {:?} linked to the key-value provider.", args.lattice, args.nats_url, args.component_id);
+        println!(
+            "Ferry is up: lattice {:?} on {}, component {:?} linked to the key-value provider.",
+            args.lattice, args.nats_url, args.component_id
+        );
         println!("Try:  target/debug/ferry call {} /hello", args.component_id);
         println!("Stop: Ctrl-C");
         ferry_provider_sdk::shutdown_signal().await;
@@ -123,7 +142,8 @@ fn expect_ok(resp: ferry_proto::ctl::CtlResponse) -> anyhow::Result<()> {
 
 fn load_or_create_seed(path: &Path) -> anyhow::Result<(ClusterKey, String)> {
     if let Ok(seed) = std::fs::read_to_string(path) {
-        let key = ClusterKey::from_seed(&seed).with_context(|| format!("invalid cluster seed in {}", path.display()))?;
+        let key =
+            ClusterKey::from_seed(&seed).with_context(|| format!("invalid cluster seed in {}", path.display()))?;
         return Ok((key, seed.trim().to_owned()));
     }
     let (key, seed) = ClusterKey::generate()?;
