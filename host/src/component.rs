@@ -3,12 +3,16 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use ferry_proto::{
     ErrorKind, RpcError,
-    http::{Header, HttpRequest, HttpResponse},
+    http::{HttpRequest, HttpResponse},
 };
-use http_body_util::{BodyExt as _, Full};
+use ferry_provider_sdk::{
+    http::{INLINE_WAIT, LatticeBody, headers_from_wire, headers_to_wire},
+    stream::{self, ByteStream},
+};
+use futures::StreamExt as _;
+use http_body_util::BodyExt as _;
 use tokio::sync::Semaphore;
 use tracing::warn;
 use wasmtime::{
@@ -74,8 +78,15 @@ impl RunningComponent {
         Ok(Self { spec, env, engine: engine.clone(), proxy, permits, execution_time: limits.execution_time })
     }
 
-    /// Run one HTTP request through a fresh instance.
-    pub(crate) async fn handle_http(&self, request: HttpRequest) -> Result<HttpResponse, RpcError> {
+    /// Run one HTTP request through a fresh instance. Returns the response head with the
+    /// first part of its body and, when the body goes on, a stream of the rest; the instance
+    /// keeps running (and holds its permit) until the body is read or abandoned.
+    pub(crate) async fn handle_http(
+        &self,
+        request: HttpRequest,
+        body: LatticeBody,
+        chunk_size: usize,
+    ) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
         let Some(proxy) = self.proxy.clone() else {
             return Err(RpcError::new(
                 ErrorKind::UnknownOperation,
@@ -92,7 +103,7 @@ impl RunningComponent {
                 )
             })?
             .map_err(|_| RpcError::internal("component is stopping"))?;
-        let request = to_hyper(request)?;
+        let request = to_hyper(request, body)?;
         let scheme = match request.uri().scheme_str() {
             Some("https") => Scheme::Https,
             _ => Scheme::Http,
@@ -110,7 +121,7 @@ impl RunningComponent {
             .map_err(|e| RpcError::bad_request(format!("{e:#}")))?;
         let out =
             store.data_mut().http().new_response_outparam(sender).map_err(|e| RpcError::internal(format!("{e:#}")))?;
-        let run = tokio::spawn(async move {
+        let mut run = tokio::spawn(async move {
             let _permit = permit;
             instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         });
@@ -126,7 +137,7 @@ impl RunningComponent {
                 }
                 Err(_) => {
                     // The guest returned or trapped without setting a response.
-                    return Err(match run.await {
+                    return Err(match (&mut run).await {
                         Ok(Err(err)) => trap(err),
                         Ok(Ok(())) => {
                             RpcError::new(ErrorKind::ComponentTrap, "component returned without setting a response")
@@ -136,30 +147,41 @@ impl RunningComponent {
                 }
             };
             let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| RpcError::new(ErrorKind::ComponentTrap, format!("response body failed: {e:?}")))?
-                .to_bytes();
-            match run.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    warn!(component = %self.spec.id, cause = %format!("{err:#}"), "instance failed after sending its response")
-                }
-                Err(join) => {
-                    warn!(component = %self.spec.id, cause = %join, "instance task failed after sending its response")
-                }
-            }
-            let headers = parts
-                .headers
-                .iter()
-                .map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() })
-                .collect();
-            Ok(HttpResponse { status: parts.status.as_u16(), headers, body: body.to_vec() })
+            let body: ByteStream = Box::pin(body.into_data_stream().map(|item| {
+                item.map_err(|e| RpcError::new(ErrorKind::ComponentTrap, format!("response body failed: {e:?}")))
+            }));
+            let (inline, rest) = stream::split_inline(body, chunk_size, INLINE_WAIT).await?;
+            let response = HttpResponse {
+                status: parts.status.as_u16(),
+                headers: headers_to_wire(&parts.headers),
+                body: inline.to_vec(),
+                body_stream: None,
+            };
+            Ok((response, rest))
         };
-        tokio::time::timeout(deadline + Duration::from_millis(100), work)
+        let result = tokio::time::timeout(deadline + Duration::from_millis(100), work)
             .await
-            .map_err(|_| RpcError::new(ErrorKind::Timeout, format!("component did not answer within {deadline:?}")))?
+            .map_err(|_| RpcError::new(ErrorKind::Timeout, format!("component did not answer within {deadline:?}")))
+            .flatten();
+        if result.is_err() {
+            run.abort();
+        } else {
+            // The instance may still be writing the body; its end is only worth a log line.
+            let id = self.spec.id.clone();
+            tokio::spawn(async move {
+                match run.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        warn!(component = %id, cause = %format!("{err:#}"), "instance failed after sending its response head");
+                    }
+                    Err(join) if join.is_cancelled() => {}
+                    Err(join) => {
+                        warn!(component = %id, cause = %join, "instance task failed after sending its response head")
+                    }
+                }
+            });
+        }
+        result
     }
 }
 
@@ -175,7 +197,7 @@ fn trap(err: wasmtime::Error) -> RpcError {
     RpcError::new(ErrorKind::ComponentTrap, message)
 }
 
-fn to_hyper(req: HttpRequest) -> Result<http::Request<Full<Bytes>>, RpcError> {
+fn to_hyper(req: HttpRequest, body: LatticeBody) -> Result<http::Request<IncomingBody>, RpcError> {
     let authority = if req.authority.is_empty() { "localhost" } else { req.authority.as_str() };
     let scheme = if req.scheme.is_empty() { "http" } else { req.scheme.as_str() };
     let path = if req.path_with_query.is_empty() { "/" } else { req.path_with_query.as_str() };
@@ -187,13 +209,16 @@ fn to_hyper(req: HttpRequest) -> Result<http::Request<Full<Bytes>>, RpcError> {
         .map_err(|e| RpcError::bad_request(format!("invalid request URI: {e}")))?;
     let method = http::Method::from_bytes(req.method.as_bytes())
         .map_err(|e| RpcError::bad_request(format!("invalid method: {e}")))?;
-    let mut builder = http::Request::builder().method(method).uri(uri);
-    for header in req.headers {
-        let name = http::HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|e| RpcError::bad_request(format!("invalid header name: {e}")))?;
-        let value = http::HeaderValue::from_bytes(&header.value)
-            .map_err(|e| RpcError::bad_request(format!("invalid header value: {e}")))?;
-        builder = builder.header(name, value);
-    }
-    builder.body(Full::new(Bytes::from(req.body))).map_err(|e| RpcError::bad_request(format!("invalid request: {e}")))
+    let mut request = http::Request::new(body.map_err(body_error as fn(RpcError) -> wasmtime_wasi_http::Error));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers_from_wire(req.headers)?;
+    Ok(request)
+}
+
+/// The request body a component reads: the lattice body, its errors in wasi:http's terms.
+type IncomingBody = http_body_util::combinators::MapErr<LatticeBody, fn(RpcError) -> wasmtime_wasi_http::Error>;
+
+fn body_error(err: RpcError) -> wasmtime_wasi_http::Error {
+    wasmtime_wasi_http::Error::InternalError(Some(format!("request body failed: {err}")))
 }

@@ -68,8 +68,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         path_with_query: "/?n=1".into(),
         headers: vec![Header { name: "accept".into(), value: b"*/*".to_vec() }],
         body: Vec::new(),
+        body_stream: None,
     };
     show("HttpRequest", &encode(&request)?);
-    show("HttpResponse", &encode(&HttpResponse { status: 200, headers: vec![], body: b"ok".to_vec() })?);
+    show(
+        "HttpResponse",
+        &encode(&HttpResponse { status: 200, headers: vec![], body: b"ok".to_vec(), body_stream: None })?,
+    );
     Ok(())
 }

@@ -110,7 +110,7 @@ impl MacKey {
         Self(bytes)
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         #[expect(clippy::expect_used, reason = "HMAC accepts keys of any length")]
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("hmac key");
         for part in parts {
@@ -120,7 +120,7 @@ impl MacKey {
         mac.finalize().into_bytes().into()
     }
 
-    fn check(&self, parts: &[&[u8]], tag: &[u8]) -> Result<(), AuthError> {
+    pub(crate) fn check(&self, parts: &[&[u8]], tag: &[u8]) -> Result<(), AuthError> {
         if tag.is_empty() {
             return Err(AuthError::Unsigned);
         }

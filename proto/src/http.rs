@@ -1,6 +1,6 @@
-//! Payloads of `wasi:http/incoming-handler` invocations: a whole request in, a whole response
-//! out. (Bodies larger than one NATS message are a later protocol addition: see
-//! docs/protocol.md.)
+//! Payloads of `wasi:http/incoming-handler` invocations: a request in, a response out. A body
+//! travels inline when it is small; a larger one starts inline and continues as a pulled stream
+//! ([`crate::stream`]) named by `body_stream`.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,9 +36,12 @@ pub struct HttpRequest {
     pub path_with_query: String,
     /// Headers in order.
     pub headers: Vec<Header>,
-    /// Body.
+    /// The body, or its first part when `body_stream` is set.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    /// The stream the rest of the body is pulled from, offered by the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_stream: Option<String>,
 }
 
 /// A component's HTTP response.
@@ -48,9 +51,12 @@ pub struct HttpResponse {
     pub status: u16,
     /// Headers in order.
     pub headers: Vec<Header>,
-    /// Body.
+    /// The body, or its first part when `body_stream` is set.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    /// The stream the rest of the body is pulled from, offered by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_stream: Option<String>,
 }
 
 #[cfg(test)]
@@ -70,9 +76,10 @@ mod tests {
                 Header { name: "a".into(), value: b"2".to_vec() },
             ],
             body: vec![0, 1, 2, 255],
+            body_stream: Some("s1".into()),
         };
         assert_eq!(decode::<HttpRequest>(&encode(&req).unwrap()).unwrap(), req);
-        let resp = HttpResponse { status: 204, headers: vec![], body: vec![] };
+        let resp = HttpResponse { status: 204, headers: vec![], body: vec![], body_stream: None };
         assert_eq!(decode::<HttpResponse>(&encode(&resp).unwrap()).unwrap(), resp);
         assert!(decode::<HttpRequest>(b"\x80").is_err());
         assert!(decode::<HttpResponse>(b"garbage").is_err());

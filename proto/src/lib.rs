@@ -26,6 +26,7 @@ pub mod keyvalue;
 pub mod link;
 pub mod startup;
 pub mod state;
+pub mod stream;
 pub mod subject;
 pub mod time;
 

@@ -158,6 +158,17 @@ pub fn event(lattice: &str, event: &str) -> Result<String, ProtoError> {
     Ok(format!("{PREFIX}.evt.{lattice}.{event}"))
 }
 
+/// `ferry.stream.{lattice}.{stream}`: pulls of one chunked body (see [`crate::stream`]),
+/// answered by the one process that offers it.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn stream(lattice: &str, stream: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("stream id", stream)?;
+    Ok(format!("{PREFIX}.stream.{lattice}.{stream}"))
+}
+
 /// `FERRY_{lattice}_DATA`: the lattice's JetStream KV bucket, the source of truth for links,
 /// config and component references.
 ///
@@ -182,6 +193,7 @@ mod tests {
         assert_eq!(ctl("prod", "link", "put", None).unwrap(), "ferry.ctl.v1.prod.link.put");
         assert_eq!(event("prod", "link_set").unwrap(), "ferry.evt.prod.link_set");
         assert_eq!(data_bucket("prod").unwrap(), "FERRY_prod_DATA");
+        assert_eq!(stream("prod", "s1").unwrap(), "ferry.stream.prod.s1");
     }
 
     #[test]

@@ -10,11 +10,14 @@ use ferry_proto::{
     codec,
     envelope::{Invocation, InvocationResponse},
     http::{HttpRequest, HttpResponse, OP_HANDLE},
-    link::DEFAULT_LINK_NAME,
     subject,
 };
 
-use crate::SdkError;
+use crate::{
+    SdkError,
+    http::{self, HttpCallOptions, LatticeBody},
+    stream,
+};
 
 /// Default timeout of an invocation when neither the start-up data nor the caller sets one.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,15 +150,106 @@ impl LatticeClient {
         send_signed(&self.inner.nats, subject, &inv, &key, timeout).await
     }
 
-    /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler`.
+    /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler` and return its
+    /// response. Either body may be of any size: what does not fit in one message is streamed
+    /// in chunks, read from `request` and pulled into the returned body only as fast as the
+    /// other side goes.
     ///
     /// # Errors
-    /// As [`LatticeClient::invoke`]; [`ErrorKind::BadRequest`] if the answer is not a response.
-    pub async fn handle_http(&self, component: &str, request: &HttpRequest) -> Result<HttpResponse, RpcError> {
-        let payload = codec::encode(request).map_err(RpcError::from)?;
-        let bytes = self.invoke(component, DEFAULT_LINK_NAME, OP_HANDLE, payload).await?;
-        codec::decode(&bytes).map_err(RpcError::from)
+    /// As [`LatticeClient::invoke`]; [`ErrorKind::BadRequest`] if the request body fails or
+    /// the answer is not a valid response.
+    pub async fn call_http<B>(
+        &self,
+        component: &str,
+        request: ::http::Request<B>,
+        options: &HttpCallOptions,
+    ) -> Result<::http::Response<LatticeBody>, RpcError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: fmt::Display,
+    {
+        let (parts, body) = request.into_parts();
+        let mut head = http::request_head(&parts);
+        let (inline, rest) =
+            stream::split_inline(http::body_stream(body), options.chunk_size, http::INLINE_WAIT).await?;
+        head.body = inline.to_vec();
+        let subject = subject::rpc(&self.inner.lattice, component).map_err(RpcError::from)?;
+        let mut inv = Invocation::new(self.origin(), component, &options.link_name, OP_HANDLE, Vec::new());
+        let key = self
+            .inner
+            .credential
+            .key_at(inv.issued_at_ms)
+            .map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
+        let offer = match rest {
+            Some(rest) => {
+                let id = stream::new_stream_id();
+                let offer = stream::offer(
+                    &self.inner.nats,
+                    &self.inner.lattice,
+                    &id,
+                    key.clone(),
+                    rest,
+                    options.chunk_size,
+                    options.timeout,
+                )
+                .await?;
+                head.body_stream = Some(id);
+                Some(offer)
+            }
+            None => None,
+        };
+        inv.payload = codec::encode(&head).map_err(RpcError::from)?;
+        inv.sign(&key);
+        let answer = send_signed(&self.inner.nats, subject, &inv, &key, options.timeout)
+            .await
+            .and_then(|bytes| codec::decode::<HttpResponse>(&bytes).map_err(RpcError::from))
+            .and_then(|response| {
+                http::response_from_wire(&self.inner.nats, &self.inner.lattice, response, &key, options.timeout)
+            });
+        if answer.is_err()
+            && let Some(offer) = offer
+        {
+            offer.abort();
+        }
+        answer
     }
+
+    /// Deliver a whole [`HttpRequest`] and read the whole response: [`LatticeClient::call_http`]
+    /// for callers that hold bodies in memory anyway (tools, tests).
+    ///
+    /// # Errors
+    /// As [`LatticeClient::call_http`].
+    pub async fn handle_http(&self, component: &str, request: &HttpRequest) -> Result<HttpResponse, RpcError> {
+        let mut builder = ::http::Request::builder().method(request.method.as_str()).uri(format!(
+            "{}://{}{}",
+            scheme_or_http(&request.scheme),
+            authority_or_localhost(&request.authority),
+            request.path_with_query
+        ));
+        if let Some(headers) = builder.headers_mut() {
+            *headers = http::headers_from_wire(request.headers.clone())?;
+        }
+        let req = builder
+            .body(http_body_util::Full::new(bytes::Bytes::from(request.body.clone())))
+            .map_err(|e| RpcError::bad_request(format!("invalid request: {e}")))?;
+        let response = self.call_http(component, req, &HttpCallOptions::new(self.inner.timeout)).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect_bytes().await?;
+        Ok(HttpResponse {
+            status: parts.status.as_u16(),
+            headers: http::headers_to_wire(&parts.headers),
+            body: body.to_vec(),
+            body_stream: None,
+        })
+    }
+}
+
+fn scheme_or_http(scheme: &str) -> &str {
+    if scheme.is_empty() { "http" } else { scheme }
+}
+
+fn authority_or_localhost(authority: &str) -> &str {
+    if authority.is_empty() { "localhost" } else { authority }
 }
 
 /// Send an invocation already signed under `key` and verify the answer with the same key:

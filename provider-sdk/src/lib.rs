@@ -28,11 +28,13 @@ mod bucket;
 pub mod client;
 mod config;
 mod error;
+pub mod http;
 pub mod keyvalue;
 mod links;
 mod provider;
 mod server;
 mod signal;
+pub mod stream;
 
 pub use async_nats;
 pub use bucket::{BucketChange, LatticeBucket};

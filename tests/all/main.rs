@@ -1,6 +1,7 @@
 //! Ferry's end-to-end tests: real processes, one module per area.
 
 mod health;
+mod http;
 mod keyvalue;
 mod lifecycle;
 mod security;

@@ -82,6 +82,7 @@ async fn forged_invocations_are_rejected_by_host_and_provider() -> anyhow::Resul
         path_with_query: "/".into(),
         headers: vec![],
         body: serde_json::to_vec(&json!({"op": "open", "bucket": "b"}))?,
+        body_stream: None,
     })?;
     forgeries_are_rejected(
         &lattice,

@@ -80,8 +80,17 @@ impl Lattice {
     /// # Errors
     /// When it does not start.
     pub async fn start_provider(&self, bin: &str, provider_id: &str) -> anyhow::Result<Process> {
+        self.start_provider_with(bin, provider_id, &[]).await
+    }
+
+    /// [`Lattice::start_provider`] with extra command-line arguments (`--config k=v`, …).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_provider_with(&self, bin: &str, provider_id: &str, args: &[&str]) -> anyhow::Result<Process> {
         let mut command = Command::new(binary(bin)?);
         command
+            .args(args)
             .env("FERRY_NATS_URL", &self.nats.url)
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_PROVIDER_ID", provider_id)
@@ -175,6 +184,7 @@ impl Lattice {
             path_with_query: "/".into(),
             headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
             body: serde_json::to_vec(&command).unwrap_or_default(),
+            body_stream: None,
         };
         let response = self.client.handle_http(component, &request).await?;
         let json = serde_json::from_slice(&response.body)

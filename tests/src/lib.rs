@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+pub mod http;
 mod lattice;
 mod process;
 mod servers;

@@ -24,6 +24,10 @@ impl RpcClient {
         Self { nats, lattice: lattice.to_owned(), cluster, timeout }
     }
 
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn cluster(&self) -> &ClusterKey {
         &self.cluster
     }

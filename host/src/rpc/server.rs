@@ -5,11 +5,16 @@ use std::sync::Arc;
 
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{ReplayGuard, period_of, verify_invocation},
+    auth::{MacKey, ReplayGuard, period_of, verify_invocation},
     codec,
     envelope::{Invocation, InvocationResponse},
-    http::{self as wit_http, HttpRequest},
+    http::{self as wit_http, HttpRequest, HttpResponse},
+    stream::DEFAULT_CHUNK_SIZE,
     subject,
+};
+use ferry_provider_sdk::{
+    http::LatticeBody,
+    stream::{self, ByteStream},
 };
 use futures::StreamExt as _;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -89,7 +94,10 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
         return sign(InvocationResponse::err(inv.id, err));
     }
-    let result = run(ctx, component, &inv).await;
+    let result = match run(ctx, component, &inv, &key).await {
+        Ok((response, rest)) => respond(ctx, response, rest, &key).await,
+        Err(err) => Err(err),
+    };
     if let Err(err) = &result {
         debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
     }
@@ -99,7 +107,12 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
     })
 }
 
-async fn run(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+async fn run(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    inv: &Invocation,
+    key: &MacKey,
+) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
     if inv.operation != wit_http::OP_HANDLE {
         return Err(RpcError::new(
             ErrorKind::UnknownOperation,
@@ -120,7 +133,30 @@ async fn run(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation)
             inv.origin, inv.link_name
         )));
     }
-    let request: HttpRequest = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-    let response = component.handle_http(request).await?;
+    let mut request: HttpRequest = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
+    let body = LatticeBody::from_payload(
+        &ctx.nats,
+        &ctx.lattice_name,
+        std::mem::take(&mut request.body),
+        request.body_stream.take().as_deref(),
+        key,
+        ctx.rpc.timeout(),
+    )?;
+    component.handle_http(request, body, DEFAULT_CHUNK_SIZE).await
+}
+
+/// Encode the response, first offering the rest of its body when there is more.
+async fn respond(
+    ctx: &ServeContext,
+    mut response: HttpResponse,
+    rest: Option<ByteStream>,
+    key: &MacKey,
+) -> Result<Vec<u8>, RpcError> {
+    if let Some(rest) = rest {
+        let id = stream::new_stream_id();
+        stream::offer(&ctx.nats, &ctx.lattice_name, &id, key.clone(), rest, DEFAULT_CHUNK_SIZE, ctx.rpc.timeout())
+            .await?;
+        response.body_stream = Some(id);
+    }
     codec::encode(&response).map_err(RpcError::from)
 }

@@ -58,6 +58,7 @@ pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {
         path_with_query: args.path,
         headers,
         body: args.data.map(String::into_bytes).unwrap_or_default(),
+        body_stream: None,
     };
     let response = client.handle_http(&args.component, &request).await?;
     eprintln!("HTTP {}", response.status);

@@ -1,0 +1,230 @@
+//! HTTP through the lattice: deliver an `http::Request` to a component's
+//! `wasi:http/incoming-handler` and get an `http::Response` back, bodies of any size streamed.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+pub use ferry_proto::http::{OP_HANDLE, WIT_INTERFACE, WIT_NAMESPACE, WIT_PACKAGE};
+use ferry_proto::{
+    ErrorKind, RpcError,
+    auth::MacKey,
+    http::{Header, HttpRequest, HttpResponse},
+    stream::DEFAULT_CHUNK_SIZE,
+};
+use futures::{Stream, StreamExt as _};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::stream::{self, ByteStream, PulledStream};
+
+/// How long a caller waits for a body's first bytes before it sends the head without them and
+/// streams the whole body instead.
+pub const INLINE_WAIT: Duration = Duration::from_millis(5);
+
+/// Hop-by-hop headers: they describe one connection, so they are not passed along.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether `name` (lower case) is a hop-by-hop header.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
+/// A body that arrived over the lattice: the inline part, then the streamed rest if any.
+pub struct LatticeBody {
+    inline: Option<Bytes>,
+    rest: Option<PulledStream>,
+}
+
+impl std::fmt::Debug for LatticeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatticeBody")
+            .field("inline", &self.inline.as_ref().map(Bytes::len))
+            .field("streamed", &self.rest.is_some())
+            .finish()
+    }
+}
+
+impl LatticeBody {
+    /// A body of `inline` bytes followed by what `rest` yields.
+    pub fn new(inline: Bytes, rest: Option<PulledStream>) -> Self {
+        Self { inline: (!inline.is_empty()).then_some(inline), rest }
+    }
+
+    /// Start pulling the rest of a body named by a payload's `body_stream`, if it has one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadRequest`] for an invalid stream id.
+    pub fn from_payload(
+        nats: &async_nats::Client,
+        lattice: &str,
+        inline: Vec<u8>,
+        stream: Option<&str>,
+        key: &MacKey,
+        timeout: Duration,
+    ) -> Result<Self, RpcError> {
+        let rest = match stream {
+            Some(id) => Some(stream::pull(nats, lattice, id, key.clone(), timeout)?),
+            None => None,
+        };
+        Ok(Self::new(Bytes::from(inline), rest))
+    }
+
+    /// Read the whole body into memory.
+    ///
+    /// # Errors
+    /// The stream's error.
+    pub async fn collect_bytes(self) -> Result<Bytes, RpcError> {
+        Ok(BodyExt::collect(self).await?.to_bytes())
+    }
+}
+
+impl Stream for LatticeBody {
+    type Item = Result<Bytes, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(inline) = self.inline.take() {
+            return Poll::Ready(Some(Ok(inline)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => {
+                let item = std::task::ready!(rest.poll_next_unpin(cx));
+                if item.is_none() {
+                    self.rest = None;
+                }
+                Poll::Ready(item)
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Body for LatticeBody {
+    type Data = Bytes;
+    type Error = RpcError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RpcError>>> {
+        self.poll_next(cx).map(|item| item.map(|result| result.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inline.is_none() && self.rest.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.inline, &self.rest) {
+            (None, None) => SizeHint::with_exact(0),
+            (Some(inline), None) => SizeHint::with_exact(inline.len() as u64),
+            (inline, Some(_)) => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(inline.as_ref().map_or(0, |b| b.len() as u64));
+                hint
+            }
+        }
+    }
+}
+
+/// Turn any `http_body::Body` into the byte stream the lattice sends, dropping trailers.
+pub fn body_stream<B>(body: B) -> ByteStream
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    Box::pin(
+        body.into_data_stream()
+            .map(|item| item.map_err(|e| RpcError::new(ErrorKind::BadRequest, format!("request body failed: {e}")))),
+    )
+}
+
+/// The headers of a request or response as the lattice carries them: in order, repeats kept,
+/// hop-by-hop headers left out.
+pub fn headers_to_wire(headers: &http::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .filter(|(name, _)| !is_hop_by_hop(name.as_str()))
+        .map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() })
+        .collect()
+}
+
+/// Headers from the wire into a map; invalid names or values are a bad request.
+///
+/// # Errors
+/// [`ErrorKind::BadRequest`] naming the bad header.
+pub fn headers_from_wire(headers: Vec<Header>) -> Result<http::HeaderMap, RpcError> {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for header in headers {
+        let name = http::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|e| RpcError::bad_request(format!("invalid header name {:?}: {e}", header.name)))?;
+        let value = http::HeaderValue::from_bytes(&header.value)
+            .map_err(|e| RpcError::bad_request(format!("invalid value of header {name}: {e}")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The parts of an HTTP request that go on the wire before its body.
+pub(crate) fn request_head(parts: &http::request::Parts) -> HttpRequest {
+    let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+    let authority = match parts.uri.authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => parts.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+    };
+    let path_with_query = parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        scheme,
+        authority,
+        path_with_query,
+        headers: headers_to_wire(&parts.headers),
+        body: Vec::new(),
+        body_stream: None,
+    }
+}
+
+/// Turn a response off the wire into an `http::Response` whose body pulls the rest.
+pub(crate) fn response_from_wire(
+    nats: &async_nats::Client,
+    lattice: &str,
+    response: HttpResponse,
+    key: &MacKey,
+    timeout: Duration,
+) -> Result<http::Response<LatticeBody>, RpcError> {
+    let status = http::StatusCode::from_u16(response.status)
+        .map_err(|_| RpcError::bad_request(format!("component answered with invalid status {}", response.status)))?;
+    let headers = headers_from_wire(response.headers)?;
+    let body = LatticeBody::from_payload(nats, lattice, response.body, response.body_stream.as_deref(), key, timeout)?;
+    let mut out = http::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// Options of one HTTP call through the lattice.
+#[derive(Debug, Clone)]
+pub struct HttpCallOptions {
+    /// The link name the caller uses.
+    pub link_name: String,
+    /// How long to wait for the response head, and for each body chunk.
+    pub timeout: Duration,
+    /// Largest inline part and streamed chunk.
+    pub chunk_size: usize,
+}
+
+impl HttpCallOptions {
+    /// Default link, `timeout`, default chunk size.
+    pub fn new(timeout: Duration) -> Self {
+        Self { link_name: ferry_proto::link::DEFAULT_LINK_NAME.to_owned(), timeout, chunk_size: DEFAULT_CHUNK_SIZE }
+    }
+}

@@ -1,0 +1,17 @@
+//! `ferry-provider-http-server`: serves linked components over HTTP/1.1, its own process.
+//!
+//! Each link from this provider to a component over `wasi:http/incoming-handler` is a route:
+//! on its own address, or on a shared one by host name and path prefix. Requests and responses
+//! stream through the lattice in chunks. See providers/http-server/README.md.
+
+mod config;
+mod provider;
+mod router;
+mod serve;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_provider(provider::HttpServerProvider::default(), ferry_provider_sdk::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! One HTTP connection and the requests on it: route, limit, deliver through the lattice,
+//! answer with the component's response or a status that says what went wrong.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ferry_provider_sdk::{
+    ErrorKind, LatticeClient, RpcError,
+    http::{HttpCallOptions, LatticeBody},
+};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::{
+    config::normalize_host,
+    router::{RouteTable, select},
+};
+
+/// Longest error reason put in a response body.
+const MAX_REASON: usize = 200;
+/// Time a client gets to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The response body: a component's streamed body or a short message from the provider.
+pub(crate) type ResponseBody = BoxBody<Bytes, RpcError>;
+
+/// What every connection of one listener shares.
+pub(crate) struct Shared {
+    pub(crate) routes: RouteTable,
+    pub(crate) client: LatticeClient,
+}
+
+/// Serve HTTP/1.1 on one connection until the client leaves or `stop` asks for a graceful close
+/// (in-flight requests finish, idle keep-alive ends).
+pub(crate) async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: CancellationToken) {
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        debug!(peer = %peer, cause = %err, "connection ended with an error");
+    }
+}
+
+async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(http::uri::Authority::as_str))
+        .and_then(normalize_host);
+    let path = request.uri().path().to_owned();
+    let route = {
+        let routes = shared.routes.read().unwrap_or_else(|p| p.into_inner());
+        select(&routes, host.as_deref(), &path)
+    };
+    let Some(route) = route else {
+        debug!(host = host.as_deref().unwrap_or("-"), path = %path, "no route");
+        return status(StatusCode::NOT_FOUND, "no route for this host and path");
+    };
+    let limit = route.config.max_body;
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        warn!(component = %route.component(), path = %path, limit, "request body over the limit");
+        return status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
+    }
+    let over_limit = CancellationToken::new();
+    let request = request.map(|body| Limited { inner: body, left: limit, limit, over: over_limit.clone() });
+    let mut options = HttpCallOptions::new(route.config.timeout);
+    options.link_name = route.link_name().to_owned();
+
+    let call =
+        tokio::time::timeout(route.config.timeout, shared.client.call_http(route.component(), request, &options));
+    let answer = tokio::select! {
+        answer = call => answer,
+        () = over_limit.cancelled() => {
+            warn!(component = %route.component(), path = %path, limit, "request body over the limit");
+            return status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
+        }
+    };
+    match answer {
+        Ok(Ok(response)) => response.map(|body: LatticeBody| body.boxed()),
+        Ok(Err(_)) if over_limit.is_cancelled() => {
+            warn!(component = %route.component(), path = %path, limit, "request body over the limit");
+            status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"))
+        }
+        Ok(Err(err)) => {
+            let code = status_of(&err);
+            warn!(component = %route.component(), path = %path, status = code.as_u16(), kind = ?err.kind, cause = %err.message, "request failed");
+            status(code, &reason(&err))
+        }
+        Err(_) => {
+            warn!(component = %route.component(), path = %path, timeout = ?route.config.timeout, "request timed out");
+            status(StatusCode::GATEWAY_TIMEOUT, "the component did not answer in time")
+        }
+    }
+}
+
+/// The status that tells a client what kind of failure it met.
+fn status_of(err: &RpcError) -> StatusCode {
+    match err.kind {
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ComponentTrap => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::NotLinked | ErrorKind::Unavailable | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// A short, single-line reason for a response body.
+fn reason(err: &RpcError) -> String {
+    let line = err.to_string();
+    let line = line.lines().next().unwrap_or_default();
+    let mut cut = line.len().min(MAX_REASON);
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line[..cut].to_owned()
+}
+
+fn status(code: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut response =
+        Response::new(Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed());
+    *response.status_mut() = code;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A request body that fails, and says so, once it passes its size limit.
+struct Limited {
+    inner: Incoming,
+    left: u64,
+    limit: u64,
+    over: CancellationToken,
+}
+
+impl Body for Limited {
+    type Data = Bytes;
+    type Error = String;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(err)) => return Poll::Ready(Some(Err(format!("reading the request body failed: {err}")))),
+            Some(Ok(frame)) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.left {
+                self.over.cancel();
+                return Poll::Ready(Some(Err(format!("request body is larger than {} bytes", self.limit))));
+            }
+            self.left -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
