@@ -5,3 +5,4 @@ mod http;
 mod keyvalue;
 mod lifecycle;
 mod security;
+mod up;

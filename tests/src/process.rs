@@ -73,6 +73,13 @@ impl Process {
         None
     }
 
+    /// Send SIGINT (a terminal's Ctrl-C) without waiting.
+    pub fn send_sigint(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "INT");
+        }
+    }
+
     /// Send SIGTERM without waiting.
     pub fn send_sigterm(&self) {
         if let Some(child) = &self.child {
@@ -180,15 +187,29 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 /// # Errors
 /// When cargo fails.
 pub fn build_component(name: &str) -> anyhow::Result<PathBuf> {
+    build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join("components").join(name))
+}
+
+/// Build the sample component `examples/{name}` the way [`build_component`] builds test
+/// components, and return the path of the `.wasm`.
+///
+/// # Errors
+/// When cargo fails.
+pub fn build_example(name: &str) -> anyhow::Result<PathBuf> {
+    build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name))
+}
+
+fn build_wasm(source: &Path) -> anyhow::Result<PathBuf> {
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let name = source.file_name().and_then(|n| n.to_str()).context("component directory has no name")?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("components");
     let wasm = root.join("target/wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
     // Its own target directory, so this nested cargo never waits on the outer build's lock.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(root.join("target"))
-        .current_dir(root.join(name))
+        .current_dir(source)
         .status()
         .context("failed to run cargo for the test component")?;
     if !status.success() {

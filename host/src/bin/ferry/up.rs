@@ -1,9 +1,12 @@
-//! `ferry up`: a whole local lattice in one command — NATS (started if nothing answers), a host,
-//! the key-value provider as a child process, and a component linked to it. Ctrl-C stops all of
-//! it.
+//! `ferry up`: a whole local lattice in one command — NATS (started if nothing answers), a
+//! host, the key-value and http-server providers as child processes, and a sample component
+//! linked to both. Ctrl-C stops all of it, front to back: the HTTP listener drains first, NATS
+//! goes last.
 
 use std::{
+    collections::BTreeMap,
     io::Write as _,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -21,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// The identity `ferry call` uses to invoke components of a `ferry up` lattice.
 pub(crate) const CLI_CLIENT_ID: &str = "ferry-cli";
 const KEYVALUE_ID: &str = "keyvalue";
+const HTTP_SERVER_ID: &str = "http-server";
+/// Where `scripts/up.sh` builds the sample component, relative to the repository root.
+const SAMPLE_COMPONENT: &str = "examples/target/wasm32-wasip2/release/http_counter.wasm";
+/// How long each part gets to stop before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub(crate) struct UpArgs {
@@ -33,48 +41,74 @@ pub(crate) struct UpArgs {
     /// Where the cluster seed, the CLI credential and NATS data live.
     #[arg(long, default_value = ".ferry")]
     state_dir: PathBuf,
-    /// The component to serve (.wasm).
+    /// The component to serve (.wasm); by default the sample HTTP counter, built from
+    /// examples/http-counter when it is not built yet.
     #[arg(long)]
-    component: PathBuf,
+    component: Option<PathBuf>,
     /// Its component id.
     #[arg(long, default_value = "counter")]
     component_id: String,
+    /// Address the http-server provider listens on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    http_address: std::net::SocketAddr,
 }
 
-/// A child process stopped with SIGTERM (then SIGKILL after a grace period) on drop.
+/// A child process, in its own process group so a terminal's Ctrl-C reaches only `ferry up`,
+/// which stops the children in order: SIGTERM, then SIGKILL after [`STOP_GRACE`].
 struct Managed {
     name: &'static str,
     child: Child,
-    /// Kept open while the child should live: a host-spawned provider stops when it closes.
-    _stdin: Option<std::process::ChildStdin>,
+    /// Kept open while the child should live: a host-spawned provider stops when it closes,
+    /// so the providers go even if `ferry up` itself is killed.
+    stdin: Option<std::process::ChildStdin>,
 }
 
-impl Drop for Managed {
-    fn drop(&mut self) {
+impl Managed {
+    fn spawn(name: &'static str, command: &mut Command) -> std::io::Result<Self> {
+        let child = command.process_group(0).spawn()?;
+        eprintln!("ferry up: started {name} (pid {})", child.id());
+        Ok(Self { name, child, stdin: None })
+    }
+
+    /// Stop the child and wait for it (on a blocking thread: this polls).
+    async fn stop(mut self) {
+        let _ = tokio::task::spawn_blocking(move || self.stop_now()).await;
+    }
+
+    fn stop_now(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                eprintln!("ferry up: {} stopped", self.name);
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("ferry up: {} stopped ({status})", self.name);
+                self.stdin = None;
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        eprintln!("ferry up: {} killed after the grace period", self.name);
+        eprintln!("ferry up: {} killed after {STOP_GRACE:?}", self.name);
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        // Only reached on an error path; `stop` has normally run already.
+        self.stop_now();
     }
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
-    let component = std::fs::canonicalize(&args.component)
-        .with_context(|| format!("failed to find component {}", args.component.display()))?;
+    let component = resolve_component(args.component.as_deref())?;
     let (cluster, seed) = load_or_create_seed(&args.state_dir.join("cluster.seed"))?;
 
-    // Children are declared before the host so they are stopped after it on the way out.
-    let (nats, _nats_server) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
+    let (nats, nats_server) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
     let host = ferry_host::HostBuilder::new(&args.nats_url, &args.lattice)
         .cluster_seed(seed)
         .build()
@@ -83,9 +117,26 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let host_task = tokio::spawn(host.run(stop.clone().cancelled_owned()));
 
+    let mut providers = Vec::new();
     let result = async {
         let ctl = ferry_host::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120));
-        let provider = spawn_provider(&args, &cluster)?;
+        providers.push(spawn_provider(
+            &args,
+            &cluster,
+            "keyvalue provider",
+            "ferry-provider-keyvalue",
+            KEYVALUE_ID,
+            BTreeMap::new(),
+        )?);
+        let http_config = BTreeMap::from([("address".to_owned(), args.http_address.to_string())]);
+        providers.push(spawn_provider(
+            &args,
+            &cluster,
+            "http-server provider",
+            "ferry-provider-http-server",
+            HTTP_SERVER_ID,
+            http_config,
+        )?);
         let start = ComponentStart {
             request_id: "ferry-up".into(),
             component_id: args.component_id.clone(),
@@ -94,43 +145,90 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             config: Vec::new(),
         };
         expect_ok(ctl.request("component", "start", None, &start).await?)?;
-        let kv = Link::new(
-            &args.component_id,
-            KEYVALUE_ID,
-            "wasi",
-            "keyvalue",
-            vec!["store".into(), "atomics".into(), "batch".into()],
-        );
-        expect_ok(
-            ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link: kv }).await?,
-        )?;
-        let cli = Link::new(CLI_CLIENT_ID, &args.component_id, "wasi", "http", vec!["incoming-handler".into()]);
-        expect_ok(
-            ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link: cli }).await?,
-        )?;
+        let links = [
+            Link::new(
+                &args.component_id,
+                KEYVALUE_ID,
+                "wasi",
+                "keyvalue",
+                vec!["store".into(), "atomics".into(), "batch".into()],
+            ),
+            Link::new(HTTP_SERVER_ID, &args.component_id, "wasi", "http", vec!["incoming-handler".into()]),
+            Link::new(CLI_CLIENT_ID, &args.component_id, "wasi", "http", vec!["incoming-handler".into()]),
+        ];
+        for link in links {
+            expect_ok(
+                ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link }).await?,
+            )?;
+        }
 
         let credential = cluster.issue_credential(&args.lattice, CLI_CLIENT_ID, ferry_proto::time::now_ms(), 24 * 7);
         write_secret(&args.state_dir.join("cli.credential"), &credential.encode())?;
+        wait_for_listener(args.http_address).await;
         println!(
-            "Ferry is up: lattice {:?} on {}, component {:?} linked to the key-value provider.",
+            "Ferry is up: lattice {:?} on {}, component {:?} served by the http-server provider.",
             args.lattice, args.nats_url, args.component_id
         );
-        println!("Try:  target/debug/ferry call {} /hello", args.component_id);
+        println!("Try:  curl http://{}/hello", args.http_address);
         println!("Stop: Ctrl-C");
         ferry_provider_sdk::shutdown_signal().await;
-        drop(provider);
+        eprintln!("ferry up: stopping");
         Ok::<(), anyhow::Error>(())
     }
     .await;
 
-    stop.cancel();
-    match host_task.await {
-        Ok(Ok(())) => eprintln!("ferry up: host stopped"),
-        Ok(Err(err)) => eprintln!("ferry up: host failed: {err}"),
-        Err(err) => eprintln!("ferry up: host task failed: {err}"),
+    // Front to back: the HTTP listener drains while the host still serves, NATS goes last.
+    while let Some(provider) = providers.pop() {
+        provider.stop().await;
     }
-    let _ = nats.drain().await;
+    stop.cancel();
+    match tokio::time::timeout(STOP_GRACE, host_task).await {
+        Ok(Ok(Ok(()))) => eprintln!("ferry up: host stopped"),
+        Ok(Ok(Err(err))) => eprintln!("ferry up: host failed: {err}"),
+        Ok(Err(err)) => eprintln!("ferry up: host task failed: {err}"),
+        Err(_) => eprintln!("ferry up: host did not stop within {STOP_GRACE:?}"),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
+    if let Some(server) = nats_server {
+        server.stop().await;
+    }
     result
+}
+
+/// The component to serve: the given path, or the sample, built when missing.
+fn resolve_component(path: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = path {
+        return std::fs::canonicalize(path).with_context(|| format!("failed to find component {}", path.display()));
+    }
+    let sample = Path::new(SAMPLE_COMPONENT);
+    if !sample.exists() {
+        let source = Path::new("examples/http-counter");
+        if !source.exists() {
+            bail!("no --component given and examples/http-counter not found: run from the repository root");
+        }
+        eprintln!("ferry up: building the sample component (examples/http-counter)");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--target-dir", "../target"])
+            .current_dir(source)
+            .status()
+            .context("failed to run cargo")?;
+        if !status.success() {
+            bail!("building examples/http-counter failed (is the wasm32-wasip2 target installed?)");
+        }
+    }
+    std::fs::canonicalize(sample).with_context(|| format!("failed to find {SAMPLE_COMPONENT}"))
+}
+
+/// Wait (briefly) until the http-server provider accepts connections, so the printed URL works.
+async fn wait_for_listener(address: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        if Instant::now() > deadline {
+            eprintln!("ferry up: warning: nothing listens on {address} yet; see the http-server provider's log");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn expect_ok(resp: ferry_proto::ctl::CtlResponse) -> anyhow::Result<()> {
@@ -172,15 +270,16 @@ async fn connect_or_start_nats(url: &str, state: &Path) -> anyhow::Result<(async
     let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4222);
     let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
     let log = std::fs::File::create(state.join("nats-server.log"))?;
-    let child = Command::new(&bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(state.join("nats"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("failed to start {bin} (install nats-server >= 2.10 or run scripts/up.sh)"))?;
-    let server = Managed { name: "nats-server", child, _stdin: None };
+    let server = Managed::spawn(
+        "nats-server",
+        Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(state.join("nats"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )
+    .with_context(|| format!("failed to start {bin} (install nats-server >= 2.10 or run scripts/up.sh)"))?;
     eprintln!("ferry up: started nats-server on port {port} (data in {})", state.join("nats").display());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -194,27 +293,33 @@ async fn connect_or_start_nats(url: &str, state: &Path) -> anyhow::Result<(async
     }
 }
 
-/// Start the key-value provider the way a host does: start-up data as one JSON line on stdin.
-fn spawn_provider(args: &UpArgs, cluster: &ClusterKey) -> anyhow::Result<Managed> {
+/// Start a provider the way a host does: start-up data as one JSON line on stdin.
+fn spawn_provider(
+    args: &UpArgs,
+    cluster: &ClusterKey,
+    name: &'static str,
+    bin: &str,
+    id: &str,
+    config: BTreeMap<String, String>,
+) -> anyhow::Result<Managed> {
     let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("ferry-provider-keyvalue");
+    let path = exe.with_file_name(bin);
     let startup = ProviderStartup {
         version: STARTUP_VERSION,
         lattice: args.lattice.clone(),
-        provider_id: KEYVALUE_ID.into(),
+        provider_id: id.into(),
         nats_url: args.nats_url.clone(),
-        credential: cluster.issue_credential(&args.lattice, KEYVALUE_ID, ferry_proto::time::now_ms(), 24 * 7).encode(),
+        credential: cluster.issue_credential(&args.lattice, id, ferry_proto::time::now_ms(), 24 * 7).encode(),
         rpc_timeout_ms: None,
         log_level: None,
-        config: Default::default(),
+        config,
     };
-    let mut child = Command::new(&bin)
-        .stdin(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("failed to start {} (build the workspace binaries first)", bin.display()))?;
-    let mut stdin = child.stdin.take();
+    let mut managed = Managed::spawn(name, Command::new(&path).stdin(Stdio::piped()))
+        .with_context(|| format!("failed to start {} (build the workspace binaries first)", path.display()))?;
+    let mut stdin = managed.child.stdin.take();
     if let Some(stdin) = stdin.as_mut() {
         writeln!(stdin, "{}", startup.to_json()?).context("failed to send start-up data to the provider")?;
     }
-    Ok(Managed { name: "keyvalue provider", child, _stdin: stdin })
+    managed.stdin = stdin;
+    Ok(managed)
 }

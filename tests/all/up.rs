@@ -1,0 +1,82 @@
+//! `ferry up`: from nothing (no NATS running) to a served sample component, and back to
+//! nothing on Ctrl-C.
+
+use std::{process::Command, time::Duration};
+
+use ferry_tests::{
+    Process, binary, build_example, free_port,
+    http::{empty, fetch, request},
+};
+use hyper::StatusCode;
+
+/// The children `ferry up` reported starting, as (name, pid).
+fn children(logs: &str) -> Vec<(String, u32)> {
+    logs.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("ferry up: started ")?;
+            let (name, pid) = rest.rsplit_once(" (pid ")?;
+            Some((name.to_owned(), pid.trim_end_matches(')').parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// Kills whatever is left of the children if the test fails half way.
+struct Reaper(Vec<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -> anyhow::Result<()> {
+    let wasm = build_example("http-counter")?;
+    let (nats_port, http_port) = (free_port()?, free_port()?);
+    let state = std::env::temp_dir().join(format!("ferry-up-test-{}-{nats_port}", std::process::id()));
+    let http = format!("127.0.0.1:{http_port}").parse()?;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "something already runs on the port");
+
+    let mut command = Command::new(binary("ferry")?);
+    command
+        .args(["up", "--lattice", "uptest", "--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
+        .args(["--http-address", &format!("127.0.0.1:{http_port}"), "--state-dir"])
+        .arg(&state)
+        .arg("--component")
+        .arg(&wasm);
+    let mut up = Process::spawn("ferry-up", command)?;
+    up.wait_for_log("Ferry is up", Duration::from_secs(60)).await?;
+    let started = children(&up.logs());
+    let _reaper = Reaper(started.iter().map(|(_, pid)| *pid).collect());
+    let names: Vec<&str> = started.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["nats-server", "keyvalue provider", "http-server provider"], "{}", up.logs());
+
+    // The sample counts page views in key-value, through both providers.
+    for expected in ["viewed 1 time.", "viewed 2 times."] {
+        let (status, _, body) = fetch(http, request("GET", "localhost", "/hello", empty())?).await?;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(expected), "{body:?} does not say {expected:?}");
+    }
+
+    up.send_sigint();
+    let exit = up.wait_exit(Duration::from_secs(40)).await;
+    assert!(exit.is_some_and(|s| s.success()), "ferry up did not exit cleanly: {exit:?}\n{}", up.logs());
+    for (name, pid) in &started {
+        assert!(!alive(*pid), "{name} (pid {pid}) is still running after ferry up exited");
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err(), "HTTP port still open");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "NATS port still open");
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
