@@ -26,8 +26,13 @@ impl Default for Limits {
     }
 }
 
-/// Build the engine shared by every component of the host.
-pub(crate) fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
+/// Build the engine shared by every component of a host: component model, epoch interruption,
+/// the pooling allocator sized by `limits`. Public so benchmarks run components on exactly the
+/// engine the host uses.
+///
+/// # Errors
+/// When wasmtime rejects the configuration (e.g. the pool cannot be reserved).
+pub fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);

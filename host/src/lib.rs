@@ -28,6 +28,6 @@ mod rpc;
 mod state;
 
 pub use ctl::client::CtlClient;
-pub use engine::Limits;
+pub use engine::{Limits, new_engine};
 pub use error::HostError;
 pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder};

@@ -18,6 +18,12 @@ use crate::{NatsServer, Process, binary, build_component};
 /// The provider id tests call components as (like an http-server provider would).
 pub const TEST_CLIENT_ID: &str = "test-client";
 
+/// The log filter of processes the harness starts: `FERRY_TEST_LOG` when set (benchmarks set
+/// `warn`), else `default`.
+fn log_filter(default: &str) -> String {
+    std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| default.to_owned())
+}
+
 /// One lattice with one host.
 pub struct Lattice {
     /// The NATS server.
@@ -60,7 +66,7 @@ impl Lattice {
             .args(["host", "--nats-url", &nats.url, "--lattice", &name, "--rpc-timeout-ms"])
             .arg(rpc_timeout.as_millis().to_string())
             .env("FERRY_CLUSTER_SEED", &seed)
-            .env("FERRY_LOG", "info,ferry_host=debug");
+            .env("FERRY_LOG", log_filter("info,ferry_host=debug"));
         let mut host = Process::spawn("ferry-host", command)?;
         host.wait_for_log("host ready", Duration::from_secs(30)).await?;
         let raw = async_nats::connect(&nats.url).await?;
@@ -95,7 +101,7 @@ impl Lattice {
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_PROVIDER_ID", provider_id)
             .env("FERRY_PROVIDER_CREDENTIAL", self.credential(provider_id))
-            .env("FERRY_LOG", "info,ferry_provider_sdk=debug");
+            .env("FERRY_LOG", log_filter("info,ferry_provider_sdk=debug"));
         let mut process = Process::spawn(provider_id, command)?;
         process.wait_for_log("provider ready", Duration::from_secs(30)).await?;
         Ok(process)
