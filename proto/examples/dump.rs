@@ -14,6 +14,7 @@ use ferry_proto::{
     http::{Header, HttpRequest, HttpResponse},
     keyvalue::{GetResponse, KeyRequest, SetRequest},
     link::{Link, LinkAck, LinkPut},
+    stream::{StreamChunk, StreamPull},
 };
 
 fn show(title: &str, bytes: &[u8]) {
@@ -74,6 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show(
         "HttpResponse",
         &encode(&HttpResponse { status: 200, headers: vec![], body: b"ok".to_vec(), body_stream: None })?,
+    );
+    show("StreamPull (chunk 1)", &StreamPull::new("0123456789abcdef0123456789abcdef", 1, false, &key).encode()?);
+    show(
+        "StreamChunk (chunk 1, last)",
+        &StreamChunk::data("0123456789abcdef0123456789abcdef", 1, b"tail".to_vec(), true, &key).encode()?,
     );
     Ok(())
 }
