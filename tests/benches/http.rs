@@ -10,7 +10,8 @@
 //! `bash scripts/bench.sh` (release build); results are recorded in docs/benchmarks.md.
 //!
 //! Environment: `BENCH_SECONDS` (per measurement, default 10), `BENCH_WASMTIME` (path of a
-//! wasmtime 48 CLI; (d) is skipped without it), `FERRY_NATS_SERVER`.
+//! wasmtime 48 CLI; (d) is skipped without it), `BENCH_ONLY` (scenario letters to run, e.g.
+//! `cd`; all by default), `FERRY_NATS_SERVER`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -310,6 +311,8 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     let wasm = build_component("hello")?;
     let wasmtime = std::env::var_os("BENCH_WASMTIME").map(PathBuf::from).filter(|p| p.exists());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcd".into());
+    let wanted = |letter: char| only.contains(letter);
 
     println!(
         "Ferry HTTP benchmark: {seconds} s per measurement after {WARMUP:?} warm-up, hello component ({})",
@@ -318,20 +321,25 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| scenario | concurrency | req/s | p50 ms | p99 ms | memory (RSS) |");
     println!("|---|---:|---:|---:|---:|---|");
-    for concurrency in CONCURRENCY {
+    for concurrency in CONCURRENCY.into_iter().filter(|_| wanted('a')) {
         let mut sample = nats_echo(concurrency, duration).await?;
         row("(a) NATS request/reply echo", concurrency, &mut sample, "-");
     }
-    for concurrency in CONCURRENCY {
+    for concurrency in CONCURRENCY.into_iter().filter(|_| wanted('b')) {
         let mut sample = in_process(&wasm, concurrency, duration).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
         row("(b) in-process wasmtime", concurrency, &mut sample, "-");
     }
-    let (mut ferry_samples, host_rss, provider_rss) = ferry(&wasm, duration).await?;
-    let memory = format!("host {}, provider {}", mib(host_rss), mib(provider_rss));
-    for (concurrency, sample) in CONCURRENCY.iter().zip(ferry_samples.iter_mut()) {
-        row("(c) Ferry: HTTP → provider → NATS → host", *concurrency, sample, &memory);
+    let mut ferry_samples = Vec::new();
+    if wanted('c') {
+        let (samples, host_rss, provider_rss) = ferry(&wasm, duration).await?;
+        ferry_samples = samples;
+        let memory = format!("host {}, provider {}", mib(host_rss), mib(provider_rss));
+        for (concurrency, sample) in CONCURRENCY.iter().zip(ferry_samples.iter_mut()) {
+            row("(c) Ferry: HTTP → provider → NATS → host", *concurrency, sample, &memory);
+        }
     }
     let mut serve_samples = match &wasmtime {
+        _ if !wanted('d') => Vec::new(),
         Some(wasmtime) => {
             let (mut samples, serve_rss) = wasmtime_serve(wasmtime, &wasm, duration).await?;
             for (concurrency, sample) in CONCURRENCY.iter().zip(samples.iter_mut()) {
