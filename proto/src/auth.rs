@@ -17,7 +17,7 @@
 //! docs/security.md.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashSet},
     fmt,
     sync::Mutex,
 };
@@ -387,22 +387,20 @@ impl ProviderCredential {
 }
 
 /// Rejects stale and replayed messages: issue time within the window, each id once.
+///
+/// Ids are remembered by the window their message was issued in, and only as long as such a
+/// message could still pass [`ReplayGuard::check_fresh`]; each takes 16 bytes. At 10,000
+/// messages a second and the default 30 s window that is about 10 MB at most.
 #[derive(Debug)]
 pub struct ReplayGuard {
     window_ms: u64,
-    seen: Mutex<Seen>,
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    ids: HashMap<String, u64>,
-    order: VecDeque<(u64, String)>,
+    seen: Mutex<BTreeMap<u64, HashSet<u128>>>,
 }
 
 impl ReplayGuard {
     /// A guard with a window of `window_ms` either side of now.
     pub fn new(window_ms: u64) -> Self {
-        Self { window_ms, seen: Mutex::new(Seen::default()) }
+        Self { window_ms: window_ms.max(1), seen: Mutex::new(BTreeMap::new()) }
     }
 
     /// Check that `issued_at_ms` is within the window of now.
@@ -417,30 +415,42 @@ impl ReplayGuard {
         Ok(())
     }
 
-    /// Record `id`, failing if it was seen within the window. Call after the MAC checked out,
-    /// so forged messages cannot fill the cache.
+    /// Record `id` of a message issued at `issued_at_ms`, failing if it was seen before. Call
+    /// after the MAC checked out (the MAC covers both), so forged messages cannot fill the
+    /// cache.
     ///
     /// # Errors
     /// [`AuthError::Replayed`].
-    pub fn record(&self, id: &str) -> Result<(), AuthError> {
-        let now = time::now_ms();
+    pub fn record(&self, id: &str, issued_at_ms: u64) -> Result<(), AuthError> {
+        let generation = issued_at_ms / self.window_ms;
+        // Messages issued before `now - window` fail check_fresh, so their ids can go.
+        let oldest = time::now_ms().saturating_sub(self.window_ms) / self.window_ms;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget ids older than twice the window: anything that old fails check_fresh anyway.
-        while let Some((at, _)) = seen.order.front() {
-            if now.saturating_sub(*at) <= 2 * self.window_ms {
+        while let Some(entry) = seen.first_entry() {
+            if *entry.key() >= oldest {
                 break;
             }
-            if let Some((_, old)) = seen.order.pop_front() {
-                seen.ids.remove(&old);
-            }
+            entry.remove();
         }
-        if seen.ids.contains_key(id) {
+        if !seen.entry(generation).or_default().insert(compact_id(id)) {
             return Err(AuthError::Replayed(id.to_owned()));
         }
-        seen.ids.insert(id.to_owned(), now);
-        seen.order.push_back((now, id.to_owned()));
         Ok(())
     }
+}
+
+/// An id as 128 bits: a 32-digit hex id (a UUID, as Ferry makes them) as is, anything else
+/// hashed.
+fn compact_id(id: &str) -> u128 {
+    if id.len() == 32
+        && let Ok(value) = u128::from_str_radix(id, 16)
+    {
+        return value;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(bytes)
 }
 
 impl Default for ReplayGuard {
@@ -456,7 +466,7 @@ impl Default for ReplayGuard {
 pub fn verify_invocation(inv: &Invocation, key: &MacKey, guard: &ReplayGuard) -> Result<(), AuthError> {
     guard.check_fresh(inv.issued_at_ms)?;
     inv.verify_mac(key)?;
-    guard.record(&inv.id)
+    guard.record(&inv.id, inv.issued_at_ms)
 }
 
 #[cfg(test)]
@@ -530,8 +540,16 @@ mod tests {
     #[test]
     fn replay_guard_rejects_repeats_and_stale_messages() {
         let guard = ReplayGuard::new(1_000);
-        guard.record("a").unwrap();
-        assert_eq!(guard.record("a"), Err(AuthError::Replayed("a".into())));
+        let now = time::now_ms();
+        guard.record("a", now).unwrap();
+        assert_eq!(guard.record("a", now), Err(AuthError::Replayed("a".into())));
+        let uuid = "0123456789abcdef0123456789abcdef";
+        guard.record(uuid, now).unwrap();
+        assert_eq!(guard.record(uuid, now), Err(AuthError::Replayed(uuid.into())));
+        // Ids of messages too old to pass check_fresh are forgotten.
+        guard.record("old", now - 5_000).unwrap();
+        guard.record("b", now).unwrap();
+        assert!(guard.seen.lock().unwrap().keys().all(|g| *g >= (now - 1_000) / 1_000));
         assert!(guard.check_fresh(time::now_ms()).is_ok());
         assert!(matches!(guard.check_fresh(time::now_ms() - 5_000), Err(AuthError::OutsideWindow { .. })));
         assert!(matches!(guard.check_fresh(time::now_ms() + 5_000), Err(AuthError::OutsideWindow { .. })));
