@@ -1,7 +1,7 @@
 //! A running component: compiled once, `instantiate_pre`'d once, a fresh instance per
 //! invocation, bounded by `max_instances` and the execution time limit.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use ferry_proto::{
     ErrorKind, RpcError,
@@ -121,36 +121,31 @@ impl RunningComponent {
             .map_err(|e| RpcError::bad_request(format!("{e:#}")))?;
         let out =
             store.data_mut().http().new_response_outparam(sender).map_err(|e| RpcError::internal(format!("{e:#}")))?;
-        let mut run = tokio::spawn(async move {
+        // The guest runs on this task, next to the code waiting for its response: no task
+        // hand-off on the common path. Only a guest still busy when the response is ready (a
+        // streamed body, or work after the body) moves to a task of its own.
+        let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> = Box::pin(async move {
             let _permit = permit;
             instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         });
-
+        let mut finished: Option<wasmtime::Result<()>> = None;
         let work = async {
             let response = match receiver.await {
                 Ok(Ok(response)) => response,
                 Ok(Err(code)) => {
-                    return Err(RpcError::new(
+                    return Err(Some(RpcError::new(
                         ErrorKind::ComponentTrap,
                         format!("component answered with error {code:?}"),
-                    ));
+                    )));
                 }
-                Err(_) => {
-                    // The guest returned or trapped without setting a response.
-                    return Err(match (&mut run).await {
-                        Ok(Err(err)) => trap(err),
-                        Ok(Ok(())) => {
-                            RpcError::new(ErrorKind::ComponentTrap, "component returned without setting a response")
-                        }
-                        Err(join) => RpcError::internal(format!("instance task failed: {join}")),
-                    });
-                }
+                // The guest returned or trapped without setting a response.
+                Err(_) => return Err(None),
             };
             let (parts, body) = response.into_parts();
             let body: ByteStream = Box::pin(body.into_data_stream().map(|item| {
                 item.map_err(|e| RpcError::new(ErrorKind::ComponentTrap, format!("response body failed: {e:?}")))
             }));
-            let (inline, rest) = stream::split_inline(body, chunk_size, INLINE_WAIT).await?;
+            let (inline, rest) = stream::split_inline(body, chunk_size, INLINE_WAIT).await.map_err(Some)?;
             let response = HttpResponse {
                 status: parts.status.as_u16(),
                 headers: headers_to_wire(&parts.headers),
@@ -159,27 +154,42 @@ impl RunningComponent {
             };
             Ok((response, rest))
         };
-        let result = tokio::time::timeout(deadline + Duration::from_millis(100), work)
-            .await
-            .map_err(|_| RpcError::new(ErrorKind::Timeout, format!("component did not answer within {deadline:?}")))
-            .flatten();
-        if result.is_err() {
-            run.abort();
-        } else {
-            // The instance may still be writing the body; its end is only worth a log line.
-            let id = self.spec.id.clone();
-            tokio::spawn(async move {
-                match run.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => {
+        let both = async {
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut work => break result,
+                    result = &mut guest, if finished.is_none() => finished = Some(result),
+                }
+            }
+        };
+        let result = match tokio::time::timeout(deadline + Duration::from_millis(100), both).await {
+            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("component did not answer within {deadline:?}"))),
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(Some(err))) => Err(err),
+            Ok(Err(None)) => Err(match finished.take() {
+                Some(Err(err)) => trap(err),
+                _ => RpcError::new(ErrorKind::ComponentTrap, "component returned without setting a response"),
+            }),
+        };
+        match (&result, finished) {
+            // Dropping the guest drops its store: the instance is gone.
+            (Err(_), _) => drop(guest),
+            (Ok(_), Some(Ok(()))) => {}
+            (Ok(_), Some(Err(err))) => {
+                warn!(component = %self.spec.id, cause = %format!("{err:#}"), "instance failed after sending its response");
+            }
+            (Ok(_), None) => {
+                // Still writing the body (or doing work after it): finish on its own task; its
+                // end is only worth a log line.
+                let id = self.spec.id.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = guest.await {
                         warn!(component = %id, cause = %format!("{err:#}"), "instance failed after sending its response head");
                     }
-                    Err(join) if join.is_cancelled() => {}
-                    Err(join) => {
-                        warn!(component = %id, cause = %join, "instance task failed after sending its response head")
-                    }
-                }
-            });
+                });
+            }
         }
         result
     }
