@@ -6,6 +6,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use ferry_proto::{
     ErrorKind, RpcError,
     http::{HttpRequest, HttpResponse},
+    messaging::BrokerMessage,
 };
 use ferry_provider_sdk::{
     http::{INLINE_WAIT, LatticeBody, headers_from_wire, headers_to_wire},
@@ -30,6 +31,17 @@ use crate::{
     state::{ComponentEnv, HostState},
 };
 
+/// Bindings of the messaging export.
+mod handler {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ferry:host/messaging-handler",
+        exports: { default: async },
+    });
+
+    pub(crate) use wasmcloud::messaging::types::BrokerMessage;
+}
+
 /// Default bound of concurrently running instances of one component on one host.
 pub(crate) const DEFAULT_MAX_INSTANCES: u32 = 100;
 /// Longest trap message passed back to callers.
@@ -51,6 +63,8 @@ pub(crate) struct RunningComponent {
     engine: Engine,
     /// Present when the component exports `wasi:http/incoming-handler`.
     proxy: Option<ProxyPre<HostState>>,
+    /// Present when the component exports `wasmcloud:messaging/handler@0.2.0`.
+    messaging: Option<handler::MessagingHandlerPre<HostState>>,
     /// One permit per running instance: the `max_instances` bound.
     permits: Arc<Semaphore>,
     execution_time: Duration,
@@ -67,15 +81,57 @@ impl RunningComponent {
         limits: &Limits,
     ) -> Result<Self, HostError> {
         let pre = linker.instantiate_pre(component)?;
-        let proxy = ProxyPre::new(pre).ok();
-        if proxy.is_none() {
+        let proxy = ProxyPre::new(pre.clone()).ok();
+        let messaging = handler::MessagingHandlerPre::new(pre).ok();
+        if proxy.is_none() && messaging.is_none() {
             return Err(HostError::Invalid(format!(
-                "component {} does not export wasi:http/incoming-handler@0.2.x, the only export this host serves so far",
+                "component {} exports neither wasi:http/incoming-handler@0.2.x nor wasmcloud:messaging/handler@0.2.0",
                 spec.id
             )));
         }
         let permits = Arc::new(Semaphore::new(spec.max_instances.max(1) as usize));
-        Ok(Self { spec, env, engine: engine.clone(), proxy, permits, execution_time: limits.execution_time })
+        Ok(Self { spec, env, engine: engine.clone(), proxy, messaging, permits, execution_time: limits.execution_time })
+    }
+
+    /// Wait for an instance permit: the `max_instances` bound, shedding after the time limit.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
+        let deadline = self.execution_time;
+        tokio::time::timeout(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                RpcError::new(
+                    ErrorKind::Overloaded,
+                    format!("all {} instances busy for {deadline:?}", self.spec.max_instances),
+                )
+            })?
+            .map_err(|_| RpcError::internal("component is stopping"))
+    }
+
+    /// Deliver one message to the component's `wasmcloud:messaging/handler` in a fresh instance.
+    pub(crate) async fn handle_message(&self, message: BrokerMessage) -> Result<(), RpcError> {
+        let Some(pre) = self.messaging.clone() else {
+            return Err(RpcError::new(
+                ErrorKind::UnknownOperation,
+                "component does not export wasmcloud:messaging/handler",
+            ));
+        };
+        let _permit = self.permit().await?;
+        let deadline = self.execution_time;
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
+        store.set_epoch_deadline(ticks(deadline));
+        store.epoch_deadline_trap();
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let message =
+                handler::BrokerMessage { subject: message.subject, body: message.body, reply_to: message.reply_to };
+            instance.wasmcloud_messaging_handler().call_handle_message(&mut store, &message).await
+        };
+        match tokio::time::timeout(deadline + Duration::from_millis(100), call).await {
+            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("component did not finish within {deadline:?}"))),
+            Ok(Err(err)) => Err(trap(err)),
+            Ok(Ok(Err(message))) => Err(RpcError::new(ErrorKind::ComponentError, message)),
+            Ok(Ok(Ok(()))) => Ok(()),
+        }
     }
 
     /// Run one HTTP request through a fresh instance. Returns the response head with the
@@ -94,15 +150,7 @@ impl RunningComponent {
             ));
         };
         let deadline = self.execution_time;
-        let permit = tokio::time::timeout(deadline, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                RpcError::new(
-                    ErrorKind::Overloaded,
-                    format!("all {} instances busy for {deadline:?}", self.spec.max_instances),
-                )
-            })?
-            .map_err(|_| RpcError::internal("component is stopping"))?;
+        let permit = self.permit().await?;
         let request = to_hyper(request, body)?;
         let scheme = match request.uri().scheme_str() {
             Some("https") => Scheme::Https,

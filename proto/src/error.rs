@@ -63,6 +63,9 @@ pub enum ErrorKind {
     ProviderError,
     /// The component trapped or ran out of fuel/time.
     ComponentTrap,
+    /// The component ran and answered with an error of its own (e.g. a messaging handler's
+    /// `err(string)`).
+    ComponentError,
     /// The target is busy (concurrency limit) and shed the request.
     Overloaded,
     /// A bug or unexpected condition on the receiving side.
@@ -85,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::ProviderError => "provider-error",
             ErrorKind::ComponentTrap => "component-trap",
+            ErrorKind::ComponentError => "component-error",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Internal => "internal",
             ErrorKind::Unknown => "unknown",

@@ -24,6 +24,7 @@ pub mod health;
 pub mod http;
 pub mod keyvalue;
 pub mod link;
+pub mod messaging;
 pub mod startup;
 pub mod state;
 pub mod stream;

@@ -42,9 +42,11 @@ pub use client::LatticeClient;
 pub use config::StartupArgs;
 pub use error::SdkError;
 pub use ferry_proto::{
-    ErrorKind, RpcError,
+    ErrorKind, RpcError, codec,
     http::{Header, HttpRequest, HttpResponse},
+    keyvalue::Empty,
     link::{Link, LinkKey, LinkPut},
+    messaging,
     startup::ProviderStartup,
 };
 pub use links::LinkStore;

@@ -78,6 +78,7 @@ pub struct ProviderContext {
 pub(crate) struct ContextInner {
     pub(crate) instance_id: String,
     pub(crate) config: BTreeMap<String, String>,
+    pub(crate) nats_url: String,
     pub(crate) client: LatticeClient,
     pub(crate) links: LinkStore,
 }
@@ -101,6 +102,12 @@ impl ProviderContext {
     /// Provider-wide config from the start-up data.
     pub fn config(&self) -> &BTreeMap<String, String> {
         &self.inner.config
+    }
+
+    /// The URL of the lattice's NATS, for a provider that needs connections of its own there
+    /// (e.g. with settings of its own).
+    pub fn nats_url(&self) -> &str {
+        &self.inner.nats_url
     }
 
     /// The NATS connection of the lattice, for backends that want it (JetStream KV, …).

@@ -94,6 +94,7 @@ pub async fn run_provider_with<P: Provider>(
         inner: Arc::new(ContextInner {
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             config: startup.config.clone(),
+            nats_url: startup.nats_url.clone(),
             client,
             links: LinkStore::default(),
         }),

@@ -4,5 +4,6 @@ mod health;
 mod http;
 mod keyvalue;
 mod lifecycle;
+mod messaging;
 mod security;
 mod up;

@@ -30,6 +30,8 @@ pub struct Lattice {
     pub nats: NatsServer,
     /// The `ferry host` process.
     pub host: Process,
+    /// Its host id.
+    pub host_id: String,
     /// Lattice name.
     pub name: String,
     /// Cluster seed the host runs with.
@@ -42,6 +44,27 @@ pub struct Lattice {
     pub client: LatticeClient,
     /// A plain NATS connection.
     pub raw: async_nats::Client,
+    rpc_timeout: Duration,
+}
+
+/// Start `ferry host` and wait until it is ready; returns it with its host id.
+async fn spawn_host(url: &str, lattice: &str, seed: &str, rpc_timeout: Duration) -> anyhow::Result<(Process, String)> {
+    let mut command = Command::new(binary("ferry")?);
+    command
+        .args(["host", "--nats-url", url, "--lattice", lattice, "--rpc-timeout-ms"])
+        .arg(rpc_timeout.as_millis().to_string())
+        .env("FERRY_CLUSTER_SEED", seed)
+        .env("FERRY_LOG", log_filter("info,ferry_host=debug"));
+    let mut host = Process::spawn("ferry-host", command)?;
+    host.wait_for_log("host ready", Duration::from_secs(30)).await?;
+    let logs = host.logs();
+    let id = logs
+        .split("host_id=")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(char::is_ascii_alphanumeric).collect::<String>())
+        .filter(|id| !id.is_empty())
+        .context("no host_id in the host's ready line")?;
+    Ok((host, id))
 }
 
 impl Lattice {
@@ -61,19 +84,47 @@ impl Lattice {
         let nats = NatsServer::start().await?;
         let (cluster, seed) = ClusterKey::generate()?;
         let name = "test".to_owned();
-        let mut command = Command::new(binary("ferry")?);
-        command
-            .args(["host", "--nats-url", &nats.url, "--lattice", &name, "--rpc-timeout-ms"])
-            .arg(rpc_timeout.as_millis().to_string())
-            .env("FERRY_CLUSTER_SEED", &seed)
-            .env("FERRY_LOG", log_filter("info,ferry_host=debug"));
-        let mut host = Process::spawn("ferry-host", command)?;
-        host.wait_for_log("host ready", Duration::from_secs(30)).await?;
+        let (host, host_id) = spawn_host(&nats.url, &name, &seed, rpc_timeout).await?;
         let raw = async_nats::connect(&nats.url).await?;
         let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60));
         let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
         let client = LatticeClient::connect(&nats.url, &name, &credential, Some(Duration::from_secs(30))).await?;
-        Ok(Self { nats, host, name, seed, cluster, ctl, client, raw })
+        Ok(Self { nats, host, host_id, name, seed, cluster, ctl, client, raw, rpc_timeout })
+    }
+
+    /// Start one more host on this lattice; returns the process and its host id.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_host(&self) -> anyhow::Result<(Process, String)> {
+        spawn_host(&self.nats.url, &self.name, &self.seed, self.rpc_timeout).await
+    }
+
+    /// [`Lattice::start_component`] on the host `host_id` (any host when `None`), without the
+    /// test client's link.
+    ///
+    /// # Errors
+    /// When building or starting fails.
+    pub async fn start_component_on(
+        &self,
+        name: &str,
+        id: &str,
+        config: &[&str],
+        host_id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let wasm = build_component(name)?;
+        let cmd = ComponentStart {
+            request_id: format!("start-{id}"),
+            component_id: id.to_owned(),
+            image: wasm.display().to_string(),
+            max_instances: Some(50),
+            config: config.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        let resp = self.ctl.request("component", "start", host_id, &cmd).await?;
+        if !resp.success {
+            bail!("component start failed: {}", resp.message);
+        }
+        Ok(())
     }
 
     /// A credential for `provider_id`, valid for two hours.
@@ -112,18 +163,7 @@ impl Lattice {
     /// # Errors
     /// When building, starting or linking fails.
     pub async fn start_component(&self, name: &str, id: &str, config: &[&str]) -> anyhow::Result<()> {
-        let wasm = build_component(name)?;
-        let cmd = ComponentStart {
-            request_id: format!("start-{id}"),
-            component_id: id.to_owned(),
-            image: wasm.display().to_string(),
-            max_instances: Some(50),
-            config: config.iter().map(|c| (*c).to_owned()).collect(),
-        };
-        let resp = self.ctl.request("component", "start", None, &cmd).await?;
-        if !resp.success {
-            bail!("component start failed: {}", resp.message);
-        }
+        self.start_component_on(name, id, config, None).await?;
         self.link(Link::new(TEST_CLIENT_ID, id, "wasi", "http", vec!["incoming-handler".into()])).await?;
         Ok(())
     }

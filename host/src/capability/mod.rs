@@ -5,6 +5,7 @@ mod bus;
 mod config;
 mod keyvalue;
 mod logging;
+mod messaging;
 
 use wasmtime::component::Linker;
 
@@ -17,6 +18,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     keyvalue::add_to_linker(linker)?;
     config::add_to_linker(linker)?;
     logging::add_to_linker(linker)?;
+    messaging::add_to_linker(linker)?;
     bus::add_to_linker(linker)?;
     Ok(())
 }

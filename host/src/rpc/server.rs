@@ -9,6 +9,8 @@ use ferry_proto::{
     codec,
     envelope::{Invocation, InvocationResponse},
     http::{self as wit_http, HttpRequest, HttpResponse},
+    keyvalue::Empty,
+    messaging::{self as msg, BrokerMessage},
     stream::DEFAULT_CHUNK_SIZE,
     subject,
 };
@@ -94,9 +96,13 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
         return sign(InvocationResponse::err(inv.id, err));
     }
-    let result = match run(ctx, component, &inv, &key).await {
-        Ok((response, rest)) => respond(ctx, response, rest, &key).await,
-        Err(err) => Err(err),
+    let result = match inv.operation.as_str() {
+        wit_http::OP_HANDLE => match run(ctx, component, &inv, &key).await {
+            Ok((response, rest)) => respond(ctx, response, rest, &key).await,
+            Err(err) => Err(err),
+        },
+        msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv).await,
+        other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {other:?}"))),
     };
     if let Err(err) = &result {
         debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
@@ -113,12 +119,6 @@ async fn run(
     inv: &Invocation,
     key: &MacKey,
 ) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
-    if inv.operation != wit_http::OP_HANDLE {
-        return Err(RpcError::new(
-            ErrorKind::UnknownOperation,
-            format!("component does not serve {:?}", inv.operation),
-        ));
-    }
     let id = &component.spec.id;
     if !ctx.lattice.is_linked(
         &inv.origin,
@@ -143,6 +143,27 @@ async fn run(
         ctx.rpc.timeout(),
     )?;
     component.handle_http(request, body, DEFAULT_CHUNK_SIZE).await
+}
+
+/// A message from a messaging provider for the component's `wasmcloud:messaging/handler`.
+async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+    let id = &component.spec.id;
+    if !ctx.lattice.is_linked(
+        &inv.origin,
+        id,
+        &inv.link_name,
+        msg::WIT_NAMESPACE,
+        msg::WIT_PACKAGE,
+        msg::HANDLER_INTERFACE,
+    ) {
+        return Err(RpcError::not_linked(format!(
+            "{} has no link named {:?} to {id} for wasmcloud:messaging/handler",
+            inv.origin, inv.link_name
+        )));
+    }
+    let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
+    component.handle_message(message).await?;
+    codec::encode(&Empty {}).map_err(RpcError::from)
 }
 
 /// Encode the response, first offering the rest of its body when there is more.

@@ -1,0 +1,154 @@
+//! Per-link settings: a consumer link's target config (`cluster_uris`) and a handler link's
+//! source config (`subscriptions`, `queue_group`, `cluster_uris`, `max_concurrency`,
+//! `timeout_ms`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+/// Messages of one handler link delivered at once when the link does not say.
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 64;
+/// Messages a subscription buffers while every delivery slot is busy.
+pub(crate) const SUBSCRIPTION_CAPACITY: usize = 256;
+
+/// Where a component's publishes and requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsumerConfig {
+    /// Another NATS (comma-separated URLs); `None` means the lattice's NATS.
+    pub(crate) cluster_uris: Option<String>,
+}
+
+impl ConsumerConfig {
+    pub(crate) fn from_link(config: &BTreeMap<String, String>) -> Result<Self, String> {
+        check_keys(config, &["cluster_uris"])?;
+        Ok(Self { cluster_uris: non_empty(config.get("cluster_uris")) })
+    }
+}
+
+/// What a handler link subscribes to and how it delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HandlerConfig {
+    pub(crate) subscriptions: Vec<String>,
+    pub(crate) queue_group: Option<String>,
+    pub(crate) cluster_uris: Option<String>,
+    pub(crate) max_concurrency: usize,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl HandlerConfig {
+    pub(crate) fn from_link(config: &BTreeMap<String, String>) -> Result<Self, String> {
+        check_keys(config, &["subscriptions", "queue_group", "cluster_uris", "max_concurrency", "timeout_ms"])?;
+        let subscriptions: Vec<String> = config
+            .get("subscriptions")
+            .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if subscriptions.is_empty() {
+            return Err("`subscriptions` must list at least one subject (a.b,c.>)".into());
+        }
+        for subject in &subscriptions {
+            validate_subject(subject, true)?;
+        }
+        let queue_group = non_empty(config.get("queue_group"));
+        if let Some(group) = &queue_group
+            && group.contains(char::is_whitespace)
+        {
+            return Err(format!("invalid queue_group {group:?}"));
+        }
+        let max_concurrency = match config.get("max_concurrency") {
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("invalid max_concurrency {v:?} (a number above 0)")),
+            },
+            None => DEFAULT_MAX_CONCURRENCY,
+        };
+        let timeout = match config.get("timeout_ms") {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+                _ => return Err(format!("invalid timeout_ms {v:?}")),
+            },
+            None => None,
+        };
+        Ok(Self {
+            subscriptions,
+            queue_group,
+            cluster_uris: non_empty(config.get("cluster_uris")),
+            max_concurrency,
+            timeout,
+        })
+    }
+}
+
+fn non_empty(value: Option<&String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn check_keys(config: &BTreeMap<String, String>, known: &[&str]) -> Result<(), String> {
+    match config.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(format!("unknown link setting {unknown:?} (known: {})", known.join(", "))),
+        None => Ok(()),
+    }
+}
+
+/// Check a subject (or, with `wildcards`, a subscription pattern): non-empty tokens, no
+/// whitespace, `>` only last.
+pub(crate) fn validate_subject(subject: &str, wildcards: bool) -> Result<(), String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let bad = subject.is_empty()
+        || subject.len() > 1024
+        || subject.contains(char::is_whitespace)
+        || tokens.iter().any(|t| t.is_empty())
+        || tokens.iter().enumerate().any(|(i, t)| {
+            let wildcard = *t == "*" || *t == ">";
+            (wildcard && !wildcards) || (*t == ">" && i + 1 != tokens.len()) || (!wildcard && t.contains(['*', '>']))
+        });
+    if bad {
+        return Err(format!("invalid subject {subject:?}"));
+    }
+    Ok(())
+}
+
+/// Whether a subject (or pattern) may touch the lattice's own traffic: Ferry's subjects, the
+/// JetStream and system APIs, or everything. Components get none of those on the lattice's NATS.
+pub(crate) fn reserved_on_lattice(subject: &str) -> bool {
+    let first = subject.split('.').next().unwrap_or_default();
+    matches!(first, "ferry" | ">" | "*") || first.starts_with('$')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn handler_settings_are_read_and_checked() {
+        let c = HandlerConfig::from_link(&cfg(&[("subscriptions", "a.b, c.>"), ("queue_group", "g")])).unwrap();
+        assert_eq!(c.subscriptions, ["a.b", "c.>"]);
+        assert_eq!(c.queue_group.as_deref(), Some("g"));
+        assert_eq!(c.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        for bad in [
+            cfg(&[]),
+            cfg(&[("subscriptions", "a..b")]),
+            cfg(&[("subscriptions", "a.>.b")]),
+            cfg(&[("subscriptions", "a b")]),
+            cfg(&[("subscriptions", "a"), ("max_concurrency", "0")]),
+            cfg(&[("subscriptions", "a"), ("colour", "red")]),
+        ] {
+            assert!(HandlerConfig::from_link(&bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(ConsumerConfig::from_link(&cfg(&[])).unwrap().cluster_uris, None);
+    }
+
+    #[test]
+    fn lattice_subjects_are_reserved() {
+        for reserved in ["ferry.rpc.x.y", "$JS.API.STREAM.DELETE.KV_x", "$KV.b.k", ">", "*.x"] {
+            assert!(reserved_on_lattice(reserved), "{reserved}");
+        }
+        for free in ["orders.new", "_INBOX.abc", "ferryboat.x"] {
+            assert!(!reserved_on_lattice(free), "{free}");
+        }
+        assert!(validate_subject("a.b", false).is_ok());
+        assert!(validate_subject("a.*", false).is_err());
+        assert!(validate_subject("a.*", true).is_ok());
+    }
+}

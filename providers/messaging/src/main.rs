@@ -1,0 +1,15 @@
+//! `ferry-provider-messaging`: `wasmcloud:messaging@0.2.0` over NATS, its own process.
+//!
+//! Components linked to it over `consumer` publish and request; links from it to components
+//! over `handler` subscribe (from the link's source config) and deliver each message to the
+//! component. See providers/messaging/README.md.
+
+mod config;
+mod provider;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_provider(provider::MessagingProvider::default(), ferry_provider_sdk::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The provider: consumer links (component → provider) get a NATS connection for publish and
+//! request; handler links (provider → component) get subscriptions whose messages are
+//! delivered to the component's `wasmcloud:messaging/handler`, a bounded number at a time.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use ferry_provider_sdk::{
+    Empty, ErrorKind, InvocationContext, LatticeClient, LinkKey, LinkPut, Provider, ProviderContext, RpcError,
+    async_nats::{self, RequestErrorKind},
+    codec,
+    messaging::{
+        BrokerMessage, CONSUMER_INTERFACE, HANDLER_INTERFACE, OP_HANDLE_MESSAGE, OP_PUBLISH, OP_REQUEST,
+        RequestMessage, WIT_NAMESPACE, WIT_PACKAGE,
+    },
+};
+use futures::StreamExt as _;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{ConsumerConfig, HandlerConfig, SUBSCRIPTION_CAPACITY, reserved_on_lattice, validate_subject};
+
+/// A consumer link's connection, and whether it is the lattice's own.
+#[derive(Clone)]
+struct Consumer {
+    nats: async_nats::Client,
+    on_lattice: bool,
+}
+
+/// A handler link's subscriptions, stopped together.
+struct Handler {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    slots: Arc<Semaphore>,
+    max_concurrency: usize,
+}
+
+/// Publishes, requests and subscriptions for linked components.
+#[derive(Default)]
+pub(crate) struct MessagingProvider {
+    consumers: RwLock<HashMap<LinkKey, Consumer>>,
+    handlers: tokio::sync::Mutex<HashMap<LinkKey, Handler>>,
+}
+
+impl MessagingProvider {
+    fn consumer(&self, ctx: &InvocationContext) -> Consumer {
+        let consumers = self.consumers.read().unwrap_or_else(|p| p.into_inner());
+        consumers
+            .get(&ctx.link.link.key())
+            .cloned()
+            .unwrap_or_else(|| Consumer { nats: ctx.provider.nats().clone(), on_lattice: true })
+    }
+
+    async fn publish(&self, ctx: &InvocationContext, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let msg: BrokerMessage = codec::decode(payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
+        let consumer = self.consumer(ctx);
+        check_subject(&consumer, &msg.subject)?;
+        let sent = match msg.reply_to {
+            Some(reply) => {
+                check_subject(&consumer, &reply)?;
+                consumer.nats.publish_with_reply(msg.subject, reply, msg.body.into()).await
+            }
+            None => consumer.nats.publish(msg.subject, msg.body.into()).await,
+        };
+        sent.map_err(|e| RpcError::provider(format!("publish failed: {e}")))?;
+        codec::encode(&Empty {}).map_err(RpcError::from)
+    }
+
+    async fn request(&self, ctx: &InvocationContext, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let req: RequestMessage = codec::decode(payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
+        let consumer = self.consumer(ctx);
+        check_subject(&consumer, &req.subject)?;
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms.max(1)));
+        let reply =
+            match tokio::time::timeout(timeout, consumer.nats.request(req.subject.clone(), req.body.into())).await {
+                Err(_) => {
+                    return Err(RpcError::new(
+                        ErrorKind::Timeout,
+                        format!("no reply on {} within {timeout:?}", req.subject),
+                    ));
+                }
+                Ok(Err(err)) => {
+                    return Err(match err.kind() {
+                        RequestErrorKind::NoResponders => {
+                            RpcError::new(ErrorKind::Unavailable, format!("nobody answers on {}", req.subject))
+                        }
+                        RequestErrorKind::TimedOut => {
+                            RpcError::new(ErrorKind::Timeout, format!("no reply on {} within {timeout:?}", req.subject))
+                        }
+                        _ => RpcError::provider(format!("request on {} failed: {err}", req.subject)),
+                    });
+                }
+                Ok(Ok(reply)) => reply,
+            };
+        let answer = BrokerMessage {
+            subject: reply.subject.to_string(),
+            body: reply.payload.to_vec(),
+            reply_to: reply.reply.map(|r| r.to_string()),
+        };
+        codec::encode(&answer).map_err(RpcError::from)
+    }
+
+    async fn put_consumer(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
+        let config = ConsumerConfig::from_link(&put.target_config)?;
+        let consumer = match &config.cluster_uris {
+            None => Consumer { nats: ctx.nats().clone(), on_lattice: true },
+            Some(uris) => Consumer { nats: connect(uris, "consumer").await?, on_lattice: false },
+        };
+        info!(component = %put.link.source_id, name = %put.link.name, nats = config.cluster_uris.as_deref().unwrap_or("lattice"), "consumer link ready");
+        self.consumers.write().unwrap_or_else(|p| p.into_inner()).insert(put.link.key(), consumer);
+        Ok(())
+    }
+
+    async fn put_handler(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
+        let config = HandlerConfig::from_link(&put.source_config)?;
+        let on_lattice = config.cluster_uris.is_none();
+        if on_lattice && let Some(reserved) = config.subscriptions.iter().find(|s| reserved_on_lattice(s)) {
+            return Err(format!(
+                "subscription {reserved:?} would reach the lattice's own subjects; use cluster_uris for another NATS"
+            ));
+        }
+        // A connection of its own, so the buffer of a busy link is bounded and its own.
+        let url = config.cluster_uris.clone().unwrap_or_else(|| ctx.nats_url().to_owned());
+        let nats = connect(&url, "handler").await?;
+        let key = put.link.key();
+        let stop = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(config.max_concurrency));
+        let mut tasks = Vec::new();
+        for subject in &config.subscriptions {
+            let sub = match &config.queue_group {
+                Some(group) => nats.queue_subscribe(subject.clone(), group.clone()).await,
+                None => nats.subscribe(subject.clone()).await,
+            }
+            .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+            let delivery = Delivery {
+                client: ctx.client().clone(),
+                component: key.target_id.clone(),
+                link_name: key.name.clone(),
+                timeout: config.timeout,
+            };
+            tasks.push(tokio::spawn(deliver_loop(sub, delivery, slots.clone(), stop.clone())));
+        }
+        nats.flush().await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        info!(
+            component = %key.target_id,
+            name = %key.name,
+            subscriptions = %config.subscriptions.join(","),
+            queue_group = config.queue_group.as_deref().unwrap_or("-"),
+            max_concurrency = config.max_concurrency,
+            "handler link subscribed"
+        );
+        let handler = Handler { stop, tasks, slots, max_concurrency: config.max_concurrency };
+        if let Some(old) = self.handlers.lock().await.insert(key, handler) {
+            old.stop().await;
+        }
+        Ok(())
+    }
+}
+
+impl Handler {
+    /// Stop reading; wait (bounded) for deliveries in flight.
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let all = u32::try_from(self.max_concurrency).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
+    }
+}
+
+/// Connect to a NATS of the link's choosing, with a bounded subscription buffer.
+async fn connect(uris: &str, role: &str) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .name(format!("ferry-messaging-{role}"))
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .connect(uris)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {uris}: {e}"))
+}
+
+fn check_subject(consumer: &Consumer, subject: &str) -> Result<(), RpcError> {
+    validate_subject(subject, false).map_err(RpcError::bad_request)?;
+    if consumer.on_lattice && reserved_on_lattice(subject) {
+        return Err(RpcError::new(
+            ErrorKind::Denied,
+            format!("subject {subject:?} belongs to the lattice; link with cluster_uris to use another NATS"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where one handler link's messages go.
+#[derive(Clone)]
+struct Delivery {
+    client: LatticeClient,
+    component: String,
+    link_name: String,
+    timeout: Option<Duration>,
+}
+
+/// Read one subscription and deliver each message to the component: at most `slots` at once
+/// across the link. A message is taken off the subscription only when a slot is free, so a
+/// slow component leaves messages in the (bounded) subscription buffer, where NATS's
+/// slow-consumer rule drops the excess, instead of growing memory here.
+async fn deliver_loop(
+    mut sub: async_nats::Subscriber,
+    delivery: Delivery,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
+    loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
+        };
+        let message = tokio::select! {
+            () = stop.cancelled() => break,
+            message = sub.next() => match message { Some(message) => message, None => break },
+        };
+        let delivery = delivery.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            delivery.deliver(message).await;
+        });
+    }
+    let _ = sub.unsubscribe().await;
+}
+
+impl Delivery {
+    async fn deliver(&self, message: async_nats::Message) {
+        let subject = message.subject.to_string();
+        let payload = BrokerMessage {
+            subject: subject.clone(),
+            body: message.payload.to_vec(),
+            reply_to: message.reply.map(|r| r.to_string()),
+        };
+        let result = match codec::encode(&payload) {
+            Ok(bytes) => match self.timeout {
+                Some(timeout) => {
+                    self.client
+                        .invoke_with_timeout(&self.component, &self.link_name, OP_HANDLE_MESSAGE, bytes, timeout)
+                        .await
+                }
+                None => self.client.invoke(&self.component, &self.link_name, OP_HANDLE_MESSAGE, bytes).await,
+            },
+            Err(err) => Err(RpcError::from(err)),
+        };
+        if let Err(err) = result {
+            warn!(subject = %subject, component = %self.component, kind = ?err.kind, cause = %err.message, "message not handled");
+        }
+    }
+}
+
+impl Provider for MessagingProvider {
+    async fn handle(&self, ctx: InvocationContext, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        match operation {
+            OP_PUBLISH => self.publish(&ctx, &payload).await,
+            OP_REQUEST => self.request(&ctx, &payload).await,
+            other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("messaging does not serve {other:?}"))),
+        }
+    }
+
+    async fn on_link_put(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
+        let link = &put.link;
+        if link.wit_namespace != WIT_NAMESPACE || link.wit_package != WIT_PACKAGE {
+            return Err(format!(
+                "expected a wasmcloud:messaging link, got {}:{}",
+                link.wit_namespace, link.wit_package
+            ));
+        }
+        if link.target_id == ctx.provider_id() && link.interfaces.iter().any(|i| i == CONSUMER_INTERFACE) {
+            self.put_consumer(ctx, put).await
+        } else if link.source_id == ctx.provider_id() && link.interfaces.iter().any(|i| i == HANDLER_INTERFACE) {
+            self.put_handler(ctx, put).await
+        } else {
+            Err("link components to this provider over `consumer`, and this provider to components over `handler`"
+                .into())
+        }
+    }
+
+    async fn on_link_del(&self, _ctx: &ProviderContext, put: &LinkPut) {
+        let key = put.link.key();
+        self.consumers.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let handler = self.handlers.lock().await.remove(&key);
+        if let Some(handler) = handler {
+            handler.stop().await;
+            info!(component = %key.target_id, name = %key.name, "handler link unsubscribed");
+        }
+    }
+
+    async fn on_shutdown(&self, _ctx: &ProviderContext) {
+        let handlers: Vec<_> = self.handlers.lock().await.drain().map(|(_, h)| h).collect();
+        for handler in handlers {
+            handler.stop().await;
+        }
+    }
+}
