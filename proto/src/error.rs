@@ -53,6 +53,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The target does not implement the operation.
     UnknownOperation,
+    /// What the operation names does not exist (a container, an object).
+    NotFound,
     /// The envelope's protocol version is not supported.
     UnsupportedVersion,
     /// No answer arrived within the timeout.
@@ -83,6 +85,7 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::UnknownOperation => "unknown-operation",
+            ErrorKind::NotFound => "not-found",
             ErrorKind::UnsupportedVersion => "unsupported-version",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unavailable => "unavailable",

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod blobstore;
 pub mod codec;
 pub mod ctl;
 pub mod envelope;

@@ -102,6 +102,11 @@ impl LatticeClient {
         &self.inner.lattice
     }
 
+    /// The default timeout of invocations and stream pulls.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// The NATS connection.
     pub fn nats(&self) -> &async_nats::Client {
         &self.inner.nats

@@ -42,7 +42,7 @@ pub use client::LatticeClient;
 pub use config::StartupArgs;
 pub use error::SdkError;
 pub use ferry_proto::{
-    ErrorKind, RpcError, codec,
+    ErrorKind, RpcError, blobstore, codec,
     http::{Header, HttpRequest, HttpResponse},
     keyvalue::Empty,
     link::{Link, LinkKey, LinkPut},

@@ -4,7 +4,13 @@ use std::{collections::BTreeMap, future::Future, sync::Arc};
 
 use ferry_proto::{RpcError, link::LinkPut};
 
-use crate::{LatticeClient, LinkStore};
+use ferry_proto::{auth::MacKey, stream::DEFAULT_CHUNK_SIZE};
+
+use crate::{
+    LatticeClient, LinkStore,
+    http::{INLINE_WAIT, LatticeBody},
+    stream::{self, ByteStream},
+};
 
 /// A capability provider. Only [`Provider::handle`] is required; the hooks have sensible
 /// defaults. Hooks run concurrently with invocations, and an error in a hook never ends the
@@ -137,4 +143,42 @@ pub struct InvocationContext {
     pub trace_context: BTreeMap<String, String>,
     /// The provider's context.
     pub provider: ProviderContext,
+    /// The invocation's MAC key: streams that belong to it are signed with it.
+    pub(crate) key: MacKey,
+}
+
+impl InvocationContext {
+    /// The body a payload names: its inline part, then the stream the caller offered (if
+    /// any), pulled as it is read.
+    ///
+    /// # Errors
+    /// [`ferry_proto::ErrorKind::BadRequest`] for an invalid stream id.
+    pub fn pull_body(&self, inline: Vec<u8>, stream: Option<&str>) -> Result<LatticeBody, RpcError> {
+        let client = self.provider.client();
+        LatticeBody::from_payload(client.nats(), client.lattice(), inline, stream, &self.key, client.timeout())
+    }
+
+    /// Send `body` back to the caller: its first part (up to a chunk) to put inline in the
+    /// answer, and the id of a stream offering the rest when there is more.
+    ///
+    /// # Errors
+    /// The body's own error while reading its first part, or [`ferry_proto::ErrorKind::Unavailable`]
+    /// when the stream cannot be offered.
+    pub async fn offer_body(&self, body: ByteStream) -> Result<(Vec<u8>, Option<String>), RpcError> {
+        let (inline, rest) = stream::split_inline(body, DEFAULT_CHUNK_SIZE, INLINE_WAIT).await?;
+        let Some(rest) = rest else { return Ok((inline.to_vec(), None)) };
+        let client = self.provider.client();
+        let id = stream::new_stream_id();
+        stream::offer(
+            client.nats(),
+            client.lattice(),
+            &id,
+            self.key.clone(),
+            rest,
+            DEFAULT_CHUNK_SIZE,
+            client.timeout(),
+        )
+        .await?;
+        Ok((inline.to_vec(), Some(id)))
+    }
 }

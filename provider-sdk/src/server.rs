@@ -364,7 +364,7 @@ impl<P: Provider> Server<P> {
             Ok(ok) => ok,
             Err(resp) => return *resp,
         };
-        let result = self.dispatch(&inv).await;
+        let result = self.dispatch(&inv, &key).await;
         if let Err(err) = &result {
             debug!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, kind = ?err.kind, cause = %err.message, "invocation failed");
         }
@@ -376,7 +376,7 @@ impl<P: Provider> Server<P> {
         resp
     }
 
-    async fn dispatch(&self, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+    async fn dispatch(&self, inv: &Invocation, key: &MacKey) -> Result<Vec<u8>, RpcError> {
         let (namespace, package, interface) = split_operation(&inv.operation).ok_or_else(|| {
             RpcError::new(ErrorKind::UnknownOperation, format!("malformed operation {:?}", inv.operation))
         })?;
@@ -393,6 +393,7 @@ impl<P: Provider> Server<P> {
             link,
             trace_context: inv.trace_context.clone(),
             provider: self.ctx.clone(),
+            key: key.clone(),
         };
         let payload = inv.payload.clone();
         AssertUnwindSafe(self.provider.handle(ictx, &inv.operation, payload)).catch_unwind().await.unwrap_or_else(

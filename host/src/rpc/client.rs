@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry_proto::{
     RpcError,
-    auth::{ClusterKey, period_of},
+    auth::{ClusterKey, MacKey, period_of},
     envelope::Invocation,
     subject,
 };
@@ -43,6 +43,24 @@ impl RpcClient {
     ) -> Result<Vec<u8>, RpcError> {
         let inv = Invocation::new(origin, target, link_name, operation, payload);
         self.send(inv, self.timeout).await
+    }
+
+    /// An invocation of `operation` on `target`, not yet sent, and the key it will be signed
+    /// with: for calls that offer or pull a stream under that key around the invocation.
+    pub(crate) fn prepare(&self, origin: &str, target: &str, link_name: &str, operation: &str) -> (Invocation, MacKey) {
+        let inv = Invocation::new(origin, target, link_name, operation, Vec::new());
+        let key = self.cluster.provider_key(&self.lattice, target, period_of(inv.issued_at_ms));
+        (inv, key)
+    }
+
+    /// The NATS connection.
+    pub(crate) fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// The lattice name.
+    pub(crate) fn lattice(&self) -> &str {
+        &self.lattice
     }
 
     /// Sign `inv` for its target and send it.

@@ -1,0 +1,76 @@
+//! Per-link backend choice, from the link's target config: `backend` (`fs`, the default, or
+//! `nats`), `root` for the filesystem, `bucket_prefix` for the NATS object store.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+/// Root directory of the filesystem backend when neither the link nor the provider names one.
+pub(crate) const DEFAULT_ROOT: &str = "ferry-blobstore";
+
+/// Which backend serves a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BackendConfig {
+    /// Directories and files under `root`.
+    Fs { root: PathBuf },
+    /// JetStream object stores on the lattice's NATS, one per container, named
+    /// `{bucket_prefix}{container}`.
+    Nats { bucket_prefix: String },
+}
+
+impl BackendConfig {
+    /// Read a link's target config; `provider` is the provider's start-up config (its `root`
+    /// is the default root).
+    pub(crate) fn from_link(
+        config: &BTreeMap<String, String>,
+        provider: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let known = ["backend", "root", "bucket_prefix"];
+        if let Some(unknown) = config.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(format!("unknown link setting {unknown:?} (known: {})", known.join(", ")));
+        }
+        match config.get("backend").map_or("fs", String::as_str) {
+            "fs" => {
+                let root = config.get("root").or_else(|| provider.get("root")).map_or(DEFAULT_ROOT, String::as_str);
+                if root.trim().is_empty() {
+                    return Err("`root` must not be empty".into());
+                }
+                Ok(Self::Fs { root: PathBuf::from(root) })
+            }
+            "nats" => {
+                let bucket_prefix = config.get("bucket_prefix").cloned().unwrap_or_else(|| "blob_".into());
+                if !bucket_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    return Err(format!("invalid bucket_prefix {bucket_prefix:?} (letters, digits, _ and -)"));
+                }
+                Ok(Self::Nats { bucket_prefix })
+            }
+            other => Err(format!("unknown backend {other:?} (expected `fs` or `nats`)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn backend_is_chosen_per_link() {
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[]), &cfg(&[])).unwrap(),
+            BackendConfig::Fs { root: DEFAULT_ROOT.into() }
+        );
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[]), &cfg(&[("root", "/srv/blobs")])).unwrap(),
+            BackendConfig::Fs { root: "/srv/blobs".into() }
+        );
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[("backend", "nats")]), &cfg(&[])).unwrap(),
+            BackendConfig::Nats { bucket_prefix: "blob_".into() }
+        );
+        assert!(BackendConfig::from_link(&cfg(&[("backend", "s3")]), &cfg(&[])).is_err());
+        assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b"), ("backend", "nats")]), &cfg(&[])).is_err());
+        assert!(BackendConfig::from_link(&cfg(&[("colour", "red")]), &cfg(&[])).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! `ferry-provider-blobstore`: `wasi:blobstore@0.2.0-draft` for components, its own process.
+//!
+//! Backends are chosen per link from its target config: the filesystem (default, under `root`)
+//! or NATS JetStream object stores. Objects of any size stream in chunks both ways. See
+//! providers/blobstore/README.md.
+
+mod backend;
+mod config;
+mod names;
+mod provider;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_provider(provider::BlobstoreProvider::default(), ferry_provider_sdk::shutdown_signal())
+        .await?;
+    Ok(())
+}
