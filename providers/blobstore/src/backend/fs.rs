@@ -325,3 +325,67 @@ impl Backend for FsBackend {
         tokio::fs::rename(&from, &to).await.map_err(|e| io_error(&to, &e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    async fn read_all(backend: &FsBackend, container: &str, object: &str) -> Vec<u8> {
+        let (_, mut stream) = backend.read(container, object, 0, u64::MAX).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    fn temp_root(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("ferry-fs-test-{tag}-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_the_previous_version_and_no_temporary_file() {
+        let root = temp_root("fail");
+        let backend = FsBackend::new(&root).unwrap();
+        backend.create_container("c").await.unwrap();
+        let v1: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from_static(b"version one"))]));
+        backend.write("c", "o", v1).await.unwrap();
+        // The writer dies half way (a crashed component, a lost connection).
+        let broken: ByteStream = Box::pin(futures::stream::iter([
+            Ok(Bytes::from(vec![b'x'; 100_000])),
+            Err(RpcError::provider("connection lost")),
+        ]));
+        assert!(backend.write("c", "o", broken).await.is_err());
+        assert_eq!(read_all(&backend, "c", "o").await, b"version one");
+        let leftovers: Vec<_> =
+            std::fs::read_dir(root.join("c")).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+        assert_eq!(leftovers, ["o"], "temporary files left behind");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn readers_see_the_old_version_until_a_write_completes() {
+        let root = temp_root("atomic");
+        let backend = std::sync::Arc::new(FsBackend::new(&root).unwrap());
+        backend.create_container("c").await.unwrap();
+        let v1: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from_static(b"old"))]));
+        backend.write("c", "o", v1).await.unwrap();
+        // A write whose data arrives slowly: half now, the rest when the test says so.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RpcError>>(4);
+        tx.send(Ok(Bytes::from(vec![b'n'; 50_000]))).await.unwrap();
+        let slow: ByteStream =
+            Box::pin(futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|item| (item, rx)) }));
+        let writer = tokio::spawn({
+            let backend = backend.clone();
+            async move { backend.write("c", "o", slow).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(read_all(&backend, "c", "o").await, b"old", "a reader saw a partial write");
+        tx.send(Ok(Bytes::from(vec![b'n'; 50_000]))).await.unwrap();
+        drop(tx);
+        writer.await.unwrap().unwrap();
+        assert_eq!(read_all(&backend, "c", "o").await, vec![b'n'; 100_000]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
