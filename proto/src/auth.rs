@@ -135,6 +135,20 @@ impl MacKey {
     }
 }
 
+/// An error as MACs cover it: empty when there is none, else the kebab-case kind, a NUL byte
+/// and the message.
+pub(crate) fn error_bytes(error: Option<&crate::RpcError>) -> Vec<u8> {
+    match error {
+        Some(err) => {
+            let mut bytes = err.kind.as_wit_prefix().as_bytes().to_vec();
+            bytes.push(0);
+            bytes.extend_from_slice(err.message.as_bytes());
+            bytes
+        }
+        None => Vec::new(),
+    }
+}
+
 /// The hour number of a millisecond timestamp: which key signs a message issued then.
 pub fn period_of(ms: u64) -> u64 {
     ms / KEY_PERIOD_MS
@@ -178,16 +192,7 @@ impl Invocation {
 impl InvocationResponse {
     fn mac_input_owned(&self) -> ([u8; 2], [u8; 32], Vec<u8>) {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
-        let error = match &self.error {
-            Some(err) => {
-                let mut bytes = err.kind.as_wit_prefix().as_bytes().to_vec();
-                bytes.push(0);
-                bytes.extend_from_slice(err.message.as_bytes());
-                bytes
-            }
-            None => Vec::new(),
-        };
-        (self.version.to_be_bytes(), hash, error)
+        (self.version.to_be_bytes(), hash, error_bytes(self.error.as_ref()))
     }
 
     /// Set the MAC of this response under `key` (the key of the request it answers).

@@ -12,7 +12,11 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::{ProtoError, RpcError, auth::AuthError, auth::MacKey, codec};
+use crate::{
+    ProtoError, RpcError,
+    auth::{self, AuthError, MacKey},
+    codec,
+};
 
 /// Largest chunk a Ferry process sends: well under NATS's default 1 MiB max payload, with room
 /// for the envelope around it.
@@ -118,16 +122,7 @@ impl StreamChunk {
 
     fn hashed(&self) -> ([u8; 32], Vec<u8>) {
         let hash: [u8; 32] = Sha256::digest(&self.data).into();
-        let error = match &self.error {
-            Some(err) => {
-                let mut bytes = err.kind.as_wit_prefix().as_bytes().to_vec();
-                bytes.push(0);
-                bytes.extend_from_slice(err.message.as_bytes());
-                bytes
-            }
-            None => Vec::new(),
-        };
-        (hash, error)
+        (hash, auth::error_bytes(self.error.as_ref()))
     }
 
     fn mac_input<'a>(&'a self, seq: &'a [u8; 8], hash: &'a [u8; 32], error: &'a [u8]) -> [&'a [u8]; 6] {

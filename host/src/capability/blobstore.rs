@@ -4,7 +4,7 @@
 //! while it writes; an incoming value pulls from the provider as the component reads. Memory
 //! per transfer is a few chunks, whatever the object's size.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ferry_proto::{
@@ -27,7 +27,7 @@ use wasmtime_wasi::p2::{
     pipe::{AsyncReadStream, AsyncWriteStream},
 };
 
-use crate::state::{ComponentEnv, HostState};
+use crate::{capability::route::Route, state::HostState};
 
 /// Bytes buffered between a component's output stream and the upload of its data.
 const WRITE_PIPE: usize = 256 * 1024;
@@ -94,28 +94,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 type Res<T> = wasmtime::Result<Result<T, String>>;
 
-/// The linked provider and link name, resolved before the first `await`.
-#[derive(Clone)]
-struct Route {
-    env: Arc<ComponentEnv>,
-    name: String,
-    target: String,
-}
-
 impl Route {
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    /// [`Route::call`] with the error as the interface's string.
+    async fn blob<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         operation: &str,
         request: &Req,
     ) -> Result<Resp, String> {
-        let payload = codec::encode(request).map_err(|e| RpcError::from(e).to_string())?;
-        let bytes = self
-            .env
-            .rpc
-            .invoke(&self.env.id, &self.target, &self.name, operation, payload)
-            .await
-            .map_err(|e| e.to_string())?;
-        decode(&bytes)
+        self.call(operation, request).await.map_err(|e| e.to_string())
     }
 
     /// `get-data`: the answer's data, pulled from the provider's stream as it is read.
@@ -167,11 +153,6 @@ impl Route {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    codec::decode(bytes)
-        .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")).to_string())
-}
-
 /// Keep `_` of an `Empty` answer.
 fn done(result: Result<Empty, String>) -> Result<(), String> {
     result.map(|_| ())
@@ -179,17 +160,7 @@ fn done(result: Result<Empty, String>) -> Result<(), String> {
 
 impl HostState {
     fn blob_route(&self, interface: &str) -> Result<Route, String> {
-        let name = self.link_name(wire::WIT_NAMESPACE, wire::WIT_PACKAGE, interface);
-        let component = &self.env.id;
-        let target = self
-            .env
-            .lattice
-            .target_of(component, &name, wire::WIT_NAMESPACE, wire::WIT_PACKAGE, interface)
-            .ok_or_else(|| {
-                RpcError::not_linked(format!("{component} has no link named {name:?} for wasi:blobstore/{interface}"))
-                    .to_string()
-            })?;
-        Ok(Route { env: self.env.clone(), name, target })
+        self.route(wire::WIT_NAMESPACE, wire::WIT_PACKAGE, interface).map_err(|e| e.to_string())
     }
 
     fn container_name(&self, container: &Resource<Container>) -> wasmtime::Result<String> {
@@ -202,7 +173,7 @@ impl HostState {
             Err(err) => return Ok(Err(err)),
         };
         let opened: Result<Empty, String> =
-            route.call(operation, &wire::ContainerRequest { container: name.clone() }).await;
+            route.blob(operation, &wire::ContainerRequest { container: name.clone() }).await;
         match opened {
             Ok(_) => Ok(Ok(self.table.push(Container { name })?)),
             Err(err) => Ok(Err(err)),
@@ -230,24 +201,24 @@ impl blobstore::Host for HostState {
 
     async fn delete_container(&mut self, name: String) -> Res<()> {
         let route = route_or_return!(self, "blobstore");
-        Ok(done(route.call(op::DELETE_CONTAINER, &wire::ContainerRequest { container: name }).await))
+        Ok(done(route.blob(op::DELETE_CONTAINER, &wire::ContainerRequest { container: name }).await))
     }
 
     async fn container_exists(&mut self, name: String) -> Res<bool> {
         let route = route_or_return!(self, "blobstore");
         let answer: Result<wire::ExistsResponse, String> =
-            route.call(op::CONTAINER_EXISTS, &wire::ContainerRequest { container: name }).await;
+            route.blob(op::CONTAINER_EXISTS, &wire::ContainerRequest { container: name }).await;
         Ok(answer.map(|a| a.exists))
     }
 
     async fn copy_object(&mut self, src: ObjectId, dest: ObjectId) -> Res<()> {
         let route = route_or_return!(self, "blobstore");
-        Ok(done(route.call(op::COPY_OBJECT, &copy_request(src, dest)).await))
+        Ok(done(route.blob(op::COPY_OBJECT, &copy_request(src, dest)).await))
     }
 
     async fn move_object(&mut self, src: ObjectId, dest: ObjectId) -> Res<()> {
         let route = route_or_return!(self, "blobstore");
-        Ok(done(route.call(op::MOVE_OBJECT, &copy_request(src, dest)).await))
+        Ok(done(route.blob(op::MOVE_OBJECT, &copy_request(src, dest)).await))
     }
 }
 
@@ -269,7 +240,7 @@ impl container::HostContainer for HostState {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
         let info: Result<wire::ContainerInfo, String> =
-            route.call(op::CONTAINER_INFO, &wire::ContainerRequest { container }).await;
+            route.blob(op::CONTAINER_INFO, &wire::ContainerRequest { container }).await;
         Ok(info.map(|i| ContainerMetadata { name: i.name, created_at: i.created_at }))
     }
 
@@ -316,20 +287,20 @@ impl container::HostContainer for HostState {
     async fn delete_object(&mut self, this: Resource<Container>, name: String) -> Res<()> {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
-        Ok(done(route.call(op::DELETE_OBJECT, &wire::ObjectRequest { container, object: name }).await))
+        Ok(done(route.blob(op::DELETE_OBJECT, &wire::ObjectRequest { container, object: name }).await))
     }
 
     async fn delete_objects(&mut self, this: Resource<Container>, names: Vec<String>) -> Res<()> {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
-        Ok(done(route.call(op::DELETE_OBJECTS, &wire::ObjectsRequest { container, objects: names }).await))
+        Ok(done(route.blob(op::DELETE_OBJECTS, &wire::ObjectsRequest { container, objects: names }).await))
     }
 
     async fn has_object(&mut self, this: Resource<Container>, name: String) -> Res<bool> {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
         let answer: Result<wire::ExistsResponse, String> =
-            route.call(op::HAS_OBJECT, &wire::ObjectRequest { container, object: name }).await;
+            route.blob(op::HAS_OBJECT, &wire::ObjectRequest { container, object: name }).await;
         Ok(answer.map(|a| a.exists))
     }
 
@@ -337,7 +308,7 @@ impl container::HostContainer for HostState {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
         let info: Result<wire::ObjectInfo, String> =
-            route.call(op::OBJECT_INFO, &wire::ObjectRequest { container, object: name }).await;
+            route.blob(op::OBJECT_INFO, &wire::ObjectRequest { container, object: name }).await;
         Ok(info.map(|i| ObjectMetadata {
             name: i.name,
             container: i.container,
@@ -349,7 +320,7 @@ impl container::HostContainer for HostState {
     async fn clear(&mut self, this: Resource<Container>) -> Res<()> {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
-        Ok(done(route.call(op::CLEAR, &wire::ContainerRequest { container }).await))
+        Ok(done(route.blob(op::CLEAR, &wire::ContainerRequest { container }).await))
     }
 
     async fn drop(&mut self, this: Resource<Container>) -> wasmtime::Result<()> {
@@ -371,7 +342,7 @@ impl HostState {
             }
             let route = self.blob_route("container")?;
             let page: wire::ListResponse =
-                route.call(op::LIST_OBJECTS, &wire::ListRequest { container, after, limit: LIST_PAGE }).await?;
+                route.blob(op::LIST_OBJECTS, &wire::ListRequest { container, after, limit: LIST_PAGE }).await?;
             let listing = self.table.get_mut(names).map_err(|e| e.to_string())?;
             listing.after = page.names.last().cloned().or(listing.after.take());
             listing.done = page.done || page.names.is_empty();

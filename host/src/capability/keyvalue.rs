@@ -3,15 +3,13 @@
 //! link fails at once with `other("not-linked: …")`.
 
 use ferry_proto::{
-    RpcError, codec,
+    RpcError,
     keyvalue::{self as kv, op},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use std::sync::Arc;
-
-use crate::state::{ComponentEnv, HostState};
+use crate::{capability::route::Route, state::HostState};
 
 /// A `bucket` resource: the identifier the component opened.
 #[derive(Debug)]
@@ -45,51 +43,20 @@ fn to_wit(err: RpcError) -> store::Error {
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
-/// Where a call over `interface` goes: the link name in force and the linked provider.
-struct Route {
-    env: Arc<ComponentEnv>,
-    name: String,
-    target: String,
-}
-
 /// Send `request` along `route` (resolved before the first `await`).
 async fn call<Req: Serialize, Resp: DeserializeOwned>(
     route: Result<Route, store::Error>,
     operation: &str,
     request: Req,
 ) -> Result<Resp, store::Error> {
-    route?.send(operation, &request).await
-}
-
-impl Route {
-    async fn send<Req: Serialize, Resp: DeserializeOwned>(
-        self,
-        operation: &str,
-        request: &Req,
-    ) -> Result<Resp, store::Error> {
-        let payload = codec::encode(request).map_err(|e| to_wit(e.into()))?;
-        let bytes =
-            self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload).await.map_err(to_wit)?;
-        codec::decode(&bytes)
-            .map_err(|e| to_wit(RpcError::bad_request(format!("provider answered with an undecodable payload: {e}"))))
-    }
+    route?.call(operation, &request).await.map_err(to_wit)
 }
 
 impl HostState {
     /// Resolve the link now; the `await` happens on the [`Route`], which holds no borrow of
     /// the (non-`Sync`) store state.
     fn kv_route(&self, interface: &str) -> Result<Route, store::Error> {
-        let name = self.link_name(kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface);
-        let component = &self.env.id;
-        let target =
-            self.env.lattice.target_of(component, &name, kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface).ok_or_else(
-                || {
-                    to_wit(RpcError::not_linked(format!(
-                        "{component} has no link named {name:?} for wasi:keyvalue/{interface}"
-                    )))
-                },
-            )?;
-        Ok(Route { env: self.env.clone(), name, target })
+        self.route(kv::WIT_NAMESPACE, kv::WIT_PACKAGE, interface).map_err(to_wit)
     }
 
     fn bucket_name(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {

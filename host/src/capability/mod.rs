@@ -7,6 +7,7 @@ mod config;
 mod keyvalue;
 mod logging;
 mod messaging;
+mod route;
 
 use wasmtime::component::Linker;
 

@@ -119,20 +119,7 @@ async fn run(
     inv: &Invocation,
     key: &MacKey,
 ) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
-    let id = &component.spec.id;
-    if !ctx.lattice.is_linked(
-        &inv.origin,
-        id,
-        &inv.link_name,
-        wit_http::WIT_NAMESPACE,
-        wit_http::WIT_PACKAGE,
-        wit_http::WIT_INTERFACE,
-    ) {
-        return Err(RpcError::not_linked(format!(
-            "{} has no link named {:?} to {id} for wasi:http/incoming-handler",
-            inv.origin, inv.link_name
-        )));
-    }
+    require_link(ctx, component, inv, wit_http::WIT_NAMESPACE, wit_http::WIT_PACKAGE, wit_http::WIT_INTERFACE)?;
     let mut request: HttpRequest = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
     let body = LatticeBody::from_payload(
         &ctx.nats,
@@ -145,22 +132,28 @@ async fn run(
     component.handle_http(request, body, DEFAULT_CHUNK_SIZE).await
 }
 
+/// The caller must be linked to the component over the export it invokes.
+fn require_link(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    inv: &Invocation,
+    namespace: &str,
+    package: &str,
+    interface: &str,
+) -> Result<(), RpcError> {
+    let id = &component.spec.id;
+    if ctx.lattice.is_linked(&inv.origin, id, &inv.link_name, namespace, package, interface) {
+        return Ok(());
+    }
+    Err(RpcError::not_linked(format!(
+        "{} has no link named {:?} to {id} for {namespace}:{package}/{interface}",
+        inv.origin, inv.link_name
+    )))
+}
+
 /// A message from a messaging provider for the component's `wasmcloud:messaging/handler`.
 async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
-    let id = &component.spec.id;
-    if !ctx.lattice.is_linked(
-        &inv.origin,
-        id,
-        &inv.link_name,
-        msg::WIT_NAMESPACE,
-        msg::WIT_PACKAGE,
-        msg::HANDLER_INTERFACE,
-    ) {
-        return Err(RpcError::not_linked(format!(
-            "{} has no link named {:?} to {id} for wasmcloud:messaging/handler",
-            inv.origin, inv.link_name
-        )));
-    }
+    require_link(ctx, component, inv, msg::WIT_NAMESPACE, msg::WIT_PACKAGE, msg::HANDLER_INTERFACE)?;
     let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
     component.handle_message(message).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)

@@ -1,0 +1,47 @@
+//! Where a capability call goes: the provider linked for an interface under the link name the
+//! component chose. The route is resolved before the first `await`, so it holds no borrow of
+//! the (non-`Sync`) store state; a call is then one signed invocation with a typed error, which
+//! each interface turns into its own WIT error.
+
+use std::sync::Arc;
+
+use ferry_proto::{RpcError, codec};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::state::{ComponentEnv, HostState};
+
+/// The linked provider and the link name in force for one interface.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) env: Arc<ComponentEnv>,
+    pub(crate) name: String,
+    pub(crate) target: String,
+}
+
+impl HostState {
+    /// Resolve the link for `namespace:package/interface` now.
+    pub(crate) fn route(&self, namespace: &str, package: &str, interface: &str) -> Result<Route, RpcError> {
+        let name = self.link_name(namespace, package, interface);
+        let component = &self.env.id;
+        let target = self.env.lattice.target_of(component, &name, namespace, package, interface).ok_or_else(|| {
+            RpcError::not_linked(format!(
+                "{component} has no link named {name:?} for {namespace}:{package}/{interface}"
+            ))
+        })?;
+        Ok(Route { env: self.env.clone(), name, target })
+    }
+}
+
+impl Route {
+    /// Invoke `operation` with `request` on the linked provider and decode its answer.
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        operation: &str,
+        request: &Req,
+    ) -> Result<Resp, RpcError> {
+        let payload = codec::encode(request)?;
+        let bytes = self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload).await?;
+        codec::decode(&bytes)
+            .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")))
+    }
+}
