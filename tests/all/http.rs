@@ -219,10 +219,13 @@ async fn traps_timeouts_and_oversized_bodies_get_their_status_and_serving_goes_o
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() < Duration::from_secs(3), "504 came late");
 
-    // Over the body limit: declared, and discovered while streaming.
-    let (status, _, _) = fetch(addr, request("POST", "localhost", "/upload", full(vec![7u8; 200_000]))?).await?;
+    // Over the body limit: declared, and discovered while streaming. The client keeps sending
+    // after the early answer and must still read the 413, not a reset connection.
+    let (status, headers, _) =
+        fetch(addr, request("POST", "localhost", "/upload", full(vec![7u8; 4_000_000]))?).await?;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let chunks = (0..20).map(|_| Bytes::from(vec![7u8; 10_000])).collect();
+    assert_eq!(headers.get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    let chunks = (0..80).map(|_| Bytes::from(vec![7u8; 50_000])).collect();
     let (status, _, _) = fetch(addr, request("POST", "localhost", "/upload", chunked(chunks))?).await?;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _, body) = fetch(addr, request("POST", "localhost", "/upload", full(vec![7u8; 1000]))?).await?;

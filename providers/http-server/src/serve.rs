@@ -33,6 +33,12 @@ use crate::{
 const MAX_REASON: usize = 200;
 /// Time a client gets to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time spent reading and discarding a rejected request body. A client that keeps
+/// sending after an early answer (many do) would otherwise meet a reset connection and lose the
+/// 413; reading on for a while lets it see the answer (nginx calls this a lingering close).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Most bytes of a rejected request body read and discarded before the connection is closed.
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The response body: a component's streamed body or a short message from the provider.
 pub(crate) type ResponseBody = BoxBody<Bytes, RpcError>;
@@ -87,10 +93,16 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         warn!(component = %route.component(), path = %path, limit, "request body over the limit");
-        return status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
+        // A client waiting for `100 Continue` has sent nothing yet and will not: no need to read.
+        let expects_continue =
+            request.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            linger(request.into_body());
+        }
+        return too_large(limit);
     }
     let over_limit = CancellationToken::new();
-    let request = request.map(|body| Limited { inner: body, left: limit, limit, over: over_limit.clone() });
+    let request = request.map(|body| Limited { inner: Some(body), left: limit, limit, over: over_limit.clone() });
     let mut options = HttpCallOptions::new(route.config.timeout);
     options.link_name = route.link_name().to_owned();
 
@@ -100,14 +112,14 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
         answer = call => answer,
         () = over_limit.cancelled() => {
             warn!(component = %route.component(), path = %path, limit, "request body over the limit");
-            return status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
+            return too_large(limit);
         }
     };
     match answer {
         Ok(Ok(response)) => response.map(|body: LatticeBody| body.boxed()),
         Ok(Err(_)) if over_limit.is_cancelled() => {
             warn!(component = %route.component(), path = %path, limit, "request body over the limit");
-            status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"))
+            too_large(limit)
         }
         Ok(Err(err)) => {
             let code = status_of(&err);
@@ -151,9 +163,38 @@ fn status(code: StatusCode, message: &str) -> Response<ResponseBody> {
     response
 }
 
-/// A request body that fails, and says so, once it passes its size limit.
+/// The 413 answer. The connection closes after it: the rest of the rejected body is not read as
+/// the next request.
+fn too_large(limit: u64) -> Response<ResponseBody> {
+    let mut response = status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Read and discard what is left of a rejected request body, within [`LINGER_TIME`] and
+/// [`LINGER_BYTES`], so the connection closes after the client has read the answer rather than
+/// being reset under it.
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut read = 0u64;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(LINGER_TIME, drain).await.is_err() {
+            debug!(read, "stopped reading a rejected request body: time is up");
+        }
+    });
+}
+
+/// A request body that fails, and says so, once it passes its size limit; the rest of the body
+/// is then read and discarded apart ([`linger`]).
 struct Limited {
-    inner: Incoming,
+    inner: Option<Incoming>,
     left: u64,
     limit: u64,
     over: CancellationToken,
@@ -164,7 +205,10 @@ impl Body for Limited {
     type Error = String;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, String>>> {
-        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
             None => return Poll::Ready(None),
             Some(Err(err)) => return Poll::Ready(Some(Err(format!("reading the request body failed: {err}")))),
             Some(Ok(frame)) => frame,
@@ -173,6 +217,9 @@ impl Body for Limited {
             let len = data.len() as u64;
             if len > self.left {
                 self.over.cancel();
+                if let Some(rest) = self.inner.take() {
+                    linger(rest);
+                }
                 return Poll::Ready(Some(Err(format!("request body is larger than {} bytes", self.limit))));
             }
             self.left -= len;
@@ -181,10 +228,10 @@ impl Body for Limited {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
