@@ -204,7 +204,20 @@ impl Host {
     /// # Errors
     /// [`HostError`] when the bucket watch or control subscriptions cannot start.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), HostError> {
-        let inner = &self.inner;
+        let running = self.start().await?;
+        shutdown.await;
+        running.stop().await;
+        Ok(())
+    }
+
+    /// Start serving and return once the host answers control commands: its view of the lattice
+    /// is loaded and its subscriptions are live at the server. Whoever starts a host and then
+    /// sends it commands (`ferry up`, tests) waits for this, not for a log line.
+    ///
+    /// # Errors
+    /// [`HostError`] when the bucket watch or control subscriptions cannot start.
+    pub async fn start(self) -> Result<RunningHost, HostError> {
+        let inner = self.inner.clone();
         let ticker = engine::spawn_epoch_ticker(inner.runtime.engine.clone(), inner.stop.clone());
         let watch = inner.view.watch(inner.stop.clone()).await?;
         let control = ctl::serve(inner.clone(), inner.stop.clone()).await?;
@@ -213,11 +226,31 @@ impl Host {
             .events
             .emit("host_started", serde_json::json!({ "host_id": inner.identity.id, "labels": inner.identity.labels }))
             .await;
+        Ok(RunningHost { inner, ticker, watch, control })
+    }
+}
 
-        shutdown.await;
+/// A host that serves; [`RunningHost::stop`] ends it.
+pub struct RunningHost {
+    inner: Arc<HostInner>,
+    ticker: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<()>,
+    control: tokio::task::JoinHandle<()>,
+}
+
+impl RunningHost {
+    /// The host id (`N…`).
+    pub fn id(&self) -> &str {
+        &self.inner.identity.id
+    }
+
+    /// Stop components, let in-flight invocations finish (up to the grace period), and drain
+    /// the NATS connection.
+    pub async fn stop(self) {
+        let inner = &self.inner;
         info!("host stopping");
         inner.stop.cancel();
-        let _ = control.await;
+        let _ = self.control.await;
         let handles: Vec<ComponentHandle> =
             inner.components.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, h)| h).collect();
         for handle in handles {
@@ -228,13 +261,12 @@ impl Host {
         if tokio::time::timeout(SHUTDOWN_GRACE, inner.tasks.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "in-flight invocations did not finish within the grace period");
         }
-        let _ = watch.await;
-        let _ = ticker.await;
+        let _ = self.watch.await;
+        let _ = self.ticker.await;
         inner.events.emit("host_stopped", serde_json::json!({ "host_id": inner.identity.id })).await;
         if let Err(err) = inner.nats.drain().await {
             warn!(cause = %err, "failed to drain NATS connection");
         }
         info!("host stopped");
-        Ok(())
     }
 }

@@ -30,4 +30,4 @@ mod state;
 pub use ctl::client::CtlClient;
 pub use engine::{Limits, new_engine};
 pub use error::HostError;
-pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder};
+pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder, RunningHost};

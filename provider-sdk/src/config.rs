@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use clap::Parser;
 use ferry_proto::startup::{ProviderStartup, STARTUP_VERSION};
-use tokio::io::AsyncBufReadExt;
 
 use crate::SdkError;
 
@@ -59,8 +58,8 @@ impl StartupArgs {
     /// resolves when stdin closes — the spawning host is gone — so the provider can stop.
     pub(crate) async fn resolve_with_parent(self) -> Result<(ProviderStartup, Option<ParentGone>), SdkError> {
         let Some(provider_id) = self.provider_id else {
-            let (startup, stdin) = read_stdin().await?;
-            return Ok((startup, Some(parent_gone(stdin))));
+            let (startup, gone) = read_stdin().await?;
+            return Ok((startup, Some(gone)));
         };
         let credential = match (self.credential, self.credential_file) {
             (Some(c), _) => c,
@@ -93,33 +92,48 @@ impl StartupArgs {
 /// Resolves when the parent process closes our stdin.
 pub(crate) type ParentGone = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-type Stdin = tokio::io::BufReader<tokio::io::Stdin>;
+/// Longest wait for the start-up line on stdin.
+const STARTUP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn parent_gone(mut stdin: Stdin) -> ParentGone {
-    Box::pin(async move {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match stdin.read_line(&mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+/// Read the start-up line from stdin and watch for its end, which means the parent is gone.
+///
+/// Stdin is read on a plain thread, not on tokio's blocking pool: a runtime waits for its
+/// blocking tasks when it shuts down, and a read of a pipe the parent keeps open never ends, so
+/// a provider stopped by SIGTERM would hang on its way out.
+async fn read_stdin() -> Result<(ProviderStartup, ParentGone), SdkError> {
+    let (line_tx, line_rx) = tokio::sync::oneshot::channel::<std::io::Result<String>>();
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("ferry-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut line = String::new();
+            let first = std::io::BufRead::read_line(&mut stdin, &mut line).map(|_| line);
+            let got_line = matches!(&first, Ok(line) if !line.is_empty());
+            let _ = line_tx.send(first);
+            if got_line {
+                // Anything after the start-up line is ignored; the end of the stream matters.
+                let _ = std::io::copy(&mut stdin, &mut std::io::sink());
             }
-        }
-        tracing::info!("stdin closed: the host that started this provider is gone");
-    })
-}
-
-async fn read_stdin() -> Result<(ProviderStartup, Stdin), SdkError> {
-    let mut line = String::new();
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stdin.read_line(&mut line)).await.map_err(
-        |_| SdkError::Startup("no start-up data on stdin within 30 s (pass --provider-id to run on your own)".into()),
-    )??;
-    if read == 0 {
+            let _ = eof_tx.send(());
+        })
+        .map_err(|e| SdkError::Startup(format!("cannot start the stdin reader: {e}")))?;
+    let line = tokio::time::timeout(STARTUP_READ_TIMEOUT, line_rx)
+        .await
+        .map_err(|_| {
+            SdkError::Startup("no start-up data on stdin within 30 s (pass --provider-id to run on your own)".into())
+        })?
+        .map_err(|_| SdkError::Startup("the stdin reader stopped before start-up data".into()))??;
+    if line.is_empty() {
         return Err(SdkError::Startup(
             "stdin closed before start-up data (pass --provider-id to run on your own)".into(),
         ));
     }
     let startup = ProviderStartup::from_json(line.trim().as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))?;
-    Ok((startup, stdin))
+    let gone = Box::pin(async move {
+        // A dropped sender (the thread is gone) means the same as end of file.
+        let _ = eof_rx.await;
+        tracing::info!("stdin closed: the host that started this provider is gone");
+    });
+    Ok((startup, gone))
 }

@@ -31,6 +31,7 @@ mod error;
 pub mod http;
 pub mod keyvalue;
 mod links;
+pub mod nats;
 mod provider;
 mod server;
 mod signal;

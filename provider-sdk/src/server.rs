@@ -131,7 +131,7 @@ impl<P: Provider> Server<P> {
         let stop_all = nats.subscribe(subject::shutdown(&lattice, &id, None)?).await.map_err(SdkError::nats)?;
         let stop_one =
             nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
-        nats.flush().await.map_err(SdkError::nats)?;
+        crate::nats::sync_subscriptions(&nats).await?;
 
         self.load_snapshot().await;
 

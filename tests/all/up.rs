@@ -75,6 +75,8 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
     for (name, pid) in &started {
         assert!(!alive(*pid), "{name} (pid {pid}) is still running after ferry up exited");
     }
+    // Each child stopped on its SIGTERM; none needed the SIGKILL that follows a stuck stop.
+    assert!(!up.logs().contains("killed after"), "a child had to be killed:\n{}", up.logs());
     assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err(), "HTTP port still open");
     assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "NATS port still open");
     let _ = std::fs::remove_dir_all(&state);

@@ -33,7 +33,7 @@ pub(crate) async fn serve(
         .map_err(HostError::nats)?;
     let mine =
         host.nats.subscribe(subject::ctl_for_host(&lattice, &host.identity.id)?).await.map_err(HostError::nats)?;
-    host.nats.flush().await.map_err(HostError::nats)?;
+    ferry_provider_sdk::nats::sync_subscriptions(&host.nats).await.map_err(HostError::nats)?;
     let mut messages = futures::stream::select(shared, mine);
     Ok(tokio::spawn(async move {
         loop {

@@ -45,7 +45,7 @@ pub(crate) async fn serve(
     let id = component.spec.id.clone();
     let mut sub =
         ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
-    ctx.nats.flush().await.map_err(HostError::nats)?;
+    ferry_provider_sdk::nats::sync_subscriptions(&ctx.nats).await.map_err(HostError::nats)?;
     Ok(tokio::spawn(async move {
         loop {
             let msg = tokio::select! {

@@ -19,7 +19,6 @@ use ferry_proto::{
     link::Link,
     startup::{ProviderStartup, STARTUP_VERSION},
 };
-use tokio_util::sync::CancellationToken;
 
 /// The identity `ferry call` uses to invoke components of a `ferry up` lattice.
 pub(crate) const CLI_CLIENT_ID: &str = "ferry-cli";
@@ -114,8 +113,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .build()
         .await
         .context("failed to build host")?;
-    let stop = CancellationToken::new();
-    let host_task = tokio::spawn(host.run(stop.clone().cancelled_owned()));
+    let host = host.start().await.context("failed to start host")?;
 
     let mut providers = Vec::new();
     let result = async {
@@ -181,11 +179,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     while let Some(provider) = providers.pop() {
         provider.stop().await;
     }
-    stop.cancel();
-    match tokio::time::timeout(STOP_GRACE, host_task).await {
-        Ok(Ok(Ok(()))) => eprintln!("ferry up: host stopped"),
-        Ok(Ok(Err(err))) => eprintln!("ferry up: host failed: {err}"),
-        Ok(Err(err)) => eprintln!("ferry up: host task failed: {err}"),
+    match tokio::time::timeout(STOP_GRACE, host.stop()).await {
+        Ok(()) => eprintln!("ferry up: host stopped"),
         Err(_) => eprintln!("ferry up: host did not stop within {STOP_GRACE:?}"),
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;

@@ -1,0 +1,35 @@
+//! Knowing when NATS has taken our subscriptions in.
+//!
+//! A client's `flush` only empties its socket buffer; the server may not have processed the
+//! subscriptions yet, and a request sent on another connection in that moment meets "no
+//! responders". A process that announces it is ready (a host's component start, a provider's
+//! "ready") first makes one round trip through the server on the same connection: the server
+//! handles one connection's operations in order, so once the round trip returns, every earlier
+//! subscription is live.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+
+use crate::SdkError;
+
+/// Longest wait for the round trip.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Return once the server has processed every subscription `client` made before this call.
+///
+/// # Errors
+/// [`SdkError::Nats`] when the connection fails or the server does not answer within 10 s.
+pub async fn sync_subscriptions(client: &async_nats::Client) -> Result<(), SdkError> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.map_err(SdkError::nats)?;
+    client.publish(inbox, bytes::Bytes::new()).await.map_err(SdkError::nats)?;
+    client.flush().await.map_err(SdkError::nats)?;
+    let answered = tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next()).await;
+    let _ = echo.unsubscribe().await;
+    match answered {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(SdkError::Nats("the connection closed during a round trip to the server".into())),
+        Err(_) => Err(SdkError::Nats(format!("no round trip through the server within {ROUND_TRIP_TIMEOUT:?}"))),
+    }
+}
