@@ -144,7 +144,9 @@ impl MessagingProvider {
             };
             tasks.push(tokio::spawn(deliver_loop(sub, delivery, slots.clone(), stop.clone())));
         }
-        nats.flush().await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        // Say "subscribed" only once the server has the subscriptions: a message published
+        // right after must not be lost.
+        ferry_provider_sdk::nats::sync_subscriptions(&nats).await.map_err(|e| format!("cannot subscribe: {e}"))?;
         info!(
             component = %key.target_id,
             name = %key.name,
