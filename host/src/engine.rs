@@ -18,11 +18,19 @@ pub struct Limits {
     pub execution_time: Duration,
     /// Instances the pool can hold at once across all components of the host.
     pub pool_instances: u32,
+    /// Bytes of a blobstore outgoing value held (in memory, then in a temporary file) when a
+    /// component writes it before calling `write-data`; after `write-data` data streams.
+    pub blob_spool_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 256 << 20, execution_time: Duration::from_secs(60), pool_instances: 1000 }
+        Self {
+            memory_bytes: 256 << 20,
+            execution_time: Duration::from_secs(60),
+            pool_instances: 1000,
+            blob_spool_bytes: 1 << 30,
+        }
     }
 }
 

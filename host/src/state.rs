@@ -20,6 +20,8 @@ pub(crate) struct ComponentEnv {
     pub(crate) rpc: RpcClient,
     /// Configs the component reads through `wasi:config`.
     pub(crate) config_names: Vec<String>,
+    /// [`crate::Limits::blob_spool_bytes`].
+    pub(crate) blob_spool_bytes: u64,
 }
 
 /// The state of one component instance (one invocation).

@@ -1,14 +1,15 @@
 //! `wasi:blobstore@0.2.0-draft`: containers and objects on the blobstore provider linked for
 //! the interface under the link name the component chose. Object data streams both ways:
-//! what a component writes to an outgoing value is offered to the provider as a pulled stream
-//! while it writes; an incoming value pulls from the provider as the component reads. Memory
+//! once `write-data` is called, what a component writes to an outgoing value is offered to the
+//! provider as a pulled stream while it writes (what it wrote before is spooled, see
+//! [`super::spool`]); an incoming value pulls from the provider as the component reads. Memory
 //! per transfer is a few chunks, whatever the object's size.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ferry_proto::{
-    ErrorKind, RpcError,
+    RpcError,
     blobstore::{self as wire, op},
     codec,
     keyvalue::Empty,
@@ -20,17 +21,18 @@ use ferry_provider_sdk::{
 };
 use futures::StreamExt as _;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio_util::io::{ReaderStream, StreamReader};
+use tokio_util::io::StreamReader;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream,
     pipe::{AsyncReadStream, AsyncWriteStream},
 };
 
-use crate::{capability::route::Route, state::HostState};
+use crate::{
+    capability::{route::Route, spool::OutgoingData},
+    state::HostState,
+};
 
-/// Bytes buffered between a component's output stream and the upload of its data.
-const WRITE_PIPE: usize = 256 * 1024;
 /// Names fetched from the provider per page of a listing.
 const LIST_PAGE: u32 = 1000;
 
@@ -51,11 +53,10 @@ pub struct ObjectNames {
     buffer: VecDeque<String>,
 }
 
-/// Data a component is writing: the pipe its output stream feeds, and the upload reading it.
+/// Data a component is writing, and the upload reading it once `write-data` started it.
 #[allow(unreachable_pub, reason = "named by the generated bindings, which re-export it")]
 pub struct OutgoingValue {
-    writer: Option<tokio::io::DuplexStream>,
-    reader: Option<tokio::io::DuplexStream>,
+    data: OutgoingData,
     upload: Option<tokio::task::JoinHandle<Result<(), RpcError>>>,
 }
 
@@ -264,19 +265,13 @@ impl container::HostContainer for HostState {
         let container = self.container_name(&this)?;
         let route = route_or_return!(self, "container");
         let value = self.table.get_mut(&data)?;
-        if value.upload.is_some() {
-            return Ok(Err(RpcError::bad_request("write-data was already called for this value").to_string()));
+        match value.data.upload().await {
+            Ok(data) => {
+                value.upload = Some(tokio::spawn(route.write_data(container, name, data)));
+                Ok(Ok(()))
+            }
+            Err(err) => Ok(Err(err.to_string())),
         }
-        let Some(reader) = value.reader.take() else {
-            return Ok(Err(RpcError::bad_request("this value was already written").to_string()));
-        };
-        let data: ByteStream = Box::pin(ReaderStream::with_capacity(reader, 64 * 1024).map(|chunk| {
-            chunk.map_err(|e| {
-                RpcError::new(ErrorKind::ComponentTrap, format!("reading the component's data failed: {e}"))
-            })
-        }));
-        value.upload = Some(tokio::spawn(route.write_data(container, name, data)));
-        Ok(Ok(()))
     }
 
     async fn list_objects(&mut self, this: Resource<Container>) -> Res<Resource<ObjectNames>> {
@@ -384,8 +379,8 @@ impl types::Host for HostState {}
 
 impl types::HostOutgoingValue for HostState {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
-        let (writer, reader) = tokio::io::duplex(WRITE_PIPE);
-        Ok(self.table.push(OutgoingValue { writer: Some(writer), reader: Some(reader), upload: None })?)
+        let data = OutgoingData::new(self.env.blob_spool_bytes);
+        Ok(self.table.push(OutgoingValue { data, upload: None })?)
     }
 
     async fn outgoing_value_write_body(
@@ -393,16 +388,15 @@ impl types::HostOutgoingValue for HostState {
         this: Resource<OutgoingValue>,
     ) -> wasmtime::Result<Result<Resource<DynOutputStream>, ()>> {
         let value = self.table.get_mut(&this)?;
-        let Some(writer) = value.writer.take() else { return Ok(Err(())) };
+        let Some(writer) = value.data.body() else { return Ok(Err(())) };
         let stream: DynOutputStream = Box::new(AsyncWriteStream::new(64 * 1024, writer));
         Ok(Ok(self.table.push(stream)?))
     }
 
     async fn finish(&mut self, this: Resource<OutgoingValue>) -> Res<()> {
-        let value = self.table.delete(this)?;
-        // A body never taken is empty; closing the writer ends the upload's input.
-        drop(value.writer);
-        let Some(upload) = value.upload else {
+        let mut value = self.table.delete(this)?;
+        value.data.finish();
+        let Some(upload) = value.upload.take() else {
             return Ok(Err(RpcError::bad_request("finish before write-data: nothing was written").to_string()));
         };
         match upload.await {

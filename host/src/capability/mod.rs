@@ -8,6 +8,7 @@ mod keyvalue;
 mod logging;
 mod messaging;
 mod route;
+mod spool;
 
 use wasmtime::component::Linker;
 

@@ -47,6 +47,7 @@ async fn try_start(host: &HostInner, cmd: ComponentStart) -> Result<CtlResponse,
         lattice: host.view.clone(),
         rpc: host.rpc.clone(),
         config_names: spec.config.clone(),
+        blob_spool_bytes: host.runtime.limits.blob_spool_bytes,
     });
     let running = RunningComponent::new(
         &host.runtime.engine,

@@ -54,6 +54,10 @@ struct HostArgs {
     /// Linear memory limit per component instance, in MiB.
     #[arg(long, default_value_t = 256)]
     memory_mib: usize,
+    /// Blobstore data a component may write before calling write-data, in MiB (spooled to a
+    /// temporary file under TMPDIR).
+    #[arg(long, default_value_t = 1024)]
+    blob_spool_mib: u64,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 .limits(ferry_host::Limits {
                     memory_bytes: args.memory_mib << 20,
                     execution_time: Duration::from_millis(args.execution_time_ms),
+                    blob_spool_bytes: args.blob_spool_mib << 20,
                     ..ferry_host::Limits::default()
                 });
             if let Some(seed) = args.cluster_seed {

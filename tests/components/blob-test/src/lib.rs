@@ -60,12 +60,20 @@ fn container(cmd: &Value) -> Result<Container, String> {
     blobstore::get_container(&s(cmd, "container").to_owned())
 }
 
-/// Write an object: `text`, or `size` bytes of the pattern. `write_data` is called before the
-/// data is written, so any size streams.
+/// Write an object: `text`, or `size` bytes of the pattern. `order` says when `write-data` is
+/// called: `data_first` (the default: before the data, so any size streams), `body_first`
+/// (after all of it, as components built for hosts that buffer do), or `abandon` (before the
+/// data, and the value is then dropped without `finish`).
 fn write(container: &Container, object: &str, cmd: &Value) -> Result<(), String> {
+    let order = match s(cmd, "order") {
+        "" => "data_first",
+        order => order,
+    };
     let value = OutgoingValue::new_outgoing_value();
     let stream = value.outgoing_value_write_body().map_err(|()| "no body stream".to_string())?;
-    container.write_data(&object.to_owned(), &value)?;
+    if order != "body_first" {
+        container.write_data(&object.to_owned(), &value)?;
+    }
     let write_all = |bytes: &[u8]| -> Result<(), String> {
         for piece in bytes.chunks(4096) {
             stream.blocking_write_and_flush(piece).map_err(|e| format!("write failed: {e:?}"))?;
@@ -88,7 +96,17 @@ fn write(container: &Container, object: &str, cmd: &Value) -> Result<(), String>
         }
     }
     drop(stream);
-    OutgoingValue::finish(value)
+    match order {
+        "abandon" => {
+            drop(value);
+            Ok(())
+        }
+        "body_first" => {
+            container.write_data(&object.to_owned(), &value)?;
+            OutgoingValue::finish(value)
+        }
+        _ => OutgoingValue::finish(value),
+    }
 }
 
 /// Read a range, synchronously as text or as a stream hashed piece by piece.
