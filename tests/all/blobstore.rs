@@ -119,7 +119,13 @@ async fn exercise(lattice: &Lattice) -> anyhow::Result<()> {
         |object: &str| json!({"op": "write", "container": "photos", "object": object, "size": MIB, "order": "abandon"});
     ok(abandon("ghost")).await?;
     ok(abandon("first-small")).await?;
-    // The provider learns of the abandon from the stream's end; give it the moment that takes.
+    // The host logs each abandon; the provider learns of it from the stream's end a moment
+    // later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lattice.host.logs().matches("outgoing value dropped without finish").count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no log line for the abandons:\n{}", lattice.host.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ok(json!({"op": "has", "container": "photos", "object": "ghost"})).await?, json!(false));
     let kept = ok(json!({"op": "read", "container": "photos", "object": "first-small"})).await?;

@@ -57,7 +57,29 @@ pub struct ObjectNames {
 #[allow(unreachable_pub, reason = "named by the generated bindings, which re-export it")]
 pub struct OutgoingValue {
     data: OutgoingData,
-    upload: Option<tokio::task::JoinHandle<Result<(), RpcError>>>,
+    upload: Option<Upload>,
+}
+
+/// An upload started by `write-data`, and what it writes, for the log.
+struct Upload {
+    task: tokio::task::JoinHandle<Result<(), RpcError>>,
+    component: String,
+    container: String,
+    object: String,
+}
+
+impl Drop for OutgoingValue {
+    fn drop(&mut self) {
+        // `finish` takes the upload; one still here was abandoned by the component.
+        if let Some(upload) = &self.upload {
+            tracing::warn!(
+                component = %upload.component,
+                container = %upload.container,
+                object = %upload.object,
+                "outgoing value dropped without finish: the object is not written"
+            );
+        }
+    }
 }
 
 /// Data a component is reading.
@@ -266,8 +288,9 @@ impl container::HostContainer for HostState {
         let route = route_or_return!(self, "container");
         let value = self.table.get_mut(&data)?;
         match value.data.upload().await {
-            Ok(data) => {
-                value.upload = Some(tokio::spawn(route.write_data(container, name, data)));
+            Ok(stream) => {
+                let task = tokio::spawn(route.write_data(container.clone(), name.clone(), stream));
+                value.upload = Some(Upload { task, component: self.env.id.clone(), container, object: name });
                 Ok(Ok(()))
             }
             Err(err) => Ok(Err(err.to_string())),
@@ -399,7 +422,7 @@ impl types::HostOutgoingValue for HostState {
         let Some(upload) = value.upload.take() else {
             return Ok(Err(RpcError::bad_request("finish before write-data: nothing was written").to_string()));
         };
-        match upload.await {
+        match upload.task.await {
             Ok(Ok(())) => Ok(Ok(())),
             Ok(Err(err)) => Ok(Err(err.to_string())),
             Err(join) => Ok(Err(RpcError::internal(format!("upload failed: {join}")).to_string())),
