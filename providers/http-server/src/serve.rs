@@ -92,14 +92,13 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
     let limit = route.config.max_body;
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
-        warn!(component = %route.component(), path = %path, limit, "request body over the limit");
         // A client waiting for `100 Continue` has sent nothing yet and will not: no need to read.
         let expects_continue =
             request.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if !expects_continue {
             linger(request.into_body());
         }
-        return too_large(limit);
+        return too_large(route.component(), &path, limit);
     }
     let over_limit = CancellationToken::new();
     let request = request.map(|body| Limited { inner: Some(body), left: limit, limit, over: over_limit.clone() });
@@ -111,16 +110,12 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
     let answer = tokio::select! {
         answer = call => answer,
         () = over_limit.cancelled() => {
-            warn!(component = %route.component(), path = %path, limit, "request body over the limit");
-            return too_large(limit);
+            return too_large(route.component(), &path, limit);
         }
     };
     match answer {
         Ok(Ok(response)) => response.map(|body: LatticeBody| body.boxed()),
-        Ok(Err(_)) if over_limit.is_cancelled() => {
-            warn!(component = %route.component(), path = %path, limit, "request body over the limit");
-            too_large(limit)
-        }
+        Ok(Err(_)) if over_limit.is_cancelled() => too_large(route.component(), &path, limit),
         Ok(Err(err)) => {
             let code = status_of(&err);
             warn!(component = %route.component(), path = %path, status = code.as_u16(), kind = ?err.kind, cause = %err.message, "request failed");
@@ -163,9 +158,10 @@ fn status(code: StatusCode, message: &str) -> Response<ResponseBody> {
     response
 }
 
-/// The 413 answer. The connection closes after it: the rest of the rejected body is not read as
-/// the next request.
-fn too_large(limit: u64) -> Response<ResponseBody> {
+/// The 413 answer, logged. The connection closes after it: the rest of the rejected body is not
+/// read as the next request.
+fn too_large(component: &str, path: &str, limit: u64) -> Response<ResponseBody> {
+    warn!(component, path, limit, "request body over the limit");
     let mut response = status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
