@@ -51,13 +51,7 @@ impl Spool {
     fn poll_push(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.len + buf.len() as u64 > self.limit {
             self.overflowed = true;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!(
-                    "more than {} bytes written before write-data; call write-data first to stream a value of any size",
-                    self.limit
-                ),
-            )));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::StorageFull, overflow(self.limit))));
         }
         if self.file.is_none() && self.memory.len() + buf.len() <= MEMORY_SPOOL {
             self.memory.extend_from_slice(buf);
@@ -130,10 +124,7 @@ impl OutgoingData {
                 Sink::Spool(spool) if !spool.overflowed => spool,
                 other => {
                     let err = match &other {
-                        Sink::Spool(spool) => RpcError::bad_request(format!(
-                            "more than {} bytes were written before write-data; call write-data first to stream a value of any size",
-                            spool.limit
-                        )),
+                        Sink::Spool(spool) => RpcError::bad_request(overflow(spool.limit)),
                         Sink::Live(_) => RpcError::bad_request("write-data was already called for this value"),
                         Sink::Closed { .. } => RpcError::bad_request("this value was already finished"),
                     };
@@ -208,6 +199,11 @@ impl AsyncWrite for SinkWriter {
         // The data ends with `finish`, not with the stream.
         Poll::Ready(Ok(()))
     }
+}
+
+/// Why a value that outgrew the spool cannot be written.
+fn overflow(limit: u64) -> String {
+    format!("more than {limit} bytes written before write-data; call write-data first to stream a value of any size")
 }
 
 fn closed() -> io::Error {
