@@ -88,7 +88,10 @@ impl Lattice {
         let raw = async_nats::connect(&nats.url).await?;
         let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60));
         let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
-        let client = LatticeClient::connect(&nats.url, &name, &credential, Some(Duration::from_secs(30))).await?;
+        // The client waits at least as long as the host lets a capability call take: a call that
+        // streams a large object legitimately runs long on a loaded machine.
+        let call_timeout = rpc_timeout.max(Duration::from_secs(30));
+        let client = LatticeClient::connect(&nats.url, &name, &credential, Some(call_timeout)).await?;
         Ok(Self { nats, host, host_id, name, seed, cluster, ctl, client, raw, rpc_timeout })
     }
 
