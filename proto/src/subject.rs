@@ -179,6 +179,21 @@ pub fn data_bucket(lattice: &str) -> Result<String, ProtoError> {
     Ok(format!("FERRY_{lattice}_DATA"))
 }
 
+/// Prefixes of JetStream names that belong to the lattice or to JetStream itself: the lattice's
+/// buckets (`FERRY_…`, in any case) and the streams behind every KV bucket (`KV_…`) and object
+/// store (`OBJ_…`).
+pub const RESERVED_STORE_PREFIXES: [&str; 3] = ["FERRY_", "KV_", "OBJ_"];
+
+/// Whether `name`, a JetStream bucket or stream name a provider would use on a component's
+/// behalf, belongs to the lattice or to JetStream. Providers refuse such names with `denied`,
+/// so a component can never read or write the lattice's links, config or records.
+pub fn is_reserved_store_name(name: &str) -> bool {
+    RESERVED_STORE_PREFIXES
+        .iter()
+        .any(|prefix| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
+        || name.starts_with('$')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +216,18 @@ mod tests {
         for bad in ["", "a.b", "*", ">", "a b", "ä"] {
             assert!(rpc("prod", bad).is_err(), "{bad:?} accepted");
             assert!(rpc(bad, "x").is_err(), "{bad:?} accepted as lattice");
+        }
+    }
+
+    #[test]
+    fn lattice_store_names_are_reserved_in_any_case() {
+        for name in
+            [&data_bucket("prod").unwrap()[..], "ferry_x", "Ferry_Other_DATA", "KV_b", "kv_FERRY", "OBJ_x", "obj_"]
+        {
+            assert!(is_reserved_store_name(name), "{name}");
+        }
+        for name in ["kv-cart", "blob_photos", "ferryboat", "objects", "kvstore", "cart"] {
+            assert!(!is_reserved_store_name(name), "{name}");
         }
     }
 

@@ -49,6 +49,7 @@ pub use ferry_proto::{
     link::{Link, LinkKey, LinkPut},
     messaging,
     startup::ProviderStartup,
+    subject::is_reserved_store_name,
 };
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};

@@ -3,6 +3,7 @@
 mod blobstore;
 mod health;
 mod http;
+mod isolation;
 mod keyvalue;
 mod lifecycle;
 mod messaging;

@@ -3,7 +3,7 @@
 //! link fails at once with `other("not-linked: …")`.
 
 use ferry_proto::{
-    RpcError,
+    ErrorKind, RpcError,
     keyvalue::{self as kv, op},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -35,10 +35,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-/// The one conversion from a failed invocation to the WIT error: the error kind stays
+/// The one conversion from a failed invocation to the WIT error, kind for kind: a refusal is
+/// `access-denied`, a store that does not exist `no-such-store`; every other kind stays
 /// readable as the prefix of `other`.
 fn to_wit(err: RpcError) -> store::Error {
-    store::Error::Other(err.to_string())
+    match err.kind {
+        ErrorKind::Denied => store::Error::AccessDenied,
+        ErrorKind::NotFound => store::Error::NoSuchStore,
+        _ => store::Error::Other(err.to_string()),
+    }
 }
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;

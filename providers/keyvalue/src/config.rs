@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+/// Prefix of JetStream KV bucket names when a link does not set `bucket_prefix`: components'
+/// buckets live apart from the lattice's own (`FERRY_…`) and JetStream's.
+pub(crate) const DEFAULT_BUCKET_PREFIX: &str = "kv-";
+
 /// Which backend serves a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BackendConfig {
@@ -21,10 +25,14 @@ impl BackendConfig {
             None => "nats",
         };
         match backend {
-            "nats" => Ok(BackendConfig::Nats {
-                url: config.get("nats_url").cloned(),
-                bucket_prefix: config.get("bucket_prefix").cloned().unwrap_or_default(),
-            }),
+            "nats" => {
+                let bucket_prefix =
+                    config.get("bucket_prefix").cloned().unwrap_or_else(|| DEFAULT_BUCKET_PREFIX.to_owned());
+                if !bucket_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(format!("invalid bucket_prefix {bucket_prefix:?} (letters, digits, _ and -)"));
+                }
+                Ok(BackendConfig::Nats { url: config.get("nats_url").cloned(), bucket_prefix })
+            }
             "redis" => {
                 let url = url.ok_or("backend=redis needs a `url` (redis://host:port/db)")?;
                 if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
@@ -49,8 +57,13 @@ mod tests {
     fn backend_is_chosen_from_link_config() {
         assert_eq!(
             BackendConfig::from_link(&cfg(&[])).unwrap(),
+            BackendConfig::Nats { url: None, bucket_prefix: DEFAULT_BUCKET_PREFIX.into() }
+        );
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[("bucket_prefix", "")])).unwrap(),
             BackendConfig::Nats { url: None, bucket_prefix: String::new() }
         );
+        assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b")])).is_err());
         assert_eq!(
             BackendConfig::from_link(&cfg(&[("url", "redis://127.0.0.1:6379")])).unwrap(),
             BackendConfig::Redis { url: "redis://127.0.0.1:6379".into() }

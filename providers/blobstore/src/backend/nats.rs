@@ -13,11 +13,13 @@ use ferry_provider_sdk::{
         },
     },
     blobstore::{ContainerInfo, ObjectInfo},
+    is_reserved_store_name,
     stream::ByteStream,
 };
 use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::io::{ReaderStream, StreamReader};
+use tracing::warn;
 
 use super::Backend;
 
@@ -42,7 +44,15 @@ impl NatsBackend {
                 "container name {container:?} is not valid on the NATS backend (letters, digits, _ and -)"
             )));
         }
-        Ok(format!("{}{container}", self.prefix))
+        let bucket = format!("{}{container}", self.prefix);
+        if is_reserved_store_name(&bucket) {
+            warn!(container, bucket = %bucket, "refused a reserved object store name");
+            return Err(RpcError::new(
+                ErrorKind::Denied,
+                format!("container {container:?} maps to {bucket:?}, a name reserved for the lattice and JetStream"),
+            ));
+        }
+        Ok(bucket)
     }
 
     async fn store(&self, container: &str) -> Result<ObjectStore, RpcError> {

@@ -4,8 +4,9 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use async_nats::jetstream::{self, kv};
-use ferry_provider_sdk::{RpcError, async_nats};
+use ferry_provider_sdk::{ErrorKind, RpcError, async_nats, is_reserved_store_name};
 use futures::StreamExt as _;
+use tracing::warn;
 
 use super::{Backend, PAGE_SIZE, parse_counter};
 
@@ -48,6 +49,13 @@ impl NatsBackend {
             return Err(RpcError::bad_request(format!(
                 "bucket {bucket:?}: JetStream bucket names may contain only letters, digits, '-' and '_'"
             )));
+        }
+        if is_reserved_store_name(&name) {
+            warn!(bucket, jetstream_bucket = %name, "refused a reserved bucket name");
+            return Err(RpcError::new(
+                ErrorKind::Denied,
+                format!("bucket {bucket:?} maps to {name:?}, a name reserved for the lattice and JetStream"),
+            ));
         }
         Ok(name)
     }
