@@ -93,9 +93,17 @@ impl RunningComponent {
         Ok(Self { spec, env, engine: engine.clone(), proxy, messaging, permits, execution_time: limits.execution_time })
     }
 
-    /// Wait for an instance permit: the `max_instances` bound, shedding after the time limit.
-    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
-        let deadline = self.execution_time;
+    /// How long one invocation may run: the execution time limit, or less when the caller's
+    /// deadline (`remaining`, from the envelope) comes first.
+    fn time_limit(&self, remaining: Option<Duration>) -> (Duration, &'static str) {
+        match remaining {
+            Some(left) if left < self.execution_time => (left, "the caller's deadline passed"),
+            _ => (self.execution_time, "the component ran past its execution time limit"),
+        }
+    }
+
+    /// Wait for an instance permit: the `max_instances` bound, shedding after `deadline`.
+    async fn permit(&self, deadline: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
         tokio::time::timeout(deadline, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| {
@@ -108,15 +116,19 @@ impl RunningComponent {
     }
 
     /// Deliver one message to the component's `wasmcloud:messaging/handler` in a fresh instance.
-    pub(crate) async fn handle_message(&self, message: BrokerMessage) -> Result<(), RpcError> {
+    pub(crate) async fn handle_message(
+        &self,
+        message: BrokerMessage,
+        remaining: Option<Duration>,
+    ) -> Result<(), RpcError> {
         let Some(pre) = self.messaging.clone() else {
             return Err(RpcError::new(
                 ErrorKind::UnknownOperation,
                 "component does not export wasmcloud:messaging/handler",
             ));
         };
-        let _permit = self.permit().await?;
-        let deadline = self.execution_time;
+        let (deadline, why) = self.time_limit(remaining);
+        let _permit = self.permit(deadline).await?;
         let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
@@ -127,7 +139,7 @@ impl RunningComponent {
             instance.wasmcloud_messaging_handler().call_handle_message(&mut store, &message).await
         };
         match tokio::time::timeout(deadline + Duration::from_millis(100), call).await {
-            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("component did not finish within {deadline:?}"))),
+            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("{why}: component stopped after {deadline:?}"))),
             Ok(Err(err)) => Err(trap(err)),
             Ok(Ok(Err(message))) => Err(RpcError::new(ErrorKind::ComponentError, message)),
             Ok(Ok(Ok(()))) => Ok(()),
@@ -142,6 +154,7 @@ impl RunningComponent {
         request: HttpRequest,
         body: LatticeBody,
         chunk_size: usize,
+        remaining: Option<Duration>,
     ) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
         let Some(proxy) = self.proxy.clone() else {
             return Err(RpcError::new(
@@ -149,8 +162,8 @@ impl RunningComponent {
                 "component does not export wasi:http/incoming-handler",
             ));
         };
-        let deadline = self.execution_time;
-        let permit = self.permit().await?;
+        let (deadline, why) = self.time_limit(remaining);
+        let permit = self.permit(deadline).await?;
         let request = to_hyper(request, body)?;
         let scheme = match request.uri().scheme_str() {
             Some("https") => Scheme::Https,
@@ -213,7 +226,7 @@ impl RunningComponent {
             }
         };
         let result = match tokio::time::timeout(deadline + Duration::from_millis(100), both).await {
-            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("component did not answer within {deadline:?}"))),
+            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("{why}: component stopped after {deadline:?}"))),
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(Some(err))) => Err(err),
             Ok(Err(None)) => Err(match finished.take() {

@@ -100,8 +100,7 @@ impl HostBuilder {
             }
         };
         let id = nkeys::KeyPair::new_server().public_key();
-        let nats = async_nats::ConnectOptions::new()
-            .name(format!("ferry-host-{id}"))
+        let nats = ferry_provider_sdk::nats::connect_options(format!("ferry-host-{id}"))
             .connect(&self.nats_url)
             .await
             .map_err(|e| HostError::Nats(format!("cannot connect to {}: {e}", self.nats_url)))?;

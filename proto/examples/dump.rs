@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut inv = Invocation::new("my-component", "kv", "default", "wasi:keyvalue/store.get", get);
     inv.id = "0123456789abcdef0123456789abcdef".into();
     inv.issued_at_ms = 1_795_000_000_000;
+    inv.set_timeout(std::time::Duration::from_secs(10));
     inv.sign(&key);
     println!("MAC of the invocation below under key 0x11 × 32:\n\n```\n{}\n```\n", hex_dump(&inv.mac));
     show("Invocation (signed)", &inv.encode()?);

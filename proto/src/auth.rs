@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     ProtoError,
     envelope::{Invocation, InvocationResponse},
+    subject::Channel,
     time,
 };
 
@@ -75,6 +76,22 @@ pub enum AuthError {
         from_ms: u64,
         /// End of validity.
         until_ms: u64,
+    },
+    /// The message was issued before the receiver started: whatever it carries was meant for
+    /// an earlier process, so it can only be a replay.
+    #[error("message issued {early_ms} ms before this receiver started")]
+    IssuedBeforeStart {
+        /// How long before the start.
+        early_ms: u64,
+    },
+    /// The operation does not belong on the subject the message arrived on (a data-plane
+    /// invocation republished on a control subject, or the reverse).
+    #[error("operation {operation:?} is not accepted on the {channel} subject")]
+    WrongChannel {
+        /// The operation the message carries.
+        operation: String,
+        /// The kind of subject it arrived on.
+        channel: &'static str,
     },
     /// The message is addressed to someone else.
     #[error("message addressed to {target}, not {expected}")]
@@ -155,7 +172,7 @@ pub fn period_of(ms: u64) -> u64 {
 }
 
 impl Invocation {
-    fn mac_input<'a>(&'a self, payload_hash: &'a [u8; 32], issued: &'a [u8; 8], version: &'a [u8; 2]) -> [&'a [u8]; 9] {
+    fn mac_input<'a>(&'a self, payload_hash: &'a [u8; 32], times: &'a [u8; 16], version: &'a [u8; 2]) -> [&'a [u8]; 9] {
         [
             b"ferry/v1/invocation",
             version,
@@ -165,16 +182,24 @@ impl Invocation {
             self.link_name.as_bytes(),
             self.operation.as_bytes(),
             payload_hash,
-            issued,
+            times,
         ]
+    }
+
+    /// Issue time and deadline, big-endian, as the MAC covers them.
+    fn times(&self) -> [u8; 16] {
+        let mut times = [0u8; 16];
+        times[..8].copy_from_slice(&self.issued_at_ms.to_be_bytes());
+        times[8..].copy_from_slice(&self.deadline_ms.to_be_bytes());
+        times
     }
 
     /// Set the MAC of this invocation under `key`.
     pub fn sign(&mut self, key: &MacKey) {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
-        let issued = self.issued_at_ms.to_be_bytes();
+        let times = self.times();
         let version = self.version.to_be_bytes();
-        self.mac = key.mac(&self.mac_input(&hash, &issued, &version)).to_vec();
+        self.mac = key.mac(&self.mac_input(&hash, &times, &version)).to_vec();
     }
 
     /// Check the MAC of this invocation under `key`.
@@ -183,9 +208,9 @@ impl Invocation {
     /// [`AuthError::Unsigned`] or [`AuthError::BadMac`].
     pub fn verify_mac(&self, key: &MacKey) -> Result<(), AuthError> {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
-        let issued = self.issued_at_ms.to_be_bytes();
+        let times = self.times();
         let version = self.version.to_be_bytes();
-        key.check(&self.mac_input(&hash, &issued, &version), &self.mac)
+        key.check(&self.mac_input(&hash, &times, &version), &self.mac)
     }
 }
 
@@ -399,23 +424,30 @@ impl ProviderCredential {
 #[derive(Debug)]
 pub struct ReplayGuard {
     window_ms: u64,
+    /// When the guard was made: messages issued earlier were meant for a process before this
+    /// one, whose seen ids this guard does not have.
+    started_ms: u64,
     seen: Mutex<BTreeMap<u64, HashSet<u128>>>,
 }
 
 impl ReplayGuard {
-    /// A guard with a window of `window_ms` either side of now.
+    /// A guard with a window of `window_ms` either side of now, refusing messages issued
+    /// before it was made. Make it before subscribing.
     pub fn new(window_ms: u64) -> Self {
-        Self { window_ms: window_ms.max(1), seen: Mutex::new(BTreeMap::new()) }
+        Self { window_ms: window_ms.max(1), started_ms: time::now_ms(), seen: Mutex::new(BTreeMap::new()) }
     }
 
-    /// Check that `issued_at_ms` is within the window of now.
+    /// Check that `issued_at_ms` is within the window of now and not before the guard started.
     ///
     /// # Errors
-    /// [`AuthError::OutsideWindow`].
+    /// [`AuthError::OutsideWindow`], [`AuthError::IssuedBeforeStart`].
     pub fn check_fresh(&self, issued_at_ms: u64) -> Result<(), AuthError> {
         let skew_ms = time::now_ms().abs_diff(issued_at_ms);
         if skew_ms > self.window_ms {
             return Err(AuthError::OutsideWindow { skew_ms, window_ms: self.window_ms });
+        }
+        if issued_at_ms < self.started_ms {
+            return Err(AuthError::IssuedBeforeStart { early_ms: self.started_ms - issued_at_ms });
         }
         Ok(())
     }
@@ -464,11 +496,21 @@ impl Default for ReplayGuard {
     }
 }
 
-/// Full check of an incoming invocation: freshness, MAC under `key`, then replay.
+/// Full check of an incoming invocation that arrived on a subject of kind `channel`: the
+/// operation belongs there, freshness, MAC under `key`, then replay. The operation is under the
+/// MAC, so a captured message cannot be moved to another kind of subject.
 ///
 /// # Errors
 /// The first [`AuthError`] found.
-pub fn verify_invocation(inv: &Invocation, key: &MacKey, guard: &ReplayGuard) -> Result<(), AuthError> {
+pub fn verify_invocation(
+    inv: &Invocation,
+    channel: Channel,
+    key: &MacKey,
+    guard: &ReplayGuard,
+) -> Result<(), AuthError> {
+    if !channel.admits(&inv.operation) {
+        return Err(AuthError::WrongChannel { operation: inv.operation.clone(), channel: channel.name() });
+    }
     guard.check_fresh(inv.issued_at_ms)?;
     inv.verify_mac(key)?;
     guard.record(&inv.id, inv.issued_at_ms)
@@ -499,7 +541,7 @@ mod tests {
         let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
         let mut inv = Invocation::new("comp", "kv", "default", "op", b"payload".to_vec());
         inv.sign(&key);
-        let mutations: [fn(&mut Invocation); 7] = [
+        let mutations: [fn(&mut Invocation); 8] = [
             |i| i.payload.push(0),
             |i| i.origin = "other".into(),
             |i| i.target = "other".into(),
@@ -507,6 +549,7 @@ mod tests {
             |i| i.link_name = "other".into(),
             |i| i.id = "other".into(),
             |i| i.issued_at_ms += 1,
+            |i| i.deadline_ms += 1,
         ];
         for mutate in mutations {
             let mut copy = inv.clone();
@@ -544,8 +587,8 @@ mod tests {
 
     #[test]
     fn replay_guard_rejects_repeats_and_stale_messages() {
-        let guard = ReplayGuard::new(1_000);
         let now = time::now_ms();
+        let guard = ReplayGuard::new(1_000);
         guard.record("a", now).unwrap();
         assert_eq!(guard.record("a", now), Err(AuthError::Replayed("a".into())));
         let uuid = "0123456789abcdef0123456789abcdef";
@@ -553,6 +596,7 @@ mod tests {
         assert_eq!(guard.record(uuid, now), Err(AuthError::Replayed(uuid.into())));
         // Ids of messages too old to pass check_fresh are forgotten.
         guard.record("old", now - 5_000).unwrap();
+        assert!(matches!(guard.check_fresh(now - 500), Err(AuthError::IssuedBeforeStart { .. })));
         guard.record("b", now).unwrap();
         assert!(guard.seen.lock().unwrap().keys().all(|g| *g >= (now - 1_000) / 1_000));
         assert!(guard.check_fresh(time::now_ms()).is_ok());
@@ -574,6 +618,24 @@ mod tests {
         err.sign(&key);
         err.error = Some(crate::RpcError::not_linked("y"));
         assert_eq!(err.verify(&key, "req1"), Err(AuthError::BadMac));
+    }
+
+    #[test]
+    fn operations_are_accepted_only_on_their_subject() {
+        let (cluster, _) = setup();
+        let guard = ReplayGuard::new(DEFAULT_REPLAY_WINDOW_MS);
+        let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
+        let mut get = Invocation::new("comp", "kv", "default", "wasi:keyvalue/store.get", vec![]);
+        get.sign(&key);
+        for channel in [Channel::LinkPut, Channel::LinkDel, Channel::Health, Channel::Shutdown] {
+            assert!(matches!(verify_invocation(&get, channel, &key, &guard), Err(AuthError::WrongChannel { .. })));
+        }
+        let mut stop = Invocation::new("host", "kv", "default", crate::subject::OP_SHUTDOWN, vec![]);
+        stop.sign(&key);
+        assert!(matches!(verify_invocation(&stop, Channel::Rpc, &key, &guard), Err(AuthError::WrongChannel { .. })));
+        assert!(matches!(verify_invocation(&stop, Channel::Health, &key, &guard), Err(AuthError::WrongChannel { .. })));
+        assert_eq!(verify_invocation(&stop, Channel::Shutdown, &key, &guard), Ok(()));
+        assert_eq!(verify_invocation(&get, Channel::Rpc, &key, &guard), Ok(()));
     }
 
     #[test]

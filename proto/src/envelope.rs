@@ -1,7 +1,7 @@
 //! The invocation envelope: every request and reply on `ferry.rpc…`, and every host → provider
 //! control message (link put/del, health, shutdown), is one of these two types.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,10 @@ pub struct Invocation {
     pub trace_context: BTreeMap<String, String>,
     /// When the caller issued it, in milliseconds since the Unix epoch.
     pub issued_at_ms: u64,
+    /// When the caller stops waiting for the answer, in milliseconds since the Unix epoch; 0
+    /// when it sets no deadline. Authenticated: receivers stop work whose deadline passed.
+    #[serde(default)]
+    pub deadline_ms: u64,
     /// HMAC-SHA256 over the canonical form (see [`crate::auth`]); empty when unsigned.
     #[serde(with = "serde_bytes", default)]
     pub mac: Vec<u8>,
@@ -54,8 +58,21 @@ impl Invocation {
             payload,
             trace_context: BTreeMap::new(),
             issued_at_ms: time::now_ms(),
+            deadline_ms: 0,
             mac: Vec::new(),
         }
+    }
+
+    /// Set the deadline to `timeout` after the issue time (sign afterwards: the MAC covers it).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.deadline_ms = self.issued_at_ms.saturating_add(ms.max(1));
+    }
+
+    /// How long the caller still waits, from the receiver's clock; `None` without a deadline,
+    /// zero once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        (self.deadline_ms != 0).then(|| Duration::from_millis(self.deadline_ms.saturating_sub(time::now_ms())))
     }
 
     /// MessagePack bytes of this invocation.

@@ -1,4 +1,4 @@
-//! Health checks: every provider instance answers with its own id and status.
+//! Health checks and shutdown requests: every provider instance answers with its own id.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,15 @@ pub struct HealthAnswer {
     pub links: u32,
 }
 
+/// The payload of [`crate::subject::OP_SHUTDOWN`]: which instance should stop. The MAC covers
+/// it, so a shutdown meant for one instance cannot be republished to stop the others.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ShutdownRequest {
+    /// The instance to stop; `None` stops every instance of the provider.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +42,8 @@ mod tests {
         };
         assert_eq!(decode::<HealthAnswer>(&encode(&a).unwrap()).unwrap(), a);
         assert!(decode::<HealthAnswer>(b"\x01\x02\x03").is_err());
+        let stop = ShutdownRequest { instance_id: Some("i".into()) };
+        assert_eq!(decode::<ShutdownRequest>(&encode(&stop).unwrap()).unwrap(), stop);
+        assert!(decode::<ShutdownRequest>(b"\x01\x02\x03").is_err());
     }
 }

@@ -36,4 +36,4 @@ pub use error::{ErrorKind, ProtoError, RpcError};
 
 /// The protocol version carried by every envelope; a receiver answers any other with
 /// [`ErrorKind::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

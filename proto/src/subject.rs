@@ -17,6 +17,49 @@ pub const OP_HEALTH: &str = "ferry:provider/health";
 /// Operation name of a shutdown request carried in an envelope on [`shutdown`].
 pub const OP_SHUTDOWN: &str = "ferry:provider/shutdown";
 
+/// Namespace of the operations that only control subjects carry.
+const CONTROL_NAMESPACE: &str = "ferry:";
+
+/// The kind of subject an envelope arrives on. Each kind accepts only its own operations, so a
+/// captured invocation cannot be republished where it would mean something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// [`rpc`]: data-plane operations (anything outside the `ferry:` namespace).
+    Rpc,
+    /// [`link_put`]: [`OP_LINK_PUT`] only.
+    LinkPut,
+    /// [`link_del`]: [`OP_LINK_DEL`] only.
+    LinkDel,
+    /// [`health`]: [`OP_HEALTH`] only.
+    Health,
+    /// [`shutdown`]: [`OP_SHUTDOWN`] only.
+    Shutdown,
+}
+
+impl Channel {
+    /// Whether `operation` may arrive on this kind of subject.
+    pub fn admits(self, operation: &str) -> bool {
+        match self {
+            Channel::Rpc => !operation.starts_with(CONTROL_NAMESPACE),
+            Channel::LinkPut => operation == OP_LINK_PUT,
+            Channel::LinkDel => operation == OP_LINK_DEL,
+            Channel::Health => operation == OP_HEALTH,
+            Channel::Shutdown => operation == OP_SHUTDOWN,
+        }
+    }
+
+    /// The name used in errors and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Rpc => "rpc",
+            Channel::LinkPut => "link put",
+            Channel::LinkDel => "link del",
+            Channel::Health => "health",
+            Channel::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// Check that `value` can be used as an identifier of kind `what`: 1–128 characters from
 /// `[A-Za-z0-9_-]`.
 ///

@@ -3,7 +3,6 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use async_nats::RequestErrorKind;
 use ferry_proto::{
     ErrorKind, RpcError,
     auth::{MacKey, ProviderCredential},
@@ -16,6 +15,7 @@ use ferry_proto::{
 use crate::{
     SdkError,
     http::{self, HttpCallOptions, LatticeBody},
+    request::{RequestFailure, Requester},
     stream,
 };
 
@@ -30,6 +30,8 @@ pub struct LatticeClient {
 
 struct Inner {
     nats: async_nats::Client,
+    /// Request/reply that waits for an authentic answer.
+    requester: Requester,
     lattice: String,
     credential: ProviderCredential,
     timeout: Duration,
@@ -65,6 +67,7 @@ impl LatticeClient {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                requester: Requester::new(nats.clone()),
                 nats,
                 lattice: lattice.to_owned(),
                 credential,
@@ -84,8 +87,7 @@ impl LatticeClient {
         timeout: Option<Duration>,
     ) -> Result<Self, SdkError> {
         let credential = ProviderCredential::parse(credential)?;
-        let nats = async_nats::ConnectOptions::new()
-            .name(format!("ferry-client-{}", credential.provider_id()))
+        let nats = crate::nats::connect_options(format!("ferry-client-{}", credential.provider_id()))
             .connect(url)
             .await
             .map_err(|e| SdkError::Nats(format!("cannot connect to {url}: {e}")))?;
@@ -114,6 +116,11 @@ impl LatticeClient {
 
     pub(crate) fn credential(&self) -> &ProviderCredential {
         &self.inner.credential
+    }
+
+    /// Replies dropped so far because they were not authentic (forged, tampered, unsigned).
+    pub fn rejected_replies(&self) -> u64 {
+        self.inner.requester.rejected_replies()
     }
 
     /// Invoke `operation` on `target` over link `link_name` with the default timeout.
@@ -151,8 +158,9 @@ impl LatticeClient {
             .credential
             .key_at(inv.issued_at_ms)
             .map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
+        inv.set_timeout(timeout);
         inv.sign(&key);
-        send_signed(&self.inner.nats, subject, &inv, &key, timeout).await
+        send_signed(&self.inner.requester, subject, &inv, &key).await
     }
 
     /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler` and return its
@@ -204,8 +212,9 @@ impl LatticeClient {
             None => None,
         };
         inv.payload = codec::encode(&head).map_err(RpcError::from)?;
+        inv.set_timeout(options.timeout);
         inv.sign(&key);
-        let answer = send_signed(&self.inner.nats, subject, &inv, &key, options.timeout)
+        let answer = send_signed(&self.inner.requester, subject, &inv, &key)
             .await
             .and_then(|bytes| codec::decode::<HttpResponse>(&bytes).map_err(RpcError::from))
             .and_then(|response| {
@@ -257,52 +266,56 @@ fn authority_or_localhost(authority: &str) -> &str {
     if authority.is_empty() { "localhost" } else { authority }
 }
 
-/// Send an invocation already signed under `key` and verify the answer with the same key:
-/// the one request path shared by the SDK and the host.
+/// Send an invocation already signed under `key` and wait, until its deadline, for a response
+/// that verifies under the same key: the one request path shared by the SDK and the host. A
+/// reply that is unsigned, forged or for another request is dropped, not taken for the answer.
 ///
 /// # Errors
-/// [`ErrorKind::Timeout`], [`ErrorKind::Unavailable`], [`ErrorKind::Denied`] for a response
-/// that fails verification, or the target's own error.
+/// [`ErrorKind::Timeout`] (naming any replies dropped), [`ErrorKind::Unavailable`], or the
+/// target's own error.
 pub async fn send_signed(
-    nats: &async_nats::Client,
+    requester: &Requester,
     subject: String,
     inv: &Invocation,
     key: &MacKey,
-    timeout: Duration,
 ) -> Result<Vec<u8>, RpcError> {
     let bytes = inv.encode().map_err(RpcError::from)?;
-    let reply = match tokio::time::timeout(timeout, nats.request(subject, bytes.into())).await {
-        Err(_) => {
-            return Err(RpcError::new(ErrorKind::Timeout, format!("no answer from {} within {timeout:?}", inv.target)));
-        }
-        Ok(Err(err)) => return Err(map_request_error(&inv.target, &err)),
-        Ok(Ok(reply)) => reply,
-    };
-    let resp = InvocationResponse::decode(&reply.payload).map_err(RpcError::from)?;
-    verify_response(resp, key, &inv.id)
+    let wait = inv.remaining().unwrap_or(DEFAULT_RPC_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let answer = requester
+        .request(subject, bytes.into(), deadline, |msg| {
+            let resp = InvocationResponse::decode(&msg.payload).map_err(|e| format!("undecodable reply: {e}"))?;
+            if resp.mac.is_empty() {
+                return Err(match &resp.error {
+                    Some(err) => format!("unsigned reply: {err}"),
+                    None => "unsigned reply".to_owned(),
+                });
+            }
+            resp.verify(key, &inv.id).map_err(|e| format!("reply failed verification: {e}"))?;
+            Ok(resp)
+        })
+        .await
+        .map_err(|failure| map_failure(&inv.target, wait, failure))?;
+    answer.into_result()
 }
 
-/// Check a response's binding and MAC and turn it into a result. An unsigned error reply (a
-/// receiver that could not even decode the request) keeps its kind but is marked as such.
-fn verify_response(resp: InvocationResponse, key: &MacKey, request_id: &str) -> Result<Vec<u8>, RpcError> {
-    if resp.mac.is_empty()
-        && let Some(err) = resp.error
-    {
-        return Err(RpcError::new(err.kind, format!("unauthenticated reply: {}", err.message)));
-    }
-    resp.verify(key, request_id)
-        .map_err(|e| RpcError::new(ErrorKind::Denied, format!("response failed verification: {e}")))?;
-    resp.into_result()
-}
-
-fn map_request_error(target: &str, err: &async_nats::RequestError) -> RpcError {
-    match err.kind() {
-        RequestErrorKind::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
-        RequestErrorKind::TimedOut => RpcError::new(ErrorKind::Timeout, format!("no answer from {target}")),
-        RequestErrorKind::MaxPayloadExceeded => {
-            RpcError::bad_request(format!("request to {target} exceeds the NATS max payload"))
+fn map_failure(target: &str, wait: Duration, failure: RequestFailure) -> RpcError {
+    match failure {
+        RequestFailure::Timeout { dropped: 0, .. } => {
+            RpcError::new(ErrorKind::Timeout, format!("no answer from {target} within {wait:?}"))
         }
-        RequestErrorKind::InvalidSubject => RpcError::bad_request(format!("invalid subject for {target}")),
-        _ => RpcError::new(ErrorKind::Unavailable, format!("request to {target} failed: {err}")),
+        RequestFailure::Timeout { dropped, last_rejection } => RpcError::new(
+            ErrorKind::Timeout,
+            format!(
+                "no authentic answer from {target} within {wait:?} ({dropped} unauthenticated replies dropped, the last: {})",
+                last_rejection.unwrap_or_default()
+            ),
+        ),
+        RequestFailure::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
+        RequestFailure::TooLarge => RpcError::bad_request(format!("request to {target} exceeds the NATS max payload")),
+        RequestFailure::InvalidSubject => RpcError::bad_request(format!("invalid subject for {target}")),
+        RequestFailure::Connection(err) => {
+            RpcError::new(ErrorKind::Unavailable, format!("request to {target} failed: {err}"))
+        }
     }
 }

@@ -1,4 +1,8 @@
-//! Knowing when NATS has taken our subscriptions in.
+//! NATS connections as Ferry makes them, and knowing when NATS has taken our subscriptions in.
+//!
+//! Every connection is made from [`connect_options`]: async-nats's own request timeout (10 s)
+//! is off, because every Ferry request carries its own deadline and must be able to wait for
+//! exactly that long, shorter or longer.
 //!
 //! A client's `flush` only empties its socket buffer; the server may not have processed the
 //! subscriptions yet, and a request sent on another connection in that moment meets "no
@@ -12,6 +16,11 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use crate::SdkError;
+
+/// Options for a Ferry connection named `name` (shown by the server's monitoring).
+pub fn connect_options(name: impl Into<String>) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new().name(name.into()).request_timeout(None)
+}
 
 /// Longest wait for the round trip.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);

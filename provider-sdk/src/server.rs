@@ -12,10 +12,11 @@ use ferry_proto::{
     auth::{MacKey, ProviderCredential, ReplayGuard, verify_invocation},
     codec,
     envelope::{Invocation, InvocationResponse},
-    health::HealthAnswer,
+    health::{HealthAnswer, ShutdownRequest},
     link::{LinkAck, LinkDel, LinkPut},
     startup::ProviderStartup,
     subject,
+    subject::Channel,
 };
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::Semaphore;
@@ -79,8 +80,7 @@ pub async fn run_provider_with<P: Provider>(
     if credential.key_at(now).is_err() {
         return Err(SdkError::Startup(format!("credential is not valid now: {credential:?}")));
     }
-    let nats = async_nats::ConnectOptions::new()
-        .name(format!("ferry-provider-{}", startup.provider_id))
+    let nats = crate::nats::connect_options(format!("ferry-provider-{}", startup.provider_id))
         .connect(&startup.nats_url)
         .await
         .map_err(|e| SdkError::Nats(format!("cannot connect to {}: {e}", startup.nats_url)))?;
@@ -252,7 +252,8 @@ impl<P: Provider> Server<P> {
                 else => break,
             };
             let reply = msg.reply.clone();
-            let answer = match self.authenticate(&msg.payload) {
+            let channel = if is_put { Channel::LinkPut } else { Channel::LinkDel };
+            let answer = match self.authenticate(&msg.payload, channel) {
                 Err(resp) => *resp,
                 Ok((inv, key)) => {
                     let ack = if is_put {
@@ -295,7 +296,7 @@ impl<P: Provider> Server<P> {
                 () = control.cancelled() => break,
                 msg = health.next() => match msg { Some(msg) => msg, None => break },
             };
-            let answer = match self.authenticate(&msg.payload) {
+            let answer = match self.authenticate(&msg.payload, Channel::Health) {
                 Err(resp) => *resp,
                 Ok((inv, key)) => {
                     let status = self.provider.health(&self.ctx).await;
@@ -323,9 +324,13 @@ impl<P: Provider> Server<P> {
                 () = control.cancelled() => break,
                 msg = requests.next() => match msg { Some(msg) => msg, None => break },
             };
-            match self.authenticate(&msg.payload) {
+            match self.authenticate(&msg.payload, Channel::Shutdown) {
                 Err(resp) => self.reply(msg.reply, *resp).await,
                 Ok((inv, key)) => {
+                    if let Err(refusal) = self.shutdown_is_for_me(&inv) {
+                        self.reply(msg.reply, *refusal).await;
+                        continue;
+                    }
                     info!(origin = %inv.origin, "shutdown requested");
                     self.reply(msg.reply, signed_ok(&inv.id, &self.ctx.instance_id(), &key)).await;
                     self.stop.cancel();
@@ -360,11 +365,27 @@ impl<P: Provider> Server<P> {
     }
 
     async fn invocation(&self, bytes: &[u8]) -> InvocationResponse {
-        let (inv, key) = match self.authenticate(bytes) {
+        let (inv, key) = match self.authenticate(bytes, Channel::Rpc) {
             Ok(ok) => ok,
             Err(resp) => return *resp,
         };
-        let result = self.dispatch(&inv, &key).await;
+        let result = match inv.remaining() {
+            None => self.dispatch(&inv, &key).await,
+            Some(left) if left.is_zero() => {
+                warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, "invocation arrived after its caller's deadline");
+                Err(RpcError::new(ErrorKind::Timeout, "the caller's deadline passed before the invocation started"))
+            }
+            Some(left) => match tokio::time::timeout(left, self.dispatch(&inv, &key)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, after = ?left, "stopped work past its caller's deadline");
+                    Err(RpcError::new(
+                        ErrorKind::Timeout,
+                        format!("the caller's deadline passed after {left:?}; work stopped"),
+                    ))
+                }
+            },
+        };
         if let Err(err) = &result {
             debug!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, kind = ?err.kind, cause = %err.message, "invocation failed");
         }
@@ -404,9 +425,24 @@ impl<P: Provider> Server<P> {
         )
     }
 
-    /// Decode and verify an envelope addressed to this provider. On failure, the error reply
-    /// (signed when a key could be chosen) and the reason.
-    fn authenticate(&self, bytes: &[u8]) -> Result<(Invocation, MacKey), Box<InvocationResponse>> {
+    /// A verified shutdown request stops this instance only if it names this instance or none.
+    fn shutdown_is_for_me(&self, inv: &Invocation) -> Result<(), Box<InvocationResponse>> {
+        let me = self.ctx.instance_id();
+        let refusal = match codec::decode::<ShutdownRequest>(&inv.payload) {
+            Ok(ShutdownRequest { instance_id: None }) => return Ok(()),
+            Ok(ShutdownRequest { instance_id: Some(id) }) if id == me => return Ok(()),
+            Ok(ShutdownRequest { instance_id: Some(id) }) => format!("shutdown for instance {id}, not {me}"),
+            Err(err) => format!("bad shutdown request: {err}"),
+        };
+        warn!(id = %inv.id, origin = %inv.origin, cause = %refusal, "rejected invocation");
+        Err(Box::new(InvocationResponse::err(inv.id.clone(), RpcError::new(ErrorKind::Denied, refusal))))
+    }
+
+    /// Decode and verify an envelope addressed to this provider that arrived on a subject of
+    /// kind `channel`. On failure, the error reply and the reason. Refusals are never signed:
+    /// a MACed refusal for a request id anyone may choose would let a bus client fail the real
+    /// request with a genuine-looking error.
+    fn authenticate(&self, bytes: &[u8], channel: Channel) -> Result<(Invocation, MacKey), Box<InvocationResponse>> {
         let inv = match Invocation::decode(bytes) {
             Ok(inv) => inv,
             Err(err) => {
@@ -429,12 +465,10 @@ impl<P: Provider> Server<P> {
                 return Err(Box::new(InvocationResponse::err(inv.id, err)));
             }
         };
-        if let Err(err) = verify_invocation(&inv, &key, &self.guard) {
+        if let Err(err) = verify_invocation(&inv, channel, &key, &self.guard) {
             let err = RpcError::new(ErrorKind::Denied, err.to_string());
             warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-            let mut resp = InvocationResponse::err(inv.id, err);
-            resp.sign(&key);
-            return Err(Box::new(resp));
+            return Err(Box::new(InvocationResponse::err(inv.id, err)));
         }
         Ok((inv, key))
     }

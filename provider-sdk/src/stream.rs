@@ -211,6 +211,17 @@ async fn pull_task(
     timeout: Duration,
     tx: mpsc::Sender<Result<Bytes, RpcError>>,
 ) {
+    // One inbox for the stream's pulls: a reply that is not the chunk asked for (forged, late,
+    // tampered) is dropped and the pull goes on waiting for the real one.
+    let inbox = nats.new_inbox();
+    let mut replies = match nats.subscribe(inbox.clone()).await {
+        Ok(replies) => replies,
+        Err(err) => {
+            let _ =
+                tx.send(Err(RpcError::new(ErrorKind::Unavailable, format!("cannot pull stream {id}: {err}")))).await;
+            return;
+        }
+    };
     let mut seq = 0;
     loop {
         let request = match StreamPull::new(&id, seq, false, &key).encode() {
@@ -220,24 +231,16 @@ async fn pull_task(
                 return;
             }
         };
-        let reply = tokio::select! {
+        if let Err(err) = nats.publish_with_reply(subject.clone(), inbox.clone(), request.into()).await {
+            let _ = tx.send(Err(RpcError::new(ErrorKind::Unavailable, format!("stream {id}: {err}")))).await;
+            return;
+        }
+        let chunk = tokio::select! {
             () = tx.closed() => {
                 cancel(&nats, &subject, &id, seq, &key).await;
                 return;
             }
-            reply = tokio::time::timeout(timeout, nats.request(subject.clone(), request.into())) => reply,
-        };
-        let chunk = match reply {
-            Err(_) => {
-                Err(RpcError::new(ErrorKind::Timeout, format!("no chunk {seq} of stream {id} within {timeout:?}")))
-            }
-            Ok(Err(err)) => Err(RpcError::new(ErrorKind::Unavailable, format!("stream {id} is gone: {err}"))),
-            Ok(Ok(msg)) => StreamChunk::decode(&msg.payload).map_err(RpcError::from).and_then(|chunk| {
-                chunk
-                    .verify(&key, &id, seq)
-                    .map(|()| chunk)
-                    .map_err(|e| RpcError::new(ErrorKind::Denied, format!("chunk failed verification: {e}")))
-            }),
+            chunk = next_chunk(&mut replies, &id, seq, &key, timeout) => chunk,
         };
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -260,6 +263,39 @@ async fn pull_task(
             return;
         }
         seq += 1;
+    }
+}
+
+/// Wait up to `timeout` for chunk `seq` of stream `id`, dropping replies that are not it.
+async fn next_chunk(
+    replies: &mut async_nats::Subscriber,
+    id: &str,
+    seq: u64,
+    key: &MacKey,
+    timeout: Duration,
+) -> Result<StreamChunk, RpcError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, replies.next()).await {
+            Err(_) => {
+                return Err(RpcError::new(
+                    ErrorKind::Timeout,
+                    format!("no chunk {seq} of stream {id} within {timeout:?}"),
+                ));
+            }
+            Ok(None) => return Err(RpcError::new(ErrorKind::Unavailable, format!("stream {id}: connection closed"))),
+            Ok(Some(msg)) => msg,
+        };
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return Err(RpcError::new(ErrorKind::Unavailable, format!("stream {id} is gone")));
+        }
+        let verified = StreamChunk::decode(&msg.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|chunk| chunk.verify(key, id, seq).map(|()| chunk).map_err(|e| e.to_string()));
+        match verified {
+            Ok(chunk) => return Ok(chunk),
+            Err(cause) => warn!(stream = %id, seq, %cause, "dropped a reply that is not the chunk pulled"),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod blobstore;
 mod health;
+mod hostile;
 mod http;
 mod isolation;
 mod keyvalue;

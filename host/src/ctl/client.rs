@@ -36,7 +36,10 @@ impl CtlClient {
     ) -> Result<CtlResponse, HostError> {
         let subject = subject::ctl(&self.lattice, resource, verb, host)?;
         let body = serde_json::to_vec(command).map_err(|e| HostError::Invalid(e.to_string()))?;
-        let reply = tokio::time::timeout(self.timeout, self.nats.request(subject.clone(), body.into()))
+        // The request's own timeout, not the connection's default (10 s in async-nats), so
+        // `--timeout-ms` holds whichever is longer.
+        let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
+        let reply = tokio::time::timeout(self.timeout, self.nats.send_request(subject.clone(), request))
             .await
             .map_err(|_| HostError::Nats(format!("no host answered {subject} within {:?}", self.timeout)))?
             .map_err(|e| HostError::Nats(format!("{subject}: {e}")))?;

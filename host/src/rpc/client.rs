@@ -9,11 +9,14 @@ use ferry_proto::{
     envelope::Invocation,
     subject,
 };
+use ferry_provider_sdk::request::Requester;
 
 /// Sends invocations from this host's components to providers.
 #[derive(Clone, Debug)]
 pub(crate) struct RpcClient {
     nats: async_nats::Client,
+    /// Request/reply that waits for an authentic answer.
+    requester: Requester,
     lattice: String,
     cluster: ClusterKey,
     timeout: Duration,
@@ -21,7 +24,7 @@ pub(crate) struct RpcClient {
 
 impl RpcClient {
     pub(crate) fn new(nats: async_nats::Client, lattice: &str, cluster: ClusterKey, timeout: Duration) -> Self {
-        Self { nats, lattice: lattice.to_owned(), cluster, timeout }
+        Self { requester: Requester::new(nats.clone()), nats, lattice: lattice.to_owned(), cluster, timeout }
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -69,7 +72,8 @@ impl RpcClient {
         self.send_on(subject, &mut inv, timeout).await
     }
 
-    /// Sign `inv` for its target and send it on `subject` (link, health and shutdown subjects).
+    /// Sign `inv` for its target and send it on `subject` (link, health and shutdown subjects),
+    /// waiting at most `timeout` (less when `inv` already carries an earlier deadline).
     pub(crate) async fn send_on(
         &self,
         subject: String,
@@ -77,7 +81,12 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
         let key = self.cluster.provider_key(&self.lattice, &inv.target, period_of(inv.issued_at_ms));
+        let deadline = inv.deadline_ms;
+        inv.set_timeout(timeout);
+        if deadline != 0 {
+            inv.deadline_ms = inv.deadline_ms.min(deadline);
+        }
         inv.sign(&key);
-        ferry_provider_sdk::client::send_signed(&self.nats, subject, inv, &key, timeout).await
+        ferry_provider_sdk::client::send_signed(&self.requester, subject, inv, &key).await
     }
 }

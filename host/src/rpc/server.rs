@@ -12,7 +12,7 @@ use ferry_proto::{
     keyvalue::Empty,
     messaging::{self as msg, BrokerMessage},
     stream::DEFAULT_CHUNK_SIZE,
-    subject,
+    subject::{self, Channel},
 };
 use ferry_provider_sdk::{
     http::LatticeBody,
@@ -82,27 +82,39 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
         }
     };
     let key = ctx.rpc.cluster().provider_key(&ctx.lattice_name, &inv.origin, period_of(inv.issued_at_ms));
-    let sign = |mut resp: InvocationResponse| {
-        resp.sign(&key);
-        resp
-    };
+    // Refusals are not signed: a MACed refusal for a request id anyone may choose would let a
+    // bus client fail the real request with a genuine-looking error.
     if inv.target != *id {
         let err = RpcError::new(ErrorKind::Denied, format!("invocation addressed to {}, not {id}", inv.target));
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
-        return sign(InvocationResponse::err(inv.id, err));
+        return InvocationResponse::err(inv.id, err);
     }
-    if let Err(err) = verify_invocation(&inv, &key, &ctx.guard) {
+    if let Err(err) = verify_invocation(&inv, Channel::Rpc, &key, &ctx.guard) {
         let err = RpcError::new(ErrorKind::Denied, err.to_string());
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-        return sign(InvocationResponse::err(inv.id, err));
+        return InvocationResponse::err(inv.id, err);
     }
-    let result = match inv.operation.as_str() {
-        wit_http::OP_HANDLE => match run(ctx, component, &inv, &key).await {
-            Ok((response, rest)) => respond(ctx, response, rest, &key).await,
-            Err(err) => Err(err),
-        },
-        msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv).await,
-        other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {other:?}"))),
+    let result = if inv.remaining().is_some_and(|left| left.is_zero()) {
+        warn!(component = %id, invocation = %inv.id, origin = %inv.origin, "invocation arrived after its caller's deadline");
+        Err(RpcError::new(ErrorKind::Timeout, "the caller's deadline passed before the invocation started"))
+    } else {
+        match inv.operation.as_str() {
+            wit_http::OP_HANDLE => match run(ctx, component, &inv, &key).await {
+                Ok((response, rest)) => respond(ctx, response, rest, &key).await,
+                Err(err) => Err(err),
+            },
+            msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv).await,
+            other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {other:?}"))),
+        }
+    };
+    if let Some(err) =
+        result.as_ref().err().filter(|e| e.kind == ErrorKind::Timeout && inv.remaining().is_some_and(|l| l.is_zero()))
+    {
+        warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err.message, "stopped work past its caller's deadline");
+    }
+    let sign = |mut resp: InvocationResponse| {
+        resp.sign(&key);
+        resp
     };
     if let Err(err) = &result {
         debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
@@ -129,7 +141,7 @@ async fn run(
         key,
         ctx.rpc.timeout(),
     )?;
-    component.handle_http(request, body, DEFAULT_CHUNK_SIZE).await
+    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining()).await
 }
 
 /// The caller must be linked to the component over the export it invokes.
@@ -155,7 +167,7 @@ fn require_link(
 async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
     require_link(ctx, component, inv, msg::WIT_NAMESPACE, msg::WIT_PACKAGE, msg::HANDLER_INTERFACE)?;
     let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-    component.handle_message(message).await?;
+    component.handle_message(message, inv.remaining()).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)
 }
 

@@ -46,8 +46,10 @@ impl Provider for KeyValueProvider {
                 Arc::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone()))
             }
             BackendConfig::Nats { url: Some(url), bucket_prefix } => {
-                let nats =
-                    async_nats::connect(url).await.map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+                let nats = ferry_provider_sdk::nats::connect_options("ferry-keyvalue-backend")
+                    .connect(url)
+                    .await
+                    .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
                 // Fail the link now if JetStream is off, not on the first call.
                 jetstream::new(nats.clone())
                     .query_account()

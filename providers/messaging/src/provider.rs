@@ -75,27 +75,29 @@ impl MessagingProvider {
         let consumer = self.consumer(ctx);
         check_subject(&consumer, &req.subject)?;
         let timeout = Duration::from_millis(u64::from(req.timeout_ms.max(1)));
-        let reply =
-            match tokio::time::timeout(timeout, consumer.nats.request(req.subject.clone(), req.body.into())).await {
-                Err(_) => {
-                    return Err(RpcError::new(
-                        ErrorKind::Timeout,
-                        format!("no reply on {} within {timeout:?}", req.subject),
-                    ));
-                }
-                Ok(Err(err)) => {
-                    return Err(match err.kind() {
-                        RequestErrorKind::NoResponders => {
-                            RpcError::new(ErrorKind::Unavailable, format!("nobody answers on {}", req.subject))
-                        }
-                        RequestErrorKind::TimedOut => {
-                            RpcError::new(ErrorKind::Timeout, format!("no reply on {} within {timeout:?}", req.subject))
-                        }
-                        _ => RpcError::provider(format!("request on {} failed: {err}", req.subject)),
-                    });
-                }
-                Ok(Ok(reply)) => reply,
-            };
+        // The component's timeout, not the connection's default.
+        let request = async_nats::Request::new().payload(req.body.into()).timeout(Some(timeout));
+        let reply = match tokio::time::timeout(timeout, consumer.nats.send_request(req.subject.clone(), request)).await
+        {
+            Err(_) => {
+                return Err(RpcError::new(
+                    ErrorKind::Timeout,
+                    format!("no reply on {} within {timeout:?}", req.subject),
+                ));
+            }
+            Ok(Err(err)) => {
+                return Err(match err.kind() {
+                    RequestErrorKind::NoResponders => {
+                        RpcError::new(ErrorKind::Unavailable, format!("nobody answers on {}", req.subject))
+                    }
+                    RequestErrorKind::TimedOut => {
+                        RpcError::new(ErrorKind::Timeout, format!("no reply on {} within {timeout:?}", req.subject))
+                    }
+                    _ => RpcError::provider(format!("request on {} failed: {err}", req.subject)),
+                });
+            }
+            Ok(Ok(reply)) => reply,
+        };
         let answer = BrokerMessage {
             subject: reply.subject.to_string(),
             body: reply.payload.to_vec(),
@@ -177,8 +179,7 @@ impl Handler {
 
 /// Connect to a NATS of the link's choosing, with a bounded subscription buffer.
 async fn connect(uris: &str, role: &str) -> Result<async_nats::Client, String> {
-    async_nats::ConnectOptions::new()
-        .name(format!("ferry-messaging-{role}"))
+    ferry_provider_sdk::nats::connect_options(format!("ferry-messaging-{role}"))
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connect(uris)
         .await

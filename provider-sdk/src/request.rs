@@ -1,0 +1,185 @@
+//! Request/reply that only an authentic answer ends.
+//!
+//! A plain NATS request takes the first message on its reply subject, and anyone who saw the
+//! request on the bus can publish to that subject. [`Requester`] keeps one wildcard inbox per
+//! connection, routes each reply to its waiting request, and hands every reply to the caller's
+//! check: a reply that fails it is dropped (and counted), and the request goes on waiting for
+//! the real one until its deadline.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use async_nats::{Message, PublishErrorKind, StatusCode};
+use futures::StreamExt as _;
+use tokio::{
+    sync::{OnceCell, mpsc},
+    time::Instant,
+};
+use tracing::{debug, warn};
+
+/// Replies buffered for one request; a flood beyond this is dropped.
+const REPLY_BUFFER: usize = 64;
+
+/// Why a request ended without an accepted reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestFailure {
+    /// The deadline passed. `dropped` replies failed the check; `last_rejection` says why the
+    /// last one did.
+    Timeout {
+        /// How many replies failed the check.
+        dropped: u64,
+        /// Why the last of them failed.
+        last_rejection: Option<String>,
+    },
+    /// The server reports that nobody subscribes to the subject.
+    NoResponders,
+    /// The request is larger than the server's max payload.
+    TooLarge,
+    /// The subject is not valid.
+    InvalidSubject,
+    /// The connection failed.
+    Connection(String),
+}
+
+/// One wildcard inbox per NATS connection, shared by every request made through it. Cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct Requester {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    nats: async_nats::Client,
+    /// `_INBOX.{nuid}`; request `n` gets the reply subject `{prefix}.{n}`.
+    prefix: String,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Replies dropped for failing their check, over the life of the connection.
+    rejected: AtomicU64,
+    /// The routing task's subscription, made on first use.
+    started: OnceCell<()>,
+}
+
+impl Requester {
+    /// A requester on `nats`. Its inbox is subscribed on the first request.
+    pub fn new(nats: async_nats::Client) -> Self {
+        let prefix = nats.new_inbox();
+        Self {
+            inner: Arc::new(Inner {
+                nats,
+                prefix,
+                next: AtomicU64::new(0),
+                pending: Mutex::new(HashMap::new()),
+                rejected: AtomicU64::new(0),
+                started: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Replies dropped so far because they failed their check (forged, tampered, for another
+    /// request).
+    pub fn rejected_replies(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Publish `payload` on `subject` and wait until `deadline` for a reply that `check`
+    /// accepts. `check` returns the value to hand back, or why the reply is not authentic.
+    ///
+    /// # Errors
+    /// [`RequestFailure`].
+    pub async fn request<T>(
+        &self,
+        subject: String,
+        payload: bytes::Bytes,
+        deadline: Instant,
+        mut check: impl FnMut(&Message) -> Result<T, String>,
+    ) -> Result<T, RequestFailure> {
+        self.start().await?;
+        let token = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(REPLY_BUFFER);
+        self.pending().insert(token, tx);
+        let _registered = Deregister { inner: &self.inner, token };
+        let reply = format!("{}.{token}", self.inner.prefix);
+        self.inner.nats.publish_with_reply(subject, reply, payload).await.map_err(|err| match err.kind() {
+            PublishErrorKind::MaxPayloadExceeded => RequestFailure::TooLarge,
+            PublishErrorKind::InvalidSubject => RequestFailure::InvalidSubject,
+            PublishErrorKind::Send => RequestFailure::Connection(err.to_string()),
+        })?;
+        let (mut dropped, mut last_rejection) = (0, None);
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Err(RequestFailure::Timeout { dropped, last_rejection }),
+                Ok(None) => return Err(RequestFailure::Connection("the connection closed".into())),
+                Ok(Some(msg)) => msg,
+            };
+            if msg.status == Some(StatusCode::NO_RESPONDERS) {
+                return Err(RequestFailure::NoResponders);
+            }
+            match check(&msg) {
+                Ok(value) => return Ok(value),
+                Err(reason) => {
+                    dropped += 1;
+                    let total = self.inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    warn!(subject = %msg.subject, cause = %reason, rejected_total = total, "dropped an unauthenticated reply");
+                    last_rejection = Some(reason);
+                }
+            }
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Message>>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn start(&self) -> Result<(), RequestFailure> {
+        self.inner
+            .started
+            .get_or_try_init(|| async {
+                let mut sub = self
+                    .inner
+                    .nats
+                    .subscribe(format!("{}.*", self.inner.prefix))
+                    .await
+                    .map_err(|e| RequestFailure::Connection(e.to_string()))?;
+                let inner = Arc::downgrade(&self.inner);
+                tokio::spawn(async move {
+                    while let Some(msg) = sub.next().await {
+                        let Some(inner) = inner.upgrade() else { break };
+                        let token = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok());
+                        let sender = token
+                            .and_then(|t| inner.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&t).cloned());
+                        match sender {
+                            Some(sender) => {
+                                if sender.try_send(msg).is_err() {
+                                    inner.rejected.fetch_add(1, Ordering::Relaxed);
+                                    debug!("dropped a reply: its request is gone or flooded");
+                                }
+                            }
+                            None => debug!(subject = %msg.subject, "dropped a reply nobody waits for"),
+                        }
+                    }
+                });
+                Ok(())
+            })
+            .await
+            .copied()
+    }
+}
+
+/// Removes a request's entry when it ends, however it ends.
+struct Deregister<'a> {
+    inner: &'a Inner,
+    token: u64,
+}
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.token);
+    }
+}
