@@ -9,4 +9,5 @@ mod keyvalue;
 mod lifecycle;
 mod messaging;
 mod security;
+mod timeouts;
 mod up;
