@@ -28,7 +28,7 @@ use wasmtime_wasi_http::{
 use crate::{
     HostError, Limits,
     engine::ticks,
-    state::{ComponentEnv, HostState},
+    state::{Causes, ComponentEnv, HostState},
 };
 
 /// Bindings of the messaging export.
@@ -120,6 +120,7 @@ impl RunningComponent {
         &self,
         message: BrokerMessage,
         remaining: Option<Duration>,
+        causes: Causes,
     ) -> Result<(), RpcError> {
         let Some(pre) = self.messaging.clone() else {
             return Err(RpcError::new(
@@ -129,7 +130,7 @@ impl RunningComponent {
         };
         let (deadline, why) = self.time_limit(remaining);
         let _permit = self.permit(deadline).await?;
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes));
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
         let call = async {
@@ -155,6 +156,7 @@ impl RunningComponent {
         body: LatticeBody,
         chunk_size: usize,
         remaining: Option<Duration>,
+        causes: Causes,
     ) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
         let Some(proxy) = self.proxy.clone() else {
             return Err(RpcError::new(
@@ -170,7 +172,7 @@ impl RunningComponent {
             _ => Scheme::Http,
         };
 
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes));
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
         let instance = proxy.instantiate_async(&mut store).await.map_err(trap)?;

@@ -2,7 +2,13 @@
 //! resource table and what the capability imports need (the component's identity, the lattice
 //! view, the RPC client, chosen link names, config).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
 use ferry_proto::{link::DEFAULT_LINK_NAME, state::ConfigValues};
 use wasmtime::component::ResourceTable;
@@ -24,6 +30,31 @@ pub(crate) struct ComponentEnv {
     pub(crate) blob_spool_bytes: u64,
 }
 
+/// Numbers the state-changing calls made while serving one invocation: the n-th carries the
+/// cause `{invocation id}.{n}`, which providers claim in the lattice-wide replay record. The same
+/// invocation replayed on another host makes calls with the same causes, and they are refused.
+#[derive(Clone, Debug)]
+pub(crate) struct Causes {
+    parent: Arc<str>,
+    next: Arc<AtomicU32>,
+}
+
+impl Causes {
+    /// Causes of the calls made while serving invocation `parent`.
+    pub(crate) fn new(parent: &str) -> Self {
+        Self { parent: parent.into(), next: Arc::new(AtomicU32::new(0)) }
+    }
+
+    /// The cause of a call of `operation`: the next number for a state-changing one, empty for
+    /// a read.
+    pub(crate) fn of(&self, operation: &str) -> String {
+        if self.parent.is_empty() || ferry_proto::is_read_only(operation) {
+            return String::new();
+        }
+        format!("{}.{}", self.parent, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// The state of one component instance (one invocation).
 pub(crate) struct HostState {
     pub(crate) env: Arc<ComponentEnv>,
@@ -35,10 +66,12 @@ pub(crate) struct HostState {
     link_names: HashMap<(String, String, String), String>,
     /// The component's config, merged once at instantiation.
     pub(crate) config: ConfigValues,
+    /// Causes of the state-changing calls this invocation makes.
+    pub(crate) causes: Causes,
 }
 
 impl HostState {
-    pub(crate) fn new(env: Arc<ComponentEnv>) -> Self {
+    pub(crate) fn new(env: Arc<ComponentEnv>, causes: Causes) -> Self {
         // No preopens, no network, no environment: WASI grants nothing beyond clocks, random
         // and stdio (stdout/stderr go to the host's log).
         let wasi = WasiCtx::builder()
@@ -57,6 +90,7 @@ impl HostState {
             hooks: DenyOutgoingHttp,
             link_names: HashMap::new(),
             config,
+            causes,
         }
     }
 

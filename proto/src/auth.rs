@@ -172,7 +172,12 @@ pub fn period_of(ms: u64) -> u64 {
 }
 
 impl Invocation {
-    fn mac_input<'a>(&'a self, payload_hash: &'a [u8; 32], times: &'a [u8; 16], version: &'a [u8; 2]) -> [&'a [u8]; 9] {
+    fn mac_input<'a>(
+        &'a self,
+        payload_hash: &'a [u8; 32],
+        times: &'a [u8; 16],
+        version: &'a [u8; 2],
+    ) -> [&'a [u8]; 10] {
         [
             b"ferry/v1/invocation",
             version,
@@ -183,6 +188,7 @@ impl Invocation {
             self.operation.as_bytes(),
             payload_hash,
             times,
+            self.cause.as_bytes(),
         ]
     }
 
@@ -541,7 +547,7 @@ mod tests {
         let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
         let mut inv = Invocation::new("comp", "kv", "default", "op", b"payload".to_vec());
         inv.sign(&key);
-        let mutations: [fn(&mut Invocation); 8] = [
+        let mutations: [fn(&mut Invocation); 9] = [
             |i| i.payload.push(0),
             |i| i.origin = "other".into(),
             |i| i.target = "other".into(),
@@ -550,6 +556,7 @@ mod tests {
             |i| i.id = "other".into(),
             |i| i.issued_at_ms += 1,
             |i| i.deadline_ms += 1,
+            |i| i.cause = "parent.0".into(),
         ];
         for mutate in mutations {
             let mut copy = inv.clone();

@@ -42,6 +42,15 @@ pub mod op {
     pub const OBJECT_INFO: &str = "wasi:blobstore/container.object-info";
     /// `container.clear`: [`super::ContainerRequest`] → `{}`.
     pub const CLEAR: &str = "wasi:blobstore/container.clear";
+
+    /// Whether `operation` only reads: replaying it changes nothing, so it needs no entry in the
+    /// lattice-wide replay record.
+    pub fn is_read_only(operation: &str) -> bool {
+        matches!(
+            operation,
+            GET_CONTAINER | CONTAINER_EXISTS | CONTAINER_INFO | GET_DATA | LIST_OBJECTS | HAS_OBJECT | OBJECT_INFO
+        )
+    }
 }
 
 /// Names a container.

@@ -34,12 +34,24 @@ pub struct Invocation {
     /// when it sets no deadline. Authenticated: receivers stop work whose deadline passed.
     #[serde(default)]
     pub deadline_ms: u64,
+    /// What the lattice-wide replay record keys a state-changing invocation on:
+    /// `{parent id}.{n}` for the n-th state-changing call a component made while serving the
+    /// invocation `parent`; empty for an invocation with no parent (its own id counts). A
+    /// replayed parent, run again anywhere, makes calls with the same causes, and the providers
+    /// refuse them. Authenticated.
+    #[serde(default)]
+    pub cause: String,
     /// HMAC-SHA256 over the canonical form (see [`crate::auth`]); empty when unsigned.
     #[serde(with = "serde_bytes", default)]
     pub mac: Vec<u8>,
 }
 
 impl Invocation {
+    /// The key of this invocation in the lattice-wide replay record: its cause, or its id.
+    pub fn replay_key(&self) -> &str {
+        if self.cause.is_empty() { &self.id } else { &self.cause }
+    }
+
     /// A fresh, unsigned invocation issued now with a new id.
     pub fn new(
         origin: impl Into<String>,
@@ -59,6 +71,7 @@ impl Invocation {
             trace_context: BTreeMap::new(),
             issued_at_ms: time::now_ms(),
             deadline_ms: 0,
+            cause: String::new(),
             mac: Vec::new(),
         }
     }

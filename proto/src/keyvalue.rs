@@ -32,6 +32,13 @@ pub mod op {
     pub const SET_MANY: &str = "wasi:keyvalue/batch.set-many";
     /// `batch.delete-many`.
     pub const DELETE_MANY: &str = "wasi:keyvalue/batch.delete-many";
+
+    /// Whether `operation` only reads: replaying it changes nothing, so it needs no entry in the
+    /// lattice-wide replay record. (`open` may create an empty bucket; doing so again is a
+    /// no-op, so it counts as a read.)
+    pub fn is_read_only(operation: &str) -> bool {
+        matches!(operation, OPEN | GET | EXISTS | LIST_KEYS | GET_MANY)
+    }
 }
 
 /// Names one bucket: `open`.

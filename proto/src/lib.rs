@@ -34,6 +34,13 @@ pub mod time;
 
 pub use error::{ErrorKind, ProtoError, RpcError};
 
+/// Whether `operation` of a standard interface only reads, so a replay of it changes nothing.
+/// Every other operation, those of custom interfaces included, counts as state-changing and is
+/// recorded lattice-wide before it runs.
+pub fn is_read_only(operation: &str) -> bool {
+    keyvalue::op::is_read_only(operation) || blobstore::op::is_read_only(operation)
+}
+
 /// The protocol version carried by every envelope; a receiver answers any other with
 /// [`ErrorKind::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u16 = 2;

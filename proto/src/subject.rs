@@ -222,6 +222,16 @@ pub fn data_bucket(lattice: &str) -> Result<String, ProtoError> {
     Ok(format!("FERRY_{lattice}_DATA"))
 }
 
+/// `FERRY_{lattice}_SEEN`: the lattice-wide record of state-changing invocations already
+/// carried out, kept for twice the replay window.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn seen_bucket(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("FERRY_{lattice}_SEEN"))
+}
+
 /// Prefixes of JetStream names that belong to the lattice or to JetStream itself: the lattice's
 /// buckets (`FERRY_…`, in any case) and the streams behind every KV bucket (`KV_…`) and object
 /// store (`OBJ_…`).
@@ -251,6 +261,7 @@ mod tests {
         assert_eq!(ctl("prod", "link", "put", None).unwrap(), "ferry.ctl.v1.prod.link.put");
         assert_eq!(event("prod", "link_set").unwrap(), "ferry.evt.prod.link_set");
         assert_eq!(data_bucket("prod").unwrap(), "FERRY_prod_DATA");
+        assert_eq!(seen_bucket("prod").unwrap(), "FERRY_prod_SEEN");
         assert_eq!(stream("prod", "s1").unwrap(), "ferry.stream.prod.s1");
     }
 

@@ -33,6 +33,7 @@ pub mod keyvalue;
 mod links;
 pub mod nats;
 mod provider;
+pub mod replay;
 pub mod request;
 mod server;
 mod signal;

@@ -27,6 +27,7 @@ use crate::{
     LatticeBucket, LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
     links::Applied,
     provider::{ContextInner, InvocationContext},
+    replay::ReplayRecord,
 };
 
 /// Upper bound of invocations one provider instance runs at once; more wait for a permit
@@ -99,7 +100,9 @@ pub async fn run_provider_with<P: Provider>(
             links: LinkStore::default(),
         }),
     };
-    let server = Arc::new(Server { provider, ctx, guard: ReplayGuard::default(), stop: CancellationToken::new() });
+    let record = ReplayRecord::new(nats, &startup.lattice);
+    let server =
+        Arc::new(Server { provider, ctx, guard: ReplayGuard::default(), record, stop: CancellationToken::new() });
     server.serve(shutdown).await
 }
 
@@ -108,6 +111,8 @@ struct Server<P> {
     ctx: ProviderContext,
     /// Replay protection shared by every subscription of this instance.
     guard: ReplayGuard,
+    /// Lattice-wide replay protection for state-changing invocations.
+    record: ReplayRecord,
     /// Cancelled by a shutdown request from the lattice.
     stop: CancellationToken,
 }
@@ -369,6 +374,13 @@ impl<P: Provider> Server<P> {
             Ok(ok) => ok,
             Err(resp) => return *resp,
         };
+        if !ferry_proto::is_read_only(&inv.operation)
+            && let Err(err) = self.record.claim(inv.replay_key()).await
+        {
+            // Unsigned, like every refusal: the genuine request may still be running elsewhere.
+            warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+            return InvocationResponse::err(inv.id, err);
+        }
         let result = match inv.remaining() {
             None => self.dispatch(&inv, &key).await,
             Some(left) if left.is_zero() => {

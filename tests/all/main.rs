@@ -8,6 +8,7 @@ mod isolation;
 mod keyvalue;
 mod lifecycle;
 mod messaging;
+mod replay;
 mod security;
 mod timeouts;
 mod up;

@@ -131,6 +131,7 @@ impl Route {
     async fn get_data(&self, request: &wire::GetDataRequest) -> Result<IncomingValue, RpcError> {
         let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, op::GET_DATA);
         inv.payload = codec::encode(request)?;
+        inv.cause = self.causes.of(op::GET_DATA);
         let bytes = self.env.rpc.send(inv, self.env.rpc.timeout()).await?;
         let answer: wire::DataResponse = codec::decode(&bytes)?;
         let body = LatticeBody::from_payload(
@@ -147,6 +148,7 @@ impl Route {
     /// `write-data`: offer `data` as a stream (past its first chunk) and invoke the provider.
     async fn write_data(self, container: String, object: String, data: ByteStream) -> Result<(), RpcError> {
         let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, op::WRITE_DATA);
+        inv.cause = self.causes.of(op::WRITE_DATA);
         let (inline, rest) = stream::split_inline(data, DEFAULT_CHUNK_SIZE, INLINE_WAIT).await?;
         let mut request = wire::WriteDataRequest { container, object, data: inline.to_vec(), data_stream: None };
         let offer = match rest {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ferry_proto::{RpcError, codec};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::state::{ComponentEnv, HostState};
+use crate::state::{Causes, ComponentEnv, HostState};
 
 /// The linked provider and the link name in force for one interface.
 #[derive(Clone)]
@@ -16,6 +16,8 @@ pub(crate) struct Route {
     pub(crate) env: Arc<ComponentEnv>,
     pub(crate) name: String,
     pub(crate) target: String,
+    /// Numbers the state-changing calls of the invocation being served.
+    pub(crate) causes: Causes,
 }
 
 impl HostState {
@@ -28,7 +30,7 @@ impl HostState {
                 "{component} has no link named {name:?} for {namespace}:{package}/{interface}"
             ))
         })?;
-        Ok(Route { env: self.env.clone(), name, target })
+        Ok(Route { env: self.env.clone(), name, target, causes: self.causes.clone() })
     }
 }
 
@@ -40,7 +42,8 @@ impl Route {
         request: &Req,
     ) -> Result<Resp, RpcError> {
         let payload = codec::encode(request)?;
-        let bytes = self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload).await?;
+        let cause = self.causes.of(operation);
+        let bytes = self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload, cause).await?;
         codec::decode(&bytes)
             .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")))
     }

@@ -35,7 +35,8 @@ impl RpcClient {
         &self.cluster
     }
 
-    /// Invoke `operation` on provider `target` as `origin` over link `link_name`.
+    /// Invoke `operation` on provider `target` as `origin` over link `link_name`; `cause` is
+    /// the call's key in the lattice-wide replay record (empty: its own id).
     pub(crate) async fn invoke(
         &self,
         origin: &str,
@@ -43,8 +44,10 @@ impl RpcClient {
         link_name: &str,
         operation: &str,
         payload: Vec<u8>,
+        cause: String,
     ) -> Result<Vec<u8>, RpcError> {
-        let inv = Invocation::new(origin, target, link_name, operation, payload);
+        let mut inv = Invocation::new(origin, target, link_name, operation, payload);
+        inv.cause = cause;
         self.send(inv, self.timeout).await
     }
 

@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use crate::{HostError, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient};
+use crate::{HostError, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient, state::Causes};
 
 /// What a component's server loop needs from its host.
 #[derive(Clone)]
@@ -141,7 +141,7 @@ async fn run(
         key,
         ctx.rpc.timeout(),
     )?;
-    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining()).await
+    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining(), Causes::new(&inv.id)).await
 }
 
 /// The caller must be linked to the component over the export it invokes.
@@ -167,7 +167,7 @@ fn require_link(
 async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
     require_link(ctx, component, inv, msg::WIT_NAMESPACE, msg::WIT_PACKAGE, msg::HANDLER_INTERFACE)?;
     let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-    component.handle_message(message, inv.remaining()).await?;
+    component.handle_message(message, inv.remaining(), Causes::new(&inv.id)).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)
 }
 

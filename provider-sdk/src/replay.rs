@@ -1,0 +1,111 @@
+//! The lattice-wide replay record: state-changing invocations are claimed in a JetStream KV
+//! bucket before they run, so a captured one replayed to another member of the queue group (or
+//! to a process started since) finds its claim and is refused.
+//!
+//! A process's own [`ferry_proto::auth::ReplayGuard`] catches replays to itself for free; this
+//! record costs one JetStream round trip, so only invocations that change state take it
+//! ([`ferry_proto::is_read_only`] says which do not). Calls a component makes while serving an
+//! invocation carry its id as their cause, so a replayed component call, run again on another
+//! host, makes calls whose claims already exist.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    kv::{self, CreateErrorKind},
+};
+use ferry_proto::{ErrorKind, RpcError, auth::DEFAULT_REPLAY_WINDOW_MS, subject};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+/// How long a claim is kept: an invocation can pass the freshness check up to one window after
+/// its issue time, and clocks may differ by up to another window.
+pub const CLAIM_LIFETIME: Duration = Duration::from_millis(4 * DEFAULT_REPLAY_WINDOW_MS);
+
+/// The record of one lattice, opened (or created) on first use. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct ReplayRecord {
+    nats: async_nats::Client,
+    lattice: String,
+    store: OnceCell<kv::Store>,
+}
+
+impl ReplayRecord {
+    /// The record of `lattice`, reached through `nats`.
+    pub fn new(nats: async_nats::Client, lattice: &str) -> Self {
+        Self { nats, lattice: lattice.to_owned(), store: OnceCell::new() }
+    }
+
+    /// Claim `key` (an invocation's [`replay_key`](ferry_proto::envelope::Invocation::replay_key))
+    /// for the one run it may have.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Denied`] when it was claimed before (a replay), [`ErrorKind::Unavailable`]
+    /// when JetStream cannot be reached: the invocation must then not run, since nothing could
+    /// tell a replay from the original.
+    pub async fn claim(&self, key: &str) -> Result<(), RpcError> {
+        let store = self.store().await?;
+        match store.create(record_key(key), bytes::Bytes::new()).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == CreateErrorKind::AlreadyExists => Err(RpcError::new(
+                ErrorKind::Denied,
+                format!("replayed invocation {key} (already carried out on the lattice)"),
+            )),
+            Err(err) => {
+                warn!(cause = %err, "cannot record a state-changing invocation; refusing it");
+                Err(RpcError::new(ErrorKind::Unavailable, format!("the lattice's replay record is unavailable: {err}")))
+            }
+        }
+    }
+
+    async fn store(&self) -> Result<&kv::Store, RpcError> {
+        self.store
+            .get_or_try_init(|| async {
+                let name = subject::seen_bucket(&self.lattice).map_err(RpcError::from)?;
+                let js = jetstream::new(self.nats.clone());
+                if let Ok(store) = js.get_key_value(&name).await {
+                    return Ok(store);
+                }
+                debug!(bucket = %name, "creating the lattice's replay record");
+                js.create_key_value(kv::Config {
+                    bucket: name.clone(),
+                    description: format!("Ferry lattice {}: state-changing invocations carried out", self.lattice),
+                    history: 1,
+                    max_age: CLAIM_LIFETIME,
+                    storage: jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    RpcError::new(ErrorKind::Unavailable, format!("cannot create the replay record {name}: {e}"))
+                })
+            })
+            .await
+    }
+}
+
+/// A valid KV key for any replay key: as it is when it can be one (ids and causes are hex and
+/// dots), else its SHA-256 in hex.
+fn record_key(key: &str) -> String {
+    let valid = !key.is_empty()
+        && key.len() <= 200
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    if valid { key.to_owned() } else { Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn record_keys_are_valid_kv_keys() {
+        assert_eq!(super::record_key("0123abcd.3"), "0123abcd.3");
+        for odd in ["a b", ".x", "x.", "a..b", "ä", "*", ">"] {
+            let key = super::record_key(odd);
+            assert_eq!(key.len(), 64, "{odd}");
+            assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+}
