@@ -103,7 +103,9 @@ impl HostBuilder {
         let nats = ferry_provider_sdk::nats::connect_options(format!("ferry-host-{id}"))
             .connect(&self.nats_url)
             .await
-            .map_err(|e| HostError::Nats(format!("cannot connect to {}: {e}", self.nats_url)))?;
+            .map_err(|e| {
+                HostError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&self.nats_url)))
+            })?;
         let view = LatticeView::open(&nats, &self.lattice).await?;
         let engine = engine::new_engine(&self.limits)?;
         let mut linker = Linker::new(&engine);

@@ -93,6 +93,10 @@ pub enum AuthError {
         /// The kind of subject it arrived on.
         channel: &'static str,
     },
+    /// A sealed payload could not be opened (another key or invocation, or tampered), or the
+    /// system's random source failed while sealing.
+    #[error("sealed payload could not be opened or sealed")]
+    Sealing,
     /// The message is addressed to someone else.
     #[error("message addressed to {target}, not {expected}")]
     WrongTarget {

@@ -26,6 +26,8 @@ pub mod http;
 pub mod keyvalue;
 pub mod link;
 pub mod messaging;
+pub mod redact;
+pub mod seal;
 pub mod startup;
 pub mod state;
 pub mod stream;

@@ -214,8 +214,9 @@ impl LatticeBucket {
     }
 }
 
-/// A change seen while watching the bucket: the current state first, then every update.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A change seen while watching the bucket: the current state first, then every update. Its
+/// `Debug` output names config keys but never shows their values (they may be secrets).
+#[derive(Clone, PartialEq, Eq)]
 pub enum BucketChange {
     /// A link was put (created or updated) at a revision.
     Link(Link, u64),
@@ -225,6 +226,19 @@ pub enum BucketChange {
     Config(String, ConfigValues),
     /// A config was deleted.
     ConfigDeleted(String),
+}
+
+impl std::fmt::Debug for BucketChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BucketChange::Link(link, revision) => f.debug_tuple("Link").field(&link.key()).field(revision).finish(),
+            BucketChange::LinkDeleted(key) => f.debug_tuple("LinkDeleted").field(key).finish(),
+            BucketChange::Config(name, values) => {
+                f.debug_tuple("Config").field(name).field(&values.keys().collect::<Vec<_>>()).finish()
+            }
+            BucketChange::ConfigDeleted(name) => f.debug_tuple("ConfigDeleted").field(name).finish(),
+        }
+    }
 }
 
 impl LatticeBucket {

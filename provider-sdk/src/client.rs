@@ -90,7 +90,7 @@ impl LatticeClient {
         let nats = crate::nats::connect_options(format!("ferry-client-{}", credential.provider_id()))
             .connect(url)
             .await
-            .map_err(|e| SdkError::Nats(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| SdkError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(url))))?;
         Self::new(nats, lattice, credential, timeout)
     }
 

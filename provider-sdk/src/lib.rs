@@ -49,7 +49,7 @@ pub use ferry_proto::{
     http::{Header, HttpRequest, HttpResponse},
     keyvalue::Empty,
     link::{Link, LinkKey, LinkPut},
-    messaging,
+    messaging, redact,
     startup::ProviderStartup,
     subject::is_reserved_store_name,
 };

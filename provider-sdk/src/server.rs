@@ -14,6 +14,7 @@ use ferry_proto::{
     envelope::{Invocation, InvocationResponse},
     health::{HealthAnswer, ShutdownRequest},
     link::{LinkAck, LinkDel, LinkPut},
+    seal,
     startup::ProviderStartup,
     subject,
     subject::Channel,
@@ -84,7 +85,9 @@ pub async fn run_provider_with<P: Provider>(
     let nats = crate::nats::connect_options(format!("ferry-provider-{}", startup.provider_id))
         .connect(&startup.nats_url)
         .await
-        .map_err(|e| SdkError::Nats(format!("cannot connect to {}: {e}", startup.nats_url)))?;
+        .map_err(|e| {
+            SdkError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&startup.nats_url)))
+        })?;
     let client = LatticeClient::new(
         nats.clone(),
         &startup.lattice,
@@ -262,7 +265,8 @@ impl<P: Provider> Server<P> {
                 Err(resp) => *resp,
                 Ok((inv, key)) => {
                     let ack = if is_put {
-                        match codec::decode::<LinkPut>(&inv.payload) {
+                        let opened = seal::open(&key, &inv.id, &inv.payload).map_err(|e| e.to_string());
+                        match opened.and_then(|plain| codec::decode::<LinkPut>(&plain).map_err(|e| e.to_string())) {
                             Ok(put) => self.apply_put(put).await,
                             Err(err) => LinkAck {
                                 instance_id: self.ctx.instance_id().to_owned(),

@@ -9,6 +9,7 @@ mod keyvalue;
 mod lifecycle;
 mod messaging;
 mod replay;
+mod secrets;
 mod security;
 mod timeouts;
 mod up;

@@ -6,9 +6,8 @@ use std::time::Duration;
 use ferry_proto::{
     ErrorKind, codec,
     ctl::{CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand},
-    envelope::Invocation,
     link::{DEFAULT_LINK_NAME, Link, LinkAck, LinkDel},
-    subject,
+    seal, subject,
 };
 use tracing::warn;
 
@@ -174,7 +173,16 @@ async fn offer<E: std::fmt::Display>(
         (Ok(s), Ok(p)) => (s, p),
         (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
     };
-    let mut inv = Invocation::new(&host.identity.id, side, DEFAULT_LINK_NAME, operation, payload);
+    let (mut inv, key) = host.rpc.prepare(&host.identity.id, side, DEFAULT_LINK_NAME, operation);
+    // A link put carries resolved config (secrets): sealed, so only the provider reads it.
+    inv.payload = if operation == subject::OP_LINK_PUT {
+        match seal::seal(&key, &inv.id, &payload) {
+            Ok(sealed) => sealed,
+            Err(err) => return Err(err.to_string()),
+        }
+    } else {
+        payload
+    };
     match host.rpc.send_on(subject, &mut inv, LINK_ACK_TIMEOUT).await {
         Ok(bytes) => match codec::decode::<LinkAck>(&bytes) {
             Ok(ack) if ack.accepted => Ok(format!("accepted by instance {}", ack.instance_id)),

@@ -9,6 +9,7 @@ use ferry_provider_sdk::async_nats::jetstream;
 use ferry_provider_sdk::{
     HealthStatus, InvocationContext, LinkKey, LinkPut, Provider, ProviderContext, RpcError, async_nats,
     keyvalue::{self, KeyValue, KeyValuePair},
+    redact,
 };
 use tracing::info;
 
@@ -49,12 +50,12 @@ impl Provider for KeyValueProvider {
                 let nats = ferry_provider_sdk::nats::connect_options("ferry-keyvalue-backend")
                     .connect(url)
                     .await
-                    .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+                    .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(url)))?;
                 // Fail the link now if JetStream is off, not on the first call.
                 jetstream::new(nats.clone())
                     .query_account()
                     .await
-                    .map_err(|e| format!("JetStream unavailable at {url}: {e}"))?;
+                    .map_err(|e| format!("JetStream unavailable at {}: {e}", redact::url(url)))?;
                 Arc::new(NatsBackend::new(nats, bucket_prefix.clone()))
             }
             BackendConfig::Redis { url } => Arc::new(RedisBackend::connect(url).await?),

@@ -112,6 +112,12 @@ pub(crate) fn reserved_on_lattice(subject: &str) -> bool {
     matches!(first, "ferry" | ">" | "*") || first.starts_with('$')
 }
 
+/// Whether a subscription pattern may not be used on the lattice's NATS: the reserved subjects,
+/// and every reply inbox (`_INBOX.…`), where it would see the answers to everyone's requests.
+pub(crate) fn reserved_subscription_on_lattice(pattern: &str) -> bool {
+    reserved_on_lattice(pattern) || pattern.split('.').next() == Some("_INBOX")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +153,10 @@ mod tests {
         for free in ["orders.new", "_INBOX.abc", "ferryboat.x"] {
             assert!(!reserved_on_lattice(free), "{free}");
         }
+        for reserved in ["_INBOX.>", "_INBOX.*.*", "_INBOX.abc", "ferry.>"] {
+            assert!(reserved_subscription_on_lattice(reserved), "{reserved}");
+        }
+        assert!(!reserved_subscription_on_lattice("orders.>"));
         assert!(validate_subject("a.b", false).is_ok());
         assert!(validate_subject("a.*", false).is_err());
         assert!(validate_subject("a.*", true).is_ok());

@@ -16,13 +16,17 @@ use ferry_provider_sdk::{
         BrokerMessage, CONSUMER_INTERFACE, HANDLER_INTERFACE, OP_HANDLE_MESSAGE, OP_PUBLISH, OP_REQUEST,
         RequestMessage, WIT_NAMESPACE, WIT_PACKAGE,
     },
+    redact,
 };
 use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConsumerConfig, HandlerConfig, SUBSCRIPTION_CAPACITY, reserved_on_lattice, validate_subject};
+use crate::config::{
+    ConsumerConfig, HandlerConfig, SUBSCRIPTION_CAPACITY, reserved_on_lattice, reserved_subscription_on_lattice,
+    validate_subject,
+};
 
 /// A consumer link's connection, and whether it is the lattice's own.
 #[derive(Clone)]
@@ -112,7 +116,8 @@ impl MessagingProvider {
             None => Consumer { nats: ctx.nats().clone(), on_lattice: true },
             Some(uris) => Consumer { nats: connect(uris, "consumer").await?, on_lattice: false },
         };
-        info!(component = %put.link.source_id, name = %put.link.name, nats = config.cluster_uris.as_deref().unwrap_or("lattice"), "consumer link ready");
+        let nats = config.cluster_uris.as_deref().map_or_else(|| "lattice".to_owned(), redact::url);
+        info!(component = %put.link.source_id, name = %put.link.name, %nats, "consumer link ready");
         self.consumers.write().unwrap_or_else(|p| p.into_inner()).insert(put.link.key(), consumer);
         Ok(())
     }
@@ -120,9 +125,10 @@ impl MessagingProvider {
     async fn put_handler(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
         let config = HandlerConfig::from_link(&put.source_config)?;
         let on_lattice = config.cluster_uris.is_none();
-        if on_lattice && let Some(reserved) = config.subscriptions.iter().find(|s| reserved_on_lattice(s)) {
+        if on_lattice && let Some(reserved) = config.subscriptions.iter().find(|s| reserved_subscription_on_lattice(s))
+        {
             return Err(format!(
-                "subscription {reserved:?} would reach the lattice's own subjects; use cluster_uris for another NATS"
+                "subscription {reserved:?} would reach the lattice's own subjects or reply inboxes; use cluster_uris for another NATS"
             ));
         }
         // A connection of its own, so the buffer of a busy link is bounded and its own.
@@ -136,8 +142,16 @@ impl MessagingProvider {
             let sub = match &config.queue_group {
                 Some(group) => nats.queue_subscribe(subject.clone(), group.clone()).await,
                 None => nats.subscribe(subject.clone()).await,
-            }
-            .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+            };
+            let sub = match sub {
+                Ok(sub) => sub,
+                Err(err) => {
+                    // Roll back: a rejected link delivers nothing.
+                    Handler { stop, tasks, slots, max_concurrency: config.max_concurrency }.stop().await;
+                    let _ = nats.drain().await;
+                    return Err(format!("cannot subscribe to {subject}: {err}"));
+                }
+            };
             let delivery = Delivery {
                 client: ctx.client().clone(),
                 component: key.target_id.clone(),
@@ -148,7 +162,11 @@ impl MessagingProvider {
         }
         // Say "subscribed" only once the server has the subscriptions: a message published
         // right after must not be lost.
-        ferry_provider_sdk::nats::sync_subscriptions(&nats).await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        if let Err(err) = ferry_provider_sdk::nats::sync_subscriptions(&nats).await {
+            Handler { stop, tasks, slots, max_concurrency: config.max_concurrency }.stop().await;
+            let _ = nats.drain().await;
+            return Err(format!("cannot subscribe: {err}"));
+        }
         info!(
             component = %key.target_id,
             name = %key.name,
@@ -183,7 +201,7 @@ async fn connect(uris: &str, role: &str) -> Result<async_nats::Client, String> {
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connect(uris)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {uris}: {e}"))
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(uris)))
 }
 
 fn check_subject(consumer: &Consumer, subject: &str) -> Result<(), RpcError> {

@@ -101,11 +101,19 @@ enum LinkCmd {
 
 #[derive(Subcommand)]
 enum ConfigCmd {
-    /// Create or replace config NAME with key=value pairs.
+    /// Create or replace config NAME with key=value pairs. Values given as arguments are visible
+    /// in the process list and shell history: pass secrets with --from-file or --from-env.
     Put {
         name: String,
-        #[arg(value_parser = super::parse_pair, required = true)]
+        /// key=value pairs.
+        #[arg(value_parser = super::parse_pair)]
         values: Vec<(String, String)>,
+        /// Read key=value lines from FILE (`-` for stdin; `#` starts a comment line).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<std::path::PathBuf>,
+        /// Take KEY's value from the environment variable VAR; repeatable.
+        #[arg(long = "from-env", value_name = "KEY=VAR", value_parser = super::parse_pair)]
+        from_env: Vec<(String, String)>,
     },
     /// Show config NAME.
     Get { name: String },
@@ -162,7 +170,14 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         Resource::Link(LinkCmd::Get { id }) => {
             client.request("link", "get", host, &LinkGetCommand { request_id, id }).await
         }
-        Resource::Config(ConfigCmd::Put { name, values }) => {
+        Resource::Config(ConfigCmd::Put { name, mut values, from_file, from_env }) => {
+            if let Some(path) = &from_file {
+                values.extend(crate::secret::parse_pairs(&crate::secret::read_source(path)?)?);
+            }
+            values.extend(crate::secret::from_env(from_env)?);
+            if values.is_empty() {
+                anyhow::bail!("config put needs key=value pairs, --from-file or --from-env");
+            }
             client
                 .request(
                     "config",

@@ -16,9 +16,8 @@ enum KeysCommand {
     Cluster,
     /// Issue a credential that lets a provider join a lattice for a limited time.
     Credential {
-        /// The lattice's cluster seed.
-        #[arg(long, env = "FERRY_CLUSTER_SEED", hide_env_values = true)]
-        cluster_seed: String,
+        #[command(flatten)]
+        seed: crate::secret::SeedArgs,
         /// Lattice the provider joins.
         #[arg(long, default_value = "default")]
         lattice: String,
@@ -38,7 +37,9 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
             println!("seed:       {seed}");
             println!("public key: {}", key.public_key());
         }
-        KeysCommand::Credential { cluster_seed, lattice, provider_id, hours } => {
+        KeysCommand::Credential { seed, lattice, provider_id, hours } => {
+            let cluster_seed =
+                seed.resolve()?.context("a cluster seed is needed: FERRY_CLUSTER_SEED or --cluster-seed-file")?;
             ferry_proto::subject::validate_id("provider id", &provider_id)?;
             ferry_proto::subject::validate_id("lattice", &lattice)?;
             let key = ClusterKey::from_seed(&cluster_seed).context("failed to read cluster seed")?;

@@ -3,6 +3,7 @@
 mod call;
 mod ctl;
 mod keys;
+mod secret;
 mod up;
 
 use std::time::Duration;
@@ -39,9 +40,9 @@ struct HostArgs {
     /// Lattice to join.
     #[arg(long, env = "FERRY_LATTICE", default_value = "default")]
     lattice: String,
-    /// The lattice's cluster seed (SC…); generated when absent (single-host lattices only).
-    #[arg(long, env = "FERRY_CLUSTER_SEED", hide_env_values = true)]
-    cluster_seed: Option<String>,
+    /// The cluster seed; generated when absent (single-host lattices only).
+    #[command(flatten)]
+    seed: secret::SeedArgs,
     /// A label describing this host, key=value; repeatable.
     #[arg(long = "label", value_parser = parse_pair)]
     labels: Vec<(String, String)>,
@@ -84,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
                     blob_spool_bytes: args.blob_spool_mib << 20,
                     ..ferry_host::Limits::default()
                 });
-            if let Some(seed) = args.cluster_seed {
+            if let Some(seed) = args.seed.resolve()? {
                 builder = builder.cluster_seed(seed);
             }
             for (k, v) in args.labels {
