@@ -8,7 +8,7 @@
 use std::{
     io::ErrorKind as IoKind,
     path::{Path, PathBuf},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -20,12 +20,16 @@ use ferry_provider_sdk::{
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio_util::io::ReaderStream;
+use tracing::{info, warn};
 
 use super::Backend;
 use crate::names::TEMP_PREFIX;
 
 /// Bytes read from a file per chunk of a stream.
 const READ_CHUNK: usize = 128 * 1024;
+/// A temporary file untouched this long belongs to a write that will never finish (its
+/// provider was killed): a live write keeps appending, and stream pulls give up far sooner.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Containers under one root directory.
 pub(crate) struct FsBackend {
@@ -37,7 +41,30 @@ impl FsBackend {
     pub(crate) fn new(root: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(root).map_err(|e| format!("cannot create blobstore root {}: {e}", root.display()))?;
         let root = root.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", root.display()))?;
+        let sweep = root.clone();
+        tokio::task::spawn_blocking(move || remove_stale_temps(&sweep, STALE_TEMP_AGE));
         Ok(Self { root })
+    }
+
+    /// Create `dir` and any missing ancestors below the root, syncing the parent of each new
+    /// directory so its entry survives a crash.
+    async fn create_dirs(&self, dir: &Path) -> Result<(), RpcError> {
+        let mut missing = Vec::new();
+        let mut probe = dir;
+        while probe.starts_with(&self.root) && probe != self.root && tokio::fs::symlink_metadata(probe).await.is_err() {
+            missing.push(probe.to_path_buf());
+            match probe.parent() {
+                Some(parent) => probe = parent,
+                None => break,
+            }
+        }
+        tokio::fs::create_dir_all(dir).await.map_err(|e| io_error(dir, &e))?;
+        for created in missing.iter().rev() {
+            if let Some(parent) = created.parent() {
+                sync_dir(parent).await;
+            }
+        }
+        Ok(())
     }
 
     /// The path of `container[/object]`, after checking that no existing component of it
@@ -126,7 +153,7 @@ impl FsBackend {
     async fn commit(&self, temp: &Path, container: &str, object: &str) -> Result<(), RpcError> {
         let target = self.path(container, Some(object)).await?;
         if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(parent, &e))?;
+            self.create_dirs(parent).await?;
             // Re-check: a directory created above must not have been swapped for a link.
             self.path(container, Some(object)).await?;
         }
@@ -138,10 +165,8 @@ impl FsBackend {
             let _ = tokio::fs::remove_file(temp).await;
             return Err(io_error(&target, &e));
         }
-        if let Some(parent) = target.parent()
-            && let Ok(dir) = tokio::fs::File::open(parent).await
-        {
-            let _ = dir.sync_all().await;
+        if let Some(parent) = target.parent() {
+            sync_dir(parent).await;
         }
         Ok(())
     }
@@ -168,6 +193,44 @@ impl FsBackend {
         }
         Ok(names)
     }
+}
+
+/// Flush a directory's entries to disk; a failure only costs durability, so it is logged.
+async fn sync_dir(dir: &Path) {
+    let synced = match tokio::fs::File::open(dir).await {
+        Ok(file) => file.sync_all().await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = synced {
+        warn!(dir = %dir.display(), cause = %err, "failed to sync directory");
+    }
+}
+
+/// Remove temporary files under `root` that no write has touched for `age`: what a provider
+/// killed mid-write left behind. Runs when a link opens the root.
+fn remove_stale_temps(root: &Path, age: Duration) -> usize {
+    let mut removed = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                pending.push(entry.path());
+                continue;
+            }
+            let stale = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX))
+                && kind.is_file()
+                && entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m.elapsed().is_ok_and(|e| e >= age));
+            if stale && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        info!(root = %root.display(), removed, "removed temporary files of writes that never finished");
+    }
+    removed
 }
 
 fn io_error(path: &Path, err: &std::io::Error) -> RpcError {
@@ -204,7 +267,10 @@ impl Backend for FsBackend {
     async fn create_container(&self, container: &str) -> Result<(), RpcError> {
         let dir = self.path(container, None).await?;
         match tokio::fs::create_dir(&dir).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                sync_dir(&self.root).await;
+                Ok(())
+            }
             Err(e) if e.kind() == IoKind::AlreadyExists && dir.is_dir() => Ok(()),
             Err(e) => Err(io_error(&dir, &e)),
         }
@@ -319,10 +385,15 @@ impl Backend for FsBackend {
         let from = self.path(src.0, Some(src.1)).await?;
         let to = self.path(dest.0, Some(dest.1)).await?;
         if let Some(parent) = to.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(parent, &e))?;
+            self.create_dirs(parent).await?;
             self.path(dest.0, Some(dest.1)).await?;
         }
-        tokio::fs::rename(&from, &to).await.map_err(|e| io_error(&to, &e))
+        tokio::fs::rename(&from, &to).await.map_err(|e| io_error(&to, &e))?;
+        // Both directory entries changed: make the move durable.
+        for dir in [to.parent(), from.parent()].into_iter().flatten() {
+            sync_dir(dir).await;
+        }
+        Ok(())
     }
 }
 

@@ -1,14 +1,21 @@
 //! NATS JetStream object store backend: a container is an object store bucket
 //! `{bucket_prefix}{container}` on the lattice's NATS, an object an object in it. Objects are
 //! written and read in the object store's own 128 KiB chunks, streamed both ways.
+//!
+//! Writes follow the object store's format (chunks on `$O.{bucket}.C.{nuid}`, then the
+//! metadata on `$O.{bucket}.M.{name}` with a subject rollup) but keep the chunk subject in hand,
+//! so an upload that fails or is abandoned part-way has its chunks purged instead of left in
+//! the stream for good.
 
 use async_trait::async_trait;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE};
 use ferry_provider_sdk::{
     ErrorKind, RpcError,
     async_nats::{
         self,
         jetstream::{
             self,
+            context::{GetStreamError, GetStreamErrorKind},
             object_store::{self, GetErrorKind, InfoErrorKind, ObjectStore},
         },
     },
@@ -17,14 +24,17 @@ use ferry_provider_sdk::{
     stream::ByteStream,
 };
 use futures::{StreamExt as _, TryStreamExt as _};
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::io::{ReaderStream, StreamReader};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::Backend;
 
 /// Bytes read from an object per chunk of a stream.
 const READ_CHUNK: usize = 128 * 1024;
+/// Bytes per stored chunk: the object store's default, so other clients read what we write.
+const WRITE_CHUNK: usize = 128 * 1024;
 
 /// Containers as object stores on one NATS.
 pub(crate) struct NatsBackend {
@@ -57,10 +67,7 @@ impl NatsBackend {
 
     async fn store(&self, container: &str) -> Result<ObjectStore, RpcError> {
         let bucket = self.bucket(container)?;
-        self.js
-            .get_object_store(&bucket)
-            .await
-            .map_err(|_| RpcError::new(ErrorKind::NotFound, format!("container {container} does not exist")))
+        self.js.get_object_store(&bucket).await.map_err(|e| store_error(container, &e))
     }
 
     async fn info(
@@ -75,6 +82,103 @@ impl NatsBackend {
             Err(err) if err.kind() == InfoErrorKind::NotFound => Err(not_found(container, object)),
             Err(err) => Err(RpcError::provider(format!("object store: {err}"))),
         }
+    }
+}
+
+impl NatsBackend {
+    /// Publish `data` as chunks on `subject`, each acknowledged; its chunk count, size and
+    /// SHA-256.
+    async fn put_chunks(&self, subject: &str, data: ByteStream) -> Result<(usize, usize, [u8; 32]), RpcError> {
+        let mut reader =
+            StreamReader::new(data.map(|chunk| chunk.map_err(|e| std::io::Error::other(ChunkSourceError(e)))));
+        let (mut count, mut size, mut sha) = (0, 0, Sha256::new());
+        let mut buffer = bytes::BytesMut::with_capacity(WRITE_CHUNK);
+        loop {
+            // Fill a whole chunk (or reach the end) before publishing it.
+            while buffer.len() < WRITE_CHUNK {
+                match reader.read_buf(&mut buffer).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(err) => return Err(source_error(err)),
+                }
+                if buffer.capacity() == buffer.len() && buffer.len() < WRITE_CHUNK {
+                    buffer.reserve(WRITE_CHUNK - buffer.len());
+                }
+            }
+            if buffer.is_empty() {
+                break;
+            }
+            let payload = buffer.split_to(buffer.len().min(WRITE_CHUNK)).freeze();
+            sha.update(&payload);
+            size += payload.len();
+            count += 1;
+            let ack =
+                self.js.publish(subject.to_owned(), payload).await.map_err(|e| unavailable("chunk publish", e))?;
+            ack.await.map_err(|e| unavailable("chunk ack", e))?;
+        }
+        Ok((count, size, sha.finalize().into()))
+    }
+
+    async fn publish_meta(&self, bucket: &str, info: &object_store::ObjectInfo) -> Result<(), String> {
+        let subject = format!("$O.{bucket}.M.{}", URL_SAFE.encode(&info.name));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_ROLLUP, "sub");
+        let body = serde_json::to_vec(info).map_err(|e| e.to_string())?;
+        self.js
+            .publish_with_headers(subject, headers, body.into())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Remove every message on `subject` (chunks nobody will read); failures are logged.
+    async fn purge(&self, bucket: &str, subject: &str) {
+        let purged = match self.js.get_stream(format!("OBJ_{bucket}")).await {
+            Ok(stream) => stream.purge().filter(subject).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match purged {
+            Ok(()) => debug!(%subject, "purged chunks"),
+            Err(err) => warn!(%subject, cause = %err, "failed to purge chunks; they stay in the stream"),
+        }
+    }
+}
+
+/// A failure of the data being written (the writer's stream), kept apart from I/O errors so its
+/// kind survives the trip through `AsyncRead`.
+#[derive(Debug)]
+struct ChunkSourceError(RpcError);
+
+impl std::fmt::Display for ChunkSourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for ChunkSourceError {}
+
+fn source_error(err: std::io::Error) -> RpcError {
+    match err.get_ref().and_then(|inner| inner.downcast_ref::<ChunkSourceError>()) {
+        Some(ChunkSourceError(rpc)) => rpc.clone(),
+        None => RpcError::provider(format!("reading the data failed: {err}")),
+    }
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> RpcError {
+    RpcError::new(ErrorKind::Unavailable, format!("object store {what} failed: {err}"))
+}
+
+/// Why opening a container's object store failed: `not_found` only when the stream is missing.
+fn store_error(container: &str, err: &jetstream::context::ObjectStoreError) -> RpcError {
+    let missing = std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<GetStreamError>())
+        .is_some_and(|e| matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND));
+    if missing {
+        RpcError::new(ErrorKind::NotFound, format!("container {container} does not exist"))
+    } else {
+        RpcError::new(ErrorKind::Unavailable, format!("cannot open container {container}: {err}"))
     }
 }
 
@@ -128,12 +232,40 @@ impl Backend for NatsBackend {
 
     async fn write(&self, container: &str, object: &str, data: ByteStream) -> Result<(), RpcError> {
         let store = self.store(container).await?;
-        let mut reader = StreamReader::new(data.map(|chunk| chunk.map_err(std::io::Error::other)));
-        store
-            .put(object, &mut reader)
-            .await
-            .map(|_| ())
-            .map_err(|e| RpcError::provider(format!("writing {container}/{object} failed: {e}")))
+        let bucket = self.bucket(container)?;
+        let previous = store.info(object).await.ok();
+        let nuid = uuid::Uuid::new_v4().simple().to_string();
+        let chunks = format!("$O.{bucket}.C.{nuid}");
+        let written = match self.put_chunks(&chunks, data).await {
+            Ok(written) => written,
+            Err(err) => {
+                self.purge(&bucket, &chunks).await;
+                return Err(RpcError::new(err.kind, format!("writing {container}/{object} failed: {}", err.message)));
+            }
+        };
+        let (count, size, digest) = written;
+        let info = object_store::ObjectInfo {
+            name: object.to_owned(),
+            description: None,
+            metadata: Default::default(),
+            headers: None,
+            options: Some(object_store::ObjectOptions { link: None, max_chunk_size: Some(WRITE_CHUNK) }),
+            bucket: bucket.clone(),
+            nuid,
+            size,
+            chunks: count,
+            modified: Some(async_nats::datetime::now()),
+            digest: Some(format!("SHA-256={}", URL_SAFE.encode(digest))),
+            deleted: false,
+        };
+        if let Err(err) = self.publish_meta(&bucket, &info).await {
+            self.purge(&bucket, &chunks).await;
+            return Err(RpcError::provider(format!("writing {container}/{object} failed: {err}")));
+        }
+        if let Some(previous) = previous.filter(|p| !p.nuid.is_empty()) {
+            self.purge(&bucket, &format!("$O.{bucket}.C.{}", previous.nuid)).await;
+        }
+        Ok(())
     }
 
     async fn read(&self, container: &str, object: &str, start: u64, end: u64) -> Result<(u64, ByteStream), RpcError> {
