@@ -1,7 +1,15 @@
 //! A running component: compiled once, `instantiate_pre`'d once, a fresh instance per
 //! invocation, bounded by `max_instances` and the execution time limit.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use ferry_proto::{
     ErrorKind, RpcError,
@@ -67,6 +75,12 @@ pub(crate) struct RunningComponent {
     messaging: Option<handler::MessagingHandlerPre<HostState>>,
     /// One permit per running instance: the `max_instances` bound.
     permits: Arc<Semaphore>,
+    /// One permit per admitted invocation, running or waiting for an instance:
+    /// `max_instances` + [`Limits::queued_invocations`]. The bound on the host's work and
+    /// memory for this component.
+    admission: Arc<Semaphore>,
+    /// Invocations refused for lack of room so far (to rate-limit the log line).
+    shed: AtomicU64,
     execution_time: Duration,
 }
 
@@ -90,7 +104,29 @@ impl RunningComponent {
             )));
         }
         let permits = Arc::new(Semaphore::new(spec.max_instances.max(1) as usize));
-        Ok(Self { spec, env, engine: engine.clone(), proxy, messaging, permits, execution_time: limits.execution_time })
+        let admission =
+            Arc::new(Semaphore::new(spec.max_instances.max(1) as usize + limits.queued_invocations as usize));
+        Ok(Self {
+            spec,
+            env,
+            engine: engine.clone(),
+            proxy,
+            messaging,
+            permits,
+            admission,
+            shed: AtomicU64::new(0),
+            execution_time: limits.execution_time,
+        })
+    }
+
+    /// Count one invocation refused for lack of room; how many were refused before it.
+    pub(crate) fn count_shed(&self) -> u64 {
+        self.shed.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admit one more invocation, or `None` when as many are running and waiting as allowed.
+    pub(crate) fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.admission.clone().try_acquire_owned().ok()
     }
 
     /// How long one invocation may run: the execution time limit, or less when the caller's

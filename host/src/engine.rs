@@ -21,6 +21,9 @@ pub struct Limits {
     /// Bytes of a blobstore outgoing value held (in memory, then in a temporary file) when a
     /// component writes it before calling `write-data`; after `write-data` data streams.
     pub blob_spool_bytes: u64,
+    /// Invocations of one component that may wait for an instance beyond `max_instances`
+    /// running ones; past that the host answers `overloaded` at once instead of queueing.
+    pub queued_invocations: u32,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
             execution_time: Duration::from_secs(60),
             pool_instances: 1000,
             blob_spool_bytes: 1 << 30,
+            queued_invocations: 256,
         }
     }
 }

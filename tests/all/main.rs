@@ -2,6 +2,7 @@
 
 mod blob_durability;
 mod blobstore;
+mod bounded;
 mod health;
 mod hostile;
 mod http;

@@ -47,12 +47,20 @@ pub struct Lattice {
     rpc_timeout: Duration,
 }
 
-/// Start `ferry host` and wait until it is ready; returns it with its host id.
-async fn spawn_host(url: &str, lattice: &str, seed: &str, rpc_timeout: Duration) -> anyhow::Result<(Process, String)> {
+/// Start `ferry host` (with `extra` arguments) and wait until it is ready; returns it with its
+/// host id.
+async fn spawn_host(
+    url: &str,
+    lattice: &str,
+    seed: &str,
+    rpc_timeout: Duration,
+    extra: &[&str],
+) -> anyhow::Result<(Process, String)> {
     let mut command = Command::new(binary("ferry")?);
     command
         .args(["host", "--nats-url", url, "--lattice", lattice, "--rpc-timeout-ms"])
         .arg(rpc_timeout.as_millis().to_string())
+        .args(extra)
         .env("FERRY_CLUSTER_SEED", seed)
         .env("FERRY_LOG", log_filter("info,ferry_host=debug"));
     let mut host = Process::spawn("ferry-host", command)?;
@@ -84,7 +92,7 @@ impl Lattice {
         let nats = NatsServer::start().await?;
         let (cluster, seed) = ClusterKey::generate()?;
         let name = "test".to_owned();
-        let (host, host_id) = spawn_host(&nats.url, &name, &seed, rpc_timeout).await?;
+        let (host, host_id) = spawn_host(&nats.url, &name, &seed, rpc_timeout, &[]).await?;
         let raw = async_nats::connect(&nats.url).await?;
         let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60));
         let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
@@ -100,7 +108,15 @@ impl Lattice {
     /// # Errors
     /// When it does not start.
     pub async fn start_host(&self) -> anyhow::Result<(Process, String)> {
-        spawn_host(&self.nats.url, &self.name, &self.seed, self.rpc_timeout).await
+        self.start_host_with(&[]).await
+    }
+
+    /// [`Lattice::start_host`] with extra `ferry host` arguments.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_host_with(&self, extra: &[&str]) -> anyhow::Result<(Process, String)> {
+        spawn_host(&self.nats.url, &self.name, &self.seed, self.rpc_timeout, extra).await
     }
 
     /// [`Lattice::start_component`] on the host `host_id` (any host when `None`), without the

@@ -52,8 +52,13 @@ pub(crate) async fn serve(
                 () = stop.cancelled() => break,
                 msg = sub.next() => match msg { Some(msg) => msg, None => break },
             };
+            let Some(admitted) = component.admit() else {
+                shed(&ctx, &component, msg).await;
+                continue;
+            };
             let (ctx2, component) = (ctx.clone(), component.clone());
             ctx.tasks.spawn(async move {
+                let _admitted = admitted;
                 let resp = handle(&ctx2, &component, &msg.payload).await;
                 if let Some(reply) = msg.reply {
                     match resp.encode() {
@@ -71,14 +76,50 @@ pub(crate) async fn serve(
     }))
 }
 
-async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) -> InvocationResponse {
+/// Answer an invocation the component has no room for with `overloaded`, at once and without
+/// a task of its own. Only an authentic invocation gets the signed refusal that ends its
+/// caller's wait; anything else gets the usual unsigned one.
+async fn shed(ctx: &ServeContext, component: &RunningComponent, msg: async_nats::Message) {
+    let id = &component.spec.id;
+    let resp = match authenticate(ctx, component, &msg.payload) {
+        Err(resp) => resp,
+        Ok((inv, key)) => {
+            let shed = component.count_shed();
+            if shed.is_power_of_two() || shed.is_multiple_of(1000) {
+                warn!(component = %id, max_instances = component.spec.max_instances, shed_total = shed + 1, "component overloaded: shedding invocations");
+            }
+            let mut resp = InvocationResponse::err(
+                inv.id,
+                RpcError::new(
+                    ErrorKind::Overloaded,
+                    format!("{id} has as many invocations running and waiting on this host as it may"),
+                ),
+            );
+            resp.sign(&key);
+            resp
+        }
+    };
+    if let Some(reply) = msg.reply
+        && let Ok(bytes) = resp.encode()
+        && let Err(err) = ctx.nats.publish(reply, bytes.into()).await
+    {
+        warn!(cause = %err, "failed to send reply");
+    }
+}
+
+/// Decode and verify an invocation of `component`; the refusal to send when it fails.
+fn authenticate(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    bytes: &[u8],
+) -> Result<(Invocation, MacKey), InvocationResponse> {
     let id = &component.spec.id;
     let inv = match Invocation::decode(bytes) {
         Ok(inv) => inv,
         Err(err) => {
             let err = RpcError::from(err);
             warn!(component = %id, cause = %err, "rejected malformed invocation");
-            return InvocationResponse::err("", err);
+            return Err(InvocationResponse::err("", err));
         }
     };
     let key = ctx.rpc.cluster().provider_key(&ctx.lattice_name, &inv.origin, period_of(inv.issued_at_ms));
@@ -87,13 +128,22 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
     if inv.target != *id {
         let err = RpcError::new(ErrorKind::Denied, format!("invocation addressed to {}, not {id}", inv.target));
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
-        return InvocationResponse::err(inv.id, err);
+        return Err(InvocationResponse::err(inv.id, err));
     }
     if let Err(err) = verify_invocation(&inv, Channel::Rpc, &key, &ctx.guard) {
         let err = RpcError::new(ErrorKind::Denied, err.to_string());
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-        return InvocationResponse::err(inv.id, err);
+        return Err(InvocationResponse::err(inv.id, err));
     }
+    Ok((inv, key))
+}
+
+async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) -> InvocationResponse {
+    let id = &component.spec.id;
+    let (inv, key) = match authenticate(ctx, component, bytes) {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal,
+    };
     let result = if inv.remaining().is_some_and(|left| left.is_zero()) {
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, "invocation arrived after its caller's deadline");
         Err(RpcError::new(ErrorKind::Timeout, "the caller's deadline passed before the invocation started"))

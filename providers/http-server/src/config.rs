@@ -10,15 +10,21 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MAX_BODY: u64 = 100 << 20;
 /// Time in-flight requests get to finish when a listener closes or the provider stops.
 pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Open connections the provider serves at once, across its listeners; more get a 503.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Longest pause while a request body is being read before the provider answers 408.
+pub(crate) const DEFAULT_BODY_IDLE: Duration = Duration::from_secs(30);
 
-/// Provider-wide defaults, from the start-up config (`address`, `timeout_ms`, `max_body_bytes`,
-/// `drain_timeout_ms`).
+/// Provider-wide settings, from the start-up config (`address`, `timeout_ms`, `max_body_bytes`,
+/// `drain_timeout_ms`, `max_connections`, `body_idle_timeout_ms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub(crate) address: SocketAddr,
     pub(crate) timeout: Duration,
     pub(crate) max_body: u64,
     pub(crate) drain: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) body_idle: Duration,
 }
 
 impl Settings {
@@ -28,6 +34,12 @@ impl Settings {
             timeout: parse_ms(config, "timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT),
             max_body: parse_u64(config, "max_body_bytes")?.unwrap_or(DEFAULT_MAX_BODY),
             drain: parse_ms(config, "drain_timeout_ms")?.unwrap_or(DEFAULT_DRAIN),
+            max_connections: match parse_u64(config, "max_connections")? {
+                Some(0) => return Err("`max_connections` must be at least 1".into()),
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => DEFAULT_MAX_CONNECTIONS,
+            },
+            body_idle: parse_ms(config, "body_idle_timeout_ms")?.unwrap_or(DEFAULT_BODY_IDLE),
         })
     }
 }

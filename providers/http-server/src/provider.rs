@@ -25,7 +25,7 @@ impl HttpServerProvider {
         let state = self.state.get_or_init(|| {
             let settings = Settings::from_config(ctx.config()).map_err(|e| format!("invalid provider config: {e}"))?;
             info!(address = %settings.address, timeout = ?settings.timeout, max_body = settings.max_body, "http-server settings");
-            let router = Arc::new(Router::new(ctx.client().clone(), settings.drain));
+            let router = Arc::new(Router::new(ctx.client().clone(), &settings));
             Ok((settings, router))
         });
         match state {

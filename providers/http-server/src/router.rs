@@ -9,12 +9,12 @@ use std::{
 };
 
 use ferry_provider_sdk::{LatticeClient, LinkKey};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    config::{RouteConfig, under_prefix},
+    config::{RouteConfig, Settings, under_prefix},
     serve::{self, Shared},
 };
 
@@ -62,11 +62,20 @@ pub(crate) struct Router {
     listeners: tokio::sync::Mutex<HashMap<SocketAddr, Listener>>,
     client: LatticeClient,
     drain: Duration,
+    /// One permit per open connection, across every listener: [`Settings::max_connections`].
+    connections: Arc<Semaphore>,
+    body_idle: Duration,
 }
 
 impl Router {
-    pub(crate) fn new(client: LatticeClient, drain: Duration) -> Self {
-        Self { listeners: tokio::sync::Mutex::new(HashMap::new()), client, drain }
+    pub(crate) fn new(client: LatticeClient, settings: &Settings) -> Self {
+        Self {
+            listeners: tokio::sync::Mutex::new(HashMap::new()),
+            client,
+            drain: settings.drain,
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            body_idle: settings.body_idle,
+        }
     }
 
     /// Add (or replace) the route of a link, opening its listener if needed.
@@ -138,8 +147,9 @@ impl Router {
         let tcp = TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?;
         let routes: RouteTable = Arc::default();
         let stop = CancellationToken::new();
-        let shared = Arc::new(Shared { routes: routes.clone(), client: self.client.clone() });
-        let task = tokio::spawn(accept_loop(tcp, address, shared, stop.clone(), self.drain));
+        let shared =
+            Arc::new(Shared { routes: routes.clone(), client: self.client.clone(), body_idle: self.body_idle });
+        let task = tokio::spawn(accept_loop(tcp, address, shared, self.connections.clone(), stop.clone(), self.drain));
         info!(address = %address, "listening");
         Ok(Listener { routes, stop, task })
     }
@@ -175,10 +185,12 @@ async fn accept_loop(
     tcp: TcpListener,
     address: SocketAddr,
     shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
     stop: CancellationToken,
     drain: Duration,
 ) {
     let mut connections = JoinSet::new();
+    let mut refused: u64 = 0;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -187,7 +199,19 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     // Latency matters more than packet count for request/response traffic.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve::connection(stream, peer, shared.clone(), stop.clone()));
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        refused += 1;
+                        if refused.is_power_of_two() || refused.is_multiple_of(1000) {
+                            warn!(address = %address, refused_total = refused, "connection limit reached: answering 503");
+                        }
+                        connections.spawn(serve::refuse(stream));
+                        continue;
+                    };
+                    let serving = serve::connection(stream, peer, shared.clone(), stop.clone());
+                    connections.spawn(async move {
+                        let _slot = slot;
+                        serving.await;
+                    });
                 }
                 Err(err) => {
                     // Out of file descriptors or similar: back off instead of spinning.

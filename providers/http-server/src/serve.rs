@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -29,8 +29,6 @@ use crate::{
     router::{RouteTable, select},
 };
 
-/// Longest error reason put in a response body.
-const MAX_REASON: usize = 200;
 /// Time a client gets to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest time spent reading and discarding a rejected request body. A client that keeps
@@ -47,6 +45,18 @@ pub(crate) type ResponseBody = BoxBody<Bytes, RpcError>;
 pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
     pub(crate) client: LatticeClient,
+    /// Longest pause while reading a request body ([`crate::config::Settings::body_idle`]).
+    pub(crate) body_idle: Duration,
+}
+
+/// Answer a connection over the limit with a 503 and close it, without reading its request.
+pub(crate) async fn refuse(mut stream: TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 28\r\n\r\ntoo many connections; retry\n";
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(ANSWER).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Serve HTTP/1.1 on one connection until the client leaves or `stop` asks for a graceful close
@@ -101,7 +111,17 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
         return too_large(route.component(), &path, limit);
     }
     let over_limit = CancellationToken::new();
-    let request = request.map(|body| Limited { inner: Some(body), left: limit, limit, over: over_limit.clone() });
+    let stalled = CancellationToken::new();
+    let idle = shared.body_idle;
+    let request = request.map(|body| Limited {
+        inner: Some(body),
+        left: limit,
+        limit,
+        over: over_limit.clone(),
+        idle,
+        pause: Box::pin(tokio::time::sleep(idle)),
+        stalled: stalled.clone(),
+    });
     let mut options = HttpCallOptions::new(route.config.timeout);
     options.link_name = route.link_name().to_owned();
 
@@ -112,14 +132,27 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
         () = over_limit.cancelled() => {
             return too_large(route.component(), &path, limit);
         }
+        () = stalled.cancelled() => {
+            return stalled_body(route.component(), &path, idle);
+        }
     };
     match answer {
         Ok(Ok(response)) => response.map(|body: LatticeBody| body.boxed()),
         Ok(Err(_)) if over_limit.is_cancelled() => too_large(route.component(), &path, limit),
+        Ok(Err(_)) if stalled.is_cancelled() => stalled_body(route.component(), &path, idle),
         Ok(Err(err)) => {
+            // The details stay in the log; the client gets the kind and an id to quote.
             let code = status_of(&err);
-            warn!(component = %route.component(), path = %path, status = code.as_u16(), kind = ?err.kind, cause = %err.message, "request failed");
-            status(code, &reason(&err))
+            let request_id = uuid::Uuid::new_v4().simple().to_string();
+            warn!(component = %route.component(), path = %path, status = code.as_u16(), kind = ?err.kind, %request_id, cause = %err.message, "request failed");
+            status(
+                code,
+                &format!(
+                    "{}: {} (request {request_id})",
+                    code.canonical_reason().unwrap_or("error"),
+                    err.kind.as_wit_prefix()
+                ),
+            )
         }
         Err(_) => {
             warn!(component = %route.component(), path = %path, timeout = ?route.config.timeout, "request timed out");
@@ -139,17 +172,6 @@ fn status_of(err: &RpcError) -> StatusCode {
     }
 }
 
-/// A short, single-line reason for a response body.
-fn reason(err: &RpcError) -> String {
-    let line = err.to_string();
-    let line = line.lines().next().unwrap_or_default();
-    let mut cut = line.len().min(MAX_REASON);
-    while !line.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    line[..cut].to_owned()
-}
-
 fn status(code: StatusCode, message: &str) -> Response<ResponseBody> {
     let mut response =
         Response::new(Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed());
@@ -163,6 +185,14 @@ fn status(code: StatusCode, message: &str) -> Response<ResponseBody> {
 fn too_large(component: &str, path: &str, limit: u64) -> Response<ResponseBody> {
     warn!(component, path, limit, "request body over the limit");
     let mut response = status(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {limit} bytes"));
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The 408 answer to a request whose body stopped arriving, logged; the connection closes.
+fn stalled_body(component: &str, path: &str, idle: Duration) -> Response<ResponseBody> {
+    warn!(component, path, idle = ?idle, "request body stalled");
+    let mut response = status(StatusCode::REQUEST_TIMEOUT, &format!("no request body data for {idle:?}"));
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
@@ -187,13 +217,17 @@ fn linger(mut body: Incoming) {
     });
 }
 
-/// A request body that fails, and says so, once it passes its size limit; the rest of the body
-/// is then read and discarded apart ([`linger`]).
+/// A request body that fails, and says so, once it passes its size limit (the rest of the body
+/// is then read and discarded apart, [`linger`]) or once no data has come for `idle`.
 struct Limited {
     inner: Option<Incoming>,
     left: u64,
     limit: u64,
     over: CancellationToken,
+    idle: Duration,
+    /// Fires when the body has paused for `idle`; reset by every frame.
+    pause: Pin<Box<tokio::time::Sleep>>,
+    stalled: CancellationToken,
 }
 
 impl Body for Limited {
@@ -201,10 +235,22 @@ impl Body for Limited {
     type Error = String;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, String>>> {
-        let Some(inner) = self.inner.as_mut() else {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_pending() {
+            if this.pause.as_mut().poll(cx).is_ready() {
+                this.inner = None;
+                this.stalled.cancel();
+                return Poll::Ready(Some(Err(format!("no request body data for {:?}", this.idle))));
+            }
+            return Poll::Pending;
+        }
+        let deadline = tokio::time::Instant::now() + this.idle;
+        this.pause.as_mut().reset(deadline);
+        let frame = match std::task::ready!(polled) {
             None => return Poll::Ready(None),
             Some(Err(err)) => return Poll::Ready(Some(Err(format!("reading the request body failed: {err}")))),
             Some(Ok(frame)) => frame,

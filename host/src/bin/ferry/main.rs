@@ -59,6 +59,10 @@ struct HostArgs {
     /// temporary file under TMPDIR).
     #[arg(long, default_value_t = 1024)]
     blob_spool_mib: u64,
+    /// Invocations of one component that may wait for a free instance (beyond its
+    /// max_instances running ones); more are answered `overloaded` at once.
+    #[arg(long, default_value_t = 256)]
+    max_queued_invocations: u32,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
                     memory_bytes: args.memory_mib << 20,
                     execution_time: Duration::from_millis(args.execution_time_ms),
                     blob_spool_bytes: args.blob_spool_mib << 20,
+                    queued_invocations: args.max_queued_invocations,
                     ..ferry_host::Limits::default()
                 });
             if let Some(seed) = args.seed.resolve()? {
