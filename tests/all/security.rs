@@ -112,3 +112,40 @@ async fn forged_invocations_are_rejected_by_host_and_provider() -> anyhow::Resul
     assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "still"})).await?, json!("serving"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_credential_speaks_only_for_its_own_provider() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let _kv = lattice.start_provider("ferry-provider-keyvalue", "kv-nats").await?;
+    lattice.start_component("kv-http", "kvc", &[]).await?;
+    let mut link = Link::new("kvc", "kv-nats", "wasi", "keyvalue", vec!["store".into()]);
+    link.name = "default".into();
+    lattice.link(link).await?;
+    let rogue = ferry_proto::auth::ProviderCredential::parse(&lattice.credential("rogue"))?;
+
+    // Its own identity is not linked to the component: a typed not-linked.
+    let client = ferry_provider_sdk::LatticeClient::new(lattice.raw.clone(), &lattice.name, rogue.clone(), None)?;
+    let http = codec::encode(&HttpRequest {
+        method: "GET".into(),
+        scheme: "http".into(),
+        authority: "localhost".into(),
+        path_with_query: "/".into(),
+        headers: vec![],
+        body: serde_json::to_vec(&json!({"op": "open", "bucket": "b"}))?,
+        body_stream: None,
+    })?;
+    let err = client.invoke("kvc", "default", OP_HANDLE, http.clone()).await.expect_err("rogue is not linked");
+    assert_eq!(err.kind, ErrorKind::NotLinked, "{err}");
+
+    // Its key cannot speak as the linked test client toward the host ...
+    let mut as_client = Invocation::new(TEST_CLIENT_ID, "kvc", "default", OP_HANDLE, http);
+    as_client.sign(&rogue.key_at(as_client.issued_at_ms)?);
+    assert!(denied(&send(&lattice, "kvc", as_client.encode()?).await?), "the host took the rogue key for the test client");
+
+    // ... nor as a host toward another provider (whose key it does not have).
+    let get = codec::encode(&KeyRequest { bucket: "b".into(), key: "k".into() })?;
+    let mut as_host = Invocation::new("kvc", "kv-nats", "default", op::GET, get);
+    as_host.sign(&rogue.key_at(as_host.issued_at_ms)?);
+    assert!(denied(&send(&lattice, "kv-nats", as_host.encode()?).await?), "a provider took the rogue key for a host");
+    Ok(())
+}
