@@ -140,7 +140,10 @@ async fn a_provider_credential_speaks_only_for_its_own_provider() -> anyhow::Res
     // Its key cannot speak as the linked test client toward the host ...
     let mut as_client = Invocation::new(TEST_CLIENT_ID, "kvc", "default", OP_HANDLE, http);
     as_client.sign(&rogue.key_at(as_client.issued_at_ms)?);
-    assert!(denied(&send(&lattice, "kvc", as_client.encode()?).await?), "the host took the rogue key for the test client");
+    assert!(
+        denied(&send(&lattice, "kvc", as_client.encode()?).await?),
+        "the host took the rogue key for the test client"
+    );
 
     // ... nor as a host toward another provider (whose key it does not have).
     let get = codec::encode(&KeyRequest { bucket: "b".into(), key: "k".into() })?;
