@@ -148,12 +148,31 @@ where
     )
 }
 
+/// The authority a request is for: the request target's own (absolute form), else its `Host`
+/// header (RFC 9112, 3.2.2). What a server routes on and what the component sees as the
+/// request's authority are both this, so they cannot disagree.
+pub fn request_authority<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    match uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => headers.get(http::header::HOST).and_then(|v| v.to_str().ok()),
+    }
+}
+
 /// The headers of a request or response as the lattice carries them: in order, repeats kept,
-/// hop-by-hop headers left out.
+/// hop-by-hop headers left out — the standard ones and any the `Connection` header names
+/// (RFC 9110, 7.6.1).
 pub fn headers_to_wire(headers: &http::HeaderMap) -> Vec<Header> {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect();
     headers
         .iter()
-        .filter(|(name, _)| !is_hop_by_hop(name.as_str()))
+        .filter(|(name, _)| !is_hop_by_hop(name.as_str()) && !named.iter().any(|n| n == name.as_str()))
         .map(|(name, value)| Header { name: name.as_str().to_owned(), value: value.as_bytes().to_vec() })
         .collect()
 }
@@ -177,10 +196,7 @@ pub fn headers_from_wire(headers: Vec<Header>) -> Result<http::HeaderMap, RpcErr
 /// The parts of an HTTP request that go on the wire before its body.
 pub(crate) fn request_head(parts: &http::request::Parts) -> HttpRequest {
     let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
-    let authority = match parts.uri.authority() {
-        Some(authority) => authority.as_str().to_owned(),
-        None => parts.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
-    };
+    let authority = request_authority(&parts.uri, &parts.headers).unwrap_or_default().to_owned();
     let path_with_query = parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
     HttpRequest {
         method: parts.method.as_str().to_owned(),
@@ -226,5 +242,19 @@ impl HttpCallOptions {
     /// Default link, `timeout`, default chunk size.
     pub fn new(timeout: Duration) -> Self {
         Self { link_name: ferry_proto::link::DEFAULT_LINK_NAME.to_owned(), timeout, chunk_size: DEFAULT_CHUNK_SIZE }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn headers_named_in_connection_stay_behind() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("connection", "keep-alive, X-Hop".parse().unwrap());
+        headers.append("x-hop", "1".parse().unwrap());
+        headers.append("keep-alive", "timeout=5".parse().unwrap());
+        headers.append("x-end-to-end", "2".parse().unwrap());
+        let names: Vec<String> = super::headers_to_wire(&headers).into_iter().map(|h| h.name).collect();
+        assert_eq!(names, ["x-end-to-end"]);
     }
 }

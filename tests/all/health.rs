@@ -46,3 +46,42 @@ async fn every_provider_instance_answers_health_with_its_id() -> anyhow::Result<
     assert_eq!(resp.error.map(|e| e.kind), Some(ferry_proto::ErrorKind::Denied));
     Ok(())
 }
+
+/// The first instance's answer to one signed health request (none within 4 s: empty).
+async fn health_of(lattice: &Lattice, provider: &str) -> anyhow::Result<Vec<HealthAnswer>> {
+    let mut inv = Invocation::new("test-host", provider, "default", subject::OP_HEALTH, Vec::new());
+    let key = lattice.cluster.provider_key(&lattice.name, provider, period_of(inv.issued_at_ms));
+    inv.set_timeout(Duration::from_secs(5));
+    inv.sign(&key);
+    let inbox = lattice.raw.new_inbox();
+    let mut replies = lattice.raw.subscribe(inbox.clone()).await?;
+    lattice.raw.publish_with_reply(subject::health(&lattice.name, provider)?, inbox, inv.encode()?.into()).await?;
+    let mut answers = Vec::new();
+    if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(4), replies.next()).await {
+        let resp = InvocationResponse::decode(&msg.payload)?;
+        resp.verify(&key, &inv.id)?;
+        answers.push(codec::decode(&resp.into_result()?)?);
+    }
+    Ok(answers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyvalue_health_reports_a_backend_that_does_not_answer() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let mut redis_server = ferry_tests::RedisServer::start().await?;
+    let _provider = lattice.start_provider("ferry-provider-keyvalue", "kv-redis").await?;
+    lattice.config("redis", &[("url", &redis_server.url)]).await?;
+    lattice.start_component("kv-http", "kvc", &[]).await?;
+    let mut link = ferry_proto::link::Link::new("kvc", "kv-redis", "wasi", "keyvalue", vec!["store".into()]);
+    link.target_config = vec!["redis".into()];
+    lattice.link(link).await?;
+
+    let answers = health_of(&lattice, "kv-redis").await?;
+    assert!(answers.len() == 1 && answers[0].healthy, "{answers:?}");
+    redis_server.process.kill();
+    let answers = health_of(&lattice, "kv-redis").await?;
+    assert_eq!(answers.len(), 1, "the provider must still answer");
+    assert!(!answers[0].healthy, "Redis is gone but the provider says healthy: {:?}", answers[0]);
+    assert!(answers[0].message.contains("Redis"), "{}", answers[0].message);
+    Ok(())
+}

@@ -175,6 +175,16 @@ async fn routes_by_path_host_and_address_and_link_del_removes_them() -> anyhow::
     assert_eq!(whoami(shared, "B.EXAMPLE", "/x/whoami").await?, (StatusCode::OK, "b".into()));
     assert_eq!(whoami(shared, "localhost", "/whoami").await?.0, StatusCode::NOT_FOUND);
     assert_eq!(whoami(shared, "localhost", "/ab").await?.0, StatusCode::NOT_FOUND);
+    // An absolute-form request is routed by its own authority, the one the component sees,
+    // not by a Host header that says otherwise.
+    let mut raw = tokio::net::TcpStream::connect(shared).await?;
+    let absolute = b"GET http://b.example/whoami HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut raw, absolute).await?;
+    let mut answer = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("b"), "{answer:?}");
     // Two addresses, one component each.
     assert_eq!(whoami(own_a, "anything", "/whoami").await?, (StatusCode::OK, "a".into()));
     assert_eq!(whoami(own_b, "anything", "/whoami").await?, (StatusCode::OK, "b".into()));
@@ -251,5 +261,19 @@ async fn traps_timeouts_and_oversized_bodies_get_their_status_and_serving_goes_o
     let exit = provider.wait_exit(Duration::from_secs(10)).await;
     assert!(exit.is_some_and(|s| s.success()), "provider did not exit cleanly: {exit:?}\n{}", provider.logs());
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener still open after exit");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_named_in_connection_are_not_forwarded() -> anyhow::Result<()> {
+    let (_lattice, _provider, addr) = echo_lattice(&[("path", "/")]).await?;
+    let mut req = request("GET", "localhost", "/echo", empty())?;
+    req.headers_mut().insert("connection", "keep-alive, x-hop-secret".parse()?);
+    req.headers_mut().insert("x-hop-secret", "for the next hop only".parse()?);
+    req.headers_mut().insert("x-end-to-end", "passes".parse()?);
+    let (status, headers, _) = fetch(addr, req).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(values(&headers, "x-echo-x-end-to-end"), [b"passes"]);
+    assert!(values(&headers, "x-echo-x-hop-secret").is_empty(), "a header named in Connection reached the component");
     Ok(())
 }

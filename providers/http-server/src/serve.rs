@@ -84,12 +84,7 @@ pub(crate) async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBody> {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(http::uri::Authority::as_str))
-        .and_then(normalize_host);
+    let host = ferry_provider_sdk::http::request_authority(request.uri(), request.headers()).and_then(normalize_host);
     let path = request.uri().path().to_owned();
     let route = {
         let routes = shared.routes.read().unwrap_or_else(|p| p.into_inner());

@@ -73,11 +73,27 @@ impl Provider for KeyValueProvider {
         self.backends.write().unwrap_or_else(|p| p.into_inner()).remove(&link.link.key());
     }
 
+    /// Healthy when the lattice connection is up and every link's backend answers a probe.
     async fn health(&self, ctx: &ProviderContext) -> HealthStatus {
-        match ctx.nats().connection_state() {
-            async_nats::connection::State::Connected => HealthStatus::healthy(),
-            state => HealthStatus::unhealthy(format!("lattice NATS connection is {state:?}")),
+        if let state @ (async_nats::connection::State::Disconnected | async_nats::connection::State::Pending) =
+            ctx.nats().connection_state()
+        {
+            return HealthStatus::unhealthy(format!("lattice NATS connection is {state:?}"));
         }
+        let backends: Vec<(LinkKey, Arc<dyn Backend>)> = self
+            .backends
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect();
+        let mut failing = Vec::new();
+        for (key, backend) in backends {
+            if let Err(why) = backend.health().await {
+                failing.push(format!("link {} → {} ({}): {why}", key.source_id, key.target_id, key.name));
+            }
+        }
+        if failing.is_empty() { HealthStatus::healthy() } else { HealthStatus::unhealthy(failing.join("; ")) }
     }
 }
 

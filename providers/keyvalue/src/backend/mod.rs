@@ -9,6 +9,8 @@ pub(crate) use self::{nats::NatsBackend, redis::RedisBackend};
 
 /// Keys returned per `list-keys` page.
 pub(crate) const PAGE_SIZE: usize = 100;
+/// Longest wait for a backend's answer to a health probe.
+pub(crate) const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A key-value store behind one link.
 #[async_trait::async_trait]
@@ -21,6 +23,8 @@ pub(crate) trait Backend: Send + Sync {
     /// A page of keys from `cursor` and the next cursor (`None` at the end).
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError>;
     async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, RpcError>;
+    /// Whether the store answers now (one cheap round trip); why not, when it does not.
+    async fn health(&self) -> Result<(), String>;
 
     async fn get_many(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Option<KeyValuePair>>, RpcError> {
         let mut out = Vec::with_capacity(keys.len());

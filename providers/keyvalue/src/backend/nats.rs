@@ -8,7 +8,7 @@ use ferry_provider_sdk::{ErrorKind, RpcError, async_nats, is_reserved_store_name
 use futures::StreamExt as _;
 use tracing::warn;
 
-use super::{Backend, PAGE_SIZE, parse_counter};
+use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE, parse_counter};
 
 /// How often an increment retries after losing a race with another writer.
 const INCREMENT_ATTEMPTS: usize = 100;
@@ -93,6 +93,14 @@ fn backend_err(what: &str, err: impl std::fmt::Display) -> RpcError {
 
 #[async_trait::async_trait]
 impl Backend for NatsBackend {
+    async fn health(&self) -> Result<(), String> {
+        match tokio::time::timeout(HEALTH_TIMEOUT, self.js.query_account()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(format!("JetStream does not answer: {err}")),
+            Err(_) => Err(format!("JetStream did not answer within {HEALTH_TIMEOUT:?}")),
+        }
+    }
+
     async fn open(&self, bucket: &str) -> Result<(), RpcError> {
         self.store(bucket).await.map(|_| ())
     }

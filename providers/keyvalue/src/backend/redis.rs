@@ -4,7 +4,7 @@
 use ferry_provider_sdk::{RpcError, keyvalue::KeyValuePair};
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 
-use super::{Backend, PAGE_SIZE};
+use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE};
 
 pub(crate) struct RedisBackend {
     conn: ConnectionManager,
@@ -25,6 +25,15 @@ fn backend_err(what: &str, err: redis::RedisError) -> RpcError {
 
 #[async_trait::async_trait]
 impl Backend for RedisBackend {
+    async fn health(&self) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(HEALTH_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(format!("Redis does not answer: {err}")),
+            Err(_) => Err(format!("Redis did not answer within {HEALTH_TIMEOUT:?}")),
+        }
+    }
+
     async fn open(&self, _bucket: &str) -> Result<(), RpcError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| backend_err("ping", e))?;
