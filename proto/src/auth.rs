@@ -169,6 +169,20 @@ pub(crate) fn error_bytes(error: Option<&crate::RpcError>) -> Vec<u8> {
     }
 }
 
+/// A payload stream as MACs cover it: empty when there is none, else the stream id, a NUL byte
+/// and the whole size, big-endian.
+fn stream_bytes(stream: Option<&crate::envelope::PayloadStream>) -> Vec<u8> {
+    match stream {
+        Some(stream) => {
+            let mut bytes = stream.id.as_bytes().to_vec();
+            bytes.push(0);
+            bytes.extend_from_slice(&stream.size.to_be_bytes());
+            bytes
+        }
+        None => Vec::new(),
+    }
+}
+
 /// The hour number of a millisecond timestamp: which key signs a message issued then.
 pub fn period_of(ms: u64) -> u64 {
     ms / KEY_PERIOD_MS
@@ -180,7 +194,8 @@ impl Invocation {
         payload_hash: &'a [u8; 32],
         times: &'a [u8; 16],
         version: &'a [u8; 2],
-    ) -> [&'a [u8]; 10] {
+        stream: &'a [u8],
+    ) -> [&'a [u8]; 11] {
         [
             b"ferry/v1/invocation",
             version,
@@ -192,6 +207,7 @@ impl Invocation {
             payload_hash,
             times,
             self.cause.as_bytes(),
+            stream,
         ]
     }
 
@@ -208,7 +224,8 @@ impl Invocation {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
         let times = self.times();
         let version = self.version.to_be_bytes();
-        self.mac = key.mac(&self.mac_input(&hash, &times, &version)).to_vec();
+        let stream = stream_bytes(self.payload_stream.as_ref());
+        self.mac = key.mac(&self.mac_input(&hash, &times, &version, &stream)).to_vec();
     }
 
     /// Check the MAC of this invocation under `key`.
@@ -219,20 +236,21 @@ impl Invocation {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
         let times = self.times();
         let version = self.version.to_be_bytes();
-        key.check(&self.mac_input(&hash, &times, &version), &self.mac)
+        let stream = stream_bytes(self.payload_stream.as_ref());
+        key.check(&self.mac_input(&hash, &times, &version, &stream), &self.mac)
     }
 }
 
 impl InvocationResponse {
-    fn mac_input_owned(&self) -> ([u8; 2], [u8; 32], Vec<u8>) {
+    fn mac_input_owned(&self) -> ([u8; 2], [u8; 32], Vec<u8>, Vec<u8>) {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
-        (self.version.to_be_bytes(), hash, error_bytes(self.error.as_ref()))
+        (self.version.to_be_bytes(), hash, error_bytes(self.error.as_ref()), stream_bytes(self.payload_stream.as_ref()))
     }
 
     /// Set the MAC of this response under `key` (the key of the request it answers).
     pub fn sign(&mut self, key: &MacKey) {
-        let (version, hash, error) = self.mac_input_owned();
-        self.mac = key.mac(&[b"ferry/v1/response", &version, self.id.as_bytes(), &hash, &error]).to_vec();
+        let (version, hash, error, stream) = self.mac_input_owned();
+        self.mac = key.mac(&[b"ferry/v1/response", &version, self.id.as_bytes(), &hash, &error, &stream]).to_vec();
     }
 
     /// Check that this response answers `request_id` and carries a valid MAC under `key`.
@@ -243,8 +261,8 @@ impl InvocationResponse {
         if self.id != request_id {
             return Err(AuthError::WrongResponseId { got: self.id.clone(), expected: request_id.to_owned() });
         }
-        let (version, hash, error) = self.mac_input_owned();
-        key.check(&[b"ferry/v1/response", &version, self.id.as_bytes(), &hash, &error], &self.mac)
+        let (version, hash, error, stream) = self.mac_input_owned();
+        key.check(&[b"ferry/v1/response", &version, self.id.as_bytes(), &hash, &error, &stream], &self.mac)
     }
 }
 
@@ -471,7 +489,7 @@ mod tests {
         let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
         let mut inv = Invocation::new("comp", "kv", "default", "op", b"payload".to_vec());
         inv.sign(&key);
-        let mutations: [fn(&mut Invocation); 9] = [
+        let mutations: [fn(&mut Invocation); 11] = [
             |i| i.payload.push(0),
             |i| i.origin = "other".into(),
             |i| i.target = "other".into(),
@@ -481,6 +499,8 @@ mod tests {
             |i| i.issued_at_ms += 1,
             |i| i.deadline_ms += 1,
             |i| i.cause = "parent.0".into(),
+            |i| i.payload_stream = Some(crate::envelope::PayloadStream { id: "s".into(), size: 9 }),
+            |i| i.payload_stream = Some(crate::envelope::PayloadStream { id: String::new(), size: 0 }),
         ];
         for mutate in mutations {
             let mut copy = inv.clone();
@@ -530,6 +550,12 @@ mod tests {
         err.sign(&key);
         err.error = Some(crate::RpcError::not_linked("y"));
         assert_eq!(err.verify(&key, "req1"), Err(AuthError::BadMac));
+        let mut streamed = InvocationResponse::ok("req1", vec![1]);
+        streamed.payload_stream = Some(crate::envelope::PayloadStream { id: "s".into(), size: 10 });
+        streamed.sign(&key);
+        assert!(streamed.verify(&key, "req1").is_ok());
+        streamed.payload_stream.as_mut().unwrap().size = 11;
+        assert_eq!(streamed.verify(&key, "req1"), Err(AuthError::BadMac));
     }
 
     #[test]

@@ -7,6 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PROTOCOL_VERSION, ProtoError, RpcError, codec, time};
 
+/// The part of a payload that did not fit in its envelope: offered as a pulled stream
+/// ([`crate::stream`]) under the envelope's key by whoever sent the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadStream {
+    /// The stream the rest of the payload is pulled from.
+    pub id: String,
+    /// The size of the whole payload, inline part included: a receiver refuses one over its
+    /// limit before pulling a byte, and one whose stream delivers another size.
+    pub size: u64,
+}
+
 /// A call from `origin` to `target`: run `operation` with `payload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invocation {
@@ -22,9 +33,14 @@ pub struct Invocation {
     pub link_name: String,
     /// The WIT function, `wasi:keyvalue/store.get`.
     pub operation: String,
-    /// MessagePack-encoded arguments of the operation.
+    /// MessagePack-encoded arguments of the operation: all of them, or the first part when
+    /// `payload_stream` names a stream with the rest.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// A payload larger than one message: where the rest is pulled from and the whole size.
+    /// Authenticated.
+    #[serde(default)]
+    pub payload_stream: Option<PayloadStream>,
     /// W3C trace context (`traceparent`, `tracestate`).
     #[serde(default)]
     pub trace_context: BTreeMap<String, String>,
@@ -68,6 +84,7 @@ impl Invocation {
             link_name: link_name.into(),
             operation: operation.into(),
             payload,
+            payload_stream: None,
             trace_context: BTreeMap::new(),
             issued_at_ms: time::now_ms(),
             deadline_ms: 0,
@@ -117,9 +134,14 @@ pub struct InvocationResponse {
     pub version: u16,
     /// The id of the invocation this answers.
     pub id: String,
-    /// MessagePack-encoded result when `error` is `None`.
+    /// MessagePack-encoded result when `error` is `None`: all of it, or the first part when
+    /// `payload_stream` names a stream with the rest.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// A result larger than one message: where the rest is pulled from and the whole size.
+    /// Authenticated.
+    #[serde(default)]
+    pub payload_stream: Option<PayloadStream>,
     /// What went wrong, if anything.
     pub error: Option<RpcError>,
     /// HMAC-SHA256 over the canonical form; empty when unsigned (possible only for errors a
@@ -131,12 +153,19 @@ pub struct InvocationResponse {
 impl InvocationResponse {
     /// A successful, unsigned response to request `id`.
     pub fn ok(id: impl Into<String>, payload: Vec<u8>) -> Self {
-        Self { version: PROTOCOL_VERSION, id: id.into(), payload, error: None, mac: Vec::new() }
+        Self { version: PROTOCOL_VERSION, id: id.into(), payload, payload_stream: None, error: None, mac: Vec::new() }
     }
 
     /// A failed, unsigned response to request `id`.
     pub fn err(id: impl Into<String>, error: RpcError) -> Self {
-        Self { version: PROTOCOL_VERSION, id: id.into(), payload: Vec::new(), error: Some(error), mac: Vec::new() }
+        Self {
+            version: PROTOCOL_VERSION,
+            id: id.into(),
+            payload: Vec::new(),
+            payload_stream: None,
+            error: Some(error),
+            mac: Vec::new(),
+        }
     }
 
     /// MessagePack bytes of this response.

@@ -70,6 +70,8 @@ pub enum ErrorKind {
     ComponentError,
     /// The target is busy (concurrency limit) and shed the request.
     Overloaded,
+    /// A value or payload exceeds a limit (of Ferry or of a backend); the message names it.
+    TooLarge,
     /// A bug or unexpected condition on the receiving side.
     Internal,
     /// A kind sent by a newer peer that this build does not know.
@@ -93,6 +95,7 @@ impl ErrorKind {
             ErrorKind::ComponentTrap => "component-trap",
             ErrorKind::ComponentError => "component-error",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::TooLarge => "too-large",
             ErrorKind::Internal => "internal",
             ErrorKind::Unknown => "unknown",
         }

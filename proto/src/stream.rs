@@ -22,6 +22,15 @@ use crate::{
 /// for the envelope around it.
 pub const DEFAULT_CHUNK_SIZE: usize = 256 * 1024;
 
+/// Largest payload a Ferry process sends inline in an envelope; the rest of a larger one
+/// travels as a stream named by the envelope's `payload_stream`.
+pub const INLINE_PAYLOAD_LIMIT: usize = DEFAULT_CHUNK_SIZE;
+
+/// Largest whole payload (inline part and stream) a Ferry process accepts: it holds the whole
+/// payload in memory to decode it, so this bounds what one invocation can make it allocate.
+/// Bodies and blobs do not count: they stream past their payload.
+pub const MAX_PAYLOAD_SIZE: u64 = 64 << 20;
+
 /// A request for chunk `seq` of a stream, or (with `cancel`) the news that the reader is done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPull {

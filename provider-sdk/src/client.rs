@@ -15,6 +15,7 @@ use ferry_proto::{
 use crate::{
     SdkError,
     http::{self, HttpCallOptions, LatticeBody},
+    overflow,
     request::{RequestFailure, Requester},
     stream,
 };
@@ -159,8 +160,7 @@ impl LatticeClient {
             .key_at(inv.issued_at_ms)
             .map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
         inv.set_timeout(timeout);
-        inv.sign(&key);
-        send_signed(&self.inner.requester, subject, &inv, &key).await
+        send_signed(&self.inner.requester, &self.inner.lattice, subject, &mut inv, &key).await
     }
 
     /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler` and return its
@@ -213,8 +213,7 @@ impl LatticeClient {
         };
         inv.payload = codec::encode(&head).map_err(RpcError::from)?;
         inv.set_timeout(options.timeout);
-        inv.sign(&key);
-        let answer = send_signed(&self.inner.requester, subject, &inv, &key)
+        let answer = send_signed(&self.inner.requester, &self.inner.lattice, subject, &mut inv, &key)
             .await
             .and_then(|bytes| codec::decode::<HttpResponse>(&bytes).map_err(RpcError::from))
             .and_then(|response| {
@@ -266,23 +265,36 @@ fn authority_or_localhost(authority: &str) -> &str {
     if authority.is_empty() { "localhost" } else { authority }
 }
 
-/// Send an invocation already signed under `key` and wait, until its deadline, for a response
+/// Sign `inv` under `key`, send it on `subject` and wait, until its deadline, for a response
 /// that verifies under the same key: the one request path shared by the SDK and the host. A
-/// reply that is unsigned, forged or for another request is dropped, not taken for the answer.
+/// payload over the inline limit travels partly as a stream, both ways
+/// ([`crate::overflow`]). A reply that is unsigned, forged or for another request is dropped,
+/// not taken for the answer.
 ///
 /// # Errors
-/// [`ErrorKind::Timeout`] (naming any replies dropped), [`ErrorKind::Unavailable`], or the
-/// target's own error.
+/// [`ErrorKind::Timeout`] (naming any replies dropped), [`ErrorKind::Unavailable`],
+/// [`ErrorKind::TooLarge`], or the target's own error.
 pub async fn send_signed(
     requester: &Requester,
+    lattice: &str,
     subject: String,
-    inv: &Invocation,
+    inv: &mut Invocation,
     key: &MacKey,
 ) -> Result<Vec<u8>, RpcError> {
-    let bytes = inv.encode().map_err(RpcError::from)?;
     let wait = inv.remaining().unwrap_or(DEFAULT_RPC_TIMEOUT);
     let deadline = tokio::time::Instant::now() + wait;
-    let answer = requester
+    let nats = requester.nats();
+    // Dropped when this returns: by then the target has pulled what it needed, or failed.
+    let _offered = match overflow::offload(nats, lattice, &mut inv.payload, key, wait).await? {
+        Some((rest, offered)) => {
+            inv.payload_stream = Some(rest);
+            Some(offered)
+        }
+        None => None,
+    };
+    inv.sign(key);
+    let bytes = inv.encode().map_err(RpcError::from)?;
+    let mut answer = requester
         .request(subject, bytes.into(), deadline, |msg| {
             let resp = InvocationResponse::decode(&msg.payload).map_err(|e| format!("undecodable reply: {e}"))?;
             if resp.mac.is_empty() {
@@ -295,11 +307,17 @@ pub async fn send_signed(
             Ok(resp)
         })
         .await
-        .map_err(|failure| map_failure(&inv.target, wait, failure))?;
-    answer.into_result()
+        .map_err(|failure| map_failure(nats, &inv.target, wait, failure))?;
+    let rest = answer.payload_stream.take();
+    let payload = answer.into_result()?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(MIN_PULL_WAIT);
+    overflow::gather(nats, lattice, payload, rest.as_ref(), key, left).await
 }
 
-fn map_failure(target: &str, wait: Duration, failure: RequestFailure) -> RpcError {
+/// The least a pull of a response's rest waits, however close the deadline.
+const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
+
+fn map_failure(nats: &async_nats::Client, target: &str, wait: Duration, failure: RequestFailure) -> RpcError {
     match failure {
         RequestFailure::Timeout { dropped: 0, .. } => {
             RpcError::new(ErrorKind::Timeout, format!("no answer from {target} within {wait:?}"))
@@ -312,7 +330,13 @@ fn map_failure(target: &str, wait: Duration, failure: RequestFailure) -> RpcErro
             ),
         ),
         RequestFailure::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
-        RequestFailure::TooLarge => RpcError::bad_request(format!("request to {target} exceeds the NATS max payload")),
+        RequestFailure::TooLarge => RpcError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "request to {target} exceeds the NATS server's max payload of {} bytes",
+                nats.server_info().max_payload
+            ),
+        ),
         RequestFailure::InvalidSubject => RpcError::bad_request(format!("invalid subject for {target}")),
         RequestFailure::Connection(err) => {
             RpcError::new(ErrorKind::Unavailable, format!("request to {target} failed: {err}"))

@@ -32,6 +32,7 @@ pub mod http;
 pub mod keyvalue;
 mod links;
 pub mod nats;
+pub mod overflow;
 mod provider;
 pub mod replay;
 pub mod request;

@@ -82,6 +82,11 @@ impl Requester {
         }
     }
 
+    /// The connection requests go out on.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.inner.nats
+    }
+
     /// Replies dropped so far because they failed their check (forged, tampered, for another
     /// request).
     pub fn rejected_replies(&self) -> u64 {

@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     LatticeBucket, LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
     links::Applied,
+    overflow,
     provider::{ContextInner, InvocationContext},
     replay::ReplayRecord,
 };
@@ -406,11 +407,30 @@ impl<P: Provider> Server<P> {
             debug!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, kind = ?err.kind, cause = %err.message, "invocation failed");
         }
         let mut resp = match result {
-            Ok(payload) => InvocationResponse::ok(inv.id, payload),
+            Ok(payload) => self.ok_response(inv, payload, &key).await,
             Err(err) => InvocationResponse::err(inv.id, err),
         };
         resp.sign(&key);
         resp
+    }
+
+    /// The answer carrying `payload`, its rest offered as a stream when it is over the inline
+    /// limit (for as long as the caller waits).
+    async fn ok_response(&self, inv: Invocation, mut payload: Vec<u8>, key: &MacKey) -> InvocationResponse {
+        let idle = inv.remaining().unwrap_or_else(|| self.ctx.client().timeout());
+        match overflow::offload(self.ctx.nats(), self.ctx.lattice(), &mut payload, key, idle).await {
+            Ok(None) => InvocationResponse::ok(inv.id, payload),
+            Ok(Some((rest, offered))) => {
+                offered.keep();
+                let mut resp = InvocationResponse::ok(inv.id, payload);
+                resp.payload_stream = Some(rest);
+                resp
+            }
+            Err(err) => {
+                warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "cannot send the answer");
+                InvocationResponse::err(inv.id, err)
+            }
+        }
     }
 
     async fn dispatch(&self, inv: &Invocation, key: &MacKey) -> Result<Vec<u8>, RpcError> {
@@ -432,7 +452,16 @@ impl<P: Provider> Server<P> {
             provider: self.ctx.clone(),
             key: key.clone(),
         };
-        let payload = inv.payload.clone();
+        let timeout = inv.remaining().unwrap_or_else(|| self.ctx.client().timeout());
+        let payload = overflow::gather(
+            self.ctx.nats(),
+            self.ctx.lattice(),
+            inv.payload.clone(),
+            inv.payload_stream.as_ref(),
+            key,
+            timeout,
+        )
+        .await?;
         AssertUnwindSafe(self.provider.handle(ictx, &inv.operation, payload)).catch_unwind().await.unwrap_or_else(
             |_| {
                 error!(operation = %inv.operation, "provider handler panicked");

@@ -8,6 +8,7 @@ mod hostile;
 mod http;
 mod isolation;
 mod keyvalue;
+mod kv_large;
 mod lifecycle;
 mod messaging;
 mod replay;

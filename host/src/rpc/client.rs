@@ -89,7 +89,6 @@ impl RpcClient {
         if deadline != 0 {
             inv.deadline_ms = inv.deadline_ms.min(deadline);
         }
-        inv.sign(&key);
-        ferry_provider_sdk::client::send_signed(&self.requester, subject, inv, &key).await
+        ferry_provider_sdk::client::send_signed(&self.requester, &self.lattice, subject, inv, &key).await
     }
 }

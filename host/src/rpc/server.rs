@@ -16,6 +16,7 @@ use ferry_proto::{
 };
 use ferry_provider_sdk::{
     http::LatticeBody,
+    overflow,
     stream::{self, ByteStream},
 };
 use futures::StreamExt as _;
@@ -82,7 +83,7 @@ pub(crate) async fn serve(
 async fn shed(ctx: &ServeContext, component: &RunningComponent, msg: async_nats::Message) {
     let id = &component.spec.id;
     let resp = match authenticate(ctx, component, &msg.payload) {
-        Err(resp) => resp,
+        Err(resp) => *resp,
         Ok((inv, key)) => {
             let shed = component.count_shed();
             if shed.is_power_of_two() || shed.is_multiple_of(1000) {
@@ -112,14 +113,14 @@ fn authenticate(
     ctx: &ServeContext,
     component: &RunningComponent,
     bytes: &[u8],
-) -> Result<(Invocation, MacKey), InvocationResponse> {
+) -> Result<(Invocation, MacKey), Box<InvocationResponse>> {
     let id = &component.spec.id;
     let inv = match Invocation::decode(bytes) {
         Ok(inv) => inv,
         Err(err) => {
             let err = RpcError::from(err);
             warn!(component = %id, cause = %err, "rejected malformed invocation");
-            return Err(InvocationResponse::err("", err));
+            return Err(Box::new(InvocationResponse::err("", err)));
         }
     };
     let key = ctx.rpc.cluster().provider_key(&ctx.lattice_name, &inv.origin, period_of(inv.issued_at_ms));
@@ -128,25 +129,27 @@ fn authenticate(
     if inv.target != *id {
         let err = RpcError::new(ErrorKind::Denied, format!("invocation addressed to {}, not {id}", inv.target));
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
-        return Err(InvocationResponse::err(inv.id, err));
+        return Err(Box::new(InvocationResponse::err(inv.id, err)));
     }
     if let Err(err) = verify_invocation(&inv, Channel::Rpc, &key, &ctx.guard) {
         let err = RpcError::new(ErrorKind::Denied, err.to_string());
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-        return Err(InvocationResponse::err(inv.id, err));
+        return Err(Box::new(InvocationResponse::err(inv.id, err)));
     }
     Ok((inv, key))
 }
 
 async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) -> InvocationResponse {
     let id = &component.spec.id;
-    let (inv, key) = match authenticate(ctx, component, bytes) {
+    let (mut inv, key) = match authenticate(ctx, component, bytes) {
         Ok(ok) => ok,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let result = if inv.remaining().is_some_and(|left| left.is_zero()) {
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, "invocation arrived after its caller's deadline");
         Err(RpcError::new(ErrorKind::Timeout, "the caller's deadline passed before the invocation started"))
+    } else if let Err(err) = gather(ctx, &mut inv, &key).await {
+        Err(err)
     } else {
         match inv.operation.as_str() {
             wit_http::OP_HANDLE => match run(ctx, component, &inv, &key).await {
@@ -170,9 +173,35 @@ async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) 
         debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
     }
     sign(match result {
-        Ok(payload) => InvocationResponse::ok(inv.id, payload),
+        Ok(payload) => ok_response(ctx, &inv, payload, &key).await,
         Err(err) => InvocationResponse::err(inv.id, err),
     })
+}
+
+/// Pull the rest of a payload over the inline limit, within the caller's deadline.
+async fn gather(ctx: &ServeContext, inv: &mut Invocation, key: &MacKey) -> Result<(), RpcError> {
+    if let Some(rest) = inv.payload_stream.take() {
+        let timeout = inv.remaining().unwrap_or_else(|| ctx.rpc.timeout());
+        let inline = std::mem::take(&mut inv.payload);
+        inv.payload = overflow::gather(&ctx.nats, &ctx.lattice_name, inline, Some(&rest), key, timeout).await?;
+    }
+    Ok(())
+}
+
+/// The answer carrying `payload`, its rest offered as a stream when it is over the inline
+/// limit (for as long as the caller waits).
+async fn ok_response(ctx: &ServeContext, inv: &Invocation, mut payload: Vec<u8>, key: &MacKey) -> InvocationResponse {
+    let idle = inv.remaining().unwrap_or_else(|| ctx.rpc.timeout());
+    match overflow::offload(&ctx.nats, &ctx.lattice_name, &mut payload, key, idle).await {
+        Ok(None) => InvocationResponse::ok(inv.id.clone(), payload),
+        Ok(Some((rest, offered))) => {
+            offered.keep();
+            let mut resp = InvocationResponse::ok(inv.id.clone(), payload);
+            resp.payload_stream = Some(rest);
+            resp
+        }
+        Err(err) => InvocationResponse::err(inv.id.clone(), err),
+    }
 }
 
 async fn run(

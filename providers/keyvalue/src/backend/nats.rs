@@ -14,6 +14,7 @@ use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE, parse_counter};
 const INCREMENT_ATTEMPTS: usize = 100;
 
 pub(crate) struct NatsBackend {
+    nats: async_nats::Client,
     js: jetstream::Context,
     prefix: String,
     /// Opened buckets, so each call does not look the bucket up again.
@@ -22,7 +23,7 @@ pub(crate) struct NatsBackend {
 
 impl NatsBackend {
     pub(crate) fn new(nats: async_nats::Client, prefix: String) -> Self {
-        Self { js: jetstream::new(nats), prefix, stores: Mutex::new(HashMap::new()) }
+        Self { js: jetstream::new(nats.clone()), nats, prefix, stores: Mutex::new(HashMap::new()) }
     }
 
     async fn store(&self, bucket: &str) -> Result<kv::Store, RpcError> {
@@ -112,6 +113,17 @@ impl Backend for NatsBackend {
     }
 
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), RpcError> {
+        // A JetStream KV value is one message: the server's max payload is the backend's limit.
+        let limit = self.nats.server_info().max_payload;
+        if value.len() > limit {
+            return Err(RpcError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "a value of {} bytes exceeds the NATS server's max payload of {limit} bytes, the JetStream KV backend's limit per value",
+                    value.len()
+                ),
+            ));
+        }
         let store = self.store(bucket).await?;
         store.put(encode_key(key), value.into()).await.map_err(|e| backend_err("put", e))?;
         Ok(())
