@@ -100,13 +100,11 @@ impl HostBuilder {
             }
         };
         let id = nkeys::KeyPair::new_server().public_key();
-        let nats = ferry_provider_sdk::nats::connect_options(format!("ferry-host-{id}"))
-            .connect(&self.nats_url)
-            .await
-            .map_err(|e| {
-                HostError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&self.nats_url)))
-            })?;
-        let view = LatticeView::open(&nats, &self.lattice).await?;
+        let (options, reconnects) = ferry_provider_sdk::nats::connect_options_tracked(format!("ferry-host-{id}"));
+        let nats = options.connect(&self.nats_url).await.map_err(|e| {
+            HostError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&self.nats_url)))
+        })?;
+        let view = LatticeView::open(&nats, &self.lattice, reconnects).await?;
         let engine = engine::new_engine(&self.limits)?;
         let mut linker = Linker::new(&engine);
         capability::add_to_linker(&mut linker)?;

@@ -100,6 +100,12 @@ impl Link {
         }
     }
 
+    /// Interfaces of this link that a caller resolves by link name alone, so that two links
+    /// of one name sharing one of them would be ambiguous (see [`fans_out`]).
+    pub fn routed_interfaces(&self) -> impl Iterator<Item = &str> {
+        self.interfaces.iter().map(String::as_str).filter(|i| !fans_out(&self.wit_namespace, &self.wit_package, i))
+    }
+
     /// Whether this link covers `namespace:package/interface`.
     pub fn covers(&self, namespace: &str, package: &str, interface: &str) -> bool {
         self.wit_namespace == namespace && self.wit_package == package && self.interfaces.iter().any(|i| i == interface)
@@ -154,6 +160,17 @@ pub struct LinkAck {
     pub accepted: bool,
     /// Why it did not.
     pub error: Option<String>,
+}
+
+/// Whether links over `namespace:package/interface` go from a provider to many components under
+/// one name, the provider choosing among them by its own config (the http-server by host and
+/// path, messaging by subscription): exports the lattice invokes. Links over any other interface
+/// are how a component's import finds its target, so only one link of a name may cover it.
+pub fn fans_out(namespace: &str, package: &str, interface: &str) -> bool {
+    matches!(
+        (namespace, package, interface),
+        ("wasi", "http", "incoming-handler") | ("wasmcloud", "messaging", "handler")
+    )
 }
 
 #[cfg(test)]

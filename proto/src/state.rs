@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ProtoError, link::Link, subject::validate_id};
+use crate::{
+    ProtoError,
+    link::{Link, LinkKey},
+    subject::validate_id,
+};
 
 /// Key prefix of link entries.
 pub const LINK_PREFIX: &str = "link.";
@@ -27,6 +31,35 @@ pub fn link_key(link: &Link) -> Result<String, ProtoError> {
         "{LINK_PREFIX}{}.{}.{}.{}.{}",
         link.source_id, link.target_id, link.wit_namespace, link.wit_package, link.name
     ))
+}
+
+/// The bucket key of the link identified by `key`.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if a part of the identity is invalid.
+pub fn link_key_of(key: &LinkKey) -> Result<String, ProtoError> {
+    for (what, value) in [
+        ("source id", &key.source_id),
+        ("target id", &key.target_id),
+        ("link name", &key.name),
+        ("wit namespace", &key.wit_namespace),
+        ("wit package", &key.wit_package),
+    ] {
+        validate_id(what, value)?;
+    }
+    Ok(format!(
+        "{LINK_PREFIX}{}.{}.{}.{}.{}",
+        key.source_id, key.target_id, key.wit_namespace, key.wit_package, key.name
+    ))
+}
+
+/// The link identity a bucket key names, if it is a link key.
+pub fn parse_link_key(key: &str) -> Option<LinkKey> {
+    let mut parts = key.strip_prefix(LINK_PREFIX)?.split('.');
+    let mut next = || parts.next().map(str::to_owned);
+    let parsed =
+        LinkKey { source_id: next()?, target_id: next()?, wit_namespace: next()?, wit_package: next()?, name: next()? };
+    (parts.next().is_none() && link_key_of(&parsed).is_ok_and(|k| k == key)).then_some(parsed)
 }
 
 /// The bucket key of the config named `name`.
@@ -77,5 +110,9 @@ mod tests {
         assert_eq!(config_key("redis").unwrap(), "config.redis");
         assert!(config_key("a.b").is_err());
         assert!(component_key("").is_err());
+        assert_eq!(parse_link_key("link.comp.kv.wasi.keyvalue.default"), Some(link.key()));
+        for bad in ["link.comp.kv.wasi.keyvalue", "link.a.b.c.d.e.f", "config.x", "link.a.b.c.d.e f"] {
+            assert_eq!(parse_link_key(bad), None, "{bad}");
+        }
     }
 }

@@ -20,6 +20,8 @@ const WRITE_ATTEMPTS: usize = 5;
 #[derive(Clone, Debug)]
 pub struct LatticeBucket {
     kv: kv::Store,
+    js: jetstream::Context,
+    name: String,
 }
 
 impl LatticeBucket {
@@ -46,7 +48,7 @@ impl LatticeBucket {
             }
             Err(err) => return Err(SdkError::Nats(format!("cannot open bucket {name}: {err}"))),
         };
-        Ok(Self { kv })
+        Ok(Self { kv, js, name })
     }
 
     /// Every link in the bucket with its revision.
@@ -87,32 +89,40 @@ impl LatticeBucket {
         self.put_checked(&key, value).await
     }
 
-    /// Delete a link; returns the revision of the delete, or `None` if there was no such link.
+    /// Delete a link; returns the link and the revision of the delete itself (not whatever the
+    /// key holds by the time the delete is done), or `None` if there was no such link.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails.
+    /// [`SdkError::Nats`] when the write fails or a concurrent write changed the link first.
     pub async fn del_link(&self, key: &LinkKey) -> Result<Option<(Link, u64)>, SdkError> {
-        let link = Link {
-            source_id: key.source_id.clone(),
-            target_id: key.target_id.clone(),
-            name: key.name.clone(),
-            wit_namespace: key.wit_namespace.clone(),
-            wit_package: key.wit_package.clone(),
-            interfaces: vec!["x".into()],
-            source_config: Vec::new(),
-            target_config: Vec::new(),
-        };
-        let bucket_key = state::link_key(&link)?;
+        let bucket_key = state::link_key_of(key)?;
         let Some(entry) = self.kv.entry(&bucket_key).await.map_err(SdkError::nats)? else { return Ok(None) };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
         let old: Link =
             serde_json::from_slice(&entry.value).map_err(|e| SdkError::Nats(format!("unreadable link entry: {e}")))?;
-        self.kv.delete_expect_revision(&bucket_key, Some(entry.revision)).await.map_err(SdkError::nats)?;
-        let revision =
-            self.kv.entry(&bucket_key).await.map_err(SdkError::nats)?.map_or(entry.revision + 1, |e| e.revision);
+        let revision = self.delete_at(&bucket_key, Some(entry.revision)).await?;
         Ok(Some((old, revision)))
+    }
+
+    /// Write a delete marker for `key`, expecting `expected` as its current revision when
+    /// given; returns the marker's revision from the server's acknowledgement.
+    async fn delete_at(&self, key: &str, expected: Option<u64>) -> Result<u64, SdkError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        if let Some(revision) = expected {
+            headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
+        }
+        let subject = format!("$KV.{}.{key}", self.name);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, bytes::Bytes::new())
+            .await
+            .map_err(SdkError::nats)?
+            .await
+            .map_err(SdkError::nats)?;
+        Ok(ack.sequence)
     }
 
     /// The named config, if present.
@@ -139,16 +149,19 @@ impl LatticeBucket {
         self.put_checked(&key, value).await
     }
 
-    /// Delete a named config; returns whether it existed.
+    /// Delete a named config; returns the revision of the delete, or `None` if there was no
+    /// such config.
     ///
     /// # Errors
     /// [`SdkError::Nats`] when the write fails.
-    pub async fn del_config(&self, name: &str) -> Result<bool, SdkError> {
-        let existed = self.config(name).await?.is_some();
-        if existed {
-            self.kv.delete(state::config_key(name)?).await.map_err(SdkError::nats)?;
+    pub async fn del_config(&self, name: &str) -> Result<Option<u64>, SdkError> {
+        let key = state::config_key(name)?;
+        match self.kv.entry(&key).await.map_err(SdkError::nats)? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                self.delete_at(&key, Some(entry.revision)).await.map(Some)
+            }
+            _ => Ok(None),
         }
-        Ok(existed)
     }
 
     /// Merge the named configs in order (later names win); missing names are reported.
@@ -214,12 +227,12 @@ impl LatticeBucket {
     }
 }
 
-/// A change seen while watching the bucket: the current state first, then every update. Its
-/// `Debug` output names config keys but never shows their values (they may be secrets).
+/// What one bucket entry says about links or config. Its `Debug` output names config keys but
+/// never shows their values (they may be secrets).
 #[derive(Clone, PartialEq, Eq)]
 pub enum BucketChange {
-    /// A link was put (created or updated) at a revision.
-    Link(Link, u64),
+    /// A link was put (created or updated).
+    Link(Link),
     /// The link under this bucket key was deleted.
     LinkDeleted(String),
     /// A config was put.
@@ -231,7 +244,7 @@ pub enum BucketChange {
 impl std::fmt::Debug for BucketChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BucketChange::Link(link, revision) => f.debug_tuple("Link").field(&link.key()).field(revision).finish(),
+            BucketChange::Link(link) => f.debug_tuple("Link").field(&link.key()).finish(),
             BucketChange::LinkDeleted(key) => f.debug_tuple("LinkDeleted").field(key).finish(),
             BucketChange::Config(name, values) => {
                 f.debug_tuple("Config").field(name).field(&values.keys().collect::<Vec<_>>()).finish()
@@ -241,47 +254,53 @@ impl std::fmt::Debug for BucketChange {
     }
 }
 
+/// One entry seen while watching the bucket: the current entry of every key first, then every
+/// write as it happens, in revision order.
+#[derive(Debug, Clone)]
+pub struct BucketEvent {
+    /// The bucket key.
+    pub key: String,
+    /// The entry's revision: the bucket's sequence number, shared by all keys.
+    pub revision: u64,
+    /// What it says about links or config; `None` for other keys and unreadable entries.
+    pub change: Option<BucketChange>,
+    /// Every entry that existed when the watch started has now been delivered.
+    pub caught_up: bool,
+}
+
+/// Where the bucket stands: its last revision and how many entries it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketMark {
+    /// The revision of the last write.
+    pub last_revision: u64,
+    /// Entries held (each key's retained history counts).
+    pub entries: u64,
+}
+
 impl LatticeBucket {
-    /// Watch every key: first the current value of each, then changes as they happen.
+    /// Where the bucket stands now, read from the server.
+    ///
+    /// # Errors
+    /// [`SdkError::Nats`] when the server does not answer.
+    pub async fn mark(&self) -> Result<BucketMark, SdkError> {
+        let mut stream = self.kv.stream.clone();
+        let info = stream.info().await.map_err(SdkError::nats)?;
+        Ok(BucketMark { last_revision: info.state.last_sequence, entries: info.state.messages })
+    }
+
+    /// Watch every key: first the current entry of each, then changes as they happen. An error
+    /// item means the watch is no longer reliable: start a new one.
     ///
     /// # Errors
     /// [`SdkError::Nats`] when the watch cannot be created.
-    pub async fn watch(&self) -> Result<impl futures::Stream<Item = BucketChange> + Send + use<>, SdkError> {
+    pub async fn watch(
+        &self,
+    ) -> Result<impl futures::Stream<Item = Result<BucketEvent, SdkError>> + Send + use<>, SdkError> {
         let watch = self.kv.watch_with_history(">").await.map_err(SdkError::nats)?;
-        Ok(watch.filter_map(|entry| async move {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(err) => {
-                    tracing::warn!(cause = %err, "lattice bucket watch error");
-                    return None;
-                }
-            };
-            let put = entry.operation == kv::Operation::Put;
-            if let Some(name) = entry.key.strip_prefix(state::CONFIG_PREFIX) {
-                if !put {
-                    return Some(BucketChange::ConfigDeleted(name.to_owned()));
-                }
-                return match serde_json::from_slice(&entry.value) {
-                    Ok(values) => Some(BucketChange::Config(name.to_owned(), values)),
-                    Err(err) => {
-                        tracing::warn!(key = %entry.key, cause = %err, "unreadable config entry");
-                        None
-                    }
-                };
-            }
-            if entry.key.starts_with(state::LINK_PREFIX) {
-                if !put {
-                    return Some(BucketChange::LinkDeleted(entry.key));
-                }
-                return match serde_json::from_slice(&entry.value) {
-                    Ok(link) => Some(BucketChange::Link(link, entry.revision)),
-                    Err(err) => {
-                        tracing::warn!(key = %entry.key, cause = %err, "unreadable link entry");
-                        None
-                    }
-                };
-            }
-            None
+        Ok(watch.map(|entry| {
+            let entry = entry.map_err(SdkError::nats)?;
+            let change = change_of(&entry);
+            Ok(BucketEvent { caught_up: entry.delta == 0, key: entry.key, revision: entry.revision, change })
         }))
     }
 
@@ -299,4 +318,38 @@ impl LatticeBucket {
         }
         Ok(names)
     }
+}
+
+/// What a bucket entry says about links or config.
+fn change_of(entry: &kv::Entry) -> Option<BucketChange> {
+    let put = entry.operation == kv::Operation::Put;
+    if let Some(name) = entry.key.strip_prefix(state::CONFIG_PREFIX) {
+        if !put {
+            return Some(BucketChange::ConfigDeleted(name.to_owned()));
+        }
+        return match serde_json::from_slice(&entry.value) {
+            Ok(values) => Some(BucketChange::Config(name.to_owned(), values)),
+            Err(err) => {
+                tracing::warn!(key = %entry.key, cause = %err, "unreadable config entry");
+                None
+            }
+        };
+    }
+    if entry.key.starts_with(state::LINK_PREFIX) {
+        if !put {
+            return Some(BucketChange::LinkDeleted(entry.key.clone()));
+        }
+        return match serde_json::from_slice::<Link>(&entry.value) {
+            Ok(link) if state::link_key(&link).is_ok_and(|k| k == entry.key) => Some(BucketChange::Link(link)),
+            Ok(_) => {
+                tracing::warn!(key = %entry.key, "link entry does not match its key; ignored");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(key = %entry.key, cause = %err, "unreadable link entry");
+                None
+            }
+        };
+    }
+    None
 }

@@ -39,9 +39,10 @@ pub mod request;
 mod server;
 mod signal;
 pub mod stream;
+pub mod view;
 
 pub use async_nats;
-pub use bucket::{BucketChange, LatticeBucket};
+pub use bucket::{BucketChange, BucketEvent, BucketMark, LatticeBucket};
 pub use client::LatticeClient;
 pub use config::StartupArgs;
 pub use error::SdkError;

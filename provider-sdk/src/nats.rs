@@ -22,6 +22,45 @@ pub fn connect_options(name: impl Into<String>) -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::new().name(name.into()).request_timeout(None)
 }
 
+/// [`connect_options`], and a handle that reports each time the connection is established again,
+/// so what a process keeps in step with the server (its view of the lattice bucket) can resync.
+pub fn connect_options_tracked(name: impl Into<String>) -> (async_nats::ConnectOptions, Reconnects) {
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let options = connect_options(name).event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    tx.send_modify(|n| *n += 1);
+                }
+                async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                _ => {}
+            }
+        }
+    });
+    (options, Reconnects { rx })
+}
+
+/// Reports connections established since it last looked. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconnects {
+    rx: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Reconnects {
+    /// Forget connections made so far (the first one, typically).
+    pub fn mark_seen(&mut self) {
+        self.rx.borrow_and_update();
+    }
+
+    /// Wait for the next connection; never returns once the connection is gone for good.
+    pub async fn next(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Longest wait for the round trip.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
 

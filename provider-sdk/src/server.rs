@@ -13,23 +13,24 @@ use ferry_proto::{
     codec,
     envelope::{Invocation, InvocationResponse},
     health::{HealthAnswer, ShutdownRequest},
-    link::{LinkAck, LinkDel, LinkPut},
-    seal,
     startup::ProviderStartup,
     subject,
     subject::Channel,
 };
 use futures::{FutureExt as _, StreamExt as _};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, error, info, warn};
 
+mod links;
+
 use crate::{
-    LatticeBucket, LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
-    links::Applied,
+    LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
+    nats::Reconnects,
     overflow,
     provider::{ContextInner, InvocationContext},
     replay::ReplayRecord,
+    view::LatticeView,
 };
 
 /// Upper bound of invocations one provider instance runs at once; more wait for a permit
@@ -83,12 +84,10 @@ pub async fn run_provider_with<P: Provider>(
     if credential.key_at(now).is_err() {
         return Err(SdkError::Startup(format!("credential is not valid now: {credential:?}")));
     }
-    let nats = crate::nats::connect_options(format!("ferry-provider-{}", startup.provider_id))
-        .connect(&startup.nats_url)
-        .await
-        .map_err(|e| {
-            SdkError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&startup.nats_url)))
-        })?;
+    let (options, reconnects) = crate::nats::connect_options_tracked(format!("ferry-provider-{}", startup.provider_id));
+    let nats = options.connect(&startup.nats_url).await.map_err(|e| {
+        SdkError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&startup.nats_url)))
+    })?;
     let client = LatticeClient::new(
         nats.clone(),
         &startup.lattice,
@@ -105,8 +104,15 @@ pub async fn run_provider_with<P: Provider>(
         }),
     };
     let record = ReplayRecord::new(nats, &startup.lattice);
-    let server =
-        Arc::new(Server { provider, ctx, guard: ReplayGuard::default(), record, stop: CancellationToken::new() });
+    let server = Arc::new(Server {
+        provider,
+        ctx,
+        guard: ReplayGuard::default(),
+        record,
+        view: LatticeView::default(),
+        reconnects,
+        stop: CancellationToken::new(),
+    });
     server.serve(shutdown).await
 }
 
@@ -117,6 +123,10 @@ struct Server<P> {
     guard: ReplayGuard,
     /// Lattice-wide replay protection for state-changing invocations.
     record: ReplayRecord,
+    /// Links and config as the lattice bucket has them.
+    view: LatticeView,
+    /// New connections, after which the view resyncs.
+    reconnects: Reconnects,
     /// Cancelled by a shutdown request from the lattice.
     stop: CancellationToken,
 }
@@ -142,11 +152,16 @@ impl<P: Provider> Server<P> {
             nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
         crate::nats::sync_subscriptions(&nats).await?;
 
-        self.load_snapshot().await;
+        // The links the bucket holds are applied before the instance says it is ready.
+        let control = CancellationToken::new();
+        let (changes_tx, mut changes) = mpsc::unbounded_channel();
+        self.follow_view(changes_tx, control.clone()).await;
+        while let Ok(change) = changes.try_recv() {
+            self.on_view_change(change).await;
+        }
 
         let tasks = TaskTracker::new();
-        let control = CancellationToken::new();
-        tasks.spawn(self.clone().link_loop(puts, dels, control.clone()));
+        tasks.spawn(self.clone().link_loop(puts, dels, changes, control.clone()));
         tasks.spawn(self.clone().health_loop(health, control.clone()));
         tasks.spawn(self.clone().shutdown_loop(futures::stream::select(stop_all, stop_one), control.clone()));
         let invocations = TaskTracker::new();
@@ -175,129 +190,6 @@ impl<P: Provider> Server<P> {
         }
         info!("provider stopped");
         Ok(())
-    }
-
-    async fn load_snapshot(&self) {
-        let bucket = match LatticeBucket::open(self.ctx.nats(), self.ctx.lattice(), false).await {
-            Ok(bucket) => bucket,
-            Err(err) => {
-                warn!(cause = %err, "no lattice bucket yet; links will arrive as notifications");
-                return;
-            }
-        };
-        let links = match bucket.links().await {
-            Ok(links) => links,
-            Err(err) => {
-                error!(cause = %err, "failed to read link snapshot");
-                return;
-            }
-        };
-        let id = self.ctx.provider_id();
-        for (link, revision) in links.into_iter().filter(|(l, _)| l.source_id == id || l.target_id == id) {
-            match bucket.link_put(link, revision).await {
-                Ok(put) => {
-                    let ack = self.apply_put(put).await;
-                    if !ack.accepted {
-                        warn!(error = ?ack.error, "link from snapshot rejected");
-                    }
-                }
-                Err(err) => error!(cause = %err, "failed to resolve link config from snapshot"),
-            }
-        }
-    }
-
-    async fn apply_put(&self, put: LinkPut) -> LinkAck {
-        let instance_id = self.ctx.instance_id().to_owned();
-        let id = self.ctx.provider_id();
-        if put.link.source_id != id && put.link.target_id != id {
-            return LinkAck {
-                instance_id,
-                accepted: false,
-                error: Some(format!("link does not involve provider {id}")),
-            };
-        }
-        match self.ctx.links().check_put(&put) {
-            Applied::Stale => {
-                debug!(revision = put.revision, "ignoring stale link put");
-                LinkAck { instance_id, accepted: true, error: None }
-            }
-            Applied::Unchanged => {
-                self.ctx.links().store_put(put, true);
-                LinkAck { instance_id, accepted: true, error: None }
-            }
-            Applied::Changed => {
-                let hook = AssertUnwindSafe(self.provider.on_link_put(&self.ctx, &put)).catch_unwind().await;
-                let result = hook.unwrap_or_else(|_| Err("link hook panicked".to_owned()));
-                let (source, target, name) =
-                    (put.link.source_id.clone(), put.link.target_id.clone(), put.link.name.clone());
-                match result {
-                    Ok(()) => {
-                        info!(%source, %target, %name, revision = put.revision, "link set");
-                        self.ctx.links().store_put(put, true);
-                        LinkAck { instance_id, accepted: true, error: None }
-                    }
-                    Err(err) => {
-                        warn!(%source, %target, %name, cause = %err, "link rejected by provider");
-                        self.ctx.links().store_put(put, false);
-                        LinkAck { instance_id, accepted: false, error: Some(err) }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn link_loop(
-        self: Arc<Self>,
-        mut puts: async_nats::Subscriber,
-        mut dels: async_nats::Subscriber,
-        control: CancellationToken,
-    ) {
-        // One task for both so puts and deletes apply in arrival order.
-        loop {
-            let (msg, is_put) = tokio::select! {
-                () = control.cancelled() => break,
-                Some(msg) = puts.next() => (msg, true),
-                Some(msg) = dels.next() => (msg, false),
-                else => break,
-            };
-            let reply = msg.reply.clone();
-            let channel = if is_put { Channel::LinkPut } else { Channel::LinkDel };
-            let answer = match self.authenticate(&msg.payload, channel) {
-                Err(resp) => *resp,
-                Ok((inv, key)) => {
-                    let ack = if is_put {
-                        let opened = seal::open(&key, &inv.id, &inv.payload).map_err(|e| e.to_string());
-                        match opened.and_then(|plain| codec::decode::<LinkPut>(&plain).map_err(|e| e.to_string())) {
-                            Ok(put) => self.apply_put(put).await,
-                            Err(err) => LinkAck {
-                                instance_id: self.ctx.instance_id().to_owned(),
-                                accepted: false,
-                                error: Some(format!("bad link put: {err}")),
-                            },
-                        }
-                    } else {
-                        match codec::decode::<LinkDel>(&inv.payload) {
-                            Ok(del) => {
-                                if let Some(old) = self.ctx.links().apply_del(&del.key, del.revision) {
-                                    info!(source = %del.key.source_id, target = %del.key.target_id, name = %del.key.name, "link deleted");
-                                    let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &old))
-                                        .catch_unwind()
-                                        .await;
-                                }
-                                LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted: true, error: None }
-                            }
-                            Err(err) => LinkAck {
-                                instance_id: self.ctx.instance_id().to_owned(),
-                                accepted: false,
-                                error: Some(format!("bad link del: {err}")),
-                            },
-                        }
-                    };
-                    signed_ok(&inv.id, &ack, &key)
-                }
-            };
-            self.reply(reply, answer).await;
-        }
     }
 
     async fn health_loop(self: Arc<Self>, mut health: async_nats::Subscriber, control: CancellationToken) {

@@ -9,6 +9,7 @@ mod http;
 mod isolation;
 mod keyvalue;
 mod kv_large;
+mod lattice_state;
 mod lifecycle;
 mod messaging;
 mod replay;

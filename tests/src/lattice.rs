@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use ferry_host::CtlClient;
 use ferry_proto::{
     auth::ClusterKey,
-    ctl::{ComponentStart, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand},
+    ctl::{ComponentStart, ConfigNameCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand},
     http::{Header, HttpRequest},
     link::{Link, LinkKey},
 };
@@ -89,7 +89,15 @@ impl Lattice {
     /// # Errors
     /// When a process does not start.
     pub async fn start_with_timeout(rpc_timeout: Duration) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
+        Self::start_on(NatsServer::start().await?, rpc_timeout).await
+    }
+
+    /// Start a host on `nats` (a server started with a configuration of the test's own)
+    /// whose capability calls time out after `rpc_timeout`.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start_on(nats: NatsServer, rpc_timeout: Duration) -> anyhow::Result<Self> {
         let (cluster, seed) = ClusterKey::generate()?;
         let name = "test".to_owned();
         let (host, host_id) = spawn_host(&nats.url, &name, &seed, rpc_timeout, &[]).await?;
@@ -197,6 +205,27 @@ impl Lattice {
             bail!("link put failed: {} {}", resp.message, resp.data);
         }
         Ok(resp)
+    }
+
+    /// Put a link and return the host's answer whether or not it succeeded.
+    ///
+    /// # Errors
+    /// When the command cannot be sent.
+    pub async fn try_link(&self, link: Link) -> anyhow::Result<CtlResponse> {
+        Ok(self.ctl.request("link", "put", None, &LinkPutCommand { request_id: "test".into(), link }).await?)
+    }
+
+    /// Delete a named config.
+    ///
+    /// # Errors
+    /// When the host reports failure.
+    pub async fn delete_config(&self, name: &str) -> anyhow::Result<()> {
+        let command = ConfigNameCommand { request_id: "test".into(), name: name.to_owned() };
+        let resp = self.ctl.request("config", "del", None, &command).await?;
+        if !resp.success {
+            bail!("config del failed: {}", resp.message);
+        }
+        Ok(())
     }
 
     /// Delete a link.

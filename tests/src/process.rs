@@ -87,6 +87,21 @@ impl Process {
         }
     }
 
+    /// Freeze the process (SIGSTOP): it holds its connections but answers nothing, like a
+    /// process on a machine that stalls or loses its network.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "STOP");
+        }
+    }
+
+    /// Let a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "CONT");
+        }
+    }
+
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

@@ -46,10 +46,23 @@ impl NatsServer {
     /// # Errors
     /// When the binary is missing or does not start.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_config("").await
+    }
+
+    /// [`NatsServer::start`] with `config` (nats-server's configuration syntax) as its
+    /// configuration file, for settings that have no flag (`ping_interval: "1s"`, …).
+    ///
+    /// # Errors
+    /// As [`NatsServer::start`].
+    pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
         let port = free_port()?;
         let store = std::env::temp_dir().join(format!("ferry-test-js-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&store)?;
+        let config_file = store.join("nats.conf");
+        std::fs::write(&config_file, config)?;
         let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let mut command = Command::new(&bin);
+        command.arg("-c").arg(&config_file);
         command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(&store);
         let mut process = Process::spawn("nats-server", command).with_context(|| format!("is {bin} installed?"))?;
         wait_for_port(port, &mut process).await?;

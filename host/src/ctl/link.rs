@@ -29,12 +29,27 @@ pub(super) async fn put(host: &HostInner, cmd: LinkPutCommand) -> CtlResponse {
     if let Err(err) = link.validate() {
         return CtlResponse::fail(cmd.request_id, err.to_string());
     }
+    // As wasmCloud: one name may not lead a component's import to two targets.
+    if let Some(existing) = host.view.conflict_with(&link) {
+        return CtlResponse::fail(
+            cmd.request_id,
+            format!(
+                "link already exists with different target, consider deleting the existing link or using a different link name: {} -> {} ({}) covers {}:{}/{{{}}}",
+                existing.source_id,
+                existing.target_id,
+                existing.name,
+                existing.wit_namespace,
+                existing.wit_package,
+                existing.interfaces.join(",")
+            ),
+        );
+    }
     let revision = match host.view.bucket().put_link(&link).await {
         Ok(revision) => revision,
         Err(err) => return CtlResponse::fail(cmd.request_id, format!("failed to store link: {err}")),
     };
-    host.view.record_link(link.clone());
-    let outcome = notify_put_at(host, &link, revision).await;
+    host.view.record_link(&link, revision);
+    let outcome = notify_put(host, &link).await;
     let data = serde_json::json!({ "request_id": cmd.request_id, "link": link, "revision": revision, "providers": outcome.details });
     if outcome.accepted {
         host.events.emit("link_set", data.clone()).await;
@@ -72,7 +87,7 @@ pub(super) async fn del(host: &HostInner, cmd: LinkDelCommand) -> CtlResponse {
         }
         Err(err) => return CtlResponse::fail(cmd.request_id, format!("failed to delete link: {err}")),
     };
-    host.view.forget_link(&link);
+    host.view.forget_link(&link, revision);
     let del = LinkDel { key, revision };
     let mut details = Vec::new();
     for side in sides(&link) {
@@ -110,24 +125,14 @@ pub(super) async fn get(host: &HostInner, cmd: LinkGetCommand) -> CtlResponse {
     }
 }
 
-/// Offer `link` again to both sides with its current config (after a config change).
+/// Offer `link` to both sides as the view resolves it now: its configs merged, at the revision
+/// of the newest entry it depends on (after a link put or a config change).
 pub(super) async fn notify_put(host: &HostInner, link: &Link) -> Outcome {
-    let revision = match host.view.bucket().links().await {
-        Ok(links) => links.into_iter().find(|(l, _)| l.key() == link.key()).map_or(0, |(_, r)| r),
-        Err(_) => 0,
-    };
-    notify_put_at(host, link, revision).await
-}
-
-async fn notify_put_at(host: &HostInner, link: &Link, revision: u64) -> Outcome {
-    let put = match host.view.bucket().link_put(link.clone(), revision).await {
-        Ok(put) => put,
-        Err(err) => {
-            return Outcome {
-                accepted: false,
-                details: vec![serde_json::json!({ "error": format!("cannot resolve link config: {err}") })],
-            };
-        }
+    let Some(put) = host.view.resolve(link) else {
+        return Outcome {
+            accepted: true,
+            details: vec![serde_json::json!({ "result": "the link was deleted meanwhile; nothing to offer" })],
+        };
     };
     let mut outcome = Outcome { accepted: true, details: Vec::new() };
     for side in sides(link) {

@@ -1,0 +1,236 @@
+//! A provider instance's links, kept in step with the lattice view.
+//!
+//! The lattice bucket decides what links exist and what config they carry: the instance
+//! follows it ([`crate::view::follow`]) and calls the provider's link hooks for every link of its
+//! own that the view changes, from the first sync on, after a lost connection, and when a
+//! config the link names is put or deleted. A host's link notification asks the instance to
+//! apply a change now and say whether the provider accepted it: the instance waits (briefly)
+//! until its view has reached the notification's revision and applies what the view says, so a
+//! notification and the watch can never disagree. Everything runs on one task, in order.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use ferry_proto::{
+    codec,
+    link::{LinkAck, LinkDel, LinkPut},
+    seal,
+    state::{self, parse_link_key},
+    subject::Channel,
+};
+use futures::{FutureExt as _, StreamExt as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Server, signed_ok};
+use crate::{
+    LatticeBucket, Provider,
+    links::Applied,
+    view::{self, ViewChange},
+};
+
+/// How long a link notification waits for the view to reach its revision before it is applied
+/// as the notification says.
+const NOTIFICATION_WAIT: Duration = Duration::from_secs(3);
+/// How often an instance that found no lattice bucket at start looks for it again.
+const BUCKET_RETRY: Duration = Duration::from_secs(2);
+
+impl<P: Provider> Server<P> {
+    /// Start following the lattice bucket. Returns after the first sync when the bucket exists
+    /// (its changes are queued on `changes`); otherwise keeps looking for it in the background.
+    pub(super) async fn follow_view(
+        self: &Arc<Self>,
+        changes: mpsc::UnboundedSender<ViewChange>,
+        stop: CancellationToken,
+    ) {
+        let (nats, lattice) = (self.ctx.nats().clone(), self.ctx.lattice().to_owned());
+        let follow = |bucket: LatticeBucket| {
+            view::follow(self.view.clone(), bucket, Some(self.reconnects.clone()), Some(changes.clone()), stop.clone())
+        };
+        match LatticeBucket::open(&nats, &lattice, false).await {
+            Ok(bucket) => match follow(bucket).await {
+                Ok(_task) => return,
+                Err(err) => warn!(cause = %err, "cannot sync links from the lattice bucket yet; retrying"),
+            },
+            Err(err) => warn!(cause = %err, "no lattice bucket yet; links will follow once a host creates it"),
+        }
+        let (view, reconnects) = (self.view.clone(), self.reconnects.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(BUCKET_RETRY) => {}
+                }
+                let Ok(bucket) = LatticeBucket::open(&nats, &lattice, false).await else { continue };
+                match view::follow(view.clone(), bucket, Some(reconnects.clone()), Some(changes.clone()), stop.clone())
+                    .await
+                {
+                    Ok(_task) => return,
+                    Err(err) => warn!(cause = %err, "cannot sync links from the lattice bucket yet; retrying"),
+                }
+            }
+        });
+    }
+
+    /// Bring the link under bucket key `key` in line with the view: put it (through the
+    /// provider's hook) if the view holds it, remove it if the view holds its delete.
+    async fn sync_link(&self, key: &str) -> LinkAck {
+        match self.view.resolve(key) {
+            Some(put) => self.apply_put(put).await,
+            None => {
+                if let Some(link_key) = parse_link_key(key) {
+                    let revision = self.view.deleted_at(key).unwrap_or(0);
+                    self.apply_del(&LinkDel { key: link_key, revision }).await;
+                }
+                self.ack(true, None)
+            }
+        }
+    }
+
+    fn ack(&self, accepted: bool, error: Option<String>) -> LinkAck {
+        LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted, error }
+    }
+
+    fn involves_me(&self, source: &str, target: &str) -> bool {
+        let id = self.ctx.provider_id();
+        source == id || target == id
+    }
+
+    /// React to a change of the view: links of this provider that it touched are synced.
+    pub(super) async fn on_view_change(&self, change: ViewChange) {
+        match change {
+            ViewChange::Link { key, link, .. } => {
+                let mine = match &link {
+                    Some(link) => self.involves_me(&link.source_id, &link.target_id),
+                    None => parse_link_key(&key).is_some_and(|k| self.involves_me(&k.source_id, &k.target_id)),
+                };
+                if mine {
+                    let _ = self.sync_link(&key).await;
+                }
+            }
+            ViewChange::Config(name) => {
+                for link in self.view.links_using_config(&name) {
+                    if self.involves_me(&link.source_id, &link.target_id)
+                        && let Ok(key) = state::link_key(&link)
+                    {
+                        debug!(config = %name, source = %link.source_id, target = %link.target_id, "config changed: resyncing link");
+                        let _ = self.sync_link(&key).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_put(&self, put: LinkPut) -> LinkAck {
+        if !self.involves_me(&put.link.source_id, &put.link.target_id) {
+            let id = self.ctx.provider_id();
+            return self.ack(false, Some(format!("link does not involve provider {id}")));
+        }
+        match self.ctx.links().check_put(&put) {
+            Applied::Stale => {
+                debug!(revision = put.revision, "ignoring stale link put");
+                self.ack(true, None)
+            }
+            Applied::Unchanged => {
+                self.ctx.links().store_put(put, true);
+                self.ack(true, None)
+            }
+            Applied::Changed => {
+                let hook = AssertUnwindSafe(self.provider.on_link_put(&self.ctx, &put)).catch_unwind().await;
+                let result = hook.unwrap_or_else(|_| Err("link hook panicked".to_owned()));
+                let (source, target, name) =
+                    (put.link.source_id.clone(), put.link.target_id.clone(), put.link.name.clone());
+                match result {
+                    Ok(()) => {
+                        info!(%source, %target, %name, revision = put.revision, "link set");
+                        self.ctx.links().store_put(put, true);
+                        self.ack(true, None)
+                    }
+                    Err(err) => {
+                        warn!(%source, %target, %name, cause = %err, "link rejected by provider");
+                        self.ctx.links().store_put(put, false);
+                        self.ack(false, Some(err))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_del(&self, del: &LinkDel) {
+        if let Some(old) = self.ctx.links().apply_del(&del.key, del.revision) {
+            info!(source = %del.key.source_id, target = %del.key.target_id, name = %del.key.name, revision = del.revision, "link deleted");
+            let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &old)).catch_unwind().await;
+        }
+    }
+
+    /// A host's link put: applied as the view has it once the view reached its revision.
+    async fn notified_put(&self, put: LinkPut) -> LinkAck {
+        let key = match state::link_key(&put.link) {
+            Ok(key) => key,
+            Err(err) => return self.ack(false, Some(format!("bad link put: {err}"))),
+        };
+        if self.view.caught_up_to(put.revision, NOTIFICATION_WAIT).await {
+            return self.sync_link(&key).await;
+        }
+        warn!(
+            revision = put.revision,
+            view = self.view.high_water(),
+            "lattice view is behind a link notification; applying the notification"
+        );
+        self.apply_put(put).await
+    }
+
+    /// A host's link delete, likewise.
+    async fn notified_del(&self, del: LinkDel) -> LinkAck {
+        if self.view.caught_up_to(del.revision, NOTIFICATION_WAIT).await
+            && let Ok(key) = state::link_key_of(&del.key)
+        {
+            return self.sync_link(&key).await;
+        }
+        self.apply_del(&del).await;
+        self.ack(true, None)
+    }
+
+    /// Link notifications and view changes, one at a time, in arrival order.
+    pub(super) async fn link_loop(
+        self: Arc<Self>,
+        mut puts: async_nats::Subscriber,
+        mut dels: async_nats::Subscriber,
+        mut changes: mpsc::UnboundedReceiver<ViewChange>,
+        control: CancellationToken,
+    ) {
+        loop {
+            let (msg, is_put) = tokio::select! {
+                () = control.cancelled() => break,
+                Some(change) = changes.recv() => {
+                    self.on_view_change(change).await;
+                    continue;
+                }
+                Some(msg) = puts.next() => (msg, true),
+                Some(msg) = dels.next() => (msg, false),
+                else => break,
+            };
+            let reply = msg.reply.clone();
+            let channel = if is_put { Channel::LinkPut } else { Channel::LinkDel };
+            let answer = match self.authenticate(&msg.payload, channel) {
+                Err(resp) => *resp,
+                Ok((inv, key)) => {
+                    let ack = if is_put {
+                        let opened = seal::open(&key, &inv.id, &inv.payload).map_err(|e| e.to_string());
+                        match opened.and_then(|plain| codec::decode::<LinkPut>(&plain).map_err(|e| e.to_string())) {
+                            Ok(put) => self.notified_put(put).await,
+                            Err(err) => self.ack(false, Some(format!("bad link put: {err}"))),
+                        }
+                    } else {
+                        match codec::decode::<LinkDel>(&inv.payload) {
+                            Ok(del) => self.notified_del(del).await,
+                            Err(err) => self.ack(false, Some(format!("bad link del: {err}"))),
+                        }
+                    };
+                    signed_ok(&inv.id, &ack, &key)
+                }
+            };
+            self.reply(reply, answer).await;
+        }
+    }
+}
