@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         revision: 7,
     };
     show("LinkPut (payload of ferry:link/put)", &encode(&put)?);
-    show("LinkAck", &encode(&LinkAck { instance_id: "i1".into(), accepted: true, error: None })?);
+    show("LinkAck", &encode(&LinkAck { instance_id: "i1".into(), accepted: true, error: None, pending: false })?);
     show(
         "HealthAnswer",
         &encode(&HealthAnswer {

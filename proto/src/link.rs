@@ -151,7 +151,9 @@ pub struct LinkDel {
     pub revision: u64,
 }
 
-/// A provider instance's answer to a link put or delete.
+/// A provider instance's answer to a link put or delete. Each instance answers twice: at once
+/// with `pending` set (it received the notification), then with its verdict, so the sender
+/// learns which instances are running and waits for every one of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkAck {
     /// The answering instance.
@@ -160,6 +162,9 @@ pub struct LinkAck {
     pub accepted: bool,
     /// Why it did not.
     pub error: Option<String>,
+    /// Only a receipt: the verdict follows.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// Whether links over `namespace:package/interface` go from a provider to many components under
@@ -195,7 +200,7 @@ mod tests {
         assert_eq!(decode::<LinkPut>(&encode(&put).unwrap()).unwrap(), put);
         let del = LinkDel { key: sample().key(), revision: 8 };
         assert_eq!(decode::<LinkDel>(&encode(&del).unwrap()).unwrap(), del);
-        let ack = LinkAck { instance_id: "i".into(), accepted: false, error: Some("bad url".into()) };
+        let ack = LinkAck { instance_id: "i".into(), accepted: false, error: Some("bad url".into()), pending: false };
         assert_eq!(decode::<LinkAck>(&encode(&ack).unwrap()).unwrap(), ack);
     }
 

@@ -295,17 +295,7 @@ pub async fn send_signed(
     inv.sign(key);
     let bytes = inv.encode().map_err(RpcError::from)?;
     let mut answer = requester
-        .request(subject, bytes.into(), deadline, |msg| {
-            let resp = InvocationResponse::decode(&msg.payload).map_err(|e| format!("undecodable reply: {e}"))?;
-            if resp.mac.is_empty() {
-                return Err(match &resp.error {
-                    Some(err) => format!("unsigned reply: {err}"),
-                    None => "unsigned reply".to_owned(),
-                });
-            }
-            resp.verify(key, &inv.id).map_err(|e| format!("reply failed verification: {e}"))?;
-            Ok(resp)
-        })
+        .request(subject, bytes.into(), deadline, |msg| verified_response(msg, key, &inv.id))
         .await
         .map_err(|failure| map_failure(nats, &inv.target, wait, failure))?;
     let rest = answer.payload_stream.take();
@@ -314,10 +304,27 @@ pub async fn send_signed(
     overflow::gather(nats, lattice, payload, rest.as_ref(), key, left).await
 }
 
+/// The response in `msg` if it is a signed answer to request `id` under `key`, else why not.
+///
+/// # Errors
+/// Why the reply is not authentic: undecodable, unsigned, for another request, tampered.
+pub fn verified_response(msg: &async_nats::Message, key: &MacKey, id: &str) -> Result<InvocationResponse, String> {
+    let resp = InvocationResponse::decode(&msg.payload).map_err(|e| format!("undecodable reply: {e}"))?;
+    if resp.mac.is_empty() {
+        return Err(match &resp.error {
+            Some(err) => format!("unsigned reply: {err}"),
+            None => "unsigned reply".to_owned(),
+        });
+    }
+    resp.verify(key, id).map_err(|e| format!("reply failed verification: {e}"))?;
+    Ok(resp)
+}
+
 /// The least a pull of a response's rest waits, however close the deadline.
 const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
 
-fn map_failure(nats: &async_nats::Client, target: &str, wait: Duration, failure: RequestFailure) -> RpcError {
+/// The typed error of a request that failed.
+pub fn map_failure(nats: &async_nats::Client, target: &str, wait: Duration, failure: RequestFailure) -> RpcError {
     match failure {
         RequestFailure::Timeout { dropped: 0, .. } => {
             RpcError::new(ErrorKind::Timeout, format!("no answer from {target} within {wait:?}"))

@@ -105,37 +105,29 @@ impl Requester {
         deadline: Instant,
         mut check: impl FnMut(&Message) -> Result<T, String>,
     ) -> Result<T, RequestFailure> {
+        let mut replies = self.request_replies(subject, payload).await?;
+        replies.next_checked(deadline, &mut check).await?.ok_or_else(|| replies.timeout())
+    }
+
+    /// Publish `payload` on `subject` and hand back every reply as it comes, for requests that
+    /// many subscribers answer (every instance of a provider). Replies stop when the handle
+    /// drops.
+    ///
+    /// # Errors
+    /// [`RequestFailure`] when the request cannot be sent.
+    pub async fn request_replies(&self, subject: String, payload: bytes::Bytes) -> Result<Replies, RequestFailure> {
         self.start().await?;
         let token = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel(REPLY_BUFFER);
+        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
         self.pending().insert(token, tx);
-        let _registered = Deregister { inner: &self.inner, token };
+        let registration = Deregister { inner: self.inner.clone(), token };
         let reply = format!("{}.{token}", self.inner.prefix);
         self.inner.nats.publish_with_reply(subject, reply, payload).await.map_err(|err| match err.kind() {
             PublishErrorKind::MaxPayloadExceeded => RequestFailure::TooLarge,
             PublishErrorKind::InvalidSubject => RequestFailure::InvalidSubject,
             PublishErrorKind::Send => RequestFailure::Connection(err.to_string()),
         })?;
-        let (mut dropped, mut last_rejection) = (0, None);
-        loop {
-            let msg = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => return Err(RequestFailure::Timeout { dropped, last_rejection }),
-                Ok(None) => return Err(RequestFailure::Connection("the connection closed".into())),
-                Ok(Some(msg)) => msg,
-            };
-            if msg.status == Some(StatusCode::NO_RESPONDERS) {
-                return Err(RequestFailure::NoResponders);
-            }
-            match check(&msg) {
-                Ok(value) => return Ok(value),
-                Err(reason) => {
-                    dropped += 1;
-                    let total = self.inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                    warn!(subject = %msg.subject, cause = %reason, rejected_total = total, "dropped an unauthenticated reply");
-                    last_rejection = Some(reason);
-                }
-            }
-        }
+        Ok(Replies { rx, registration, dropped: 0, last_rejection: None })
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Message>>> {
@@ -177,13 +169,62 @@ impl Requester {
     }
 }
 
+/// The replies to one request, as they arrive.
+#[derive(Debug)]
+pub struct Replies {
+    rx: mpsc::Receiver<Message>,
+    registration: Deregister,
+    dropped: u64,
+    last_rejection: Option<String>,
+}
+
+impl Replies {
+    /// The next reply that `check` accepts, waiting until `deadline`; `None` when the deadline
+    /// passes first. Replies that fail the check are dropped and counted.
+    ///
+    /// # Errors
+    /// [`RequestFailure::NoResponders`], or [`RequestFailure::Connection`] when the connection
+    /// closed.
+    pub async fn next_checked<T>(
+        &mut self,
+        deadline: Instant,
+        check: &mut impl FnMut(&Message) -> Result<T, String>,
+    ) -> Result<Option<T>, RequestFailure> {
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(RequestFailure::Connection("the connection closed".into())),
+                Ok(Some(msg)) => msg,
+            };
+            if msg.status == Some(StatusCode::NO_RESPONDERS) {
+                return Err(RequestFailure::NoResponders);
+            }
+            match check(&msg) {
+                Ok(value) => return Ok(Some(value)),
+                Err(reason) => {
+                    self.dropped += 1;
+                    let total = self.registration.inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    warn!(subject = %msg.subject, cause = %reason, rejected_total = total, "dropped an unauthenticated reply");
+                    self.last_rejection = Some(reason);
+                }
+            }
+        }
+    }
+
+    /// The failure of a request that saw no accepted reply by its deadline.
+    pub fn timeout(&self) -> RequestFailure {
+        RequestFailure::Timeout { dropped: self.dropped, last_rejection: self.last_rejection.clone() }
+    }
+}
+
 /// Removes a request's entry when it ends, however it ends.
-struct Deregister<'a> {
-    inner: &'a Inner,
+#[derive(Debug)]
+struct Deregister {
+    inner: Arc<Inner>,
     token: u64,
 }
 
-impl Drop for Deregister<'_> {
+impl Drop for Deregister {
     fn drop(&mut self) {
         self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.token);
     }

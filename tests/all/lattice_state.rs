@@ -137,3 +137,26 @@ async fn conflicting_links_written_in_a_race_resolve_the_same_way_on_every_host(
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_put_waits_for_every_running_instance_and_reports_each_rejection() -> anyhow::Result<()> {
+    const TEST_PROVIDER: &str = "ferry-test-provider";
+    let lattice = Lattice::start().await?;
+    // One instance accepts at once; the other, whose backend (say) is unreachable from its
+    // machine, rejects a moment later.
+    let _fast = lattice.start_provider(TEST_PROVIDER, "picky").await?;
+    let _slow = lattice
+        .start_provider_with(
+            TEST_PROVIDER,
+            "picky",
+            &["--config", "reject_links=backend unreachable from here", "--config", "link_delay_ms=500"],
+        )
+        .await?;
+    let link = Link::new("comp", "picky", "ferry", "test", vec!["echo".into()]);
+    let answer = lattice.try_link(link).await?;
+    assert!(!answer.success, "one instance rejected the link: {} {}", answer.message, answer.data);
+    let providers = answer.data["providers"].to_string();
+    assert!(providers.contains("backend unreachable from here"), "the rejection is reported: {providers}");
+    assert!(providers.contains("rejected by instance"), "{providers}");
+    Ok(())
+}

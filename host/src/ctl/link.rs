@@ -1,7 +1,10 @@
 //! `link.put|del|get`. A put is stored (revision-checked) and then offered to the provider on
 //! each side as a request; its accept or reject decides `link_set` or `link_set_failed`.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use ferry_proto::{
     ErrorKind, codec,
@@ -9,6 +12,7 @@ use ferry_proto::{
     link::{DEFAULT_LINK_NAME, Link, LinkAck, LinkDel},
     seal, subject,
 };
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::host::HostInner;
@@ -164,9 +168,11 @@ fn sides(link: &Link) -> Vec<&str> {
     }
 }
 
-/// Send a link notification to `side`. `Ok` with a description when it was accepted or nobody
-/// listens (a component, or a provider not running yet: it reads the bucket when it starts);
-/// `Err` with the reason when a provider rejected it or failed to answer.
+/// Send a link notification to `side` and collect the answer of every running instance: each
+/// sends a receipt at once and its verdict after applying. `Ok` with a description when all
+/// that answered accepted (or nobody listens: a component, or a provider not running yet reads
+/// the link from the bucket when it starts); `Err` with the reasons when an instance rejected
+/// it or gave no verdict in time.
 async fn offer<E: std::fmt::Display>(
     host: &HostInner,
     side: &str,
@@ -188,18 +194,96 @@ async fn offer<E: std::fmt::Display>(
     } else {
         payload
     };
-    match host.rpc.send_on(subject, &mut inv, LINK_ACK_TIMEOUT).await {
-        Ok(bytes) => match codec::decode::<LinkAck>(&bytes) {
-            Ok(ack) if ack.accepted => Ok(format!("accepted by instance {}", ack.instance_id)),
-            Ok(ack) => Err(format!("rejected by instance {}: {}", ack.instance_id, ack.error.unwrap_or_default())),
-            Err(err) => Err(format!("undecodable answer: {err}")),
-        },
-        Err(err) if err.kind == ErrorKind::Unavailable => {
-            Ok("no running instance; it will read the link at start".to_owned())
+    let mut answers = match host.rpc.broadcast(subject, &mut inv, LINK_ACK_TIMEOUT).await {
+        Ok(answers) => answers,
+        Err(err) => return Err(err.to_string()),
+    };
+    let final_deadline = Instant::now() + LINK_ACK_TIMEOUT;
+    let mut tally = Tally::default();
+    loop {
+        let until = match tally.window_end {
+            Some(end) if end > Instant::now() => end,
+            _ => final_deadline,
+        };
+        match answers.next_until(until).await {
+            Err(err) if err.kind == ErrorKind::Unavailable && tally.is_empty() => {
+                return Ok("no running instance; it will read the link at start".to_owned());
+            }
+            Err(err) => {
+                warn!(side, cause = %err, "link notification failed");
+                tally.failures.push(err.to_string());
+                break;
+            }
+            Ok(None) if until == final_deadline => break,
+            Ok(None) => {}
+            Ok(Some(Ok(bytes))) => match codec::decode::<LinkAck>(&bytes) {
+                Ok(ack) => tally.add(ack),
+                Err(err) => tally.failures.push(format!("undecodable answer: {err}")),
+            },
+            Ok(Some(Err(err))) => tally.failures.push(err.to_string()),
         }
-        Err(err) => {
-            warn!(side, cause = %err, "link notification failed");
-            Err(err.to_string())
+        if tally.complete() {
+            break;
+        }
+    }
+    tally.outcome(side)
+}
+
+/// How long after the last receipt the sender still expects receipts from other instances:
+/// receipts are sent before any work, so instances that run answer well within it.
+const RECEIPT_WINDOW: Duration = Duration::from_millis(200);
+
+/// The answers of a provider's instances to one link notification.
+#[derive(Default)]
+struct Tally {
+    /// Instances that sent a receipt.
+    received: BTreeSet<String>,
+    /// Verdicts by instance.
+    verdicts: BTreeMap<String, LinkAck>,
+    /// Answers that were errors.
+    failures: Vec<String>,
+    /// Until when more receipts are expected.
+    window_end: Option<Instant>,
+}
+
+impl Tally {
+    fn is_empty(&self) -> bool {
+        self.received.is_empty() && self.verdicts.is_empty() && self.failures.is_empty()
+    }
+
+    fn add(&mut self, ack: LinkAck) {
+        self.window_end = Some(Instant::now() + RECEIPT_WINDOW);
+        self.received.insert(ack.instance_id.clone());
+        if !ack.pending {
+            self.verdicts.insert(ack.instance_id.clone(), ack);
+        }
+    }
+
+    /// Every instance that sent a receipt gave its verdict, and no more receipts are due.
+    fn complete(&self) -> bool {
+        self.window_end.is_some_and(|end| Instant::now() >= end)
+            && self.received.iter().all(|id| self.verdicts.contains_key(id))
+    }
+
+    fn outcome(self, side: &str) -> Result<String, String> {
+        let mut problems = self.failures;
+        for (id, ack) in &self.verdicts {
+            if !ack.accepted {
+                problems.push(format!("rejected by instance {id}: {}", ack.error.clone().unwrap_or_default()));
+            }
+        }
+        for id in self.received.iter().filter(|id| !self.verdicts.contains_key(*id)) {
+            problems.push(format!("instance {id} gave no verdict within {LINK_ACK_TIMEOUT:?}"));
+        }
+        if self.verdicts.is_empty() && problems.is_empty() {
+            problems.push(format!("no answer from {side} within {LINK_ACK_TIMEOUT:?}"));
+        }
+        if problems.is_empty() {
+            let ids: Vec<&str> = self.verdicts.keys().map(String::as_str).collect();
+            Ok(format!("accepted by instance{} {}", if ids.len() == 1 { "" } else { "s" }, ids.join(", ")))
+        } else {
+            warn!(side, problems = ?problems, "link notification not accepted everywhere");
+            Err(problems.join("; "))
         }
     }
 }

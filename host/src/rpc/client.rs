@@ -4,12 +4,16 @@
 use std::time::Duration;
 
 use ferry_proto::{
-    RpcError,
+    ErrorKind, RpcError,
     auth::{ClusterKey, MacKey, period_of},
     envelope::Invocation,
     subject,
 };
-use ferry_provider_sdk::request::Requester;
+use ferry_provider_sdk::{
+    client::{map_failure, verified_response},
+    request::{Replies, RequestFailure, Requester},
+};
+use tokio::time::Instant;
 
 /// Sends invocations from this host's components to providers.
 #[derive(Clone, Debug)]
@@ -90,5 +94,51 @@ impl RpcClient {
             inv.deadline_ms = inv.deadline_ms.min(deadline);
         }
         ferry_provider_sdk::client::send_signed(&self.requester, &self.lattice, subject, inv, &key).await
+    }
+
+    /// Sign `inv` for its target and send it on `subject` to every subscriber (every instance
+    /// of a provider, on a link subject); the verified answers arrive through the handle until
+    /// `timeout`.
+    pub(crate) async fn broadcast(
+        &self,
+        subject: String,
+        inv: &mut Invocation,
+        timeout: Duration,
+    ) -> Result<Answers, RpcError> {
+        let key = self.cluster.provider_key(&self.lattice, &inv.target, period_of(inv.issued_at_ms));
+        inv.set_timeout(timeout);
+        inv.sign(&key);
+        let bytes = inv.encode().map_err(RpcError::from)?;
+        let replies = self
+            .requester
+            .request_replies(subject, bytes.into())
+            .await
+            .map_err(|failure| map_failure(&self.nats, &inv.target, timeout, failure))?;
+        Ok(Answers { replies, key, id: inv.id.clone(), target: inv.target.clone(), nats: self.nats.clone() })
+    }
+}
+
+/// The answers to a [`RpcClient::broadcast`], one per answering subscriber (or more).
+pub(crate) struct Answers {
+    replies: Replies,
+    key: MacKey,
+    id: String,
+    target: String,
+    nats: async_nats::Client,
+}
+
+impl Answers {
+    /// The next authentic answer, waiting until `until`: `Ok(None)` when it passes first,
+    /// `Err` (unavailable) when nobody subscribes.
+    pub(crate) async fn next_until(&mut self, until: Instant) -> Result<Option<Result<Vec<u8>, RpcError>>, RpcError> {
+        let (key, id) = (&self.key, self.id.as_str());
+        match self.replies.next_checked(until, &mut |msg| verified_response(msg, key, id)).await {
+            Ok(Some(resp)) => Ok(Some(resp.into_result())),
+            Ok(None) => Ok(None),
+            Err(RequestFailure::NoResponders) => {
+                Err(RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {}", self.target)))
+            }
+            Err(failure) => Err(map_failure(&self.nats, &self.target, Duration::ZERO, failure)),
+        }
     }
 }

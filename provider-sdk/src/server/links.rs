@@ -88,7 +88,7 @@ impl<P: Provider> Server<P> {
     }
 
     fn ack(&self, accepted: bool, error: Option<String>) -> LinkAck {
-        LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted, error }
+        LinkAck { instance_id: self.ctx.instance_id().to_owned(), accepted, error, pending: false }
     }
 
     fn involves_me(&self, source: &str, target: &str) -> bool {
@@ -191,46 +191,78 @@ impl<P: Provider> Server<P> {
         self.ack(true, None)
     }
 
-    /// Link notifications and view changes, one at a time, in arrival order.
+    /// Link notifications and view changes, one at a time, in arrival order. Each notification
+    /// gets a receipt at once (from a task of its own, so a slow hook delays no receipt), then
+    /// its verdict once applied.
     pub(super) async fn link_loop(
+        self: Arc<Self>,
+        puts: async_nats::Subscriber,
+        dels: async_nats::Subscriber,
+        mut changes: mpsc::UnboundedReceiver<ViewChange>,
+        control: CancellationToken,
+    ) {
+        let (tx, mut notes) = mpsc::unbounded_channel();
+        let receiver = tokio::spawn(self.clone().receive_notifications(puts, dels, tx, control.clone()));
+        loop {
+            tokio::select! {
+                () = control.cancelled() => break,
+                Some(change) = changes.recv() => self.on_view_change(change).await,
+                Some(note) = notes.recv() => self.answer(note).await,
+                else => break,
+            }
+        }
+        let _ = receiver.await;
+    }
+
+    async fn receive_notifications(
         self: Arc<Self>,
         mut puts: async_nats::Subscriber,
         mut dels: async_nats::Subscriber,
-        mut changes: mpsc::UnboundedReceiver<ViewChange>,
+        notes: mpsc::UnboundedSender<Notification>,
         control: CancellationToken,
     ) {
         loop {
             let (msg, is_put) = tokio::select! {
                 () = control.cancelled() => break,
-                Some(change) = changes.recv() => {
-                    self.on_view_change(change).await;
-                    continue;
-                }
                 Some(msg) = puts.next() => (msg, true),
                 Some(msg) = dels.next() => (msg, false),
                 else => break,
             };
-            let reply = msg.reply.clone();
             let channel = if is_put { Channel::LinkPut } else { Channel::LinkDel };
-            let answer = match self.authenticate(&msg.payload, channel) {
-                Err(resp) => *resp,
+            match self.authenticate(&msg.payload, channel) {
+                Err(refusal) => self.reply(msg.reply, *refusal).await,
                 Ok((inv, key)) => {
-                    let ack = if is_put {
-                        let opened = seal::open(&key, &inv.id, &inv.payload).map_err(|e| e.to_string());
-                        match opened.and_then(|plain| codec::decode::<LinkPut>(&plain).map_err(|e| e.to_string())) {
-                            Ok(put) => self.notified_put(put).await,
-                            Err(err) => self.ack(false, Some(format!("bad link put: {err}"))),
-                        }
-                    } else {
-                        match codec::decode::<LinkDel>(&inv.payload) {
-                            Ok(del) => self.notified_del(del).await,
-                            Err(err) => self.ack(false, Some(format!("bad link del: {err}"))),
-                        }
-                    };
-                    signed_ok(&inv.id, &ack, &key)
+                    let receipt = LinkAck { pending: true, ..self.ack(true, None) };
+                    self.reply(msg.reply.clone(), signed_ok(&inv.id, &receipt, &key)).await;
+                    let _ = notes.send(Notification { inv, key, reply: msg.reply, is_put });
                 }
-            };
-            self.reply(reply, answer).await;
+            }
         }
     }
+
+    /// Apply a verified notification and send the verdict.
+    async fn answer(&self, note: Notification) {
+        let Notification { inv, key, reply, is_put } = note;
+        let ack = if is_put {
+            let opened = seal::open(&key, &inv.id, &inv.payload).map_err(|e| e.to_string());
+            match opened.and_then(|plain| codec::decode::<LinkPut>(&plain).map_err(|e| e.to_string())) {
+                Ok(put) => self.notified_put(put).await,
+                Err(err) => self.ack(false, Some(format!("bad link put: {err}"))),
+            }
+        } else {
+            match codec::decode::<LinkDel>(&inv.payload) {
+                Ok(del) => self.notified_del(del).await,
+                Err(err) => self.ack(false, Some(format!("bad link del: {err}"))),
+            }
+        };
+        self.reply(reply, signed_ok(&inv.id, &ack, &key)).await;
+    }
+}
+
+/// A verified link notification waiting to be applied.
+struct Notification {
+    inv: ferry_proto::envelope::Invocation,
+    key: ferry_proto::auth::MacKey,
+    reply: Option<async_nats::Subject>,
+    is_put: bool,
 }
