@@ -103,3 +103,38 @@ async fn a_value_over_the_jetstream_limit_is_refused_with_a_typed_error_that_nam
     assert_eq!(ok(address, json!({"op": "get", "bucket": "b", "key": "medium"})).await?, json!(medium));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_a_jetstream_bucket_page_by_page_reads_each_key_about_once() -> anyhow::Result<()> {
+    // The server's monitoring endpoint counts the messages it delivers.
+    let monitor: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let nats = ferry_tests::NatsServer::start_with_config(&format!("http: \"{monitor}\"\n")).await?;
+    let lattice = Lattice::start_on(nats, std::time::Duration::from_secs(10)).await?;
+    let _kv = lattice.start_provider(KV, "kv-nats").await?;
+    lattice.start_component("kv-http", "kvc", &[]).await?;
+    let link = Link::new("kvc", "kv-nats", "wasi", "keyvalue", vec!["store".into(), "batch".into()]);
+    lattice.link(link).await?;
+    const KEYS: usize = 600;
+    let items: serde_json::Map<String, Value> = (0..KEYS).map(|i| (format!("key{i:04}"), json!("v"))).collect();
+    lattice.ok("kvc", json!({"op": "set_many", "bucket": "many", "items": items})).await?;
+
+    let before = delivered(monitor).await?;
+    let listed = lattice.ok("kvc", json!({"op": "list", "bucket": "many"})).await?;
+    let during = delivered(monitor).await? - before;
+    let mut keys: Vec<String> = serde_json::from_value(listed["keys"].clone())?;
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), KEYS, "every key, once");
+    let pages = listed["pages"].as_u64().unwrap_or(0);
+    assert!(pages >= 6, "{KEYS} keys take several pages: {pages}");
+    // Reading every key for each page would deliver pages × keys messages (3600 here).
+    assert!(during < 3 * KEYS as u64, "listing {KEYS} keys in {pages} pages made the server deliver {during} messages");
+    Ok(())
+}
+
+/// Messages the NATS server has delivered so far, from its monitoring endpoint.
+async fn delivered(monitor: SocketAddr) -> anyhow::Result<u64> {
+    let (_, _, body) = fetch(monitor, request("GET", "localhost", "/varz", ferry_tests::http::empty())?).await?;
+    let varz: Value = serde_json::from_slice(&body)?;
+    varz["out_msgs"].as_u64().ok_or_else(|| anyhow::anyhow!("no out_msgs in /varz"))
+}

@@ -1,14 +1,24 @@
 //! JetStream KV backend: one JetStream KV bucket per key-value bucket identifier, created on
 //! first use. Keys NATS cannot hold verbatim are stored hex-encoded behind a `=` prefix.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    kv,
+};
 use ferry_provider_sdk::{ErrorKind, RpcError, async_nats, is_reserved_store_name};
 use futures::StreamExt as _;
 use tracing::warn;
 
 use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE, parse_counter};
+
+/// A listing's consumer is removed after the page; should that fail, the server drops it after
+/// this long unused.
+const LISTING_CONSUMER_IDLE: Duration = Duration::from_secs(30);
+/// How long a page waits for entries the stream has not delivered yet.
+const LISTING_FETCH_WAIT: Duration = Duration::from_secs(1);
 
 /// How often an increment retries after losing a race with another writer.
 const INCREMENT_ATTEMPTS: usize = 100;
@@ -140,19 +150,10 @@ impl Backend for NatsBackend {
 
     async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
         let store = self.store(bucket).await?;
-        let mut stream = store.keys().await.map_err(|e| backend_err("keys", e))?;
-        let mut keys = Vec::new();
-        while let Some(key) = stream.next().await {
-            let key = key.map_err(|e| backend_err("keys", e))?;
-            if let Some(key) = decode_key(&key) {
-                keys.push(key);
-            }
+        if store.status().await.map_err(|e| backend_err("status", e))?.history() != 1 {
+            return list_keys_by_offset(&store, cursor).await;
         }
-        keys.sort_unstable();
-        let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX).min(keys.len());
-        let end = (start + PAGE_SIZE).min(keys.len());
-        let next = (end < keys.len()).then_some(end as u64);
-        Ok((keys.drain(start..end).collect(), next))
+        list_keys_by_sequence(&store, cursor).await
     }
 
     async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, RpcError> {
@@ -179,6 +180,81 @@ impl Backend for NatsBackend {
         }
         Err(RpcError::provider(format!("increment of {key:?} kept losing races after {INCREMENT_ATTEMPTS} attempts")))
     }
+}
+
+/// One page of a bucket that keeps one entry per key (as the provider creates them): the stream
+/// holds exactly the current entry of each key, so a page is the next [`PAGE_SIZE`] entries from
+/// the cursor's stream sequence, read headers only by a short-lived consumer. A key rewritten
+/// while a listing runs moves forward and may be listed twice; none is missed.
+async fn list_keys_by_sequence(store: &kv::Store, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
+    let start_sequence = cursor.unwrap_or(1).max(1);
+    let consumer = store
+        .stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+            filter_subject: format!("$KV.{}.>", store.name),
+            headers_only: true,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: LISTING_CONSUMER_IDLE,
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| backend_err("keys", e))?;
+    let name = consumer.cached_info().name.clone();
+    let page = read_page(&consumer).await;
+    if let Err(err) = store.stream.delete_consumer(&name).await {
+        tracing::debug!(consumer = %name, cause = %err, "listing consumer left to expire");
+    }
+    page
+}
+
+async fn read_page(consumer: &jetstream::consumer::PullConsumer) -> Result<(Vec<String>, Option<u64>), RpcError> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(PAGE_SIZE)
+        .expires(LISTING_FETCH_WAIT)
+        .messages()
+        .await
+        .map_err(|e| backend_err("keys", e))?;
+    let mut keys = Vec::new();
+    let mut next = None;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| backend_err("keys", e))?;
+        let info = message.info().map_err(|e| backend_err("keys", e))?;
+        next = (info.pending > 0).then_some(info.stream_sequence + 1);
+        let deleted = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+        if deleted {
+            continue;
+        }
+        let stored = message.subject.split_once('.').and_then(|(_, rest)| rest.split_once('.')).map(|(_, key)| key);
+        if let Some(key) = stored.and_then(decode_key) {
+            keys.push(key);
+        }
+    }
+    Ok((keys, next))
+}
+
+/// One page of a bucket that keeps history (created outside Ferry): every key, sorted, sliced
+/// at the cursor's offset.
+async fn list_keys_by_offset(store: &kv::Store, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
+    let mut stream = store.keys().await.map_err(|e| backend_err("keys", e))?;
+    let mut keys = Vec::new();
+    while let Some(key) = stream.next().await {
+        let key = key.map_err(|e| backend_err("keys", e))?;
+        if let Some(key) = decode_key(&key) {
+            keys.push(key);
+        }
+    }
+    keys.sort_unstable();
+    let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX).min(keys.len());
+    let end = (start + PAGE_SIZE).min(keys.len());
+    let next = (end < keys.len()).then_some(end as u64);
+    Ok((keys.drain(start..end).collect(), next))
 }
 
 #[cfg(test)]
