@@ -165,8 +165,9 @@ impl RunningComponent {
             ));
         };
         let (deadline, why) = self.time_limit(remaining);
+        let deadline_ms = deadline_ms(deadline);
         let _permit = self.permit(deadline).await?;
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes));
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
         let call = async {
@@ -201,6 +202,8 @@ impl RunningComponent {
             ));
         };
         let (deadline, why) = self.time_limit(remaining);
+        let until = tokio::time::Instant::now() + deadline;
+        let deadline_ms = deadline_ms(deadline);
         let permit = self.permit(deadline).await?;
         let request = to_hyper(request, body)?;
         let scheme = match request.uri().scheme_str() {
@@ -208,7 +211,7 @@ impl RunningComponent {
             _ => Scheme::Http,
         };
 
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes));
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
         let instance = proxy.instantiate_async(&mut store).await.map_err(trap)?;
@@ -280,12 +283,20 @@ impl RunningComponent {
                 warn!(component = %self.spec.id, cause = %format!("{err:#}"), "instance failed after sending its response");
             }
             (Ok(_), None) => {
-                // Still writing the body (or doing work after it): finish on its own task; its
-                // end is only worth a log line.
+                // Still writing the body (or doing work after it): finish on its own task, by
+                // the same deadline as the rest of the invocation. Epoch interruption stops a
+                // guest that computes past it; this stops one that waits in a host call (a
+                // reader that stopped reading, a slow capability).
                 let id = self.spec.id.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = guest.await {
-                        warn!(component = %id, cause = %format!("{err:#}"), "instance failed after sending its response head");
+                    match tokio::time::timeout_at(until + Duration::from_millis(100), guest).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            warn!(component = %id, cause = %format!("{err:#}"), "instance failed after sending its response head");
+                        }
+                        Err(_) => {
+                            warn!(component = %id, after = ?deadline, "instance stopped: still running after sending its response head when its deadline passed");
+                        }
                     }
                 });
             }
@@ -330,4 +341,9 @@ type IncomingBody = http_body_util::combinators::MapErr<LatticeBody, fn(RpcError
 
 fn body_error(err: RpcError) -> wasmtime_wasi_http::Error {
     wasmtime_wasi_http::Error::InternalError(Some(format!("request body failed: {err}")))
+}
+
+/// `deadline` from now as ms since the Unix epoch: what the calls an invocation makes carry.
+fn deadline_ms(deadline: Duration) -> u64 {
+    ferry_proto::time::now_ms().saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX))
 }

@@ -68,10 +68,13 @@ pub(crate) struct HostState {
     pub(crate) config: ConfigValues,
     /// Causes of the state-changing calls this invocation makes.
     pub(crate) causes: Causes,
+    /// When this invocation must be done, in ms since the Unix epoch: the calls it makes carry
+    /// it (or their own shorter timeout) as their deadline.
+    pub(crate) deadline_ms: u64,
 }
 
 impl HostState {
-    pub(crate) fn new(env: Arc<ComponentEnv>, causes: Causes) -> Self {
+    pub(crate) fn new(env: Arc<ComponentEnv>, causes: Causes, deadline_ms: u64) -> Self {
         // No preopens, no network, no environment: WASI grants nothing beyond clocks, random
         // and stdio (stdout/stderr go to the host's log).
         let wasi = WasiCtx::builder()
@@ -91,6 +94,7 @@ impl HostState {
             link_names: HashMap::new(),
             config,
             causes,
+            deadline_ms,
         }
     }
 

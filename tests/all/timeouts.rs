@@ -108,3 +108,95 @@ async fn a_messaging_request_timeout_holds_beyond_ten_seconds() -> anyhow::Resul
     assert!(body.contains("late but in time"), "{body}");
     Ok(())
 }
+
+/// The calls a component makes while serving an invocation carry that invocation's deadline
+/// (when it is nearer than the host's own call timeout), so a provider stops what the caller
+/// no longer waits for. Seen on the bus by a plain NATS subscriber.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_components_calls_carry_its_callers_deadline() -> anyhow::Result<()> {
+    let lattice = Lattice::start_with_timeout(Duration::from_secs(20)).await?;
+    let _kv = lattice.start_provider("ferry-provider-keyvalue", "kv").await?;
+    lattice.start_component("kv-http", "kvc", &[]).await?;
+    let link = Link::new("kvc", "kv", "wasi", "keyvalue", vec!["store".into()]);
+    lattice.link(link).await?;
+    let mut seen = lattice.raw.subscribe(ferry_proto::subject::rpc(&lattice.name, "kv")?).await?;
+    lattice.raw.flush().await?;
+
+    let request = ferry_proto::http::HttpRequest {
+        method: "POST".into(),
+        scheme: "http".into(),
+        authority: "localhost".into(),
+        path_with_query: "/".into(),
+        headers: Vec::new(),
+        body: serde_json::to_vec(&json!({"op": "get", "bucket": "b", "key": "k"}))?,
+        body_stream: None,
+    };
+    let issued = ferry_proto::time::now_ms();
+    let answer = lattice
+        .client
+        .invoke_with_timeout(
+            "kvc",
+            "default",
+            ferry_proto::http::OP_HANDLE,
+            ferry_proto::codec::encode(&request)?,
+            Duration::from_secs(3),
+        )
+        .await?;
+    let response: ferry_proto::http::HttpResponse = ferry_proto::codec::decode(&answer)?;
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    let call = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut seen))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no call reached the provider"))?;
+    let call = ferry_proto::envelope::Invocation::decode(&call.payload)?;
+    assert!(call.deadline_ms != 0, "a component's call carries a deadline");
+    assert!(
+        call.deadline_ms <= issued + 3_000 + 100,
+        "the call's deadline ({} ms after the request) is the request's (3000 ms), not the host's 20 s",
+        call.deadline_ms.saturating_sub(issued)
+    );
+    Ok(())
+}
+
+/// A component that sent its response head and then waits in a host call (here: writing a
+/// body nobody reads) is stopped at the invocation's deadline and frees its instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_stuck_after_its_response_head_is_stopped_at_the_deadline() -> anyhow::Result<()> {
+    // The host gives up on a body nobody pulls after its 20 s RPC timeout; the request's own
+    // deadline (2 s) must come first.
+    let lattice = Lattice::start_with_timeout(Duration::from_secs(20)).await?;
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let _provider = lattice
+        .start_provider_with("ferry-provider-http-server", "http", &["--config", &format!("address={address}")])
+        .await?;
+    let start = ferry_proto::ctl::ComponentStart {
+        request_id: "one".into(),
+        component_id: "echo".into(),
+        image: ferry_tests::build_component("http-echo")?.display().to_string(),
+        max_instances: Some(1),
+        config: Vec::new(),
+    };
+    let resp = lattice.ctl.request("component", "start", None, &start).await?;
+    anyhow::ensure!(resp.success, "{}", resp.message);
+    lattice.config("route", &[("path", "/"), ("timeout_ms", "2000")]).await?;
+    let mut link = Link::new("http", "echo", "wasi", "http", vec!["incoming-handler".into()]);
+    link.source_config = vec!["route".into()];
+    lattice.link(link).await?;
+    wait_for_route(address, "localhost", "/").await?;
+
+    // The head arrives; the body (1 GiB) is never read, so the guest blocks writing it.
+    let stuck =
+        ferry_tests::http::send(address, request("GET", "localhost", "/download?bytes=1073741824", empty())?).await?;
+    assert_eq!(stuck.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Its only instance is free again.
+    let (status, _, body) = fetch(address, request("GET", "localhost", "/hello", empty())?).await?;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    lattice
+        .host
+        .logs()
+        .contains("still running after sending its response head")
+        .then_some(())
+        .ok_or_else(|| anyhow::anyhow!("the host did not say it stopped the instance"))?;
+    drop(stuck);
+    Ok(())
+}

@@ -130,6 +130,7 @@ impl Route {
     /// `get-data`: the answer's data, pulled from the provider's stream as it is read.
     async fn get_data(&self, request: &wire::GetDataRequest) -> Result<IncomingValue, RpcError> {
         let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, op::GET_DATA);
+        inv.deadline_ms = self.deadline_ms;
         inv.payload = codec::encode(request)?;
         inv.cause = self.causes.of(op::GET_DATA);
         let bytes = self.env.rpc.send(inv, self.env.rpc.timeout()).await?;
@@ -148,6 +149,7 @@ impl Route {
     /// `write-data`: offer `data` as a stream (past its first chunk) and invoke the provider.
     async fn write_data(self, container: String, object: String, data: ByteStream) -> Result<(), RpcError> {
         let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, op::WRITE_DATA);
+        inv.deadline_ms = self.deadline_ms;
         inv.cause = self.causes.of(op::WRITE_DATA);
         let (inline, rest) = stream::split_inline(data, DEFAULT_CHUNK_SIZE, INLINE_WAIT).await?;
         let mut request = wire::WriteDataRequest { container, object, data: inline.to_vec(), data_stream: None };

@@ -18,6 +18,8 @@ pub(crate) struct Route {
     pub(crate) target: String,
     /// Numbers the state-changing calls of the invocation being served.
     pub(crate) causes: Causes,
+    /// The deadline of the invocation being served, which its calls inherit.
+    pub(crate) deadline_ms: u64,
 }
 
 impl HostState {
@@ -30,7 +32,7 @@ impl HostState {
                 "{component} has no link named {name:?} for {namespace}:{package}/{interface}"
             ))
         })?;
-        Ok(Route { env: self.env.clone(), name, target, causes: self.causes.clone() })
+        Ok(Route { env: self.env.clone(), name, target, causes: self.causes.clone(), deadline_ms: self.deadline_ms })
     }
 }
 
@@ -43,7 +45,11 @@ impl Route {
     ) -> Result<Resp, RpcError> {
         let payload = codec::encode(request)?;
         let cause = self.causes.of(operation);
-        let bytes = self.env.rpc.invoke(&self.env.id, &self.target, &self.name, operation, payload, cause).await?;
+        let (mut inv, _key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, operation);
+        inv.payload = payload;
+        inv.cause = cause;
+        inv.deadline_ms = self.deadline_ms;
+        let bytes = self.env.rpc.send(inv, self.env.rpc.timeout()).await?;
         codec::decode(&bytes)
             .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")))
     }

@@ -39,22 +39,6 @@ impl RpcClient {
         &self.cluster
     }
 
-    /// Invoke `operation` on provider `target` as `origin` over link `link_name`; `cause` is
-    /// the call's key in the lattice-wide replay record (empty: its own id).
-    pub(crate) async fn invoke(
-        &self,
-        origin: &str,
-        target: &str,
-        link_name: &str,
-        operation: &str,
-        payload: Vec<u8>,
-        cause: String,
-    ) -> Result<Vec<u8>, RpcError> {
-        let mut inv = Invocation::new(origin, target, link_name, operation, payload);
-        inv.cause = cause;
-        self.send(inv, self.timeout).await
-    }
-
     /// An invocation of `operation` on `target`, not yet sent, and the key it will be signed
     /// with: for calls that offer or pull a stream under that key around the invocation.
     pub(crate) fn prepare(&self, origin: &str, target: &str, link_name: &str, operation: &str) -> (Invocation, MacKey) {
