@@ -168,6 +168,7 @@ impl RunningComponent {
         let deadline_ms = deadline_ms(deadline);
         let _permit = self.permit(deadline).await?;
         let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
+        store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
         let call = async {
@@ -212,6 +213,7 @@ impl RunningComponent {
         };
 
         let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
+        store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(ticks(deadline));
         store.epoch_deadline_trap();
         let instance = proxy.instantiate_async(&mut store).await.map_err(trap)?;

@@ -1,10 +1,13 @@
 //! The wasmtime engine: component model, pooling allocator, epoch interruption for time
-//! limits, and the ticker that drives the epochs.
+//! limits, the ticker that drives the epochs, and the limiter that bounds each store's memory.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::budget::{Budget, Reservation};
 
 /// How often the epoch advances; execution time limits are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -12,14 +15,22 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Resource limits applied to every component instance.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Linear memory per instance, in bytes.
+    /// Memory per instance, in bytes: each linear memory and all of an instance's linear
+    /// memories together.
     pub memory_bytes: usize,
+    /// Linear memory of all instances on the host together, in bytes. An instance whose memory
+    /// would pass it cannot grow (the guest sees an allocation fail, typically a trap).
+    pub host_memory_bytes: u64,
+    /// Entries one instance's resource table may hold (streams, fields, buckets, …): a guest
+    /// that creates more gets an error instead of growing the host's memory.
+    pub resource_entries: usize,
     /// Wall-clock time one invocation may run, including the capability calls it makes.
     pub execution_time: Duration,
     /// Instances the pool can hold at once across all components of the host.
     pub pool_instances: u32,
-    /// Bytes of a blobstore outgoing value held (in memory, then in a temporary file) when a
-    /// component writes it before calling `write-data`; after `write-data` data streams.
+    /// Bytes of blobstore outgoing values held (in memory, then in temporary files) when a
+    /// component writes them before calling `write-data`, across all values of one component
+    /// at once; after `write-data` data streams.
     pub blob_spool_bytes: u64,
     /// Invocations of one component that may wait for an instance beyond `max_instances`
     /// running ones; past that the host answers `overloaded` at once instead of queueing.
@@ -30,6 +41,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             memory_bytes: 256 << 20,
+            host_memory_bytes: 8 << 30,
+            resource_entries: 10_000,
             execution_time: Duration::from_secs(60),
             pool_instances: 1000,
             blob_spool_bytes: 1 << 30,
@@ -71,6 +84,46 @@ pub fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
         .async_stack_keep_resident(STACK_KEEP_RESIDENT);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
+}
+
+/// Bounds the linear memory of one store: its own total, and its share of the host's budget.
+pub(crate) struct StoreLimiter {
+    instance_limit: u64,
+    host: Reservation,
+    component: Arc<str>,
+    warned: bool,
+}
+
+impl StoreLimiter {
+    pub(crate) fn new(component: Arc<str>, instance_limit: usize, host: Arc<Budget>) -> Self {
+        Self { instance_limit: instance_limit as u64, host: Reservation::new(host), component, warned: false }
+    }
+}
+
+impl wasmtime::ResourceLimiter for StoreLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let more = desired.saturating_sub(current) as u64;
+        if self.host.held() + more <= self.instance_limit && self.host.grow(more) {
+            return Ok(true);
+        }
+        if !self.warned {
+            self.warned = true;
+            warn!(
+                component = %self.component,
+                instance_bytes = self.host.held(),
+                wanted = more,
+                instance_limit = self.instance_limit,
+                host_limit = self.host.budget().limit(),
+                "memory growth refused: the instance or the host is at its memory limit"
+            );
+        }
+        Ok(false)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Table sizes are bounded by the pooling allocator's per-table limit.
+        Ok(true)
+    }
 }
 
 /// Advance the engine's epoch every [`EPOCH_TICK`] until `stop` is cancelled.

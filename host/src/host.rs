@@ -17,7 +17,9 @@ use wasmtime::{
 };
 
 use crate::{
-    HostError, Limits, capability,
+    HostError, Limits,
+    budget::Budget,
+    capability,
     component::RunningComponent,
     ctl, engine,
     events::Events,
@@ -113,7 +115,13 @@ impl HostBuilder {
         Ok(Host {
             inner: Arc::new(HostInner {
                 identity: Identity { id, lattice: self.lattice, labels: self.labels },
-                runtime: Runtime { engine, linker, limits: self.limits, compiled: Mutex::default() },
+                runtime: Runtime {
+                    engine,
+                    linker,
+                    host_memory: Budget::new(self.limits.host_memory_bytes),
+                    limits: self.limits,
+                    compiled: Mutex::default(),
+                },
                 nats,
                 view,
                 rpc,
@@ -146,6 +154,8 @@ pub(crate) struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) limits: Limits,
+    /// Linear memory of every instance on this host ([`Limits::host_memory_bytes`]).
+    pub(crate) host_memory: Arc<Budget>,
     /// Compiled components by SHA-256 of their bytes, so a restart does not compile again.
     pub(crate) compiled: Mutex<HashMap<[u8; 32], Component>>,
 }

@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod capability;
 mod component;
 mod ctl;

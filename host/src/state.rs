@@ -15,7 +15,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::{lattice::LatticeView, rpc::client::RpcClient};
+use crate::{budget::Budget, engine::StoreLimiter, lattice::LatticeView, rpc::client::RpcClient};
 
 /// What every instance of one component shares.
 #[derive(Debug)]
@@ -26,8 +26,15 @@ pub(crate) struct ComponentEnv {
     pub(crate) rpc: RpcClient,
     /// Configs the component reads through `wasi:config`.
     pub(crate) config_names: Vec<String>,
-    /// [`crate::Limits::blob_spool_bytes`].
-    pub(crate) blob_spool_bytes: u64,
+    /// Blob data spooled before `write-data` by all of the component's values
+    /// ([`crate::Limits::blob_spool_bytes`]).
+    pub(crate) blob_spool: Arc<Budget>,
+    /// [`crate::Limits::memory_bytes`].
+    pub(crate) memory_bytes: usize,
+    /// The host's memory budget, shared with every other component.
+    pub(crate) host_memory: Arc<Budget>,
+    /// [`crate::Limits::resource_entries`].
+    pub(crate) resource_entries: usize,
 }
 
 /// Numbers the state-changing calls made while serving one invocation: the n-th carries the
@@ -71,6 +78,8 @@ pub(crate) struct HostState {
     /// When this invocation must be done, in ms since the Unix epoch: the calls it makes carry
     /// it (or their own shorter timeout) as their deadline.
     pub(crate) deadline_ms: u64,
+    /// Bounds this instance's memory.
+    pub(crate) limiter: StoreLimiter,
 }
 
 impl HostState {
@@ -85,11 +94,15 @@ impl HostState {
             .allow_udp(false)
             .build();
         let config = env.lattice.merged_config(&env.config_names);
+        let limiter = StoreLimiter::new(env.id.as_str().into(), env.memory_bytes, env.host_memory.clone());
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(env.resource_entries);
         Self {
+            limiter,
             env,
             wasi,
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            table,
             hooks: DenyOutgoingHttp,
             link_names: HashMap::new(),
             config,

@@ -46,9 +46,12 @@ async fn republish(lattice: &Lattice, subject: String, bytes: Vec<u8>) -> anyhow
     let inbox = lattice.raw.new_inbox();
     let mut replies = lattice.raw.subscribe(inbox.clone()).await?;
     lattice.raw.publish_with_reply(subject, inbox, bytes.into()).await?;
+    // The first answer may be slow on a loaded machine; more than one arrive close together.
     let mut answers = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), replies.next()).await {
+    let mut wait = Duration::from_secs(5);
+    while let Ok(Some(msg)) = tokio::time::timeout(wait, replies.next()).await {
         answers.push(InvocationResponse::decode(&msg.payload)?);
+        wait = Duration::from_millis(500);
     }
     Ok(answers)
 }

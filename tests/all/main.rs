@@ -11,6 +11,7 @@ mod keyvalue;
 mod kv_large;
 mod lattice_state;
 mod lifecycle;
+mod limits;
 mod messaging;
 mod replay;
 mod secrets;

@@ -406,7 +406,7 @@ impl types::Host for HostState {}
 
 impl types::HostOutgoingValue for HostState {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
-        let data = OutgoingData::new(self.env.blob_spool_bytes);
+        let data = OutgoingData::new(self.env.blob_spool.clone());
         Ok(self.table.push(OutgoingValue { data, upload: None })?)
     }
 

@@ -13,6 +13,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::budget::{Budget, Reservation};
 use bytes::BytesMut;
 use ferry_proto::RpcError;
 use ferry_provider_sdk::stream::ByteStream;
@@ -37,21 +38,24 @@ enum Sink {
     Closed { finished: bool },
 }
 
-/// Data written before `write-data`: the first bytes in memory, the rest in a file.
+/// Data written before `write-data`: the first bytes in memory, the rest in a file, held
+/// against the component's spool budget (shared by all its values) until uploaded.
 struct Spool {
     memory: BytesMut,
     file: Option<tokio::fs::File>,
     len: u64,
-    limit: u64,
+    reservation: Reservation,
     /// A write went past `limit`: the value can no longer be uploaded whole.
     overflowed: bool,
 }
 
 impl Spool {
     fn poll_push(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.len + buf.len() as u64 > self.limit {
+        let more = (self.len + buf.len() as u64).saturating_sub(self.reservation.held());
+        if more > 0 && !self.reservation.grow(more) {
             self.overflowed = true;
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::StorageFull, overflow(self.limit))));
+            let limit = self.reservation.budget().limit();
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::StorageFull, overflow(limit))));
         }
         if self.file.is_none() && self.memory.len() + buf.len() <= MEMORY_SPOOL {
             self.memory.extend_from_slice(buf);
@@ -72,16 +76,17 @@ impl Spool {
         Poll::Ready(Ok(written))
     }
 
-    /// The spooled bytes, in the order they were written.
-    async fn into_reader(self) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+    /// The spooled bytes, in the order they were written, and the reservation they hold until
+    /// read.
+    async fn into_reader(self) -> io::Result<(Box<dyn AsyncRead + Send + Unpin>, Reservation)> {
         let memory = io::Cursor::new(self.memory.freeze());
         match self.file {
-            None => Ok(Box::new(memory)),
+            None => Ok((Box::new(memory), self.reservation)),
             Some(mut file) => {
                 // Completes a write still in flight before reading from the start.
                 file.flush().await?;
                 file.rewind().await?;
-                Ok(Box::new(memory.chain(file)))
+                Ok((Box::new(memory.chain(file)), self.reservation))
             }
         }
     }
@@ -95,9 +100,11 @@ pub(crate) struct OutgoingData {
 }
 
 impl OutgoingData {
-    /// A value that spools at most `limit` bytes before `write-data`.
-    pub(crate) fn new(limit: u64) -> Self {
-        let spool = Spool { memory: BytesMut::new(), file: None, len: 0, limit, overflowed: false };
+    /// A value whose data before `write-data` is held against `budget`, shared with the
+    /// component's other values.
+    pub(crate) fn new(budget: Arc<Budget>) -> Self {
+        let reservation = Reservation::new(budget);
+        let spool = Spool { memory: BytesMut::new(), file: None, len: 0, reservation, overflowed: false };
         Self { sink: Arc::new(Mutex::new(Sink::Spool(spool))), body_taken: false }
     }
 
@@ -124,7 +131,7 @@ impl OutgoingData {
                 Sink::Spool(spool) if !spool.overflowed => spool,
                 other => {
                     let err = match &other {
-                        Sink::Spool(spool) => RpcError::bad_request(overflow(spool.limit)),
+                        Sink::Spool(spool) => RpcError::bad_request(overflow(spool.reservation.budget().limit())),
                         Sink::Live(_) => RpcError::bad_request("write-data was already called for this value"),
                         Sink::Closed { .. } => RpcError::bad_request("this value was already finished"),
                     };
@@ -133,12 +140,15 @@ impl OutgoingData {
                 }
             }
         };
-        let spooled = spool
+        let (spooled, reservation) = spool
             .into_reader()
             .await
             .map_err(|e| RpcError::internal(format!("cannot read back the spooled value: {e}")))?;
-        let data = ReaderStream::with_capacity(spooled.chain(reader), READ_CHUNK)
-            .map(|chunk| chunk.map_err(|e| RpcError::internal(format!("reading the component's data failed: {e}"))));
+        let data = ReaderStream::with_capacity(spooled.chain(reader), READ_CHUNK).map(move |chunk| {
+            // The spooled bytes count against the budget until the upload is done with them.
+            let _held = &reservation;
+            chunk.map_err(|e| RpcError::internal(format!("reading the component's data failed: {e}")))
+        });
         // The pipe closes only when the value is finished or dropped; which one decides
         // whether the upload ends cleanly.
         let sink = self.sink.clone();
@@ -203,7 +213,9 @@ impl AsyncWrite for SinkWriter {
 
 /// Why a value that outgrew the spool cannot be written.
 fn overflow(limit: u64) -> String {
-    format!("more than {limit} bytes written before write-data; call write-data first to stream a value of any size")
+    format!(
+        "the component's values hold more than {limit} bytes written before write-data; call write-data first to stream a value of any size"
+    )
 }
 
 fn closed() -> io::Error {
@@ -238,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn body_written_before_write_data_is_uploaded_in_order() {
         let bytes = pattern(3 * MEMORY_SPOOL + 123);
-        let mut value = OutgoingData::new(1 << 30);
+        let mut value = OutgoingData::new(Budget::new(1 << 30));
         let mut writer = value.body().expect("first body");
         assert!(value.body().is_none(), "the body is taken once");
         // Some in memory, the rest in the file, then live.
@@ -253,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_an_unfinished_value_fails_the_upload() {
-        let mut value = OutgoingData::new(1 << 30);
+        let mut value = OutgoingData::new(Budget::new(1 << 30));
         let mut writer = value.body().expect("body");
         let data = value.upload().await.expect("upload starts");
         write(&mut writer, b"partial").await.expect("written");
@@ -265,17 +277,28 @@ mod tests {
 
     #[tokio::test]
     async fn the_spool_limit_is_enforced_and_remembered() {
-        let mut value = OutgoingData::new(1000);
+        let budget = Budget::new(1000);
+        let mut value = OutgoingData::new(budget.clone());
         let mut writer = value.body().expect("body");
         write(&mut writer, &[7; 600]).await.expect("within the limit");
         assert!(write(&mut writer, &[7; 600]).await.is_err(), "past the limit");
         let Err(err) = value.upload().await else { panic!("an overflowed value must not upload") };
         assert!(err.to_string().contains("write-data first"), "{err}");
+
+        // The limit is the component's, across its values: another value has only what is left.
+        let mut other = OutgoingData::new(budget.clone());
+        let mut other_writer = other.body().expect("body");
+        assert!(write(&mut other_writer, &[7; 600]).await.is_err(), "the first value still holds 600");
+        drop((value, writer));
+        let mut third = OutgoingData::new(budget.clone());
+        let mut third_writer = third.body().expect("body");
+        write(&mut third_writer, &[7; 900]).await.expect("the first value's share came back");
+        assert!(budget.used() >= 900);
     }
 
     #[tokio::test]
     async fn write_data_twice_or_after_finish_is_refused() {
-        let value = OutgoingData::new(1 << 20);
+        let value = OutgoingData::new(Budget::new(1 << 20));
         let _data = value.upload().await.expect("first");
         assert!(value.upload().await.is_err(), "second write-data");
         value.finish();

@@ -12,6 +12,7 @@ use tracing::info;
 use wasmtime::component::Component;
 
 use crate::{
+    budget::Budget,
     component::{ComponentSpec, DEFAULT_MAX_INSTANCES, RunningComponent},
     host::{ComponentHandle, HostInner},
     rpc,
@@ -47,7 +48,10 @@ async fn try_start(host: &HostInner, cmd: ComponentStart) -> Result<CtlResponse,
         lattice: host.view.clone(),
         rpc: host.rpc.clone(),
         config_names: spec.config.clone(),
-        blob_spool_bytes: host.runtime.limits.blob_spool_bytes,
+        blob_spool: Budget::new(host.runtime.limits.blob_spool_bytes),
+        memory_bytes: host.runtime.limits.memory_bytes,
+        host_memory: host.runtime.host_memory.clone(),
+        resource_entries: host.runtime.limits.resource_entries,
     });
     let running = RunningComponent::new(
         &host.runtime.engine,

@@ -52,11 +52,19 @@ struct HostArgs {
     /// Wall-clock limit of one invocation of a component, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     execution_time_ms: u64,
-    /// Linear memory limit per component instance, in MiB.
+    /// Memory limit per component instance, in MiB: each linear memory and all of an
+    /// instance's linear memories together.
     #[arg(long, default_value_t = 256)]
     memory_mib: usize,
-    /// Blobstore data a component may write before calling write-data, in MiB (spooled to a
-    /// temporary file under TMPDIR).
+    /// Linear memory of all component instances on this host together, in MiB; an instance
+    /// that would go past it cannot grow its memory.
+    #[arg(long, default_value_t = 8192)]
+    host_memory_mib: u64,
+    /// Entries one instance's resource table may hold (streams, fields, buckets, …).
+    #[arg(long, default_value_t = 10_000)]
+    max_resources: usize,
+    /// Blobstore data one component's values may hold before calling write-data, all values
+    /// together, in MiB (spooled to temporary files under TMPDIR).
     #[arg(long, default_value_t = 1024)]
     blob_spool_mib: u64,
     /// Invocations of one component that may wait for a free instance (beyond its
@@ -85,6 +93,8 @@ async fn main() -> anyhow::Result<()> {
                 .rpc_timeout(Duration::from_millis(args.rpc_timeout_ms))
                 .limits(ferry_host::Limits {
                     memory_bytes: args.memory_mib << 20,
+                    host_memory_bytes: args.host_memory_mib << 20,
+                    resource_entries: args.max_resources,
                     execution_time: Duration::from_millis(args.execution_time_ms),
                     blob_spool_bytes: args.blob_spool_mib << 20,
                     queued_invocations: args.max_queued_invocations,

@@ -156,6 +156,24 @@ fn run(cmd: &Value) -> Result<Value, String> {
             }
             Ok(json!(null))
         }
+        "write_pair_body_first" => {
+            // Two values written in full before either calls write-data: both spool at once.
+            let c = container(cmd)?;
+            let size = n(cmd, "size", 0) as usize;
+            let data = vec![7u8; size];
+            let values: Vec<OutgoingValue> = (0..2).map(|_| OutgoingValue::new_outgoing_value()).collect();
+            for value in &values {
+                let stream = value.outgoing_value_write_body().map_err(|()| "no body stream".to_string())?;
+                for piece in data.chunks(4096) {
+                    stream.blocking_write_and_flush(piece).map_err(|e| format!("write failed: {e:?}"))?;
+                }
+            }
+            for (i, value) in values.into_iter().enumerate() {
+                c.write_data(&format!("{}{i}", s(cmd, "prefix")), &value)?;
+                OutgoingValue::finish(value)?;
+            }
+            Ok(json!(null))
+        }
         "read" => read(&container(cmd)?, cmd),
         "list" => {
             let names = container(cmd)?.list_objects()?;

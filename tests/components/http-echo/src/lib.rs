@@ -9,6 +9,8 @@
 //! * `/cookies` — two `set-cookie` headers.
 //! * `/whoami` — the `name` value of the component's config.
 //! * `/trap` — panics. `/sleep?ms=N` — sleeps, then answers.
+//! * `/alloc?mb=N&ms=M` — holds N MiB of memory for M ms; 507 when the allocation fails.
+//! * `/resources?n=N` — creates and holds N header maps (resources).
 //! * anything else — `hello`.
 
 mod bindings {
@@ -62,6 +64,25 @@ impl wasi::exports::http::incoming_handler::Guest for Component {
                 let ms = param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0u64);
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 respond(out, 200, &[], b"awake");
+            }
+            "/alloc" => {
+                // Holds `mb` MiB of touched memory for `ms` milliseconds.
+                let mb = param(query, "mb").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+                let ms = param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0u64);
+                let mut held: Vec<u8> = Vec::new();
+                if held.try_reserve_exact(mb << 20).is_err() {
+                    respond(out, 507, &[], b"out of memory");
+                    return;
+                }
+                held.resize(mb << 20, 1);
+                wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, 200, &[], format!("held {}", held.iter().step_by(4096).count()).as_bytes());
+            }
+            "/resources" => {
+                // Creates `n` header maps and holds them all.
+                let n = param(query, "n").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+                let held: Vec<Fields> = (0..n).map(|_| Fields::new()).collect();
+                respond(out, 200, &[], format!("created {}", held.len()).as_bytes());
             }
             _ => respond(out, 200, &[], b"hello"),
         }
