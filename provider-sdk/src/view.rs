@@ -237,14 +237,9 @@ impl LatticeView {
         package: &str,
         interface: &str,
     ) -> bool {
-        let key = ferry_proto::link::LinkKey {
-            source_id: source.to_owned(),
-            target_id: target.to_owned(),
-            wit_namespace: namespace.to_owned(),
-            wit_package: package.to_owned(),
-            name: name.to_owned(),
-        };
-        let Ok(key) = state::link_key_of(&key) else { return false };
+        // One allocation, no validation: stored keys have exactly six non-empty segments, so a
+        // key built from ids holding a dot or empty matches none of them.
+        let key = format!("{}{source}.{target}.{namespace}.{package}.{name}", state::LINK_PREFIX);
         self.read()
             .links
             .get(&key)
@@ -445,9 +440,14 @@ mod tests {
         assert!(view.apply(10, &BucketChange::Link(link("kv"))).is_none());
         assert!(view.resolve(&key).is_none());
         assert_eq!(view.deleted_at(&key), Some(11));
+        assert!(!view.has_link("comp", "kv", "default", "wasi", "keyvalue", "store"));
         // A later put wins over the delete.
         assert!(view.apply(12, &BucketChange::Link(link("kv"))).is_some());
         assert_eq!(view.resolve(&key).unwrap().revision, 12);
+        assert!(view.has_link("comp", "kv", "default", "wasi", "keyvalue", "store"));
+        // Ids holding the separator cannot alias another link's key.
+        assert!(!view.has_link("comp.kv", "wasi", "default", "keyvalue", "store", "store"));
+        assert!(!view.has_link("comp", "kv", "default", "wasi", "keyvalue", "batch"));
     }
 
     #[test]
