@@ -200,3 +200,69 @@ async fn a_guest_stuck_after_its_response_head_is_stopped_at_the_deadline() -> a
     drop(stuck);
     Ok(())
 }
+
+/// `ferry ctl --timeout-ms` holds beyond async-nats's own 10 s default: a host (here a plain
+/// NATS client standing in for one) that answers after 12 s is heard.
+#[tokio::test(flavor = "multi_thread")]
+async fn ferry_ctl_waits_as_long_as_its_timeout_says() -> anyhow::Result<()> {
+    let nats = ferry_tests::NatsServer::start().await?;
+    let slow_host = async_nats::connect(&nats.url).await?;
+    let mut commands = slow_host.subscribe(ferry_proto::subject::ctl_shared("slow")?).await?;
+    slow_host.flush().await?;
+    tokio::spawn(async move {
+        if let Some(msg) = futures::StreamExt::next(&mut commands).await {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            let answer = ferry_proto::ctl::CtlResponse::ok("late", "answered late", json!([]));
+            if let (Some(reply), Ok(bytes)) = (msg.reply, serde_json::to_vec(&answer)) {
+                let _ = slow_host.publish(reply, bytes.into()).await;
+                let _ = slow_host.flush().await;
+            }
+        }
+    });
+    let ferry = ferry_tests::binary("ferry")?;
+    let url = nats.url.clone();
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(ferry)
+            .args(["ctl", "--nats-url", &url, "--lattice", "slow", "--timeout-ms", "20000", "link", "get"])
+            .output()
+    })
+    .await??;
+    let took = started.elapsed();
+    assert!(output.status.success(), "ferry ctl gave up after {took:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("answered late"));
+    assert!(took >= Duration::from_secs(12), "the answer came after {took:?}");
+    Ok(())
+}
+
+/// A blob write whose provider takes 12 s succeeds under a 20 s `--rpc-timeout-ms`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_write_may_take_longer_than_ten_seconds() -> anyhow::Result<()> {
+    let lattice = Lattice::start_with_timeout(Duration::from_secs(20)).await?;
+    let provider = lattice.start_provider("ferry-provider-blobstore", "blob").await?;
+    lattice.start_component("blob-test", "blobs", &[]).await?;
+    let root = std::env::temp_dir().join(format!("ferry-slow-blob-{}-{}", std::process::id(), free_port()?));
+    std::fs::create_dir_all(&root)?;
+    lattice.config("blob-backend", &[("root", &root.display().to_string())]).await?;
+    let mut link =
+        Link::new("blobs", "blob", "wasi", "blobstore", vec!["blobstore".into(), "container".into(), "types".into()]);
+    link.target_config = vec!["blob-backend".into()];
+    lattice.link(link).await?;
+    lattice.ok("blobs", json!({"op": "create", "container": "c"})).await?;
+
+    // The provider answers nobody for 12 s.
+    provider.pause();
+    let resume = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        provider.resume();
+        provider
+    });
+    let started = Instant::now();
+    lattice.ok("blobs", json!({"op": "write", "container": "c", "object": "o", "text": "slow but whole"})).await?;
+    assert!(started.elapsed() >= Duration::from_secs(11), "the provider was not paused: {:?}", started.elapsed());
+    let _provider = resume.await?;
+    let read = lattice.ok("blobs", json!({"op": "read", "container": "c", "object": "o", "mode": "sync"})).await?;
+    assert_eq!(read["text"], json!("slow but whole"));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
