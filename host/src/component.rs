@@ -11,14 +11,14 @@ use std::{
     time::Duration,
 };
 
+use ferry_lattice::{
+    body::{INLINE_WAIT, LatticeBody, headers_from_wire, headers_to_wire},
+    stream::{self, ByteStream},
+};
 use ferry_proto::{
     ErrorKind, RpcError,
     http::{HttpRequest, HttpResponse},
     messaging::BrokerMessage,
-};
-use ferry_provider_sdk::{
-    http::{INLINE_WAIT, LatticeBody, headers_from_wire, headers_to_wire},
-    stream::{self, ByteStream},
 };
 use futures::StreamExt as _;
 use http_body_util::BodyExt as _;

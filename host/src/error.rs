@@ -7,9 +7,9 @@ pub enum HostError {
     /// NATS could not be reached or refused an operation.
     #[error("NATS error: {0}")]
     Nats(String),
-    /// The lattice bucket or SDK-level plumbing failed.
+    /// The lattice runtime (bucket, view, streams) failed.
     #[error(transparent)]
-    Sdk(#[from] ferry_provider_sdk::SdkError),
+    Lattice(#[from] ferry_lattice::LatticeError),
     /// A protocol-level failure (ids, keys, encoding).
     #[error(transparent)]
     Proto(#[from] ferry_proto::ProtoError),

@@ -102,10 +102,8 @@ impl HostBuilder {
             }
         };
         let id = nkeys::KeyPair::new_server().public_key();
-        let (options, reconnects) = ferry_provider_sdk::nats::connect_options_tracked(format!("ferry-host-{id}"));
-        let nats = options.connect(&self.nats_url).await.map_err(|e| {
-            HostError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&self.nats_url)))
-        })?;
+        let connection = ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}")).connect().await?;
+        let (nats, reconnects) = (connection.client, connection.reconnects);
         let view = LatticeView::open(&nats, &self.lattice, reconnects).await?;
         let engine = engine::new_engine(&self.limits)?;
         let mut linker = Linker::new(&engine);

@@ -1,16 +1,16 @@
 //! The host's view of the lattice: links and config as the lattice bucket has them, in the
-//! revision-ordered view hosts and providers share ([`ferry_provider_sdk::view`]), kept current
+//! revision-ordered view hosts and providers share ([`ferry_lattice::view`]), kept current
 //! by following the bucket (resynced after a lost connection), so nothing depends on having
 //! seen a message while down, and a host's own writes never undo a newer change.
 
-use ferry_proto::{
-    link::{Link, LinkPut},
-    state,
-};
-use ferry_provider_sdk::{
+use ferry_lattice::{
     BucketChange, LatticeBucket,
     nats::Reconnects,
     view::{self, LatticeView as SharedView},
+};
+use ferry_proto::{
+    link::{Link, LinkPut},
+    state,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -11,7 +11,7 @@
 //! # async fn main() -> anyhow::Result<()> {
 //! let host = ferry_host::HostBuilder::new("nats://127.0.0.1:4222", "default").build().await?;
 //! println!("host id {}", host.id());
-//! host.run(ferry_provider_sdk::shutdown_signal()).await?;
+//! host.run(ferry_lattice::shutdown_signal()).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -28,7 +28,6 @@ mod lattice;
 mod rpc;
 mod state;
 
-pub use ctl::client::CtlClient;
 pub use engine::{Limits, new_engine};
 pub use error::HostError;
 pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder, RunningHost};

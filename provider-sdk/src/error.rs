@@ -13,6 +13,9 @@ pub enum SdkError {
     /// A protocol-level failure (encoding, ids, credential).
     #[error(transparent)]
     Proto(#[from] ferry_proto::ProtoError),
+    /// The lattice (NATS, the bucket, a stream) failed.
+    #[error(transparent)]
+    Lattice(#[from] ferry_lattice::LatticeError),
     /// Reading start-up data failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

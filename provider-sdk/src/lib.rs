@@ -24,28 +24,20 @@
 //! ```
 #![deny(missing_docs)]
 
-mod bucket;
-pub mod client;
 mod config;
 mod error;
-pub mod http;
 pub mod keyvalue;
 mod links;
-pub mod nats;
-pub mod overflow;
 mod provider;
-pub mod replay;
-pub mod request;
 mod server;
-mod signal;
-pub mod stream;
-pub mod view;
 
-pub use async_nats;
-pub use bucket::{BucketChange, BucketEvent, BucketMark, LatticeBucket};
-pub use client::LatticeClient;
 pub use config::StartupArgs;
 pub use error::SdkError;
+/// What the SDK stands on, for authors who need it: NATS connections and body streams.
+pub use ferry_lattice::{
+    LatticeClient, NatsAuth, NatsOptions, async_nats, body::LatticeBody, client, http, nats::sync_subscriptions,
+    shutdown_signal, stream::ByteStream,
+};
 pub use ferry_proto::{
     ErrorKind, RpcError, blobstore, codec,
     http::{Header, HttpRequest, HttpResponse},
@@ -58,4 +50,3 @@ pub use ferry_proto::{
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};
 pub use server::{MAX_CONCURRENT_INVOCATIONS, SHUTDOWN_GRACE, run_provider, run_provider_with};
-pub use signal::shutdown_signal;

@@ -6,11 +6,12 @@ use ferry_proto::{RpcError, link::LinkPut};
 
 use ferry_proto::{auth::MacKey, stream::DEFAULT_CHUNK_SIZE};
 
-use crate::{
-    LatticeClient, LinkStore,
-    http::{INLINE_WAIT, LatticeBody},
+use ferry_lattice::{
+    body::{INLINE_WAIT, LatticeBody},
     stream::{self, ByteStream},
 };
+
+use crate::{LatticeClient, LinkStore};
 
 /// A capability provider. Only [`Provider::handle`] is required; the hooks have sensible
 /// defaults. Hooks run concurrently with invocations, and an error in a hook never ends the

@@ -24,13 +24,11 @@ use tracing::{debug, error, info, warn};
 
 mod links;
 
+use ferry_lattice::{NatsOptions, nats::Reconnects, overflow, replay::ReplayRecord, view::LatticeView};
+
 use crate::{
     LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
-    nats::Reconnects,
-    overflow,
     provider::{ContextInner, InvocationContext},
-    replay::ReplayRecord,
-    view::LatticeView,
 };
 
 /// Upper bound of invocations one provider instance runs at once; more wait for a permit
@@ -71,7 +69,7 @@ pub async fn run_provider_with<P: Provider>(
     startup: ProviderStartup,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SdkError> {
-    init_tracing(startup.log_level.as_deref());
+    ferry_lattice::telemetry::init_logging(startup.log_level.as_deref());
     let credential = ProviderCredential::parse(&startup.credential)?;
     if credential.provider_id() != startup.provider_id {
         return Err(SdkError::Startup(format!(
@@ -84,10 +82,9 @@ pub async fn run_provider_with<P: Provider>(
     if credential.key_at(now).is_err() {
         return Err(SdkError::Startup(format!("credential is not valid now: {credential:?}")));
     }
-    let (options, reconnects) = crate::nats::connect_options_tracked(format!("ferry-provider-{}", startup.provider_id));
-    let nats = options.connect(&startup.nats_url).await.map_err(|e| {
-        SdkError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(&startup.nats_url)))
-    })?;
+    let connection =
+        NatsOptions::new(&startup.nats_url, format!("ferry-provider-{}", startup.provider_id)).connect().await?;
+    let (nats, reconnects) = (connection.client, connection.reconnects);
     let client = LatticeClient::new(
         nats.clone(),
         &startup.lattice,
@@ -150,7 +147,7 @@ impl<P: Provider> Server<P> {
         let stop_all = nats.subscribe(subject::shutdown(&lattice, &id, None)?).await.map_err(SdkError::nats)?;
         let stop_one =
             nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
-        crate::nats::sync_subscriptions(&nats).await?;
+        ferry_lattice::nats::sync_subscriptions(&nats).await?;
 
         // The links the bucket holds are applied before the instance says it is ready.
         let control = CancellationToken::new();
@@ -438,14 +435,6 @@ fn split_operation(op: &str) -> Option<(&str, &str, &str)> {
     let (package, rest) = rest.split_once('/')?;
     let (interface, _function) = rest.split_once('.')?;
     Some((namespace, package, interface))
-}
-
-/// Install a stderr log subscriber unless the embedding program already has one.
-fn init_tracing(filter: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use ferry_lattice::LatticeBucket;
 use ferry_proto::link::Link;
-use ferry_provider_sdk::LatticeBucket;
 use ferry_tests::{Lattice, NatsServer, RedisServer};
 use redis::AsyncCommands as _;
 use serde_json::json;

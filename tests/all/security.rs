@@ -124,7 +124,7 @@ async fn a_provider_credential_speaks_only_for_its_own_provider() -> anyhow::Res
     let rogue = ferry_proto::auth::ProviderCredential::parse(&lattice.credential("rogue"))?;
 
     // Its own identity is not linked to the component: a typed not-linked.
-    let client = ferry_provider_sdk::LatticeClient::new(lattice.raw.clone(), &lattice.name, rogue.clone(), None)?;
+    let client = ferry_lattice::LatticeClient::new(lattice.raw.clone(), &lattice.name, rogue.clone(), None)?;
     let http = codec::encode(&HttpRequest {
         method: "GET".into(),
         scheme: "http".into(),

@@ -4,14 +4,14 @@
 use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
-use ferry_host::CtlClient;
+use ferry_lattice::{CtlClient, LatticeClient};
+use ferry_proto::RpcError;
 use ferry_proto::{
     auth::ClusterKey,
     ctl::{ComponentStart, ConfigNameCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand},
     http::{Header, HttpRequest},
     link::{Link, LinkKey},
 };
-use ferry_provider_sdk::{LatticeClient, RpcError};
 
 use crate::{NatsServer, Process, binary, build_component};
 
@@ -179,7 +179,7 @@ impl Lattice {
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_PROVIDER_ID", provider_id)
             .env("FERRY_PROVIDER_CREDENTIAL", self.credential(provider_id))
-            .env("FERRY_LOG", log_filter("info,ferry_provider_sdk=debug"));
+            .env("FERRY_LOG", log_filter("info,ferry_provider_sdk=debug,ferry_lattice=debug"));
         let mut process = Process::spawn(provider_id, command)?;
         process.wait_for_log("provider ready", Duration::from_secs(30)).await?;
         Ok(process)

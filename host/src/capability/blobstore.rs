@@ -8,16 +8,16 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use ferry_lattice::{
+    body::{INLINE_WAIT, LatticeBody},
+    stream::{self, ByteStream},
+};
 use ferry_proto::{
     RpcError,
     blobstore::{self as wire, op},
     codec,
     keyvalue::Empty,
     stream::DEFAULT_CHUNK_SIZE,
-};
-use ferry_provider_sdk::{
-    http::{INLINE_WAIT, LatticeBody},
-    stream::{self, ByteStream},
 };
 use futures::StreamExt as _;
 use serde::{Serialize, de::DeserializeOwned};

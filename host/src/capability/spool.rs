@@ -15,8 +15,8 @@ use std::{
 
 use crate::budget::{Budget, Reservation};
 use bytes::BytesMut;
+use ferry_lattice::stream::ByteStream;
 use ferry_proto::RpcError;
-use ferry_provider_sdk::stream::ByteStream;
 use futures::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream};
 use tokio_util::io::ReaderStream;

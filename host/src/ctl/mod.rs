@@ -2,7 +2,6 @@
 //! Commands without a host id go to one host of the queue group; a host id addresses one host.
 //! Each resource has its own file.
 
-pub(crate) mod client;
 mod component;
 mod config;
 mod link;
@@ -33,7 +32,7 @@ pub(crate) async fn serve(
         .map_err(HostError::nats)?;
     let mine =
         host.nats.subscribe(subject::ctl_for_host(&lattice, &host.identity.id)?).await.map_err(HostError::nats)?;
-    ferry_provider_sdk::nats::sync_subscriptions(&host.nats).await.map_err(HostError::nats)?;
+    ferry_lattice::nats::sync_subscriptions(&host.nats).await.map_err(HostError::nats)?;
     let mut messages = futures::stream::select(shared, mine);
     Ok(tokio::spawn(async move {
         loop {

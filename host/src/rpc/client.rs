@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
+use ferry_lattice::{
+    request::{Replies, RequestFailure, Requester},
+    signed::{map_failure, verified_response},
+};
 use ferry_proto::{
     ErrorKind, RpcError,
     auth::{ClusterKey, MacKey, period_of},
     envelope::Invocation,
     subject,
-};
-use ferry_provider_sdk::{
-    client::{map_failure, verified_response},
-    request::{Replies, RequestFailure, Requester},
 };
 use tokio::time::Instant;
 
@@ -77,7 +77,7 @@ impl RpcClient {
         if deadline != 0 {
             inv.deadline_ms = inv.deadline_ms.min(deadline);
         }
-        ferry_provider_sdk::client::send_signed(&self.requester, &self.lattice, subject, inv, &key).await
+        ferry_lattice::signed::send_signed(&self.requester, &self.lattice, subject, inv, &key).await
     }
 
     /// Sign `inv` for its target and send it on `subject` to every subscriber (every instance

@@ -3,6 +3,11 @@
 
 use std::sync::Arc;
 
+use ferry_lattice::{
+    body::LatticeBody,
+    overflow,
+    stream::{self, ByteStream},
+};
 use ferry_proto::{
     ErrorKind, RpcError,
     auth::{MacKey, ReplayGuard, period_of, verify_invocation},
@@ -13,11 +18,6 @@ use ferry_proto::{
     messaging::{self as msg, BrokerMessage},
     stream::DEFAULT_CHUNK_SIZE,
     subject::{self, Channel},
-};
-use ferry_provider_sdk::{
-    http::LatticeBody,
-    overflow,
-    stream::{self, ByteStream},
 };
 use futures::StreamExt as _;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -46,7 +46,7 @@ pub(crate) async fn serve(
     let id = component.spec.id.clone();
     let mut sub =
         ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
-    ferry_provider_sdk::nats::sync_subscriptions(&ctx.nats).await.map_err(HostError::nats)?;
+    ferry_lattice::nats::sync_subscriptions(&ctx.nats).await.map_err(HostError::nats)?;
     Ok(tokio::spawn(async move {
         loop {
             let msg = tokio::select! {

@@ -1,7 +1,7 @@
 //! A provider instance's links, kept in step with the lattice view.
 //!
 //! The lattice bucket decides what links exist and what config they carry: the instance
-//! follows it ([`crate::view::follow`]) and calls the provider's link hooks for every link of its
+//! follows it ([`ferry_lattice::view::follow`]) and calls the provider's link hooks for every link of its
 //! own that the view changes, from the first sync on, after a lost connection, and when a
 //! config the link names is put or deleted. A host's link notification asks the instance to
 //! apply a change now and say whether the provider accepted it: the instance waits (briefly)
@@ -22,12 +22,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Server, signed_ok};
-use crate::{
-    LatticeBucket, Provider,
-    links::Applied,
+use ferry_lattice::{
+    LatticeBucket,
     view::{self, ViewChange},
 };
+
+use super::{Server, signed_ok};
+use crate::{Provider, links::Applied};
 
 /// How long a link notification waits for the view to reach its revision before it is applied
 /// as the notification says.

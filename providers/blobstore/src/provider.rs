@@ -8,13 +8,12 @@ use std::{
 
 use bytes::Bytes;
 use ferry_provider_sdk::{
-    Empty, ErrorKind, InvocationContext, LinkKey, LinkPut, Provider, ProviderContext, RpcError,
+    ByteStream, Empty, ErrorKind, InvocationContext, LinkKey, LinkPut, Provider, ProviderContext, RpcError,
     blobstore::{
         ContainerRequest, CopyRequest, DataResponse, ExistsResponse, GetDataRequest, ListRequest, ListResponse,
         ObjectRequest, ObjectsRequest, WIT_NAMESPACE, WIT_PACKAGE, WriteDataRequest, op,
     },
     codec,
-    stream::ByteStream,
 };
 use futures::StreamExt as _;
 use serde::{Serialize, de::DeserializeOwned};

@@ -11,10 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use ferry_provider_sdk::{
-    ErrorKind, LatticeClient, RpcError,
-    http::{HttpCallOptions, LatticeBody},
-};
+use ferry_provider_sdk::{ErrorKind, LatticeBody, LatticeClient, RpcError, http::HttpCallOptions};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};

@@ -7,7 +7,7 @@ use std::{
 
 use ferry_provider_sdk::async_nats::jetstream;
 use ferry_provider_sdk::{
-    HealthStatus, InvocationContext, LinkKey, LinkPut, Provider, ProviderContext, RpcError, async_nats,
+    HealthStatus, InvocationContext, LinkKey, LinkPut, NatsOptions, Provider, ProviderContext, RpcError, async_nats,
     keyvalue::{self, KeyValue, KeyValuePair},
     redact,
 };
@@ -47,10 +47,11 @@ impl Provider for KeyValueProvider {
                 Arc::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone()))
             }
             BackendConfig::Nats { url: Some(url), bucket_prefix } => {
-                let nats = ferry_provider_sdk::nats::connect_options("ferry-keyvalue-backend")
-                    .connect(url)
+                let nats = NatsOptions::new(url, "ferry-keyvalue-backend")
+                    .connect()
                     .await
-                    .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(url)))?;
+                    .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(url)))?
+                    .client;
                 // Fail the link now if JetStream is off, not on the first call.
                 jetstream::new(nats.clone())
                     .query_account()

@@ -162,7 +162,7 @@ impl MessagingProvider {
         }
         // Say "subscribed" only once the server has the subscriptions: a message published
         // right after must not be lost.
-        if let Err(err) = ferry_provider_sdk::nats::sync_subscriptions(&nats).await {
+        if let Err(err) = ferry_provider_sdk::sync_subscriptions(&nats).await {
             Handler { stop, tasks, slots, max_concurrency: config.max_concurrency }.stop().await;
             let _ = nats.drain().await;
             return Err(format!("cannot subscribe: {err}"));
@@ -197,10 +197,11 @@ impl Handler {
 
 /// Connect to a NATS of the link's choosing, with a bounded subscription buffer.
 async fn connect(uris: &str, role: &str) -> Result<async_nats::Client, String> {
-    ferry_provider_sdk::nats::connect_options(format!("ferry-messaging-{role}"))
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .connect(uris)
+    ferry_provider_sdk::NatsOptions::new(uris, format!("ferry-messaging-{role}"))
+        .with_subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .connect()
         .await
+        .map(|connection| connection.client)
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(uris)))
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use ferry_provider_sdk::{Header, HttpRequest, LatticeClient};
+use ferry_lattice::LatticeClient;
+use ferry_proto::http::{Header, HttpRequest};
 
 #[derive(clap::Args)]
 pub(crate) struct CallArgs {

@@ -129,11 +129,8 @@ fn split_package(package: &str) -> anyhow::Result<(String, String)> {
 }
 
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let nats = ferry_provider_sdk::nats::connect_options("ferry-ctl")
-        .connect(&args.nats_url)
-        .await
-        .with_context(|| format!("failed to connect to {}", args.nats_url))?;
-    let client = ferry_host::CtlClient::new(nats.clone(), &args.lattice, Duration::from_millis(args.timeout_ms));
+    let nats = ferry_lattice::NatsOptions::new(&args.nats_url, "ferry-ctl").connect().await?.client;
+    let client = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_millis(args.timeout_ms));
     let request_id = uuid::Uuid::new_v4().to_string();
     let host = args.host_id.as_deref();
     let response = match args.command {

@@ -77,18 +77,12 @@ pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Host(args) => {
-            init_tracing();
+            ferry_lattice::telemetry::init_logging(None);
             let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice)
                 .rpc_timeout(Duration::from_millis(args.rpc_timeout_ms))
                 .limits(ferry_host::Limits {
@@ -107,13 +101,13 @@ async fn main() -> anyhow::Result<()> {
                 builder = builder.label(k, v);
             }
             let host = builder.build().await.context("failed to start host")?;
-            host.run(ferry_provider_sdk::shutdown_signal()).await.context("host failed")?;
+            host.run(ferry_lattice::shutdown_signal()).await.context("host failed")?;
             Ok(())
         }
         Command::Ctl(args) => ctl::run(args).await,
         Command::Keys(args) => keys::run(args),
         Command::Up(args) => {
-            init_tracing();
+            ferry_lattice::telemetry::init_logging(None);
             up::run(args).await
         }
         Command::Call(args) => call::run(args).await,

@@ -117,7 +117,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut providers = Vec::new();
     let result = async {
-        let ctl = ferry_host::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120));
+        let ctl = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120));
         providers.push(spawn_provider(
             &args,
             &cluster,
@@ -169,7 +169,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
         println!("Try:  curl http://{}/hello", args.http_address);
         println!("Stop: Ctrl-C");
-        ferry_provider_sdk::shutdown_signal().await;
+        ferry_lattice::shutdown_signal().await;
         eprintln!("ferry up: stopping");
         Ok::<(), anyhow::Error>(())
     }
@@ -258,9 +258,10 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 }
 
 async fn connect_or_start_nats(url: &str, state: &Path) -> anyhow::Result<(async_nats::Client, Option<Managed>)> {
-    if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await {
+    let options = ferry_lattice::NatsOptions::new(url, "ferry-up");
+    if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
         eprintln!("ferry up: using the NATS server at {url}");
-        return Ok((client, None));
+        return Ok((connection.client, None));
     }
     let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4222);
     let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
@@ -278,8 +279,8 @@ async fn connect_or_start_nats(url: &str, state: &Path) -> anyhow::Result<(async
     eprintln!("ferry up: started nats-server on port {port} (data in {})", state.join("nats").display());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(client) = async_nats::connect(url).await {
-            return Ok((client, Some(server)));
+        if let Ok(connection) = options.connect().await {
+            return Ok((connection.client, Some(server)));
         }
         if Instant::now() > deadline {
             bail!("nats-server did not come up on {url}; see {}", state.join("nats-server.log").display());

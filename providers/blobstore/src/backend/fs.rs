@@ -13,9 +13,8 @@ use std::{
 
 use async_trait::async_trait;
 use ferry_provider_sdk::{
-    ErrorKind, RpcError,
+    ByteStream, ErrorKind, RpcError,
     blobstore::{ContainerInfo, ObjectInfo},
-    stream::ByteStream,
 };
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};

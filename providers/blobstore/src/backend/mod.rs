@@ -5,9 +5,8 @@ pub(crate) mod nats;
 
 use async_trait::async_trait;
 use ferry_provider_sdk::{
-    RpcError,
+    ByteStream, RpcError,
     blobstore::{ContainerInfo, ObjectInfo},
-    stream::ByteStream,
 };
 
 /// Where a link's containers and objects live. Names are checked by the caller

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE};
 use ferry_provider_sdk::{
-    ErrorKind, RpcError,
+    ByteStream, ErrorKind, RpcError,
     async_nats::{
         self,
         jetstream::{
@@ -21,7 +21,6 @@ use ferry_provider_sdk::{
     },
     blobstore::{ContainerInfo, ObjectInfo},
     is_reserved_store_name,
-    stream::ByteStream,
 };
 use futures::{StreamExt as _, TryStreamExt as _};
 use sha2::{Digest as _, Sha256};

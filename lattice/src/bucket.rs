@@ -11,7 +11,7 @@ use ferry_proto::{
 };
 use futures::StreamExt as _;
 
-use crate::SdkError;
+use crate::LatticeError;
 
 /// How many times a revision-checked write is retried after losing a race.
 const WRITE_ATTEMPTS: usize = 5;
@@ -28,8 +28,8 @@ impl LatticeBucket {
     /// Open the bucket, creating it when `create` is set and it does not exist.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when JetStream is unavailable or the bucket is missing.
-    pub async fn open(nats: &async_nats::Client, lattice: &str, create: bool) -> Result<Self, SdkError> {
+    /// [`LatticeError::Nats`] when JetStream is unavailable or the bucket is missing.
+    pub async fn open(nats: &async_nats::Client, lattice: &str, create: bool) -> Result<Self, LatticeError> {
         let js = jetstream::new(nats.clone());
         let name = subject::data_bucket(lattice)?;
         let kv = match js.get_key_value(&name).await {
@@ -44,9 +44,9 @@ impl LatticeBucket {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| SdkError::Nats(format!("cannot create bucket {name}: {e}")))?
+                .map_err(|e| LatticeError::Nats(format!("cannot create bucket {name}: {e}")))?
             }
-            Err(err) => return Err(SdkError::Nats(format!("cannot open bucket {name}: {err}"))),
+            Err(err) => return Err(LatticeError::Nats(format!("cannot open bucket {name}: {err}"))),
         };
         Ok(Self { kv, js, name })
     }
@@ -54,19 +54,19 @@ impl LatticeBucket {
     /// Every link in the bucket with its revision.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the bucket cannot be read.
-    pub async fn links(&self) -> Result<Vec<(Link, u64)>, SdkError> {
-        let mut keys = self.kv.keys().await.map_err(SdkError::nats)?;
+    /// [`LatticeError::Nats`] when the bucket cannot be read.
+    pub async fn links(&self) -> Result<Vec<(Link, u64)>, LatticeError> {
+        let mut keys = self.kv.keys().await.map_err(LatticeError::nats)?;
         let mut names = Vec::new();
         while let Some(key) = keys.next().await {
-            let key = key.map_err(SdkError::nats)?;
+            let key = key.map_err(LatticeError::nats)?;
             if key.starts_with(state::LINK_PREFIX) {
                 names.push(key);
             }
         }
         let mut links = Vec::with_capacity(names.len());
         for key in names {
-            if let Some(entry) = self.kv.entry(&key).await.map_err(SdkError::nats)? {
+            if let Some(entry) = self.kv.entry(&key).await.map_err(LatticeError::nats)? {
                 if entry.operation != kv::Operation::Put {
                     continue;
                 }
@@ -82,10 +82,10 @@ impl LatticeBucket {
     /// Store `link`, creating or replacing it with a revision check; returns the new revision.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails or keeps losing races.
-    pub async fn put_link(&self, link: &Link) -> Result<u64, SdkError> {
+    /// [`LatticeError::Nats`] when the write fails or keeps losing races.
+    pub async fn put_link(&self, link: &Link) -> Result<u64, LatticeError> {
         let key = state::link_key(link)?;
-        let value = serde_json::to_vec(link).map_err(|e| SdkError::Startup(e.to_string()))?;
+        let value = serde_json::to_vec(link).map_err(|e| LatticeError::Invalid(e.to_string()))?;
         self.put_checked(&key, value).await
     }
 
@@ -93,22 +93,22 @@ impl LatticeBucket {
     /// key holds by the time the delete is done), or `None` if there was no such link.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails or a concurrent write changed the link first.
-    pub async fn del_link(&self, key: &LinkKey) -> Result<Option<(Link, u64)>, SdkError> {
+    /// [`LatticeError::Nats`] when the write fails or a concurrent write changed the link first.
+    pub async fn del_link(&self, key: &LinkKey) -> Result<Option<(Link, u64)>, LatticeError> {
         let bucket_key = state::link_key_of(key)?;
-        let Some(entry) = self.kv.entry(&bucket_key).await.map_err(SdkError::nats)? else { return Ok(None) };
+        let Some(entry) = self.kv.entry(&bucket_key).await.map_err(LatticeError::nats)? else { return Ok(None) };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let old: Link =
-            serde_json::from_slice(&entry.value).map_err(|e| SdkError::Nats(format!("unreadable link entry: {e}")))?;
+        let old: Link = serde_json::from_slice(&entry.value)
+            .map_err(|e| LatticeError::Nats(format!("unreadable link entry: {e}")))?;
         let revision = self.delete_at(&bucket_key, Some(entry.revision)).await?;
         Ok(Some((old, revision)))
     }
 
     /// Write a delete marker for `key`, expecting `expected` as its current revision when
     /// given; returns the marker's revision from the server's acknowledgement.
-    async fn delete_at(&self, key: &str, expected: Option<u64>) -> Result<u64, SdkError> {
+    async fn delete_at(&self, key: &str, expected: Option<u64>) -> Result<u64, LatticeError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("KV-Operation", "DEL");
         if let Some(revision) = expected {
@@ -119,22 +119,22 @@ impl LatticeBucket {
             .js
             .publish_with_headers(subject, headers, bytes::Bytes::new())
             .await
-            .map_err(SdkError::nats)?
+            .map_err(LatticeError::nats)?
             .await
-            .map_err(SdkError::nats)?;
+            .map_err(LatticeError::nats)?;
         Ok(ack.sequence)
     }
 
     /// The named config, if present.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the bucket cannot be read.
-    pub async fn config(&self, name: &str) -> Result<Option<ConfigValues>, SdkError> {
+    /// [`LatticeError::Nats`] when the bucket cannot be read.
+    pub async fn config(&self, name: &str) -> Result<Option<ConfigValues>, LatticeError> {
         let key = state::config_key(name)?;
-        match self.kv.entry(&key).await.map_err(SdkError::nats)? {
+        match self.kv.entry(&key).await.map_err(LatticeError::nats)? {
             Some(entry) if entry.operation == kv::Operation::Put => serde_json::from_slice(&entry.value)
                 .map(Some)
-                .map_err(|e| SdkError::Nats(format!("unreadable config {name}: {e}"))),
+                .map_err(|e| LatticeError::Nats(format!("unreadable config {name}: {e}"))),
             _ => Ok(None),
         }
     }
@@ -142,10 +142,10 @@ impl LatticeBucket {
     /// Store a named config; returns its revision.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails.
-    pub async fn put_config(&self, name: &str, values: &ConfigValues) -> Result<u64, SdkError> {
+    /// [`LatticeError::Nats`] when the write fails.
+    pub async fn put_config(&self, name: &str, values: &ConfigValues) -> Result<u64, LatticeError> {
         let key = state::config_key(name)?;
-        let value = serde_json::to_vec(values).map_err(|e| SdkError::Startup(e.to_string()))?;
+        let value = serde_json::to_vec(values).map_err(|e| LatticeError::Invalid(e.to_string()))?;
         self.put_checked(&key, value).await
     }
 
@@ -153,10 +153,10 @@ impl LatticeBucket {
     /// such config.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails.
-    pub async fn del_config(&self, name: &str) -> Result<Option<u64>, SdkError> {
+    /// [`LatticeError::Nats`] when the write fails.
+    pub async fn del_config(&self, name: &str) -> Result<Option<u64>, LatticeError> {
         let key = state::config_key(name)?;
-        match self.kv.entry(&key).await.map_err(SdkError::nats)? {
+        match self.kv.entry(&key).await.map_err(LatticeError::nats)? {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 self.delete_at(&key, Some(entry.revision)).await.map(Some)
             }
@@ -167,8 +167,8 @@ impl LatticeBucket {
     /// Merge the named configs in order (later names win); missing names are reported.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the bucket cannot be read.
-    pub async fn resolve(&self, names: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>), SdkError> {
+    /// [`LatticeError::Nats`] when the bucket cannot be read.
+    pub async fn resolve(&self, names: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>), LatticeError> {
         let mut merged = BTreeMap::new();
         let mut missing = Vec::new();
         for name in names {
@@ -183,8 +183,8 @@ impl LatticeBucket {
     /// A link with its configs resolved, as providers receive it.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the bucket cannot be read.
-    pub async fn link_put(&self, link: Link, revision: u64) -> Result<LinkPut, SdkError> {
+    /// [`LatticeError::Nats`] when the bucket cannot be read.
+    pub async fn link_put(&self, link: Link, revision: u64) -> Result<LinkPut, LatticeError> {
         let (source_config, _) = self.resolve(&link.source_config).await?;
         let (target_config, _) = self.resolve(&link.target_config).await?;
         Ok(LinkPut { link, source_config, target_config, revision })
@@ -193,24 +193,24 @@ impl LatticeBucket {
     /// Store a JSON document under `key`.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails.
-    pub async fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<u64, SdkError> {
-        self.put_checked(key, serde_json::to_vec(value).map_err(|e| SdkError::Startup(e.to_string()))?).await
+    /// [`LatticeError::Nats`] when the write fails.
+    pub async fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<u64, LatticeError> {
+        self.put_checked(key, serde_json::to_vec(value).map_err(|e| LatticeError::Invalid(e.to_string()))?).await
     }
 
     /// Delete `key`.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the write fails.
-    pub async fn delete(&self, key: &str) -> Result<(), SdkError> {
-        self.kv.delete(key).await.map_err(SdkError::nats)
+    /// [`LatticeError::Nats`] when the write fails.
+    pub async fn delete(&self, key: &str) -> Result<(), LatticeError> {
+        self.kv.delete(key).await.map_err(LatticeError::nats)
     }
 
-    async fn put_checked(&self, key: &str, value: Vec<u8>) -> Result<u64, SdkError> {
+    async fn put_checked(&self, key: &str, value: Vec<u8>) -> Result<u64, LatticeError> {
         let value = bytes::Bytes::from(value);
         let mut last_err = String::new();
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self.kv.entry(key).await.map_err(SdkError::nats)?;
+            let current = self.kv.entry(key).await.map_err(LatticeError::nats)?;
             let result = match current {
                 Some(entry) => self.kv.update(key, value.clone(), entry.revision).await.map_err(|e| e.to_string()),
                 None => self.kv.create(key, value.clone()).await.map_err(|e| e.to_string()),
@@ -223,7 +223,7 @@ impl LatticeBucket {
                 }
             }
         }
-        Err(SdkError::Nats(format!("cannot write {key} after {WRITE_ATTEMPTS} attempts: {last_err}")))
+        Err(LatticeError::Nats(format!("cannot write {key} after {WRITE_ATTEMPTS} attempts: {last_err}")))
     }
 }
 
@@ -281,10 +281,10 @@ impl LatticeBucket {
     /// Where the bucket stands now, read from the server.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the server does not answer.
-    pub async fn mark(&self) -> Result<BucketMark, SdkError> {
+    /// [`LatticeError::Nats`] when the server does not answer.
+    pub async fn mark(&self) -> Result<BucketMark, LatticeError> {
         let mut stream = self.kv.stream.clone();
-        let info = stream.info().await.map_err(SdkError::nats)?;
+        let info = stream.info().await.map_err(LatticeError::nats)?;
         Ok(BucketMark { last_revision: info.state.last_sequence, entries: info.state.messages })
     }
 
@@ -292,13 +292,13 @@ impl LatticeBucket {
     /// item means the watch is no longer reliable: start a new one.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the watch cannot be created.
+    /// [`LatticeError::Nats`] when the watch cannot be created.
     pub async fn watch(
         &self,
-    ) -> Result<impl futures::Stream<Item = Result<BucketEvent, SdkError>> + Send + use<>, SdkError> {
-        let watch = self.kv.watch_with_history(">").await.map_err(SdkError::nats)?;
+    ) -> Result<impl futures::Stream<Item = Result<BucketEvent, LatticeError>> + Send + use<>, LatticeError> {
+        let watch = self.kv.watch_with_history(">").await.map_err(LatticeError::nats)?;
         Ok(watch.map(|entry| {
-            let entry = entry.map_err(SdkError::nats)?;
+            let entry = entry.map_err(LatticeError::nats)?;
             let change = change_of(&entry);
             Ok(BucketEvent { caught_up: entry.delta == 0, key: entry.key, revision: entry.revision, change })
         }))
@@ -307,12 +307,12 @@ impl LatticeBucket {
     /// Every named config.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when the bucket cannot be read.
-    pub async fn config_names(&self) -> Result<Vec<String>, SdkError> {
-        let mut keys = self.kv.keys().await.map_err(SdkError::nats)?;
+    /// [`LatticeError::Nats`] when the bucket cannot be read.
+    pub async fn config_names(&self) -> Result<Vec<String>, LatticeError> {
+        let mut keys = self.kv.keys().await.map_err(LatticeError::nats)?;
         let mut names = Vec::new();
         while let Some(key) = keys.next().await {
-            if let Some(name) = key.map_err(SdkError::nats)?.strip_prefix(state::CONFIG_PREFIX) {
+            if let Some(name) = key.map_err(LatticeError::nats)?.strip_prefix(state::CONFIG_PREFIX) {
                 names.push(name.to_owned());
             }
         }

@@ -1,27 +1,26 @@
-//! Calling components (and other targets) on the lattice as a provider: signed invocations,
-//! verified responses, typed errors.
+//! Calling components (and other targets) on the lattice under a provider identity: signed
+//! invocations, verified responses, typed errors. Providers, the bridge and `ferry call` use it.
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{MacKey, ProviderCredential},
+    auth::ProviderCredential,
     codec,
-    envelope::{Invocation, InvocationResponse},
+    envelope::Invocation,
     http::{HttpRequest, HttpResponse, OP_HANDLE},
     subject,
 };
 
+pub use crate::signed::DEFAULT_RPC_TIMEOUT;
 use crate::{
-    SdkError,
-    http::{self, HttpCallOptions, LatticeBody},
-    overflow,
-    request::{RequestFailure, Requester},
+    LatticeError, NatsOptions,
+    body::{self, LatticeBody},
+    http::{self, HttpCallOptions},
+    request::Requester,
+    signed::send_signed,
     stream,
 };
-
-/// Default timeout of an invocation when neither the start-up data nor the caller sets one.
-pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A signed connection to a lattice under one provider identity.
 #[derive(Clone)]
@@ -52,16 +51,16 @@ impl LatticeClient {
     /// A client on an existing NATS connection, calling as the credential's provider.
     ///
     /// # Errors
-    /// [`SdkError::Startup`] when the credential is for another lattice.
+    /// [`LatticeError::Startup`] when the credential is for another lattice.
     pub fn new(
         nats: async_nats::Client,
         lattice: &str,
         credential: ProviderCredential,
         timeout: Option<Duration>,
-    ) -> Result<Self, SdkError> {
+    ) -> Result<Self, LatticeError> {
         subject::validate_id("lattice", lattice)?;
         if credential.lattice() != lattice {
-            return Err(SdkError::Startup(format!(
+            return Err(LatticeError::Invalid(format!(
                 "credential is for lattice {:?}, not {lattice:?}",
                 credential.lattice()
             )));
@@ -80,18 +79,15 @@ impl LatticeClient {
     /// Connect to NATS at `url` and build a client.
     ///
     /// # Errors
-    /// [`SdkError::Nats`] when NATS is unreachable, [`SdkError::Startup`] for a bad credential.
+    /// [`LatticeError::Nats`] when NATS is unreachable, [`LatticeError::Startup`] for a bad credential.
     pub async fn connect(
         url: &str,
         lattice: &str,
         credential: &str,
         timeout: Option<Duration>,
-    ) -> Result<Self, SdkError> {
+    ) -> Result<Self, LatticeError> {
         let credential = ProviderCredential::parse(credential)?;
-        let nats = crate::nats::connect_options(format!("ferry-client-{}", credential.provider_id()))
-            .connect(url)
-            .await
-            .map_err(|e| SdkError::Nats(format!("cannot connect to {}: {e}", ferry_proto::redact::url(url))))?;
+        let nats = NatsOptions::new(url, format!("ferry-client-{}", credential.provider_id())).connect().await?.client;
         Self::new(nats, lattice, credential, timeout)
     }
 
@@ -115,7 +111,8 @@ impl LatticeClient {
         &self.inner.nats
     }
 
-    pub(crate) fn credential(&self) -> &ProviderCredential {
+    /// The credential invocations are signed under.
+    pub fn credential(&self) -> &ProviderCredential {
         &self.inner.credential
     }
 
@@ -184,7 +181,7 @@ impl LatticeClient {
         let (parts, body) = request.into_parts();
         let mut head = http::request_head(&parts);
         let (inline, rest) =
-            stream::split_inline(http::body_stream(body), options.chunk_size, http::INLINE_WAIT).await?;
+            stream::split_inline(body::body_stream(body), options.chunk_size, body::INLINE_WAIT).await?;
         head.body = inline.to_vec();
         let subject = subject::rpc(&self.inner.lattice, component).map_err(RpcError::from)?;
         let mut inv = Invocation::new(self.origin(), component, &options.link_name, OP_HANDLE, Vec::new());
@@ -240,7 +237,7 @@ impl LatticeClient {
             request.path_with_query
         ));
         if let Some(headers) = builder.headers_mut() {
-            *headers = http::headers_from_wire(request.headers.clone())?;
+            *headers = body::headers_from_wire(request.headers.clone())?;
         }
         let req = builder
             .body(http_body_util::Full::new(bytes::Bytes::from(request.body.clone())))
@@ -250,7 +247,7 @@ impl LatticeClient {
         let body = body.collect_bytes().await?;
         Ok(HttpResponse {
             status: parts.status.as_u16(),
-            headers: http::headers_to_wire(&parts.headers),
+            headers: body::headers_to_wire(&parts.headers),
             body: body.to_vec(),
             body_stream: None,
         })
@@ -263,90 +260,4 @@ fn scheme_or_http(scheme: &str) -> &str {
 
 fn authority_or_localhost(authority: &str) -> &str {
     if authority.is_empty() { "localhost" } else { authority }
-}
-
-/// Sign `inv` under `key`, send it on `subject` and wait, until its deadline, for a response
-/// that verifies under the same key: the one request path shared by the SDK and the host. A
-/// payload over the inline limit travels partly as a stream, both ways
-/// ([`crate::overflow`]). A reply that is unsigned, forged or for another request is dropped,
-/// not taken for the answer.
-///
-/// # Errors
-/// [`ErrorKind::Timeout`] (naming any replies dropped), [`ErrorKind::Unavailable`],
-/// [`ErrorKind::TooLarge`], or the target's own error.
-pub async fn send_signed(
-    requester: &Requester,
-    lattice: &str,
-    subject: String,
-    inv: &mut Invocation,
-    key: &MacKey,
-) -> Result<Vec<u8>, RpcError> {
-    let wait = inv.remaining().unwrap_or(DEFAULT_RPC_TIMEOUT);
-    let deadline = tokio::time::Instant::now() + wait;
-    let nats = requester.nats();
-    // Dropped when this returns: by then the target has pulled what it needed, or failed.
-    let _offered = match overflow::offload(nats, lattice, &mut inv.payload, key, wait).await? {
-        Some((rest, offered)) => {
-            inv.payload_stream = Some(rest);
-            Some(offered)
-        }
-        None => None,
-    };
-    inv.sign(key);
-    let bytes = inv.encode().map_err(RpcError::from)?;
-    let mut answer = requester
-        .request(subject, bytes.into(), deadline, |msg| verified_response(msg, key, &inv.id))
-        .await
-        .map_err(|failure| map_failure(nats, &inv.target, wait, failure))?;
-    let rest = answer.payload_stream.take();
-    let payload = answer.into_result()?;
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(MIN_PULL_WAIT);
-    overflow::gather(nats, lattice, payload, rest.as_ref(), key, left).await
-}
-
-/// The response in `msg` if it is a signed answer to request `id` under `key`, else why not.
-///
-/// # Errors
-/// Why the reply is not authentic: undecodable, unsigned, for another request, tampered.
-pub fn verified_response(msg: &async_nats::Message, key: &MacKey, id: &str) -> Result<InvocationResponse, String> {
-    let resp = InvocationResponse::decode(&msg.payload).map_err(|e| format!("undecodable reply: {e}"))?;
-    if resp.mac.is_empty() {
-        return Err(match &resp.error {
-            Some(err) => format!("unsigned reply: {err}"),
-            None => "unsigned reply".to_owned(),
-        });
-    }
-    resp.verify(key, id).map_err(|e| format!("reply failed verification: {e}"))?;
-    Ok(resp)
-}
-
-/// The least a pull of a response's rest waits, however close the deadline.
-const MIN_PULL_WAIT: Duration = Duration::from_millis(100);
-
-/// The typed error of a request that failed.
-pub fn map_failure(nats: &async_nats::Client, target: &str, wait: Duration, failure: RequestFailure) -> RpcError {
-    match failure {
-        RequestFailure::Timeout { dropped: 0, .. } => {
-            RpcError::new(ErrorKind::Timeout, format!("no answer from {target} within {wait:?}"))
-        }
-        RequestFailure::Timeout { dropped, last_rejection } => RpcError::new(
-            ErrorKind::Timeout,
-            format!(
-                "no authentic answer from {target} within {wait:?} ({dropped} unauthenticated replies dropped, the last: {})",
-                last_rejection.unwrap_or_default()
-            ),
-        ),
-        RequestFailure::NoResponders => RpcError::new(ErrorKind::Unavailable, format!("nobody is serving {target}")),
-        RequestFailure::TooLarge => RpcError::new(
-            ErrorKind::TooLarge,
-            format!(
-                "request to {target} exceeds the NATS server's max payload of {} bytes",
-                nats.server_info().max_payload
-            ),
-        ),
-        RequestFailure::InvalidSubject => RpcError::bad_request(format!("invalid subject for {target}")),
-        RequestFailure::Connection(err) => {
-            RpcError::new(ErrorKind::Unavailable, format!("request to {target} failed: {err}"))
-        }
-    }
 }

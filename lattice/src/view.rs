@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{BucketChange, LatticeBucket, SdkError, bucket::BucketEvent, nats::Reconnects};
+use crate::{BucketChange, LatticeBucket, LatticeError, bucket::BucketEvent, nats::Reconnects};
 
 /// How long the first sync may wait for the watch to deliver the bucket's entries.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -296,14 +296,14 @@ impl LatticeView {
 /// altered the view is sent to `changes`, when given.
 ///
 /// # Errors
-/// [`SdkError::Nats`] when the first sync fails.
+/// [`LatticeError::Nats`] when the first sync fails.
 pub async fn follow(
     view: LatticeView,
     bucket: LatticeBucket,
     mut reconnects: Option<Reconnects>,
     changes: Option<mpsc::UnboundedSender<ViewChange>>,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, SdkError> {
+) -> Result<tokio::task::JoinHandle<()>, LatticeError> {
     let follower = Follower { view, bucket, changes };
     if let Some(reconnects) = &mut reconnects {
         reconnects.mark_seen();
@@ -363,7 +363,7 @@ pub async fn follow(
     }))
 }
 
-type Watch = std::pin::Pin<Box<dyn futures::Stream<Item = Result<BucketEvent, SdkError>> + Send>>;
+type Watch = std::pin::Pin<Box<dyn futures::Stream<Item = Result<BucketEvent, LatticeError>> + Send>>;
 
 struct Follower {
     view: LatticeView,
@@ -374,7 +374,7 @@ struct Follower {
 impl Follower {
     /// Watch the bucket from its current state: every key's current entry is applied (and keys
     /// gone without a trace are pruned) before this returns the live watch.
-    async fn sync(&self) -> Result<Watch, SdkError> {
+    async fn sync(&self) -> Result<Watch, LatticeError> {
         let mark = self.bucket.mark().await?;
         let mut watch: Watch = Box::pin(self.bucket.watch().await?);
         let mut seen = HashSet::new();
@@ -383,11 +383,11 @@ impl Follower {
                 let event = tokio::time::timeout(SYNC_TIMEOUT, watch.next())
                     .await
                     .map_err(|_| {
-                        SdkError::Nats(format!(
+                        LatticeError::Nats(format!(
                             "the lattice bucket did not deliver its entries within {SYNC_TIMEOUT:?}"
                         ))
                     })?
-                    .ok_or_else(|| SdkError::Nats("the lattice bucket watch ended during a sync".into()))??;
+                    .ok_or_else(|| LatticeError::Nats("the lattice bucket watch ended during a sync".into()))??;
                 seen.insert(event.key.clone());
                 let done = event.caught_up || event.revision >= mark.last_revision;
                 self.take(&event);

@@ -1,0 +1,67 @@
+//! HTTP through the lattice: deliver an `http::Request` to a component's
+//! `wasi:http/incoming-handler` and get an `http::Response` back, bodies of any size streamed.
+
+use std::time::Duration;
+
+pub use ferry_proto::http::{OP_HANDLE, WIT_INTERFACE, WIT_NAMESPACE, WIT_PACKAGE};
+use ferry_proto::{
+    RpcError,
+    auth::MacKey,
+    http::{HttpRequest, HttpResponse},
+    stream::DEFAULT_CHUNK_SIZE,
+};
+
+pub use crate::body::request_authority;
+use crate::body::{LatticeBody, headers_from_wire, headers_to_wire};
+
+/// The parts of an HTTP request that go on the wire before its body.
+pub(crate) fn request_head(parts: &http::request::Parts) -> HttpRequest {
+    let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+    let authority = request_authority(&parts.uri, &parts.headers).unwrap_or_default().to_owned();
+    let path_with_query = parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        scheme,
+        authority,
+        path_with_query,
+        headers: headers_to_wire(&parts.headers),
+        body: Vec::new(),
+        body_stream: None,
+    }
+}
+
+/// Turn a response off the wire into an `http::Response` whose body pulls the rest.
+pub(crate) fn response_from_wire(
+    nats: &async_nats::Client,
+    lattice: &str,
+    response: HttpResponse,
+    key: &MacKey,
+    timeout: Duration,
+) -> Result<http::Response<LatticeBody>, RpcError> {
+    let status = http::StatusCode::from_u16(response.status)
+        .map_err(|_| RpcError::bad_request(format!("component answered with invalid status {}", response.status)))?;
+    let headers = headers_from_wire(response.headers)?;
+    let body = LatticeBody::from_payload(nats, lattice, response.body, response.body_stream.as_deref(), key, timeout)?;
+    let mut out = http::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// Options of one HTTP call through the lattice.
+#[derive(Debug, Clone)]
+pub struct HttpCallOptions {
+    /// The link name the caller uses.
+    pub link_name: String,
+    /// How long to wait for the response head, and for each body chunk.
+    pub timeout: Duration,
+    /// Largest inline part and streamed chunk.
+    pub chunk_size: usize,
+}
+
+impl HttpCallOptions {
+    /// Default link, `timeout`, default chunk size.
+    pub fn new(timeout: Duration) -> Self {
+        Self { link_name: ferry_proto::link::DEFAULT_LINK_NAME.to_owned(), timeout, chunk_size: DEFAULT_CHUNK_SIZE }
+    }
+}

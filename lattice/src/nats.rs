@@ -1,0 +1,217 @@
+//! NATS connections as Ferry makes them, and knowing when NATS has taken our subscriptions in.
+//!
+//! Every connection is made from [`NatsOptions`]: async-nats's own request timeout (10 s)
+//! is off, because every Ferry request carries its own deadline and must be able to wait for
+//! exactly that long, shorter or longer.
+//!
+//! A client's `flush` only empties its socket buffer; the server may not have processed the
+//! subscriptions yet, and a request sent on another connection in that moment meets "no
+//! responders". A process that announces it is ready (a host's component start, a provider's
+//! "ready") first makes one round trip through the server on the same connection: the server
+//! handles one connection's operations in order, so once the round trip returns, every earlier
+//! subscription is live.
+
+use std::{fmt, time::Duration};
+
+use futures::StreamExt as _;
+
+use crate::LatticeError;
+
+/// How a process reaches NATS. Every Ferry process — host, provider, control client, a
+/// provider's own backend connection — connects from one of these, so they all behave alike:
+/// async-nats's own request timeout is off, reconnects are reported, credentials come from one
+/// place and never reach a log.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct NatsOptions {
+    /// Server URLs, tried in turn (a cluster's nodes).
+    pub servers: Vec<String>,
+    /// The connection's name, shown by the server's monitoring.
+    pub name: String,
+    /// How the connection authenticates.
+    pub auth: NatsAuth,
+    /// Messages a subscription buffers before the server counts it as slow (async-nats's
+    /// default when `None`).
+    pub subscription_capacity: Option<usize>,
+}
+
+/// How a connection authenticates to NATS.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum NatsAuth {
+    /// No credentials (or those in the server URL, `nats://user:pass@host`).
+    #[default]
+    None,
+    /// A server token.
+    Token(String),
+    /// A user name and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// An nkey seed (`SU…`), signing the server's nonce.
+    NkeySeed(String),
+    /// A `.creds` file (user JWT and seed), as `nsc` writes them.
+    CredsFile(std::path::PathBuf),
+}
+
+impl fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret itself: this ends up in logs.
+        f.write_str(match self {
+            NatsAuth::None => "none",
+            NatsAuth::Token(_) => "token",
+            NatsAuth::UserPassword { .. } => "user/password",
+            NatsAuth::NkeySeed(_) => "nkey",
+            NatsAuth::CredsFile(_) => "creds file",
+        })
+    }
+}
+
+impl fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<String> = self.servers.iter().map(|s| ferry_proto::redact::url(s)).collect();
+        f.debug_struct("NatsOptions")
+            .field("servers", &servers)
+            .field("name", &self.name)
+            .field("auth", &self.auth)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .finish()
+    }
+}
+
+/// A connection and the handle that reports when it is established again.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The client.
+    pub client: async_nats::Client,
+    /// Reports each reconnect, so what a process keeps in step with the server (its view of
+    /// the lattice bucket) can resync.
+    pub reconnects: Reconnects,
+}
+
+impl NatsOptions {
+    /// Options for `servers` (one URL, or several separated by commas), named `name`.
+    pub fn new(servers: &str, name: impl Into<String>) -> Self {
+        Self {
+            servers: servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            name: name.into(),
+            auth: NatsAuth::None,
+            subscription_capacity: None,
+        }
+    }
+
+    /// The same options under another connection name.
+    #[must_use]
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same options authenticating with `auth`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: NatsAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The same options with subscriptions buffering `capacity` messages.
+    #[must_use]
+    pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = Some(capacity);
+        self
+    }
+
+    /// The servers, secrets left out, for messages.
+    pub fn display_servers(&self) -> String {
+        self.servers.iter().map(|s| ferry_proto::redact::url(s)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Connect.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when no server is given, the credentials cannot be read, or no
+    /// server can be reached.
+    pub async fn connect(&self) -> Result<Connection, LatticeError> {
+        if self.servers.is_empty() {
+            return Err(LatticeError::Invalid("no NATS server given".into()));
+        }
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let mut options = async_nats::ConnectOptions::new().name(self.name.clone()).request_timeout(None);
+        if let Some(capacity) = self.subscription_capacity {
+            options = options.subscription_capacity(capacity);
+        }
+        options = match &self.auth {
+            NatsAuth::None => options,
+            NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.clone()),
+            NatsAuth::NkeySeed(seed) => options.nkey(seed.clone()),
+            NatsAuth::CredsFile(path) => options
+                .credentials_file(path)
+                .await
+                .map_err(|e| LatticeError::Invalid(format!("cannot read NATS credentials {}: {e}", path.display())))?,
+        };
+        let options = options.event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                    _ => {}
+                }
+            }
+        });
+        let client = options
+            .connect(self.servers.as_slice())
+            .await
+            .map_err(|e| LatticeError::Nats(format!("cannot connect to {}: {e}", self.display_servers())))?;
+        let mut reconnects = Reconnects { rx };
+        reconnects.mark_seen();
+        Ok(Connection { client, reconnects })
+    }
+}
+
+/// Reports connections established since it last looked. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconnects {
+    rx: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Reconnects {
+    /// Forget connections made so far (the first one, typically).
+    pub fn mark_seen(&mut self) {
+        self.rx.borrow_and_update();
+    }
+
+    /// Wait for the next connection; never returns once the connection is gone for good.
+    pub async fn next(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Longest wait for the round trip.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Return once the server has processed every subscription `client` made before this call.
+///
+/// # Errors
+/// [`LatticeError::Nats`] when the connection fails or the server does not answer within 10 s.
+pub async fn sync_subscriptions(client: &async_nats::Client) -> Result<(), LatticeError> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.map_err(LatticeError::nats)?;
+    client.publish(inbox, bytes::Bytes::new()).await.map_err(LatticeError::nats)?;
+    client.flush().await.map_err(LatticeError::nats)?;
+    let answered = tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next()).await;
+    let _ = echo.unsubscribe().await;
+    match answered {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(LatticeError::Nats("the connection closed during a round trip to the server".into())),
+        Err(_) => Err(LatticeError::Nats(format!("no round trip through the server within {ROUND_TRIP_TIMEOUT:?}"))),
+    }
+}
