@@ -1,31 +1,26 @@
 //! [`HostBuilder`] builds a [`Host`]; [`Host::run`] starts its tasks and drains them on
 //! shutdown.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
-use ferry_proto::auth::{ClusterKey, ReplayGuard};
+use ferry_proto::{
+    auth::{ClusterKey, ReplayGuard},
+    event::{Event, HostStarted, HostStopped},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
-use wasmtime::{
-    Engine,
-    component::{Component, Linker},
-};
+use wasmtime::component::Linker;
 
 use crate::{
-    HostError, Limits,
-    budget::Budget,
-    capability,
-    component::RunningComponent,
-    ctl, engine,
+    HostError, Limits, capability,
+    components::{Components, Runtime},
+    ctl::{self, Services},
+    engine,
     events::Events,
+    identity::{Identity, VERSION},
     lattice::LatticeView,
+    links::Links,
     rpc::{client::RpcClient, server::ServeContext},
-    state::HostState,
 };
 
 /// Default timeout of a capability call from a component to a provider.
@@ -110,94 +105,60 @@ impl HostBuilder {
         capability::add_to_linker(&mut linker)?;
         let rpc = RpcClient::new(nats.clone(), &self.lattice, cluster, self.rpc_timeout);
         let events = Events::new(nats.clone(), &self.lattice, &id);
-        Ok(Host {
-            inner: Arc::new(HostInner {
-                identity: Identity { id, lattice: self.lattice, labels: self.labels },
-                runtime: Runtime {
-                    engine,
-                    linker,
-                    host_memory: Budget::new(self.limits.host_memory_bytes),
-                    limits: self.limits,
-                    compiled: Mutex::default(),
-                },
-                nats,
-                view,
-                rpc,
-                events,
-                guard: Arc::new(ReplayGuard::default()),
-                components: Mutex::default(),
-                tasks: TaskTracker::new(),
-                stop: CancellationToken::new(),
-            }),
-        })
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let serve = ServeContext {
+            nats: nats.clone(),
+            lattice_name: self.lattice.clone(),
+            lattice: view.clone(),
+            rpc: rpc.clone(),
+            guard: Arc::new(ReplayGuard::default()),
+            tasks: tasks.clone(),
+        };
+        let runtime = Arc::new(Runtime::new(engine, linker, self.limits));
+        let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone()));
+        let links = Links::new(&id, &self.lattice, view.clone(), rpc.clone(), events.clone());
+        let services = Arc::new(Services {
+            identity: Arc::new(Identity::new(id, self.lattice, self.labels)),
+            components,
+            links,
+            events,
+            stop_requested: CancellationToken::new(),
+            stop_request_id: std::sync::Mutex::default(),
+        });
+        Ok(Host { inner: Arc::new(HostInner { services, runtime, nats, view, rpc, tasks, stop }) })
     }
 }
 
-/// A running host. Cheap to clone.
+/// A built host, not yet serving. Cheap to clone.
 #[derive(Clone)]
 pub struct Host {
-    pub(crate) inner: Arc<HostInner>,
+    inner: Arc<HostInner>,
 }
 
-/// Who the host is.
-pub(crate) struct Identity {
-    /// The host id: a fresh `N…` public key per start.
-    pub(crate) id: String,
-    pub(crate) lattice: String,
-    pub(crate) labels: BTreeMap<String, String>,
-}
-
-/// wasmtime pieces shared by every component.
-pub(crate) struct Runtime {
-    pub(crate) engine: Engine,
-    pub(crate) linker: Linker<HostState>,
-    pub(crate) limits: Limits,
-    /// Linear memory of every instance on this host ([`Limits::host_memory_bytes`]).
-    pub(crate) host_memory: Arc<Budget>,
-    /// Compiled components by SHA-256 of their bytes, so a restart does not compile again.
-    pub(crate) compiled: Mutex<HashMap<[u8; 32], Component>>,
-}
-
-/// A component this host runs, with what stops it.
-pub(crate) struct ComponentHandle {
-    pub(crate) component: Arc<RunningComponent>,
-    pub(crate) stop: CancellationToken,
-    pub(crate) server: tokio::task::JoinHandle<()>,
-}
-
-pub(crate) struct HostInner {
-    pub(crate) identity: Identity,
-    pub(crate) runtime: Runtime,
-    pub(crate) nats: async_nats::Client,
-    pub(crate) view: LatticeView,
-    pub(crate) rpc: RpcClient,
-    pub(crate) events: Events,
-    /// Replay protection for every invocation this host receives.
-    pub(crate) guard: Arc<ReplayGuard>,
-    pub(crate) components: Mutex<HashMap<String, ComponentHandle>>,
+struct HostInner {
+    /// What the control interface drives.
+    services: Arc<Services>,
+    runtime: Arc<Runtime>,
+    nats: async_nats::Client,
+    view: LatticeView,
+    rpc: RpcClient,
     /// In-flight invocations, drained on shutdown.
-    pub(crate) tasks: TaskTracker,
+    tasks: TaskTracker,
     /// Cancelled when the host stops.
-    pub(crate) stop: CancellationToken,
+    stop: CancellationToken,
 }
 
 impl HostInner {
-    pub(crate) fn serve_context(&self) -> ServeContext {
-        ServeContext {
-            nats: self.nats.clone(),
-            lattice_name: self.identity.lattice.clone(),
-            lattice: self.view.clone(),
-            rpc: self.rpc.clone(),
-            guard: self.guard.clone(),
-            tasks: self.tasks.clone(),
-        }
+    fn id(&self) -> &str {
+        &self.services.identity.id
     }
 }
 
 impl Host {
     /// The host id (`N…`).
     pub fn id(&self) -> &str {
-        &self.inner.identity.id
+        self.inner.id()
     }
 
     /// The public key of the cluster key this host signs with.
@@ -205,14 +166,17 @@ impl Host {
         self.inner.rpc.cluster().public_key()
     }
 
-    /// Serve until `shutdown` resolves, then stop components, drain in-flight invocations and
-    /// the NATS connection.
+    /// Serve until `shutdown` resolves or a `host.stop` command arrives, then stop
+    /// components, drain in-flight invocations and the NATS connection.
     ///
     /// # Errors
     /// [`HostError`] when the bucket watch or control subscriptions cannot start.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), HostError> {
         let running = self.start().await?;
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = running.stop_requested() => info!("host.stop received"),
+        }
         running.stop().await;
         Ok(())
     }
@@ -227,12 +191,12 @@ impl Host {
         let inner = self.inner.clone();
         let ticker = engine::spawn_epoch_ticker(inner.runtime.engine.clone(), inner.stop.clone());
         let watch = inner.view.watch(inner.stop.clone()).await?;
-        let control = ctl::serve(inner.clone(), inner.stop.clone()).await?;
-        info!(host_id = %inner.identity.id, lattice = %inner.identity.lattice, cluster_key = %self.cluster_public_key(), "host ready");
-        inner
-            .events
-            .emit("host_started", serde_json::json!({ "host_id": inner.identity.id, "labels": inner.identity.labels }))
-            .await;
+        let control = ctl::serve(inner.nats.clone(), inner.services.clone(), inner.stop.clone()).await?;
+        let identity = &inner.services.identity;
+        info!(host_id = %identity.id, lattice = %identity.lattice, cluster_key = %self.cluster_public_key(), "host ready");
+        let started =
+            HostStarted { host_id: identity.id.clone(), labels: identity.labels(), version: VERSION.to_owned() };
+        inner.services.events.emit(&Event::HostStarted(started)).await;
         Ok(RunningHost { inner, ticker, watch, control })
     }
 }
@@ -248,7 +212,12 @@ pub struct RunningHost {
 impl RunningHost {
     /// The host id (`N…`).
     pub fn id(&self) -> &str {
-        &self.inner.identity.id
+        self.inner.id()
+    }
+
+    /// Resolves when a `host.stop` command asks this host to stop.
+    pub async fn stop_requested(&self) {
+        self.inner.services.stop_requested.cancelled().await;
     }
 
     /// Stop components, let in-flight invocations finish (up to the grace period), and drain
@@ -258,19 +227,16 @@ impl RunningHost {
         info!("host stopping");
         inner.stop.cancel();
         let _ = self.control.await;
-        let handles: Vec<ComponentHandle> =
-            inner.components.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, h)| h).collect();
-        for handle in handles {
-            handle.stop.cancel();
-            let _ = handle.server.await;
-        }
+        inner.services.components.stop_all().await;
         inner.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, inner.tasks.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "in-flight invocations did not finish within the grace period");
         }
         let _ = self.watch.await;
         let _ = self.ticker.await;
-        inner.events.emit("host_stopped", serde_json::json!({ "host_id": inner.identity.id })).await;
+        let request_id = inner.services.stop_request_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stopped = HostStopped { request_id, host_id: inner.id().to_owned() };
+        inner.services.events.emit(&Event::HostStopped(stopped)).await;
         if let Err(err) = inner.nats.drain().await {
             warn!(cause = %err, "failed to drain NATS connection");
         }

@@ -19,12 +19,15 @@
 mod budget;
 mod capability;
 mod component;
+mod components;
 mod ctl;
 mod engine;
 mod error;
 mod events;
 mod host;
+mod identity;
 mod lattice;
+mod links;
 mod rpc;
 mod state;
 

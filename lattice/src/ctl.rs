@@ -1,10 +1,11 @@
 //! A client for the control interface, used by `ferry ctl` and by programs that drive a
-//! lattice.
+//! lattice. Commands are the typed ones of [`ferry_proto::ctl`]; their subjects and reply
+//! types come from there.
 
 use std::time::Duration;
 
-use ferry_proto::{ctl::CtlResponse, subject};
-use serde::Serialize;
+use ferry_proto::ctl::{Command, CtlResponse};
+use futures::StreamExt as _;
 
 use crate::LatticeError;
 
@@ -22,20 +23,61 @@ impl CtlClient {
         Self { nats, lattice: lattice.into(), timeout }
     }
 
-    /// Send `command` as `{resource}.{verb}`, to `host` or to any host, and return the reply.
+    /// The lattice.
+    pub fn lattice(&self) -> &str {
+        &self.lattice
+    }
+
+    /// Send `command` to `host`, or to whichever host its scope picks, and return the reply.
     ///
     /// # Errors
-    /// [`LatticeError::Nats`] when no host answers in time, [`LatticeError::Invalid`] for a reply
-    /// that is not a control response.
-    pub async fn request<T: Serialize>(
+    /// [`LatticeError::Nats`] when no host answers in time, [`LatticeError::Invalid`] for a
+    /// reply that is not the command's reply, or a command that must name a host and does not.
+    pub async fn send<C: Command>(
         &self,
-        resource: &str,
-        verb: &str,
+        command: &C,
         host: Option<&str>,
-        command: &T,
-    ) -> Result<CtlResponse, LatticeError> {
-        let subject = subject::ctl(&self.lattice, resource, verb, host)?;
+    ) -> Result<CtlResponse<C::Reply>, LatticeError> {
+        let subject = C::subject(&self.lattice, host)?;
         let body = serde_json::to_vec(command).map_err(|e| LatticeError::Invalid(e.to_string()))?;
+        let reply = self.request_raw(subject, body).await?;
+        decode_reply::<C>(&reply)
+    }
+
+    /// Send `command` to every host and gather the replies that arrive within `wait`: for
+    /// lattice-wide queries (`host.ping`) and auctions. No host answering is an empty list.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when the request cannot be sent.
+    pub async fn gather<C: Command>(
+        &self,
+        command: &C,
+        wait: Duration,
+    ) -> Result<Vec<CtlResponse<C::Reply>>, LatticeError> {
+        let subject = C::subject(&self.lattice, None)?;
+        let body = serde_json::to_vec(command).map_err(|e| LatticeError::Invalid(e.to_string()))?;
+        let inbox = self.nats.new_inbox();
+        let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(LatticeError::nats)?;
+        self.nats.publish_with_reply(subject, inbox, body.into()).await.map_err(LatticeError::nats)?;
+        self.nats.flush().await.map_err(LatticeError::nats)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut answers = Vec::new();
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+            match decode_reply::<C>(&msg.payload) {
+                Ok(answer) => answers.push(answer),
+                Err(err) => tracing::warn!(cause = %err, "ignored a malformed control reply"),
+            }
+        }
+        let _ = replies.unsubscribe().await;
+        Ok(answers)
+    }
+
+    /// Send `body` as it is on `subject` and return the raw reply: for tools that relay
+    /// commands, and for testing how hosts treat bad input.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when no host answers in time.
+    pub async fn request_raw(&self, subject: String, body: Vec<u8>) -> Result<bytes::Bytes, LatticeError> {
         // The request's own timeout, not the connection's default (10 s in async-nats), so
         // `--timeout-ms` holds whichever is longer.
         let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
@@ -43,7 +85,11 @@ impl CtlClient {
             .await
             .map_err(|_| LatticeError::Nats(format!("no host answered {subject} within {:?}", self.timeout)))?
             .map_err(|e| LatticeError::Nats(format!("{subject}: {e}")))?;
-        serde_json::from_slice(&reply.payload)
-            .map_err(|e| LatticeError::Invalid(format!("malformed control reply: {e}")))
+        Ok(reply.payload)
     }
+}
+
+fn decode_reply<C: Command>(payload: &[u8]) -> Result<CtlResponse<C::Reply>, LatticeError> {
+    serde_json::from_slice(payload)
+        .map_err(|e| LatticeError::Invalid(format!("malformed reply to {}.{}: {e}", C::RESOURCE, C::VERB)))
 }

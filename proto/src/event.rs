@@ -1,8 +1,184 @@
 //! Events: CloudEvents 1.0 in JSON on `ferry.evt.{lattice}.{event}`.
+//!
+//! Every event is one variant of [`Event`], with typed data; [`CloudEvent::from_event`] wraps
+//! one for the wire and [`CloudEvent::event`] reads one back. Each event that a command causes
+//! carries the command's request id.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::time;
+use crate::{ProtoError, ctl::SideAnswer, link::Link, time};
+
+/// Defines [`Event`] and its names from one table.
+macro_rules! events {
+    ($($variant:ident($data:ty) => $name:literal;)*) => {
+        /// Every state change the lattice announces.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Event {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant($data),
+            )*
+        }
+
+        impl Event {
+            /// Every event name.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The event's name (`link_set`): its subject's last token, and `ferry.{name}` its
+            /// CloudEvents type.
+            pub fn name(&self) -> &'static str {
+                match self { $(Event::$variant(_) => $name,)* }
+            }
+
+            /// The event's data as JSON.
+            ///
+            /// # Errors
+            /// [`ProtoError::Json`] if the data cannot be encoded.
+            pub fn data(&self) -> Result<serde_json::Value, ProtoError> {
+                Ok(match self { $(Event::$variant(data) => serde_json::to_value(data)?,)* })
+            }
+
+            /// The event named `name` with `data`.
+            ///
+            /// # Errors
+            /// [`ProtoError::Json`] for data that does not fit the event, or an unknown name.
+            pub fn from_parts(name: &str, data: serde_json::Value) -> Result<Self, ProtoError> {
+                match name {
+                    $($name => Ok(Event::$variant(serde_json::from_value(data)?)),)*
+                    other => Err(ProtoError::Json(serde::de::Error::custom(format!("unknown event {other:?}")))),
+                }
+            }
+        }
+    };
+}
+
+events! {
+    HostStarted(HostStarted) => "host_started";
+    HostStopped(HostStopped) => "host_stopped";
+    LabelsChanged(LabelsChanged) => "labels_changed";
+    ComponentScaled(ComponentScaled) => "component_scaled";
+    ComponentScaleFailed(ComponentScaleFailed) => "component_scale_failed";
+    LinkSet(LinkChanged) => "link_set";
+    LinkSetFailed(LinkChanged) => "link_set_failed";
+    LinkDeleted(LinkChanged) => "link_deleted";
+    ConfigSet(ConfigChanged) => "config_set";
+    ConfigDeleted(ConfigChanged) => "config_deleted";
+}
+
+impl Event {
+    /// The request id of the command that caused the event; empty for events no command
+    /// caused (a host started by its operator).
+    pub fn request_id(&self) -> &str {
+        match self {
+            Event::HostStarted(_) => "",
+            Event::HostStopped(e) => &e.request_id,
+            Event::LabelsChanged(e) => &e.request_id,
+            Event::ComponentScaled(e) => &e.request_id,
+            Event::ComponentScaleFailed(e) => &e.request_id,
+            Event::LinkSet(e) | Event::LinkSetFailed(e) | Event::LinkDeleted(e) => &e.request_id,
+            Event::ConfigSet(e) | Event::ConfigDeleted(e) => &e.request_id,
+        }
+    }
+}
+
+/// `host_started`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStarted {
+    /// The host.
+    pub host_id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its version.
+    pub version: String,
+}
+
+/// `host_stopped`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStopped {
+    /// The `host.stop` that stopped it; empty when a signal did.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+}
+
+/// `labels_changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelsChanged {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+    /// All its labels now.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `component_scaled`: a component now runs with up to `max_instances` instances on a host
+/// (0: it stopped there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentScaled {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+    /// The component.
+    pub component_id: String,
+    /// Where it was loaded from.
+    pub image: String,
+    /// SHA-256 of its bytes, hex.
+    pub digest: String,
+    /// The bound now.
+    pub max_instances: u32,
+}
+
+/// `component_scale_failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentScaleFailed {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+    /// The component.
+    pub component_id: String,
+    /// What it was to run.
+    pub image: String,
+    /// The bound asked for.
+    pub max_instances: u32,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// `link_set`, `link_set_failed`, `link_deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkChanged {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// The link.
+    pub link: Link,
+    /// The bucket revision of the put or delete.
+    pub revision: u64,
+    /// Each side's answer.
+    pub providers: Vec<SideAnswer>,
+}
+
+/// `config_set`, `config_deleted`: never the values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChanged {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// Config name.
+    pub name: String,
+    /// The bucket revision of the put or delete.
+    pub revision: u64,
+}
 
 /// A CloudEvents 1.0 envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,8 +201,28 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
+    /// `event` from `source`, ready to publish.
+    ///
+    /// # Errors
+    /// [`ProtoError::Json`] if the data cannot be encoded.
+    pub fn from_event(source: impl Into<String>, event: &Event) -> Result<Self, ProtoError> {
+        Ok(Self::new(source, event.name(), event.data()?))
+    }
+
+    /// The typed event this envelope carries.
+    ///
+    /// # Errors
+    /// [`ProtoError::Json`] for a type that is not `ferry.{name}` of a known event, or data
+    /// that does not fit it.
+    pub fn event(&self) -> Result<Event, ProtoError> {
+        let name = self.event_type.strip_prefix("ferry.").ok_or_else(|| {
+            ProtoError::Json(serde::de::Error::custom(format!("not a Ferry event type: {:?}", self.event_type)))
+        })?;
+        Event::from_parts(name, self.data.clone())
+    }
+
     /// A new event named `name` (`link_set`) from `source`.
-    pub fn new(source: impl Into<String>, name: &str, data: serde_json::Value) -> Self {
+    fn new(source: impl Into<String>, name: &str, data: serde_json::Value) -> Self {
         Self {
             specversion: "1.0".into(),
             id: uuid::Uuid::new_v4().to_string(),
@@ -44,13 +240,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_carry_the_cloudevents_fields() {
-        let ev = CloudEvent::new("NHOST", "link_set", serde_json::json!({"request_id": "r"}));
+    fn events_carry_the_cloudevents_fields_and_read_back() {
+        let event = Event::ConfigSet(ConfigChanged { request_id: "r".into(), name: "db".into(), revision: 7 });
+        let ev = CloudEvent::from_event("NHOST", &event).unwrap();
         let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["specversion"], "1.0");
-        assert_eq!(json["type"], "ferry.link_set");
+        assert_eq!(json["type"], "ferry.config_set");
         assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["data"]["request_id"], "r");
         let back: CloudEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, ev);
+        assert_eq!(back.event().unwrap(), event);
+        assert_eq!(event.request_id(), "r");
+        assert!(Event::from_parts("explosion", serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn each_event_name_is_a_valid_subject_token_and_unique() {
+        let mut names = Event::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Event::NAMES.len());
+        for name in Event::NAMES {
+            crate::subject::event("prod", name).unwrap();
+        }
     }
 }

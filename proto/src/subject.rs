@@ -158,8 +158,8 @@ pub fn ctl(lattice: &str, resource: &str, verb: &str, host: Option<&str>) -> Res
     }
 }
 
-/// `ferry.ctl.v1.{lattice}.*.*`: commands any host may handle (hosts share them in a queue
-/// group).
+/// `ferry.ctl.v1.{lattice}.*.*`: every command sent to the lattice without a host id (hosts
+/// subscribe per command, each as its scope says; this wildcard is for tools that watch).
 ///
 /// # Errors
 /// [`ProtoError::InvalidId`] if the lattice is not valid.

@@ -29,7 +29,7 @@ async fn invocations_beyond_the_queue_are_shed_at_once_with_overloaded() -> anyh
         max_instances: Some(1),
         config: Vec::new(),
     };
-    let resp = lattice.ctl.request("component", "start", Some(&small_id), &start).await?;
+    let resp = lattice.ctl.send(&start, Some(&small_id)).await?;
     anyhow::ensure!(resp.success, "{}", resp.message);
     lattice.link(Link::new(TEST_CLIENT_ID, "slow", "wasi", "http", vec!["incoming-handler".into()])).await?;
 

@@ -29,7 +29,7 @@ async fn start_on(lattice: &Lattice, name: &str, id: &str, host_id: &str) -> any
         max_instances: Some(4),
         config: Vec::new(),
     };
-    let resp = lattice.ctl.request("component", "start", Some(host_id), &start).await?;
+    let resp = lattice.ctl.send(&start, Some(host_id)).await?;
     anyhow::ensure!(resp.success, "{}", resp.message);
     lattice.link(Link::new(TEST_CLIENT_ID, id, "wasi", "http", vec!["incoming-handler".into()])).await?;
     Ok(())

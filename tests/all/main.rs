@@ -3,6 +3,7 @@
 mod blob_durability;
 mod blobstore;
 mod bounded;
+mod control;
 mod health;
 mod hostile;
 mod http;

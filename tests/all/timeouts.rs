@@ -175,7 +175,7 @@ async fn a_guest_stuck_after_its_response_head_is_stopped_at_the_deadline() -> a
         max_instances: Some(1),
         config: Vec::new(),
     };
-    let resp = lattice.ctl.request("component", "start", None, &start).await?;
+    let resp = lattice.ctl.send(&start, None).await?;
     anyhow::ensure!(resp.success, "{}", resp.message);
     lattice.config("route", &[("path", "/"), ("timeout_ms", "2000")]).await?;
     let mut link = Link::new("http", "echo", "wasi", "http", vec!["incoming-handler".into()]);

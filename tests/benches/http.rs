@@ -265,7 +265,7 @@ async fn ferry(wasm: &Path, duration: Duration) -> anyhow::Result<(Vec<Sample>, 
         max_instances: Some(100),
         config: Vec::new(),
     };
-    let resp = lattice.ctl.request("component", "start", None, &cmd).await?;
+    let resp = lattice.ctl.send(&cmd, None).await?;
     anyhow::ensure!(resp.success, "component start failed: {}", resp.message);
     lattice.link(Link::new("http", "hello", "wasi", "http", vec!["incoming-handler".into()])).await?;
     ferry_tests::http::wait_for_route(address, "localhost", "/").await?;

@@ -8,7 +8,7 @@ use ferry_lattice::{CtlClient, LatticeClient};
 use ferry_proto::RpcError;
 use ferry_proto::{
     auth::ClusterKey,
-    ctl::{ComponentStart, ConfigNameCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand},
+    ctl::{ComponentStart, ConfigDelCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand, LinkSet},
     http::{Header, HttpRequest},
     link::{Link, LinkKey},
 };
@@ -147,7 +147,7 @@ impl Lattice {
             max_instances: Some(50),
             config: config.iter().map(|c| (*c).to_owned()).collect(),
         };
-        let resp = self.ctl.request("component", "start", host_id, &cmd).await?;
+        let resp = self.ctl.send(&cmd, host_id).await?;
         if !resp.success {
             bail!("component start failed: {}", resp.message);
         }
@@ -199,10 +199,10 @@ impl Lattice {
     ///
     /// # Errors
     /// When the host reports failure.
-    pub async fn link(&self, link: Link) -> anyhow::Result<CtlResponse> {
-        let resp = self.ctl.request("link", "put", None, &LinkPutCommand { request_id: "test".into(), link }).await?;
+    pub async fn link(&self, link: Link) -> anyhow::Result<CtlResponse<LinkSet>> {
+        let resp = self.ctl.send(&LinkPutCommand { request_id: "test".into(), link }, None).await?;
         if !resp.success {
-            bail!("link put failed: {} {}", resp.message, resp.data);
+            bail!("link put failed: {} {:?}", resp.message, resp.data);
         }
         Ok(resp)
     }
@@ -211,8 +211,8 @@ impl Lattice {
     ///
     /// # Errors
     /// When the command cannot be sent.
-    pub async fn try_link(&self, link: Link) -> anyhow::Result<CtlResponse> {
-        Ok(self.ctl.request("link", "put", None, &LinkPutCommand { request_id: "test".into(), link }).await?)
+    pub async fn try_link(&self, link: Link) -> anyhow::Result<CtlResponse<LinkSet>> {
+        Ok(self.ctl.send(&LinkPutCommand { request_id: "test".into(), link }, None).await?)
     }
 
     /// Delete a named config.
@@ -220,8 +220,8 @@ impl Lattice {
     /// # Errors
     /// When the host reports failure.
     pub async fn delete_config(&self, name: &str) -> anyhow::Result<()> {
-        let command = ConfigNameCommand { request_id: "test".into(), name: name.to_owned() };
-        let resp = self.ctl.request("config", "del", None, &command).await?;
+        let command = ConfigDelCommand { request_id: "test".into(), name: name.to_owned() };
+        let resp = self.ctl.send(&command, None).await?;
         if !resp.success {
             bail!("config del failed: {}", resp.message);
         }
@@ -232,8 +232,8 @@ impl Lattice {
     ///
     /// # Errors
     /// When the host reports failure.
-    pub async fn unlink(&self, key: LinkKey) -> anyhow::Result<CtlResponse> {
-        let resp = self.ctl.request("link", "del", None, &LinkDelCommand { request_id: "test".into(), key }).await?;
+    pub async fn unlink(&self, key: LinkKey) -> anyhow::Result<CtlResponse<LinkSet>> {
+        let resp = self.ctl.send(&LinkDelCommand { request_id: "test".into(), key }, None).await?;
         if !resp.success {
             bail!("link del failed: {}", resp.message);
         }
@@ -246,15 +246,8 @@ impl Lattice {
     /// When the host reports failure.
     pub async fn config(&self, name: &str, values: &[(&str, &str)]) -> anyhow::Result<()> {
         let values = values.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let resp = self
-            .ctl
-            .request(
-                "config",
-                "put",
-                None,
-                &ConfigPutCommand { request_id: "test".into(), name: name.to_owned(), values },
-            )
-            .await?;
+        let command = ConfigPutCommand { request_id: "test".into(), name: name.to_owned(), values };
+        let resp = self.ctl.send(&command, None).await?;
         if !resp.success {
             bail!("config put failed: {}", resp.message);
         }

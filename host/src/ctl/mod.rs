@@ -1,59 +1,80 @@
-//! The control interface: JSON commands on `ferry.ctl.v1.{lattice}.{resource}.{verb}[.{host}]`.
-//! Commands without a host id go to one host of the queue group; a host id addresses one host.
-//! Each resource has its own file.
+//! The control interface: JSON commands on `ferry.ctl.v1.{lattice}.{resource}.{verb}[.{host}]`,
+//! translated into calls on the host's services. Commands of lattice state go to one host of
+//! a queue group, queries and auctions to every host, and a host id in the subject addresses
+//! one host (a host refuses a command addressed to another). A router here and a file per
+//! resource; no lifecycle lives in this module.
 
 mod component;
-mod config;
+mod host;
 mod link;
 
 use std::sync::Arc;
 
-use ferry_proto::{ctl::CtlResponse, subject};
+use ferry_proto::{
+    ctl::{Command, CommandKind, CtlResponse, Scope, decode_command},
+    subject,
+};
 use futures::StreamExt as _;
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{HostError, host::HostInner};
+use crate::{HostError, components::Components, events::Events, identity::Identity, links::Links};
 
-/// Queue group shared by every host for commands that name no host.
+/// Queue group shared by every host for commands one host of the lattice answers.
 const CTL_QUEUE: &str = "ferry-ctl";
+
+/// What the control interface drives.
+pub(crate) struct Services {
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) components: Arc<Components>,
+    pub(crate) links: Links,
+    pub(crate) events: Events,
+    /// Cancelled by `host.stop`: the host then stops as on a signal.
+    pub(crate) stop_requested: CancellationToken,
+    /// The request id of the `host.stop` that stopped the host.
+    pub(crate) stop_request_id: std::sync::Mutex<String>,
+}
 
 /// Subscribe to the control subjects and handle commands until `stop`.
 pub(crate) async fn serve(
-    host: Arc<HostInner>,
+    nats: async_nats::Client,
+    services: Arc<Services>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, HostError> {
-    let lattice = host.identity.lattice.clone();
-    let shared = host
-        .nats
-        .queue_subscribe(subject::ctl_shared(&lattice)?, CTL_QUEUE.to_owned())
-        .await
-        .map_err(HostError::nats)?;
-    let mine =
-        host.nats.subscribe(subject::ctl_for_host(&lattice, &host.identity.id)?).await.map_err(HostError::nats)?;
-    ferry_lattice::nats::sync_subscriptions(&host.nats).await.map_err(HostError::nats)?;
-    let mut messages = futures::stream::select(shared, mine);
+    let lattice = services.identity.lattice.clone();
+    let mut subscriptions =
+        vec![nats.subscribe(subject::ctl_for_host(&lattice, &services.identity.id)?).await.map_err(HostError::nats)?];
+    for kind in CommandKind::ALL {
+        let subject = subject::ctl(&lattice, kind.resource(), kind.verb(), None)?;
+        let sub = match kind.scope() {
+            Scope::AnyHost => nats.queue_subscribe(subject, CTL_QUEUE.to_owned()).await,
+            Scope::EveryHost => nats.subscribe(subject).await,
+            Scope::OneHost => continue,
+        };
+        subscriptions.push(sub.map_err(HostError::nats)?);
+    }
+    ferry_lattice::nats::sync_subscriptions(&nats).await.map_err(HostError::nats)?;
+    let mut messages = futures::stream::select_all(subscriptions);
     Ok(tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
                 () = stop.cancelled() => break,
                 msg = messages.next() => match msg { Some(msg) => msg, None => break },
             };
-            let host = host.clone();
+            let (services, nats) = (services.clone(), nats.clone());
             // Each command runs on its own task: a slow component compile never blocks a link
             // or config command.
             tokio::spawn(async move {
-                let response = route(&host, msg.subject.as_str(), &msg.payload).await;
-                if !response.success {
-                    warn!(subject = %msg.subject, request_id = %response.request_id, message = %response.message, "control command failed");
-                } else {
+                let response = route(&services, msg.subject.as_str(), &msg.payload).await;
+                if response.success {
                     debug!(subject = %msg.subject, request_id = %response.request_id, "control command done");
+                } else {
+                    warn!(subject = %msg.subject, request_id = %response.request_id, message = %response.message, "control command failed");
                 }
                 if let Some(reply) = msg.reply {
                     match serde_json::to_vec(&response) {
                         Ok(bytes) => {
-                            if let Err(err) = host.nats.publish(reply, bytes.into()).await {
+                            if let Err(err) = nats.publish(reply, bytes.into()).await {
                                 warn!(cause = %err, "failed to send control reply");
                             }
                         }
@@ -65,36 +86,46 @@ pub(crate) async fn serve(
     }))
 }
 
-async fn route(host: &HostInner, subject: &str, payload: &[u8]) -> CtlResponse {
-    let Some((resource, verb, target_host)) = subject::parse_ctl(&host.identity.lattice, subject) else {
+async fn route(services: &Services, subject: &str, payload: &[u8]) -> CtlResponse {
+    let identity = &services.identity;
+    let Some((resource, verb, target_host)) = subject::parse_ctl(&identity.lattice, subject) else {
         return CtlResponse::fail("", format!("not a control subject: {subject}"));
     };
     if let Some(target) = target_host
-        && target != host.identity.id
+        && target != identity.id
     {
-        return CtlResponse::fail("", format!("command for host {target} reached host {}", host.identity.id));
+        return CtlResponse::fail("", format!("command for host {target} reached host {}", identity.id));
     }
-    match (resource, verb) {
-        ("component", "start") => with(payload, |cmd| component::start(host, cmd)).await,
-        ("component", "stop") => with(payload, |cmd| component::stop(host, cmd)).await,
-        ("component", "list") => component::list(host),
-        ("link", "put") => with(payload, |cmd| link::put(host, cmd)).await,
-        ("link", "del") => with(payload, |cmd| link::del(host, cmd)).await,
-        ("link", "get") => with(payload, |cmd| link::get(host, cmd)).await,
-        ("config", "put") => with(payload, |cmd| config::put(host, cmd)).await,
-        ("config", "get") => with(payload, |cmd| config::get(host, cmd)).await,
-        ("config", "del") => with(payload, |cmd| config::del(host, cmd)).await,
-        _ => CtlResponse::fail("", format!("unknown command {resource}.{verb}")),
+    let Some(kind) = CommandKind::parse(resource, verb) else {
+        return CtlResponse::fail("", format!("unknown command {resource}.{verb}"));
+    };
+    match kind {
+        CommandKind::HostPing => handle(payload, |cmd| host::ping(services, cmd)).await,
+        CommandKind::HostInventory => handle(payload, |cmd| host::inventory(services, cmd)).await,
+        CommandKind::HostStop => handle(payload, |cmd| host::stop(services, cmd)).await,
+        CommandKind::LabelPut => handle(payload, |cmd| host::label_put(services, cmd)).await,
+        CommandKind::LabelDel => handle(payload, |cmd| host::label_del(services, cmd)).await,
+        CommandKind::ComponentStart => handle(payload, |cmd| component::start(services, cmd)).await,
+        CommandKind::ComponentScale => handle(payload, |cmd| component::scale(services, cmd)).await,
+        CommandKind::ComponentStop => handle(payload, |cmd| component::stop(services, cmd)).await,
+        CommandKind::ComponentList => handle(payload, |cmd| component::list(services, cmd)).await,
+        CommandKind::LinkPut => handle(payload, |cmd| link::put(services, cmd)).await,
+        CommandKind::LinkDel => handle(payload, |cmd| link::del(services, cmd)).await,
+        CommandKind::LinkGet => handle(payload, |cmd| link::get(services, cmd)).await,
+        CommandKind::ConfigPut => handle(payload, |cmd| link::config_put(services, cmd)).await,
+        CommandKind::ConfigGet => handle(payload, |cmd| link::config_get(services, cmd)).await,
+        CommandKind::ConfigDel => handle(payload, |cmd| link::config_del(services, cmd)).await,
     }
 }
 
-/// Decode the command, or answer with what is wrong with it.
-async fn with<T: DeserializeOwned, F: Future<Output = CtlResponse>>(
+/// Decode the command (or answer with what is wrong with it), run its handler, and reply with
+/// the handler's typed result as JSON.
+async fn handle<C: Command, F: Future<Output = CtlResponse<C::Reply>>>(
     payload: &[u8],
-    handler: impl FnOnce(T) -> F,
+    handler: impl FnOnce(C) -> F,
 ) -> CtlResponse {
-    match serde_json::from_slice::<T>(payload) {
-        Ok(cmd) => handler(cmd).await,
-        Err(err) => CtlResponse::fail("", format!("malformed command: {err}")),
+    match decode_command::<C>(payload) {
+        Ok(cmd) => handler(cmd).await.into_json(),
+        Err(message) => CtlResponse::fail("", message),
     }
 }

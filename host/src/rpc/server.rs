@@ -36,14 +36,15 @@ pub(crate) struct ServeContext {
     pub(crate) tasks: TaskTracker,
 }
 
-/// Subscribe for `component` (queue group = its id) and serve until `stop`; in-flight
-/// invocations finish on the host's task tracker.
+/// Subscribe for a component (queue group = its id) and serve until `stop`, each invocation
+/// on the version `versions` holds when it arrives; in-flight invocations finish on the
+/// host's task tracker, on the version they started on.
 pub(crate) async fn serve(
     ctx: ServeContext,
-    component: Arc<RunningComponent>,
+    versions: tokio::sync::watch::Receiver<Arc<RunningComponent>>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, HostError> {
-    let id = component.spec.id.clone();
+    let id = versions.borrow().spec.id.clone();
     let mut sub =
         ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
     ferry_lattice::nats::sync_subscriptions(&ctx.nats).await.map_err(HostError::nats)?;
@@ -53,6 +54,7 @@ pub(crate) async fn serve(
                 () = stop.cancelled() => break,
                 msg = sub.next() => match msg { Some(msg) => msg, None => break },
             };
+            let component = versions.borrow().clone();
             let Some(admitted) = component.admit() else {
                 shed(&ctx, &component, msg).await;
                 continue;

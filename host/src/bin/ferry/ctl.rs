@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ferry_proto::{
     ctl::{
-        ComponentStart, ComponentStop, ConfigNameCommand, ConfigPutCommand, LinkDelCommand, LinkGetCommand,
-        LinkPutCommand,
+        Command, ComponentList, ComponentScale, ComponentStart, ComponentStop, ConfigDelCommand, ConfigGetCommand,
+        ConfigPutCommand, CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand,
     },
     link::{Link, LinkKey},
 };
@@ -57,9 +57,12 @@ enum ComponentCmd {
         #[arg(long = "config")]
         config: Vec<String>,
     },
-    /// Stop the component ID.
+    /// Let up to MAX_INSTANCES instances of component ID run at once on the host (--host-id);
+    /// 0 stops it there.
+    Scale { id: String, max_instances: u32 },
+    /// Stop the component ID on the host (--host-id).
     Stop { id: String },
-    /// List the components of a host.
+    /// List the components of every host, or of --host-id.
     List,
 }
 
@@ -137,13 +140,25 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         Resource::Component(ComponentCmd::Start { path, id, max_instances, config }) => {
             let image = std::fs::canonicalize(&path).map(|p| p.display().to_string()).unwrap_or(path);
             let cmd = ComponentStart { request_id, component_id: id, image, max_instances, config };
-            client.request("component", "start", host, &cmd).await
+            send(&client, &cmd, host).await
+        }
+        Resource::Component(ComponentCmd::Scale { id, max_instances }) => {
+            send(&client, &ComponentScale { request_id, component_id: id, max_instances }, host).await
         }
         Resource::Component(ComponentCmd::Stop { id }) => {
-            client.request("component", "stop", host, &ComponentStop { request_id, component_id: id }).await
+            send(&client, &ComponentStop { request_id, component_id: id }, host).await
         }
         Resource::Component(ComponentCmd::List) => {
-            client.request("component", "list", host, &serde_json::json!({ "request_id": request_id })).await
+            let cmd = ComponentList { request_id };
+            match host {
+                Some(_) => send(&client, &cmd, host).await,
+                None => {
+                    let answers = client.gather(&cmd, Duration::from_secs(2)).await?;
+                    let data: Vec<_> = answers.into_iter().filter_map(|a| a.data).collect();
+                    let message = format!("{} host(s) answered", data.len());
+                    Ok(CtlResponse::ok(cmd.request_id, message, serde_json::to_value(data)?))
+                }
+            }
         }
         Resource::Link(LinkCmd::Put { source, target, package, interfaces, name, source_config, target_config }) => {
             let (wit_namespace, wit_package) = split_package(&package)?;
@@ -157,16 +172,14 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 source_config,
                 target_config,
             };
-            client.request("link", "put", host, &LinkPutCommand { request_id, link }).await
+            send(&client, &LinkPutCommand { request_id, link }, host).await
         }
         Resource::Link(LinkCmd::Del { source, target, package, name }) => {
             let (wit_namespace, wit_package) = split_package(&package)?;
             let key = LinkKey { source_id: source, target_id: target, wit_namespace, wit_package, name };
-            client.request("link", "del", host, &LinkDelCommand { request_id, key }).await
+            send(&client, &LinkDelCommand { request_id, key }, host).await
         }
-        Resource::Link(LinkCmd::Get { id }) => {
-            client.request("link", "get", host, &LinkGetCommand { request_id, id }).await
-        }
+        Resource::Link(LinkCmd::Get { id }) => send(&client, &LinkGetCommand { request_id, id }, host).await,
         Resource::Config(ConfigCmd::Put { name, mut values, from_file, from_env }) => {
             if let Some(path) = &from_file {
                 values.extend(crate::secret::parse_pairs(&crate::secret::read_source(path)?)?);
@@ -175,21 +188,10 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             if values.is_empty() {
                 anyhow::bail!("config put needs key=value pairs, --from-file or --from-env");
             }
-            client
-                .request(
-                    "config",
-                    "put",
-                    host,
-                    &ConfigPutCommand { request_id, name, values: values.into_iter().collect() },
-                )
-                .await
+            send(&client, &ConfigPutCommand { request_id, name, values: values.into_iter().collect() }, host).await
         }
-        Resource::Config(ConfigCmd::Get { name }) => {
-            client.request("config", "get", host, &ConfigNameCommand { request_id, name }).await
-        }
-        Resource::Config(ConfigCmd::Del { name }) => {
-            client.request("config", "del", host, &ConfigNameCommand { request_id, name }).await
-        }
+        Resource::Config(ConfigCmd::Get { name }) => send(&client, &ConfigGetCommand { request_id, name }, host).await,
+        Resource::Config(ConfigCmd::Del { name }) => send(&client, &ConfigDelCommand { request_id, name }, host).await,
     }?;
     let _ = nats.drain().await;
     println!("{}", serde_json::to_string_pretty(&response)?);
@@ -197,4 +199,13 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}", response.message);
     }
     Ok(())
+}
+
+/// Send one command and take its reply as JSON, for printing.
+async fn send<C: Command>(
+    client: &ferry_lattice::CtlClient,
+    command: &C,
+    host: Option<&str>,
+) -> anyhow::Result<CtlResponse> {
+    Ok(client.send(command, host).await?.into_json())
 }

@@ -142,7 +142,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             max_instances: None,
             config: Vec::new(),
         };
-        expect_ok(ctl.request("component", "start", None, &start).await?)?;
+        expect_ok(ctl.send(&start, None).await?.into_json())?;
         let links = [
             Link::new(
                 &args.component_id,
@@ -155,9 +155,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             Link::new(CLI_CLIENT_ID, &args.component_id, "wasi", "http", vec!["incoming-handler".into()]),
         ];
         for link in links {
-            expect_ok(
-                ctl.request("link", "put", None, &LinkPutCommand { request_id: "ferry-up".into(), link }).await?,
-            )?;
+            expect_ok(ctl.send(&LinkPutCommand { request_id: "ferry-up".into(), link }, None).await?.into_json())?;
         }
 
         let credential = cluster.issue_credential(&args.lattice, CLI_CLIENT_ID, ferry_proto::time::now_ms(), 24 * 7);

@@ -1,0 +1,63 @@
+//! `host.ping|inventory|stop`, `label.put|del`.
+
+use ferry_proto::{
+    ctl::{
+        CtlResponse, HostInfo, HostInventory, HostPing, HostStop, HostStopping, Inventory, LabelDel, LabelPut, Labels,
+    },
+    event::{Event, LabelsChanged},
+};
+
+use super::Services;
+
+fn info(services: &Services) -> HostInfo {
+    services.identity.info(services.components.count(), 0)
+}
+
+pub(super) async fn ping(services: &Services, cmd: HostPing) -> CtlResponse<HostInfo> {
+    let info = info(services);
+    CtlResponse::ok(cmd.request_id, format!("host {} is up", info.host_id), info)
+}
+
+pub(super) async fn inventory(services: &Services, cmd: HostInventory) -> CtlResponse<Inventory> {
+    let inventory = Inventory { host: info(services), components: services.components.list() };
+    let message = format!("host {}: {} component(s)", inventory.host.host_id, inventory.components.len());
+    CtlResponse::ok(cmd.request_id, message, inventory)
+}
+
+pub(super) async fn stop(services: &Services, cmd: HostStop) -> CtlResponse<HostStopping> {
+    let host_id = services.identity.id.clone();
+    *services.stop_request_id.lock().unwrap_or_else(|p| p.into_inner()) = cmd.request_id.clone();
+    services.stop_requested.cancel();
+    CtlResponse::ok(
+        cmd.request_id,
+        format!("host {host_id} is stopping: in-flight calls finish first"),
+        HostStopping { host_id },
+    )
+}
+
+pub(super) async fn label_put(services: &Services, cmd: LabelPut) -> CtlResponse<Labels> {
+    if let Err(err) = ferry_proto::subject::validate_id("label key", &cmd.key) {
+        return CtlResponse::fail(cmd.request_id, err.to_string());
+    }
+    let labels = services.identity.put_label(&cmd.key, &cmd.value);
+    labels_changed(services, cmd.request_id, labels, format!("label {} set", cmd.key)).await
+}
+
+pub(super) async fn label_del(services: &Services, cmd: LabelDel) -> CtlResponse<Labels> {
+    match services.identity.del_label(&cmd.key) {
+        Some(labels) => labels_changed(services, cmd.request_id, labels, format!("label {} removed", cmd.key)).await,
+        None => CtlResponse::fail(cmd.request_id, format!("host {} has no label {}", services.identity.id, cmd.key)),
+    }
+}
+
+async fn labels_changed(
+    services: &Services,
+    request_id: String,
+    labels: std::collections::BTreeMap<String, String>,
+    message: String,
+) -> CtlResponse<Labels> {
+    let host_id = services.identity.id.clone();
+    let event = LabelsChanged { request_id: request_id.clone(), host_id: host_id.clone(), labels: labels.clone() };
+    services.events.emit(&Event::LabelsChanged(event)).await;
+    CtlResponse::ok(request_id, message, Labels { host_id, labels })
+}

@@ -1,0 +1,62 @@
+//! Commands about named configs: put, get, del. Values never appear in replies to put or
+//! del, nor in events.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `config.put`: create or replace a named config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPutCommand {
+    /// Echoed in the reply and in events.
+    #[serde(default)]
+    pub request_id: String,
+    /// Config name.
+    pub name: String,
+    /// Its values.
+    pub values: BTreeMap<String, String>,
+}
+
+/// `config.get`: read a named config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigGetCommand {
+    /// Echoed in the reply.
+    #[serde(default)]
+    pub request_id: String,
+    /// Config name.
+    pub name: String,
+}
+
+/// `config.del`: delete a named config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigDelCommand {
+    /// Echoed in the reply and in events.
+    #[serde(default)]
+    pub request_id: String,
+    /// Config name.
+    pub name: String,
+}
+
+/// A link offered again because a config it names changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshedLink {
+    /// The link's source.
+    pub source_id: String,
+    /// Its target.
+    pub target_id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether its providers accepted it as it is now.
+    pub accepted: bool,
+}
+
+/// The answer to `config.put` and `config.del`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStored {
+    /// Config name.
+    pub name: String,
+    /// The bucket revision of the put or delete.
+    pub revision: u64,
+    /// Links offered again.
+    pub links: Vec<RefreshedLink>,
+}
