@@ -21,6 +21,7 @@ use crate::{
     lattice::LatticeView,
     links::Links,
     rpc::{client::RpcClient, server::ServeContext},
+    supervisor::{self, Supervisor, SupervisorConfig},
 };
 
 /// Default timeout of a capability call from a component to a provider.
@@ -37,6 +38,7 @@ pub struct HostBuilder {
     labels: BTreeMap<String, String>,
     rpc_timeout: Duration,
     limits: Limits,
+    allowed_dirs: Vec<std::path::PathBuf>,
 }
 
 impl HostBuilder {
@@ -49,6 +51,7 @@ impl HostBuilder {
             labels: BTreeMap::new(),
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             limits: Limits::default(),
+            allowed_dirs: Vec::new(),
         }
     }
 
@@ -68,6 +71,13 @@ impl HostBuilder {
     /// Timeout of capability calls to providers.
     pub fn rpc_timeout(mut self, timeout: Duration) -> Self {
         self.rpc_timeout = timeout;
+        self
+    }
+
+    /// A directory whose files commands may name (provider binaries); repeatable. Without
+    /// one, the host starts no provider.
+    pub fn allow_file_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.allowed_dirs.push(dir.into());
         self
     }
 
@@ -118,9 +128,18 @@ impl HostBuilder {
         let runtime = Arc::new(Runtime::new(engine, linker, self.limits));
         let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone()));
         let links = Links::new(&id, &self.lattice, view.clone(), rpc.clone(), events.clone());
+        let supervisor = SupervisorConfig {
+            host_id: id.clone(),
+            lattice: self.lattice.clone(),
+            nats_url: self.nats_url.clone(),
+            cluster: rpc.cluster().clone(),
+            allowed_dirs: supervisor::canonical_dirs(&self.allowed_dirs),
+        };
+        let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
         let services = Arc::new(Services {
             identity: Arc::new(Identity::new(id, self.lattice, self.labels)),
             components,
+            providers,
             links,
             events,
             stop_requested: CancellationToken::new(),
@@ -227,6 +246,8 @@ impl RunningHost {
         info!("host stopping");
         inner.stop.cancel();
         let _ = self.control.await;
+        // Front to back: providers first (they may be calling in), then components.
+        inner.services.providers.stop_all().await;
         inner.services.components.stop_all().await;
         inner.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, inner.tasks.wait()).await.is_err() {

@@ -30,7 +30,9 @@ mod lattice;
 mod links;
 mod rpc;
 mod state;
+mod supervisor;
 
 pub use engine::{Limits, new_engine};
 pub use error::HostError;
 pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder, RunningHost};
+pub use supervisor::PROVIDER_STOP_GRACE;

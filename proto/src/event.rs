@@ -61,6 +61,9 @@ events! {
     LabelsChanged(LabelsChanged) => "labels_changed";
     ComponentScaled(ComponentScaled) => "component_scaled";
     ComponentScaleFailed(ComponentScaleFailed) => "component_scale_failed";
+    ProviderStarted(ProviderStarted) => "provider_started";
+    ProviderStopped(ProviderStopped) => "provider_stopped";
+    ProviderStartFailed(ProviderStartFailed) => "provider_start_failed";
     LinkSet(LinkChanged) => "link_set";
     LinkSetFailed(LinkChanged) => "link_set_failed";
     LinkDeleted(LinkChanged) => "link_deleted";
@@ -78,6 +81,9 @@ impl Event {
             Event::LabelsChanged(e) => &e.request_id,
             Event::ComponentScaled(e) => &e.request_id,
             Event::ComponentScaleFailed(e) => &e.request_id,
+            Event::ProviderStarted(e) => &e.request_id,
+            Event::ProviderStopped(e) => &e.request_id,
+            Event::ProviderStartFailed(e) => &e.request_id,
             Event::LinkSet(e) | Event::LinkSetFailed(e) | Event::LinkDeleted(e) => &e.request_id,
             Event::ConfigSet(e) | Event::ConfigDeleted(e) => &e.request_id,
         }
@@ -151,6 +157,52 @@ pub struct ComponentScaleFailed {
     /// The bound asked for.
     pub max_instances: u32,
     /// Why it failed.
+    pub error: String,
+}
+
+/// `provider_started`: a supervised provider's process started (first start or restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStarted {
+    /// The `provider.start` that asked for it.
+    #[serde(default)]
+    pub request_id: String,
+    /// The supervising host.
+    pub host_id: String,
+    /// The provider.
+    pub provider_id: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Restarts before this start.
+    pub restarts: u32,
+}
+
+/// `provider_stopped`: a supervised provider's process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStopped {
+    /// The `provider.start` (for a crash) or `provider.stop` (for a stop) it belongs to.
+    #[serde(default)]
+    pub request_id: String,
+    /// The supervising host.
+    pub host_id: String,
+    /// The provider.
+    pub provider_id: String,
+    /// How it ended: `stopped` (asked to), `exited: …` or `killed: …` (a crash).
+    pub reason: String,
+    /// Whether the host will start it again.
+    pub restarting: bool,
+}
+
+/// `provider_start_failed`: a supervised provider could not be started at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStartFailed {
+    /// The `provider.start`.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+    /// The provider.
+    pub provider_id: String,
+    /// Why.
     pub error: String,
 }
 

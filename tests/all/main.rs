@@ -17,5 +17,6 @@ mod messaging;
 mod replay;
 mod secrets;
 mod security;
+mod supervision;
 mod timeouts;
 mod up;

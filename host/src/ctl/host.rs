@@ -10,7 +10,7 @@ use ferry_proto::{
 use super::Services;
 
 fn info(services: &Services) -> HostInfo {
-    services.identity.info(services.components.count(), 0)
+    services.identity.info(services.components.count(), services.providers.count())
 }
 
 pub(super) async fn ping(services: &Services, cmd: HostPing) -> CtlResponse<HostInfo> {
@@ -19,8 +19,17 @@ pub(super) async fn ping(services: &Services, cmd: HostPing) -> CtlResponse<Host
 }
 
 pub(super) async fn inventory(services: &Services, cmd: HostInventory) -> CtlResponse<Inventory> {
-    let inventory = Inventory { host: info(services), components: services.components.list() };
-    let message = format!("host {}: {} component(s)", inventory.host.host_id, inventory.components.len());
+    let inventory = Inventory {
+        host: info(services),
+        components: services.components.list(),
+        providers: services.providers.list(),
+    };
+    let message = format!(
+        "host {}: {} component(s), {} provider(s)",
+        inventory.host.host_id,
+        inventory.components.len(),
+        inventory.providers.len()
+    );
     CtlResponse::ok(cmd.request_id, message, inventory)
 }
 

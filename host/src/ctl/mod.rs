@@ -7,6 +7,7 @@
 mod component;
 mod host;
 mod link;
+mod provider;
 
 use std::sync::Arc;
 
@@ -18,7 +19,9 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{HostError, components::Components, events::Events, identity::Identity, links::Links};
+use crate::{
+    HostError, components::Components, events::Events, identity::Identity, links::Links, supervisor::Supervisor,
+};
 
 /// Queue group shared by every host for commands one host of the lattice answers.
 const CTL_QUEUE: &str = "ferry-ctl";
@@ -27,6 +30,7 @@ const CTL_QUEUE: &str = "ferry-ctl";
 pub(crate) struct Services {
     pub(crate) identity: Arc<Identity>,
     pub(crate) components: Arc<Components>,
+    pub(crate) providers: Arc<Supervisor>,
     pub(crate) links: Links,
     pub(crate) events: Events,
     /// Cancelled by `host.stop`: the host then stops as on a signal.
@@ -109,6 +113,8 @@ async fn route(services: &Services, subject: &str, payload: &[u8]) -> CtlRespons
         CommandKind::ComponentScale => handle(payload, |cmd| component::scale(services, cmd)).await,
         CommandKind::ComponentStop => handle(payload, |cmd| component::stop(services, cmd)).await,
         CommandKind::ComponentList => handle(payload, |cmd| component::list(services, cmd)).await,
+        CommandKind::ProviderStart => handle(payload, |cmd| provider::start(services, cmd)).await,
+        CommandKind::ProviderStop => handle(payload, |cmd| provider::stop(services, cmd)).await,
         CommandKind::LinkPut => handle(payload, |cmd| link::put(services, cmd)).await,
         CommandKind::LinkDel => handle(payload, |cmd| link::del(services, cmd)).await,
         CommandKind::LinkGet => handle(payload, |cmd| link::get(services, cmd)).await,

@@ -46,6 +46,9 @@ pub struct Inventory {
     pub host: HostInfo,
     /// Its components.
     pub components: Vec<super::ComponentDescription>,
+    /// The providers it supervises.
+    #[serde(default)]
+    pub providers: Vec<super::ProviderDescription>,
 }
 
 /// `host.stop`: stop serving, letting in-flight calls finish first.

@@ -10,10 +10,11 @@ mod component;
 mod config;
 mod host;
 mod link;
+mod provider;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use self::{component::*, config::*, host::*, link::*};
+pub use self::{component::*, config::*, host::*, link::*, provider::*};
 use crate::{ProtoError, subject};
 
 /// Who answers a command.
@@ -127,6 +128,8 @@ commands! {
     ComponentScale: ComponentScale => "component"."scale", OneHost, ComponentScaled;
     ComponentStop: ComponentStop => "component"."stop", OneHost, ComponentStopped;
     ComponentList: ComponentList => "component"."list", EveryHost, HostComponents;
+    ProviderStart: ProviderStart => "provider"."start", AnyHost, ProviderStarted;
+    ProviderStop: ProviderStop => "provider"."stop", OneHost, ProviderStopped;
     LinkPut: LinkPutCommand => "link"."put", AnyHost, LinkSet;
     LinkDel: LinkDelCommand => "link"."del", AnyHost, LinkSet;
     LinkGet: LinkGetCommand => "link"."get", AnyHost, Vec<crate::link::Link>;

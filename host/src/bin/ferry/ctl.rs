@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use ferry_proto::{
     ctl::{
         Command, ComponentList, ComponentScale, ComponentStart, ComponentStop, ConfigDelCommand, ConfigGetCommand,
-        ConfigPutCommand, CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand,
+        ConfigPutCommand, CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand, ProviderStart, ProviderStop,
     },
     link::{Link, LinkKey},
 };
@@ -42,6 +42,24 @@ enum Resource {
     /// Put, get and delete named configs.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Start and stop providers a host supervises.
+    #[command(subcommand)]
+    Provider(ProviderCmd),
+}
+
+#[derive(Subcommand)]
+enum ProviderCmd {
+    /// Start the provider BINARY (under a directory the host allows) as ID, supervised by the
+    /// host (--host-id, or any host).
+    Start {
+        id: String,
+        binary: String,
+        /// Provider-wide configuration, key=value; repeatable.
+        #[arg(long = "config", value_parser = super::parse_pair)]
+        config: Vec<(String, String)>,
+    },
+    /// Stop the provider ID on the host (--host-id).
+    Stop { id: String },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +177,14 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     Ok(CtlResponse::ok(cmd.request_id, message, serde_json::to_value(data)?))
                 }
             }
+        }
+        Resource::Provider(ProviderCmd::Start { id, binary, config }) => {
+            let binary = std::fs::canonicalize(&binary).map(|p| p.display().to_string()).unwrap_or(binary);
+            let cmd = ProviderStart { request_id, provider_id: id, binary, config: config.into_iter().collect() };
+            send(&client, &cmd, host).await
+        }
+        Resource::Provider(ProviderCmd::Stop { id }) => {
+            send(&client, &ProviderStop { request_id, provider_id: id }, host).await
         }
         Resource::Link(LinkCmd::Put { source, target, package, interfaces, name, source_config, target_config }) => {
             let (wit_namespace, wit_package) = split_package(&package)?;

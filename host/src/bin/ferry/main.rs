@@ -71,6 +71,10 @@ struct HostArgs {
     /// max_instances running ones); more are answered `overloaded` at once.
     #[arg(long, default_value_t = 256)]
     max_queued_invocations: u32,
+    /// A directory whose files control commands may name: provider binaries for
+    /// `provider.start`; repeatable. Without one the host starts no provider.
+    #[arg(long = "allow-file-dir", value_name = "DIR")]
+    allow_file_dirs: Vec<std::path::PathBuf>,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -99,6 +103,9 @@ async fn main() -> anyhow::Result<()> {
             }
             for (k, v) in args.labels {
                 builder = builder.label(k, v);
+            }
+            for dir in args.allow_file_dirs {
+                builder = builder.allow_file_dir(dir);
             }
             let host = builder.build().await.context("failed to start host")?;
             host.run(ferry_lattice::shutdown_signal()).await.context("host failed")?;

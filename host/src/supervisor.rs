@@ -1,0 +1,410 @@
+//! The provider supervisor: providers a host runs as its own children.
+//!
+//! Each provider gets a task that starts the binary with its start-up data on stdin (a fresh
+//! credential each time), keeps stdin open while it should live — a host-spawned provider stops
+//! when its stdin closes, so the providers go with the host even when the host is killed —,
+//! restarts it with capped exponential backoff when it exits uninvited, and stops it by closing
+//! stdin, then SIGKILL after a grace period. Every start and end is an event.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ferry_proto::{
+    auth::ClusterKey,
+    ctl::{ProviderDescription, ProviderStart},
+    event::{Event, ProviderStartFailed, ProviderStarted, ProviderStopped},
+    startup::{ProviderStartup, STARTUP_VERSION},
+    subject::validate_id,
+};
+use tokio::{io::AsyncWriteExt as _, process::Command};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::events::Events;
+
+/// First wait before a restart; doubled after each crash that follows a short run.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A run this long resets the backoff: the provider was healthy, the crash is news.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+/// How long a provider has to stop after its stdin closes before it is killed.
+pub const PROVIDER_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Hours a credential handed to a supervised provider is valid.
+const CREDENTIAL_HOURS: u32 = 24 * 7;
+
+/// Why a provider command failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SupervisorError {
+    /// The command is invalid, or names a binary outside the allowed directories.
+    #[error("{0}")]
+    Invalid(String),
+    /// The provider is already supervised here.
+    #[error("provider {provider} already runs on host {host}")]
+    AlreadyRunning { provider: String, host: String },
+    /// It is not.
+    #[error("provider {provider} does not run on host {host}")]
+    NotRunning { provider: String, host: String },
+    /// Its process could not be started.
+    #[error("cannot start provider {provider}: {reason}")]
+    Spawn { provider: String, reason: String },
+}
+
+/// Where supervised providers connect and how they are identified.
+#[derive(Clone)]
+pub(crate) struct SupervisorConfig {
+    pub(crate) host_id: String,
+    pub(crate) lattice: String,
+    pub(crate) nats_url: String,
+    pub(crate) cluster: ClusterKey,
+    /// Directories provider binaries may come from; none: `provider.start` is refused.
+    pub(crate) allowed_dirs: Vec<PathBuf>,
+}
+
+/// A provider's process and its stdin, held apart: tokio closes a child's stdin when it is
+/// waited on, and a host-spawned provider takes a closed stdin as its host's end.
+struct Child {
+    process: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+/// One supervised provider, as the task that runs it reports.
+struct Supervised {
+    binary: PathBuf,
+    pid: Option<u32>,
+    restarts: u32,
+    stop: CancellationToken,
+    /// The request id of the `provider.stop` that ends it.
+    stop_request: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The providers one host supervises.
+pub(crate) struct Supervisor {
+    config: SupervisorConfig,
+    events: Events,
+    providers: Arc<Mutex<HashMap<String, Supervised>>>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(config: SupervisorConfig, events: Events) -> Self {
+        Self { config, events, providers: Arc::default() }
+    }
+
+    /// How many providers are supervised.
+    pub(crate) fn count(&self) -> usize {
+        lock(&self.providers).len()
+    }
+
+    /// What is supervised, sorted by id.
+    pub(crate) fn list(&self) -> Vec<ProviderDescription> {
+        let mut list: Vec<_> = lock(&self.providers)
+            .iter()
+            .map(|(id, s)| ProviderDescription {
+                provider_id: id.clone(),
+                binary: s.binary.display().to_string(),
+                pid: s.pid,
+                restarts: s.restarts,
+            })
+            .collect();
+        list.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
+        list
+    }
+
+    /// Start `cmd.provider_id` and supervise it; returns once its first process runs.
+    pub(crate) async fn start(&self, cmd: &ProviderStart) -> Result<ProviderDescription, SupervisorError> {
+        let result = self.try_start(cmd).await;
+        if let Err(err) = &result {
+            let failed = ProviderStartFailed {
+                request_id: cmd.request_id.clone(),
+                host_id: self.config.host_id.clone(),
+                provider_id: cmd.provider_id.clone(),
+                error: err.to_string(),
+            };
+            self.events.emit(&Event::ProviderStartFailed(failed)).await;
+        }
+        result
+    }
+
+    async fn try_start(&self, cmd: &ProviderStart) -> Result<ProviderDescription, SupervisorError> {
+        validate_id("provider id", &cmd.provider_id).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        let binary = self.allowed_binary(&cmd.binary)?;
+        let stop = CancellationToken::new();
+        {
+            let mut providers = lock(&self.providers);
+            if providers.contains_key(&cmd.provider_id) {
+                return Err(SupervisorError::AlreadyRunning {
+                    provider: cmd.provider_id.clone(),
+                    host: self.config.host_id.clone(),
+                });
+            }
+            let entry = Supervised {
+                binary: binary.clone(),
+                pid: None,
+                restarts: 0,
+                stop: stop.clone(),
+                stop_request: String::new(),
+                task: None,
+            };
+            providers.insert(cmd.provider_id.clone(), entry);
+        }
+        let run = Run {
+            config: self.config.clone(),
+            events: self.events.clone(),
+            providers: self.providers.clone(),
+            provider_id: cmd.provider_id.clone(),
+            request_id: cmd.request_id.clone(),
+            binary,
+            provider_config: cmd.config.clone(),
+            stop,
+        };
+        // The first start is the command's answer; later ones are the task's business.
+        let child = match run.spawn(0).await {
+            Ok(child) => child,
+            Err(err) => {
+                lock(&self.providers).remove(&cmd.provider_id);
+                return Err(err);
+            }
+        };
+        let description = ProviderDescription {
+            provider_id: cmd.provider_id.clone(),
+            binary: run.binary.display().to_string(),
+            pid: child.process.id(),
+            restarts: 0,
+        };
+        let task = tokio::spawn(run.supervise(child));
+        if let Some(entry) = lock(&self.providers).get_mut(&cmd.provider_id) {
+            entry.task = Some(task);
+        }
+        Ok(description)
+    }
+
+    /// Stop a supervised provider and wait until its process is gone.
+    pub(crate) async fn stop(&self, request_id: &str, provider_id: &str) -> Result<(), SupervisorError> {
+        let task = {
+            let mut providers = lock(&self.providers);
+            let entry = providers.get_mut(provider_id).ok_or_else(|| SupervisorError::NotRunning {
+                provider: provider_id.to_owned(),
+                host: self.config.host_id.clone(),
+            })?;
+            entry.stop_request = request_id.to_owned();
+            entry.stop.cancel();
+            entry.task.take()
+        };
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        lock(&self.providers).remove(provider_id);
+        Ok(())
+    }
+
+    /// Stop every supervised provider (the host is stopping).
+    pub(crate) async fn stop_all(&self) {
+        let ids: Vec<String> = lock(&self.providers).keys().cloned().collect();
+        for id in ids {
+            let _ = self.stop("", &id).await;
+        }
+    }
+
+    /// `binary`, resolved, if it lies under an allowed directory.
+    fn allowed_binary(&self, binary: &str) -> Result<PathBuf, SupervisorError> {
+        if self.config.allowed_dirs.is_empty() {
+            return Err(SupervisorError::Invalid(format!(
+                "host {} runs no provider binaries: start it with --allow-file-dir DIR",
+                self.config.host_id
+            )));
+        }
+        let path = std::fs::canonicalize(binary)
+            .map_err(|e| SupervisorError::Invalid(format!("cannot find provider binary {binary}: {e}")))?;
+        if !self.config.allowed_dirs.iter().any(|dir| path.starts_with(dir)) {
+            return Err(SupervisorError::Invalid(format!(
+                "provider binary {} is outside the directories host {} allows",
+                path.display(),
+                self.config.host_id
+            )));
+        }
+        Ok(path)
+    }
+}
+
+/// What one provider's supervising task needs.
+struct Run {
+    config: SupervisorConfig,
+    events: Events,
+    providers: Arc<Mutex<HashMap<String, Supervised>>>,
+    provider_id: String,
+    request_id: String,
+    binary: PathBuf,
+    provider_config: BTreeMap<String, String>,
+    stop: CancellationToken,
+}
+
+impl Run {
+    /// Start the provider's process with its start-up data on stdin (left open).
+    async fn spawn(&self, restarts: u32) -> Result<Child, SupervisorError> {
+        let failed = |reason: String| SupervisorError::Spawn { provider: self.provider_id.clone(), reason };
+        let startup = ProviderStartup {
+            version: STARTUP_VERSION,
+            lattice: self.config.lattice.clone(),
+            provider_id: self.provider_id.clone(),
+            nats_url: self.config.nats_url.clone(),
+            credential: self
+                .config
+                .cluster
+                .issue_credential(
+                    &self.config.lattice,
+                    &self.provider_id,
+                    ferry_proto::time::now_ms(),
+                    CREDENTIAL_HOURS,
+                )
+                .encode(),
+            rpc_timeout_ms: None,
+            log_level: None,
+            config: self.provider_config.clone(),
+        };
+        let line = startup.to_json().map_err(|e| failed(e.to_string()))?;
+        let mut child = Command::new(&self.binary)
+            .stdin(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("{}: {e}", self.binary.display())))?;
+        let mut stdin = child.stdin.take();
+        if let Some(stdin) = stdin.as_mut() {
+            let written = async {
+                stdin.write_all(line.as_bytes()).await?;
+                stdin.write_all(b"\n").await?;
+                stdin.flush().await
+            };
+            if let Err(err) = written.await {
+                // It died before reading: the supervising loop sees the exit and backs off.
+                warn!(provider = %self.provider_id, cause = %err, "failed to hand start-up data to the provider");
+            }
+        }
+        let pid = child.id();
+        if let Some(entry) = lock(&self.providers).get_mut(&self.provider_id) {
+            entry.pid = pid;
+            entry.restarts = restarts;
+        }
+        info!(provider = %self.provider_id, pid = ?pid, restarts, "provider started");
+        let started = ProviderStarted {
+            request_id: self.request_id.clone(),
+            host_id: self.config.host_id.clone(),
+            provider_id: self.provider_id.clone(),
+            pid: pid.unwrap_or_default(),
+            restarts,
+        };
+        self.events.emit(&Event::ProviderStarted(started)).await;
+        Ok(Child { process: child, stdin })
+    }
+
+    /// Watch the process until asked to stop: restart it after each exit, waiting longer each
+    /// time it crashes soon after a start.
+    async fn supervise(self, mut child: Child) {
+        let mut restarts = 0u32;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let started = tokio::time::Instant::now();
+            let status = tokio::select! {
+                status = child.process.wait() => status,
+                () = self.stop.cancelled() => {
+                    self.stop_child(&mut child).await;
+                    return;
+                }
+            };
+            let reason = match status {
+                Ok(status) => describe(status),
+                Err(err) => format!("cannot wait for it: {err}"),
+            };
+            child.stdin = None;
+            if let Some(entry) = lock(&self.providers).get_mut(&self.provider_id) {
+                entry.pid = None;
+            }
+            if started.elapsed() >= STABLE_RUN {
+                backoff = FIRST_BACKOFF;
+            }
+            warn!(provider = %self.provider_id, %reason, restart_in = ?backoff, restarts, "provider ended; restarting");
+            self.stopped(&self.request_id, &reason, true).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.stop.cancelled() => {
+                    return;
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            restarts += 1;
+            child = loop {
+                match self.spawn(restarts).await {
+                    Ok(child) => break child,
+                    Err(err) => {
+                        warn!(provider = %self.provider_id, cause = %err, retry_in = ?backoff, "provider restart failed");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = self.stop.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            };
+        }
+    }
+
+    /// Close stdin (the provider stops on its own), then kill it after the grace period.
+    async fn stop_child(&self, child: &mut Child) {
+        child.stdin = None;
+        let reason = match tokio::time::timeout(PROVIDER_STOP_GRACE, child.process.wait()).await {
+            Ok(Ok(status)) => format!("stopped ({})", describe(status)),
+            Ok(Err(err)) => format!("stopped (cannot wait for it: {err})"),
+            Err(_) => {
+                let _ = child.process.kill().await;
+                format!("killed after {PROVIDER_STOP_GRACE:?}")
+            }
+        };
+        info!(provider = %self.provider_id, %reason, "provider stopped");
+        let request_id =
+            lock(&self.providers).get(&self.provider_id).map(|e| e.stop_request.clone()).unwrap_or_default();
+        self.stopped(&request_id, &reason, false).await;
+    }
+
+    async fn stopped(&self, request_id: &str, reason: &str, restarting: bool) {
+        let stopped = ProviderStopped {
+            request_id: request_id.to_owned(),
+            host_id: self.config.host_id.clone(),
+            provider_id: self.provider_id.clone(),
+            reason: reason.to_owned(),
+            restarting,
+        };
+        self.events.emit(&Event::ProviderStopped(stopped)).await;
+    }
+}
+
+/// How a process ended, for people.
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited: code {code}"),
+        (None, Some(signal)) => format!("killed: signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+fn lock(providers: &Mutex<HashMap<String, Supervised>>) -> std::sync::MutexGuard<'_, HashMap<String, Supervised>> {
+    providers.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Canonical forms of `dirs`, the ones that exist; a directory that does not is logged.
+pub(crate) fn canonical_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .filter_map(|dir| match std::fs::canonicalize(dir) {
+            Ok(dir) => Some(dir),
+            Err(err) => {
+                warn!(dir = %Path::new(dir).display(), cause = %err, "ignored an allowed directory that cannot be resolved");
+                None
+            }
+        })
+        .collect()
+}
