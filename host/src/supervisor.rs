@@ -268,8 +268,11 @@ impl Run {
             config: self.provider_config.clone(),
         };
         let line = startup.to_json().map_err(|e| failed(e.to_string()))?;
+        // Its own process group: a terminal's Ctrl-C reaches the host, which stops its providers
+        // in order, and not the providers behind its back (they would look crashed).
         let mut child = Command::new(&self.binary)
             .stdin(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| failed(format!("{}: {e}", self.binary.display())))?;

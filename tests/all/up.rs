@@ -59,7 +59,12 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
     let started = children(&up.logs());
     let _reaper = Reaper(started.iter().map(|(_, pid)| *pid).collect());
     let names: Vec<&str> = started.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["nats-server", "keyvalue provider", "http-server provider"], "{}", up.logs());
+    assert_eq!(
+        names,
+        ["nats-server", "keyvalue provider", "http-server provider", "messaging provider", "blobstore provider"],
+        "{}",
+        up.logs()
+    );
 
     // The sample counts page views in key-value, through both providers.
     for expected in ["viewed 1 time.", "viewed 2 times."] {
@@ -75,7 +80,8 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
     for (name, pid) in &started {
         assert!(!alive(*pid), "{name} (pid {pid}) is still running after ferry up exited");
     }
-    // Each child stopped on its SIGTERM; none needed the SIGKILL that follows a stuck stop.
+    // Each child stopped when asked (providers: stdin closed, NATS: SIGTERM); none needed the
+    // SIGKILL that follows a stuck stop.
     assert!(!up.logs().contains("killed after"), "a child had to be killed:\n{}", up.logs());
     assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err(), "HTTP port still open");
     assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "NATS port still open");

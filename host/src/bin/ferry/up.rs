@@ -1,7 +1,8 @@
 //! `ferry up`: a whole local lattice in one command — NATS (started if nothing answers), a
-//! host, the key-value and http-server providers as child processes, and a sample component
-//! linked to both. Ctrl-C stops all of it, front to back: the HTTP listener drains first, NATS
-//! goes last.
+//! host, the four first-party providers (key-value, http-server, messaging, blobstore) started
+//! and supervised by that host, and a sample component linked to key-value and http-server.
+//! Ctrl-C stops all of it, front to back: the host stops its providers (the HTTP listener
+//! drains first) and its components, NATS goes last.
 
 use std::{
     collections::BTreeMap,
@@ -15,15 +16,16 @@ use std::{
 use anyhow::{Context as _, bail};
 use ferry_proto::{
     auth::ClusterKey,
-    ctl::{ComponentStart, LinkPutCommand},
+    ctl::{ComponentStart, LinkPutCommand, ProviderStart},
     link::Link,
-    startup::{ProviderStartup, STARTUP_VERSION},
 };
 
 /// The identity `ferry call` uses to invoke components of a `ferry up` lattice.
 pub(crate) const CLI_CLIENT_ID: &str = "ferry-cli";
 const KEYVALUE_ID: &str = "keyvalue";
 const HTTP_SERVER_ID: &str = "http-server";
+const MESSAGING_ID: &str = "messaging";
+const BLOBSTORE_ID: &str = "blobstore";
 /// Where `scripts/up.sh` builds the sample component, relative to the repository root.
 const SAMPLE_COMPONENT: &str = "examples/target/wasm32-wasip2/release/http_counter.wasm";
 /// How long each part gets to stop before it is killed.
@@ -52,21 +54,19 @@ pub(crate) struct UpArgs {
     http_address: std::net::SocketAddr,
 }
 
-/// A child process, in its own process group so a terminal's Ctrl-C reaches only `ferry up`,
-/// which stops the children in order: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+/// The nats-server `ferry up` started, in its own process group so a terminal's Ctrl-C reaches
+/// only `ferry up`, which stops it last: SIGTERM, then SIGKILL after [`STOP_GRACE`]. (Providers
+/// are not started this way: the host supervises them.)
 struct Managed {
     name: &'static str,
     child: Child,
-    /// Kept open while the child should live: a host-spawned provider stops when it closes,
-    /// so the providers go even if `ferry up` itself is killed.
-    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Managed {
     fn spawn(name: &'static str, command: &mut Command) -> std::io::Result<Self> {
         let child = command.process_group(0).spawn()?;
         eprintln!("ferry up: started {name} (pid {})", child.id());
-        Ok(Self { name, child, stdin: None })
+        Ok(Self { name, child })
     }
 
     /// Stop the child and wait for it (on a blocking thread: this polls).
@@ -83,7 +83,6 @@ impl Managed {
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 eprintln!("ferry up: {} stopped ({status})", self.name);
-                self.stdin = None;
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -108,33 +107,49 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (cluster, seed) = load_or_create_seed(&args.state_dir.join("cluster.seed"))?;
 
     let (nats, nats_server) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
+    // The host runs the provider binaries that sit beside this one, and nothing else.
+    let bin_dir = std::env::current_exe()?.parent().context("ferry has no directory")?.to_path_buf();
     let host = ferry_host::HostBuilder::new(&args.nats_url, &args.lattice)
         .cluster_seed(seed)
+        .allow_file_dir(&bin_dir)
         .build()
         .await
         .context("failed to build host")?;
     let host = host.start().await.context("failed to start host")?;
 
-    let mut providers = Vec::new();
     let result = async {
         let ctl = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120));
-        providers.push(spawn_provider(
-            &args,
-            &cluster,
-            "keyvalue provider",
-            "ferry-provider-keyvalue",
-            KEYVALUE_ID,
-            BTreeMap::new(),
-        )?);
-        let http_config = BTreeMap::from([("address".to_owned(), args.http_address.to_string())]);
-        providers.push(spawn_provider(
-            &args,
-            &cluster,
-            "http-server provider",
-            "ferry-provider-http-server",
-            HTTP_SERVER_ID,
-            http_config,
-        )?);
+        let blob_root = args.state_dir.join("blobs");
+        let providers = [
+            ("keyvalue provider", "ferry-provider-keyvalue", KEYVALUE_ID, BTreeMap::new()),
+            (
+                "http-server provider",
+                "ferry-provider-http-server",
+                HTTP_SERVER_ID,
+                BTreeMap::from([("address".to_owned(), args.http_address.to_string())]),
+            ),
+            ("messaging provider", "ferry-provider-messaging", MESSAGING_ID, BTreeMap::new()),
+            (
+                "blobstore provider",
+                "ferry-provider-blobstore",
+                BLOBSTORE_ID,
+                BTreeMap::from([("root".to_owned(), blob_root.display().to_string())]),
+            ),
+        ];
+        for (name, bin, id, config) in providers {
+            let start = ProviderStart {
+                request_id: "ferry-up".into(),
+                provider_id: id.into(),
+                binary: bin_dir.join(bin).display().to_string(),
+                config,
+            };
+            let resp = ctl.send(&start, Some(host.id())).await?;
+            let started = resp
+                .data
+                .filter(|_| resp.success)
+                .with_context(|| format!("failed to start the {name} (build the workspace binaries first): {}", resp.message))?;
+            eprintln!("ferry up: started {name} (pid {})", started.provider.pid.unwrap_or_default());
+        }
         let start = ComponentStart {
             request_id: "ferry-up".into(),
             component_id: args.component_id.clone(),
@@ -173,11 +188,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     .await;
 
-    // Front to back: the HTTP listener drains while the host still serves, NATS goes last.
-    while let Some(provider) = providers.pop() {
-        provider.stop().await;
-    }
-    match tokio::time::timeout(STOP_GRACE, host.stop()).await {
+    // Front to back: the host stops its providers (the HTTP listener drains while components
+    // still serve), then its components; NATS goes last.
+    match tokio::time::timeout(STOP_GRACE * 2, host.stop()).await {
         Ok(()) => eprintln!("ferry up: host stopped"),
         Err(_) => eprintln!("ferry up: host did not stop within {STOP_GRACE:?}"),
     }
@@ -285,35 +298,4 @@ async fn connect_or_start_nats(url: &str, state: &Path) -> anyhow::Result<(async
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Start a provider the way a host does: start-up data as one JSON line on stdin.
-fn spawn_provider(
-    args: &UpArgs,
-    cluster: &ClusterKey,
-    name: &'static str,
-    bin: &str,
-    id: &str,
-    config: BTreeMap<String, String>,
-) -> anyhow::Result<Managed> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name(bin);
-    let startup = ProviderStartup {
-        version: STARTUP_VERSION,
-        lattice: args.lattice.clone(),
-        provider_id: id.into(),
-        nats_url: args.nats_url.clone(),
-        credential: cluster.issue_credential(&args.lattice, id, ferry_proto::time::now_ms(), 24 * 7).encode(),
-        rpc_timeout_ms: None,
-        log_level: None,
-        config,
-    };
-    let mut managed = Managed::spawn(name, Command::new(&path).stdin(Stdio::piped()))
-        .with_context(|| format!("failed to start {} (build the workspace binaries first)", path.display()))?;
-    let mut stdin = managed.child.stdin.take();
-    if let Some(stdin) = stdin.as_mut() {
-        writeln!(stdin, "{}", startup.to_json()?).context("failed to send start-up data to the provider")?;
-    }
-    managed.stdin = stdin;
-    Ok(managed)
 }
