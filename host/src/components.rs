@@ -1,19 +1,26 @@
-//! The host's components service: start, scale, stop and list the components this host runs,
-//! with typed results. It owns the whole lifecycle — compile (cached by digest), prepare,
-//! serve, record in the lattice bucket, announce — so the control interface only translates.
+//! The host's components service: start, scale, update, stop and list the components this
+//! host runs, with typed results. It owns the whole lifecycle — fetch (from the lattice's
+//! component store by digest, or from an allowed directory), compile (cached by digest),
+//! prepare, serve, record in the lattice bucket, announce — so the control interface only
+//! translates.
 //!
-//! A component's server takes each invocation to the component's current version: a scale
-//! builds the new version beside the old and swaps it in, and invocations already running on
-//! the old one finish there, so nothing in flight fails.
+//! A component's server takes each invocation to the component's current version: a scale or
+//! an update builds the new version beside the old and swaps it in, and invocations already
+//! running on the old one finish there, so nothing in flight fails.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
+use ferry_lattice::ComponentStore;
 use ferry_proto::{
-    ctl::{ComponentDescription, ComponentScale, ComponentScaled, ComponentStart, ComponentStarted, ComponentStopped},
-    event::{ComponentScaleFailed, ComponentScaled as ScaledEvent, Event},
+    ctl::{
+        ComponentDescription, ComponentScale, ComponentScaled, ComponentStart, ComponentStarted, ComponentStopped,
+        ComponentUpdate, ComponentUpdated,
+    },
+    event::{ComponentScaleFailed, ComponentScaled as ScaledEvent, ComponentUpdated as UpdatedEvent, Event},
+    image::{ImageRef, MAX_COMPONENT_BYTES},
     state::{ComponentRecord, component_key},
     subject::validate_id,
 };
@@ -28,6 +35,7 @@ use wasmtime::{
 
 use crate::{
     Limits,
+    allowed::AllowedDirs,
     budget::Budget,
     component::{ComponentSpec, DEFAULT_MAX_INSTANCES, RunningComponent},
     events::Events,
@@ -47,9 +55,17 @@ pub(crate) enum ComponentError {
     /// The component does not run here.
     #[error("component {component} does not run on host {host}")]
     NotRunning { component: String, host: String },
-    /// Its bytes could not be read or compiled, or it could not be served.
+    /// Its bytes could not be fetched, read or compiled, or it could not be served.
     #[error("{0}")]
     Load(String),
+}
+
+/// Where a host takes component bytes from.
+pub(crate) struct Sources {
+    /// The lattice's uploaded components.
+    pub(crate) store: ComponentStore,
+    /// Directories `file:` references may name.
+    pub(crate) allowed: AllowedDirs,
 }
 
 /// wasmtime pieces shared by every component of the host.
@@ -117,6 +133,7 @@ pub(crate) struct Components {
     events: Events,
     /// The host's stop: cancelling it stops every component.
     host_stop: CancellationToken,
+    sources: Sources,
     running: Mutex<HashMap<String, Entry>>,
 }
 
@@ -127,8 +144,9 @@ impl Components {
         serve: ServeContext,
         events: Events,
         host_stop: CancellationToken,
+        sources: Sources,
     ) -> Self {
-        Self { host_id: host_id.to_owned(), runtime, serve, events, host_stop, running: Mutex::default() }
+        Self { host_id: host_id.to_owned(), runtime, serve, events, host_stop, sources, running: Mutex::default() }
     }
 
     /// How many components run.
@@ -167,13 +185,11 @@ impl Components {
         if self.lock().contains_key(&cmd.component_id) {
             return Err(self.already_running(&cmd.component_id));
         }
-        let bytes = tokio::fs::read(&cmd.image)
-            .await
-            .map_err(|e| ComponentError::Load(format!("cannot read component {}: {e}", cmd.image)))?;
+        let (image, bytes) = self.fetch(&cmd.image).await?;
         let (compiled, digest) = self.runtime.compile(bytes).await?;
         let spec = ComponentSpec {
             id: cmd.component_id.clone(),
-            image: cmd.image.clone(),
+            image: image.to_string(),
             max_instances,
             config: cmd.config.clone(),
         };
@@ -243,6 +259,81 @@ impl Components {
             max_instances: cmd.max_instances,
         };
         Ok((scaled, entry.describe()))
+    }
+
+    /// Run `cmd.image` in place of what `cmd.component_id` runs; announces `component_updated`.
+    /// The new version is fetched, compiled and prepared before it is swapped in, so a bad
+    /// reference leaves the old one serving.
+    pub(crate) async fn update(&self, cmd: &ComponentUpdate) -> Result<ComponentUpdated, ComponentError> {
+        if !self.lock().contains_key(&cmd.component_id) {
+            return Err(self.not_running(&cmd.component_id));
+        }
+        let (image, bytes) = self.fetch(&cmd.image).await?;
+        let (compiled, digest) = self.runtime.compile(bytes).await?;
+        let digest = hex(&digest);
+        let (updated, spec) = {
+            let mut running = self.lock();
+            let entry = running.get_mut(&cmd.component_id).ok_or_else(|| self.not_running(&cmd.component_id))?;
+            let mut spec = entry.current.borrow().spec.clone();
+            let (previous_image, previous_digest) = (spec.image.clone(), entry.digest.clone());
+            if previous_digest != digest {
+                spec.image = image.to_string();
+                let next = Arc::new(self.prepare(&compiled, spec.clone())?);
+                entry.compiled = compiled;
+                entry.digest = digest.clone();
+                entry.current.send_replace(next);
+            }
+            let updated = ComponentUpdated {
+                host_id: self.host_id.clone(),
+                component_id: cmd.component_id.clone(),
+                previous_image,
+                previous_digest,
+                component: entry.describe(),
+            };
+            (updated, spec)
+        };
+        if updated.previous_digest == digest {
+            info!(component = %cmd.component_id, %digest, "component update asked for the version that runs");
+            return Ok(updated);
+        }
+        info!(component = %cmd.component_id, from = %updated.previous_digest, to = %digest, "component updated");
+        self.record(&spec).await;
+        let event = Event::ComponentUpdated(UpdatedEvent {
+            request_id: cmd.request_id.clone(),
+            host_id: self.host_id.clone(),
+            component_id: cmd.component_id.clone(),
+            image: updated.component.image.clone(),
+            digest,
+            previous_digest: updated.previous_digest.clone(),
+        });
+        self.events.emit(&event).await;
+        Ok(updated)
+    }
+
+    /// A component's bytes by reference: from the lattice's store (checked against the
+    /// digest), or from a file under an allowed directory.
+    async fn fetch(&self, reference: &str) -> Result<(ImageRef, Vec<u8>), ComponentError> {
+        let image = ImageRef::parse(reference).map_err(|e| ComponentError::Invalid(e.to_string()))?;
+        let bytes = match &image {
+            ImageRef::Lattice { digest } => {
+                self.sources.store.fetch(digest).await.map_err(|e| ComponentError::Load(e.to_string()))?
+            }
+            ImageRef::File(path) => {
+                let path =
+                    self.sources.allowed.check("component", path, &self.host_id).map_err(ComponentError::Invalid)?;
+                let size = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or_default();
+                if size > MAX_COMPONENT_BYTES {
+                    return Err(ComponentError::Load(format!(
+                        "component {} is {size} bytes; a host takes at most {MAX_COMPONENT_BYTES}",
+                        path.display()
+                    )));
+                }
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| ComponentError::Load(format!("cannot read component {}: {e}", path.display())))?
+            }
+        };
+        Ok((image, bytes))
     }
 
     /// Stop serving a component; calls in flight finish first. Announces `component_scaled`

@@ -12,16 +12,19 @@ use tracing::{info, warn};
 use wasmtime::component::Linker;
 
 use crate::{
-    HostError, Limits, capability,
-    components::{Components, Runtime},
+    HostError, Limits,
+    allowed::AllowedDirs,
+    capability,
+    components::{Components, Runtime, Sources},
     ctl::{self, Services},
     engine,
     events::Events,
+    health::{HealthConfig, HealthMonitor},
     identity::{Identity, VERSION},
     lattice::LatticeView,
     links::Links,
     rpc::{client::RpcClient, server::ServeContext},
-    supervisor::{self, Supervisor, SupervisorConfig},
+    supervisor::{Supervisor, SupervisorConfig},
 };
 
 /// Default timeout of a capability call from a component to a provider.
@@ -39,6 +42,7 @@ pub struct HostBuilder {
     rpc_timeout: Duration,
     limits: Limits,
     allowed_dirs: Vec<std::path::PathBuf>,
+    health: HealthConfig,
 }
 
 impl HostBuilder {
@@ -52,6 +56,7 @@ impl HostBuilder {
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             limits: Limits::default(),
             allowed_dirs: Vec::new(),
+            health: HealthConfig::default(),
         }
     }
 
@@ -74,8 +79,25 @@ impl HostBuilder {
         self
     }
 
-    /// A directory whose files commands may name (provider binaries); repeatable. Without
-    /// one, the host starts no provider.
+    /// How often the host checks the health of the providers it supervises and those its
+    /// components link to (default 30 s), how long one check waits (default 5 s), and after
+    /// how many failed checks in a row a supervised provider is restarted (default 3; 0:
+    /// never).
+    pub fn health_checks(mut self, interval: Duration, timeout: Duration, restart_after: u32) -> Self {
+        self.health.interval = interval.max(Duration::from_millis(10));
+        self.health.timeout = timeout;
+        self.health.restart_after = restart_after;
+        self
+    }
+
+    /// Time between `host_heartbeat` events (default 30 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.health.heartbeat = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// A directory whose files commands may name (provider binaries, `file:` components);
+    /// repeatable. Without one, the host starts no provider and runs only uploaded components.
     pub fn allow_file_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.allowed_dirs.push(dir.into());
         self
@@ -126,14 +148,19 @@ impl HostBuilder {
             tasks: tasks.clone(),
         };
         let runtime = Arc::new(Runtime::new(engine, linker, self.limits));
-        let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone()));
+        let allowed = AllowedDirs::new(&self.allowed_dirs);
+        let sources = Sources {
+            store: ferry_lattice::ComponentStore::open(&nats, &self.lattice).await?,
+            allowed: allowed.clone(),
+        };
+        let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone(), sources));
         let links = Links::new(&id, &self.lattice, view.clone(), rpc.clone(), events.clone());
         let supervisor = SupervisorConfig {
             host_id: id.clone(),
             lattice: self.lattice.clone(),
             nats_url: self.nats_url.clone(),
             cluster: rpc.cluster().clone(),
-            allowed_dirs: supervisor::canonical_dirs(&self.allowed_dirs),
+            allowed_dirs: allowed,
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
         let services = Arc::new(Services {
@@ -145,7 +172,8 @@ impl HostBuilder {
             stop_requested: CancellationToken::new(),
             stop_request_id: std::sync::Mutex::default(),
         });
-        Ok(Host { inner: Arc::new(HostInner { services, runtime, nats, view, rpc, tasks, stop }) })
+        let health = self.health;
+        Ok(Host { inner: Arc::new(HostInner { services, runtime, nats, view, rpc, tasks, stop, health }) })
     }
 }
 
@@ -166,6 +194,7 @@ struct HostInner {
     tasks: TaskTracker,
     /// Cancelled when the host stops.
     stop: CancellationToken,
+    health: HealthConfig,
 }
 
 impl HostInner {
@@ -211,12 +240,23 @@ impl Host {
         let ticker = engine::spawn_epoch_ticker(inner.runtime.engine.clone(), inner.stop.clone());
         let watch = inner.view.watch(inner.stop.clone()).await?;
         let control = ctl::serve(inner.nats.clone(), inner.services.clone(), inner.stop.clone()).await?;
+        let services = &inner.services;
+        let monitor = HealthMonitor {
+            config: inner.health,
+            identity: services.identity.clone(),
+            rpc: inner.rpc.clone(),
+            view: inner.view.clone(),
+            components: services.components.clone(),
+            providers: services.providers.clone(),
+            events: services.events.clone(),
+        }
+        .spawn(inner.stop.clone());
         let identity = &inner.services.identity;
         info!(host_id = %identity.id, lattice = %identity.lattice, cluster_key = %self.cluster_public_key(), "host ready");
         let started =
             HostStarted { host_id: identity.id.clone(), labels: identity.labels(), version: VERSION.to_owned() };
         inner.services.events.emit(&Event::HostStarted(started)).await;
-        Ok(RunningHost { inner, ticker, watch, control })
+        Ok(RunningHost { inner, ticker, watch, control, monitor })
     }
 }
 
@@ -226,6 +266,7 @@ pub struct RunningHost {
     ticker: tokio::task::JoinHandle<()>,
     watch: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<()>,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 impl RunningHost {
@@ -246,6 +287,7 @@ impl RunningHost {
         info!("host stopping");
         inner.stop.cancel();
         let _ = self.control.await;
+        let _ = self.monitor.await;
         // Front to back: providers first (they may be calling in), then components.
         inner.services.providers.stop_all().await;
         inner.services.components.stop_all().await;

@@ -102,6 +102,11 @@ impl LatticeView {
         self.view.has_link(source, target, name, namespace, package, interface)
     }
 
+    /// Every link the view holds.
+    pub(crate) fn links(&self) -> Vec<Link> {
+        self.view.links().into_iter().map(|(link, _)| link).collect()
+    }
+
     /// Links that reference the config `name`.
     pub(crate) fn links_using_config(&self, name: &str) -> Vec<Link> {
         self.view.links_using_config(name)

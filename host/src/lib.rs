@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+mod allowed;
 mod budget;
 mod capability;
 mod component;
@@ -24,6 +25,7 @@ mod ctl;
 mod engine;
 mod error;
 mod events;
+mod health;
 mod host;
 mod identity;
 mod lattice;
@@ -35,4 +37,3 @@ mod supervisor;
 pub use engine::{Limits, new_engine};
 pub use error::HostError;
 pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder, RunningHost};
-pub use supervisor::PROVIDER_STOP_GRACE;

@@ -25,7 +25,7 @@ use tokio::{io::AsyncWriteExt as _, process::Command};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::events::Events;
+use crate::{allowed::AllowedDirs, events::Events};
 
 /// First wait before a restart; doubled after each crash that follows a short run.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -34,7 +34,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff: the provider was healthy, the crash is news.
 const STABLE_RUN: Duration = Duration::from_secs(60);
 /// How long a provider has to stop after its stdin closes before it is killed.
-pub const PROVIDER_STOP_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const PROVIDER_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Hours a credential handed to a supervised provider is valid.
 const CREDENTIAL_HOURS: u32 = 24 * 7;
 
@@ -63,7 +63,7 @@ pub(crate) struct SupervisorConfig {
     pub(crate) nats_url: String,
     pub(crate) cluster: ClusterKey,
     /// Directories provider binaries may come from; none: `provider.start` is refused.
-    pub(crate) allowed_dirs: Vec<PathBuf>,
+    pub(crate) allowed_dirs: AllowedDirs,
 }
 
 /// A provider's process and its stdin, held apart: tokio closes a child's stdin when it is
@@ -81,6 +81,9 @@ struct Supervised {
     stop: CancellationToken,
     /// The request id of the `provider.stop` that ends it.
     stop_request: String,
+    /// Asks the task to kill the running process and start it again, and says why.
+    restart: Arc<tokio::sync::Notify>,
+    restart_reason: String,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -135,6 +138,7 @@ impl Supervisor {
         validate_id("provider id", &cmd.provider_id).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
         let binary = self.allowed_binary(&cmd.binary)?;
         let stop = CancellationToken::new();
+        let restart = Arc::new(tokio::sync::Notify::new());
         {
             let mut providers = lock(&self.providers);
             if providers.contains_key(&cmd.provider_id) {
@@ -149,6 +153,8 @@ impl Supervisor {
                 restarts: 0,
                 stop: stop.clone(),
                 stop_request: String::new(),
+                restart: restart.clone(),
+                restart_reason: String::new(),
                 task: None,
             };
             providers.insert(cmd.provider_id.clone(), entry);
@@ -162,6 +168,7 @@ impl Supervisor {
             binary,
             provider_config: cmd.config.clone(),
             stop,
+            restart,
         };
         // The first start is the command's answer; later ones are the task's business.
         let child = match run.spawn(0).await {
@@ -203,6 +210,17 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Kill a supervised provider's process so that it starts again (after the usual backoff),
+    /// for `reason`; false when it is not supervised here or is not running.
+    pub(crate) fn restart(&self, provider_id: &str, reason: String) -> bool {
+        let mut providers = lock(&self.providers);
+        // One waiting to be restarted already is being restarted.
+        let Some(entry) = providers.get_mut(provider_id).filter(|e| e.pid.is_some()) else { return false };
+        entry.restart_reason = reason;
+        entry.restart.notify_one();
+        true
+    }
+
     /// Stop every supervised provider (the host is stopping).
     pub(crate) async fn stop_all(&self) {
         let ids: Vec<String> = lock(&self.providers).keys().cloned().collect();
@@ -213,22 +231,10 @@ impl Supervisor {
 
     /// `binary`, resolved, if it lies under an allowed directory.
     fn allowed_binary(&self, binary: &str) -> Result<PathBuf, SupervisorError> {
-        if self.config.allowed_dirs.is_empty() {
-            return Err(SupervisorError::Invalid(format!(
-                "host {} runs no provider binaries: start it with --allow-file-dir DIR",
-                self.config.host_id
-            )));
-        }
-        let path = std::fs::canonicalize(binary)
-            .map_err(|e| SupervisorError::Invalid(format!("cannot find provider binary {binary}: {e}")))?;
-        if !self.config.allowed_dirs.iter().any(|dir| path.starts_with(dir)) {
-            return Err(SupervisorError::Invalid(format!(
-                "provider binary {} is outside the directories host {} allows",
-                path.display(),
-                self.config.host_id
-            )));
-        }
-        Ok(path)
+        self.config
+            .allowed_dirs
+            .check("provider binary", Path::new(binary), &self.config.host_id)
+            .map_err(SupervisorError::Invalid)
     }
 }
 
@@ -242,6 +248,7 @@ struct Run {
     binary: PathBuf,
     provider_config: BTreeMap<String, String>,
     stop: CancellationToken,
+    restart: Arc<tokio::sync::Notify>,
 }
 
 impl Run {
@@ -312,16 +319,20 @@ impl Run {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = tokio::time::Instant::now();
-            let status = tokio::select! {
-                status = child.process.wait() => status,
+            let reason = tokio::select! {
+                status = child.process.wait() => match status {
+                    Ok(status) => describe(status),
+                    Err(err) => format!("cannot wait for it: {err}"),
+                },
                 () = self.stop.cancelled() => {
                     self.stop_child(&mut child).await;
                     return;
                 }
-            };
-            let reason = match status {
-                Ok(status) => describe(status),
-                Err(err) => format!("cannot wait for it: {err}"),
+                () = self.restart.notified() => {
+                    // It does not answer: SIGKILL, which a stopped (SIGSTOP) process obeys too.
+                    let _ = child.process.kill().await;
+                    lock(&self.providers).get(&self.provider_id).map(|e| e.restart_reason.clone()).unwrap_or_default()
+                }
             };
             child.stdin = None;
             if let Some(entry) = lock(&self.providers).get_mut(&self.provider_id) {
@@ -397,17 +408,4 @@ fn describe(status: std::process::ExitStatus) -> String {
 
 fn lock(providers: &Mutex<HashMap<String, Supervised>>) -> std::sync::MutexGuard<'_, HashMap<String, Supervised>> {
     providers.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Canonical forms of `dirs`, the ones that exist; a directory that does not is logged.
-pub(crate) fn canonical_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
-    dirs.iter()
-        .filter_map(|dir| match std::fs::canonicalize(dir) {
-            Ok(dir) => Some(dir),
-            Err(err) => {
-                warn!(dir = %Path::new(dir).display(), cause = %err, "ignored an allowed directory that cannot be resolved");
-                None
-            }
-        })
-        .collect()
 }

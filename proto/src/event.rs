@@ -58,9 +58,11 @@ macro_rules! events {
 events! {
     HostStarted(HostStarted) => "host_started";
     HostStopped(HostStopped) => "host_stopped";
+    HostHeartbeat(crate::ctl::HostInfo) => "host_heartbeat";
     LabelsChanged(LabelsChanged) => "labels_changed";
     ComponentScaled(ComponentScaled) => "component_scaled";
     ComponentScaleFailed(ComponentScaleFailed) => "component_scale_failed";
+    ComponentUpdated(ComponentUpdated) => "component_updated";
     ProviderStarted(ProviderStarted) => "provider_started";
     ProviderStopped(ProviderStopped) => "provider_stopped";
     ProviderStartFailed(ProviderStartFailed) => "provider_start_failed";
@@ -69,6 +71,9 @@ events! {
     LinkDeleted(LinkChanged) => "link_deleted";
     ConfigSet(ConfigChanged) => "config_set";
     ConfigDeleted(ConfigChanged) => "config_deleted";
+    HealthCheckPassed(ProviderHealth) => "health_check_passed";
+    HealthCheckFailed(ProviderHealth) => "health_check_failed";
+    HealthCheckStatus(ProviderHealth) => "health_check_status";
 }
 
 impl Event {
@@ -76,11 +81,13 @@ impl Event {
     /// caused (a host started by its operator).
     pub fn request_id(&self) -> &str {
         match self {
-            Event::HostStarted(_) => "",
+            Event::HostStarted(_) | Event::HostHeartbeat(_) => "",
+            Event::HealthCheckPassed(_) | Event::HealthCheckFailed(_) | Event::HealthCheckStatus(_) => "",
             Event::HostStopped(e) => &e.request_id,
             Event::LabelsChanged(e) => &e.request_id,
             Event::ComponentScaled(e) => &e.request_id,
             Event::ComponentScaleFailed(e) => &e.request_id,
+            Event::ComponentUpdated(e) => &e.request_id,
             Event::ProviderStarted(e) => &e.request_id,
             Event::ProviderStopped(e) => &e.request_id,
             Event::ProviderStartFailed(e) => &e.request_id,
@@ -158,6 +165,40 @@ pub struct ComponentScaleFailed {
     pub max_instances: u32,
     /// Why it failed.
     pub error: String,
+}
+
+/// `component_updated`: a new version of a component runs on a host in place of the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentUpdated {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+    /// The component.
+    pub component_id: String,
+    /// The new version's reference.
+    pub image: String,
+    /// SHA-256 of the new version's bytes, hex.
+    pub digest: String,
+    /// The digest it ran before.
+    pub previous_digest: String,
+}
+
+/// `health_check_passed` / `health_check_failed` (a provider's health changed, as one host
+/// sees it) and `health_check_status` (the same, periodically, changed or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderHealth {
+    /// The host that checked.
+    pub host_id: String,
+    /// The provider.
+    pub provider_id: String,
+    /// Whether it answered healthy within the timeout.
+    pub healthy: bool,
+    /// What it said, or why the check failed.
+    pub message: String,
+    /// Checks failed in a row (0 when healthy).
+    pub failures: u32,
 }
 
 /// `provider_started`: a supervised provider's process started (first start or restart).

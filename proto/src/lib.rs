@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod image;
 pub mod keyvalue;
 pub mod link;
 pub mod messaging;

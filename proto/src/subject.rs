@@ -222,6 +222,16 @@ pub fn data_bucket(lattice: &str) -> Result<String, ProtoError> {
     Ok(format!("FERRY_{lattice}_DATA"))
 }
 
+/// `FERRY_{lattice}_COMPONENTS`: the lattice's JetStream object store of uploaded components,
+/// each stored under the SHA-256 of its bytes (see [`crate::image`]).
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn component_store(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("FERRY_{lattice}_COMPONENTS"))
+}
+
 /// `FERRY_{lattice}_SEEN`: the lattice-wide record of state-changing invocations already
 /// carried out, kept for twice the replay window.
 ///

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_proto::{ErrorKind, ctl::ComponentStart, http::HttpRequest, link::Link};
-use ferry_tests::{Lattice, TEST_CLIENT_ID, build_component};
+use ferry_tests::{Lattice, TEST_CLIENT_ID};
 
 fn sleep_request(ms: u64) -> HttpRequest {
     HttpRequest {
@@ -25,7 +25,7 @@ async fn invocations_beyond_the_queue_are_shed_at_once_with_overloaded() -> anyh
     let start = ComponentStart {
         request_id: "bounded".into(),
         component_id: "slow".into(),
-        image: build_component("http-echo")?.display().to_string(),
+        image: lattice.image("http-echo").await?,
         max_instances: Some(1),
         config: Vec::new(),
     };

@@ -16,27 +16,14 @@ use ferry_proto::{
         HostInventory, HostPing, HostStop, LabelDel, LabelPut, LinkDelCommand, LinkGetCommand, LinkPutCommand,
     },
     event::{CloudEvent, Event},
-    http::HttpRequest,
     link::{Link, LinkKey},
     subject,
 };
 use futures::StreamExt as _;
 
-use ferry_tests::{Lattice, TEST_CLIENT_ID};
+use ferry_tests::{Lattice, TEST_CLIENT_ID, get};
 
 const GATHER: Duration = Duration::from_secs(2);
-
-fn get(path: &str) -> HttpRequest {
-    HttpRequest {
-        method: "GET".into(),
-        scheme: "http".into(),
-        authority: "localhost".into(),
-        path_with_query: path.into(),
-        headers: Vec::new(),
-        body: Vec::new(),
-        body_stream: None,
-    }
-}
 
 /// A raw request on `subject`, its reply decoded as a control response.
 async fn raw(lattice: &Lattice, subject: String, body: &[u8]) -> anyhow::Result<CtlResponse> {

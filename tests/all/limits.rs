@@ -4,28 +4,16 @@
 
 use std::time::Duration;
 
-use ferry_proto::{ctl::ComponentStart, http::HttpRequest, link::Link};
-use ferry_tests::{Lattice, TEST_CLIENT_ID, build_component};
+use ferry_proto::{ctl::ComponentStart, link::Link};
+use ferry_tests::{Lattice, TEST_CLIENT_ID, get};
 use serde_json::json;
-
-fn get(path: &str) -> HttpRequest {
-    HttpRequest {
-        method: "GET".into(),
-        scheme: "http".into(),
-        authority: "localhost".into(),
-        path_with_query: path.into(),
-        headers: Vec::new(),
-        body: Vec::new(),
-        body_stream: None,
-    }
-}
 
 /// Start test component `name` as `id` on host `host_id`, callable by the test client.
 async fn start_on(lattice: &Lattice, name: &str, id: &str, host_id: &str) -> anyhow::Result<()> {
     let start = ComponentStart {
         request_id: format!("start-{id}"),
         component_id: id.into(),
-        image: build_component(name)?.display().to_string(),
+        image: lattice.image(name).await?,
         max_instances: Some(4),
         config: Vec::new(),
     };

@@ -20,3 +20,4 @@ mod security;
 mod supervision;
 mod timeouts;
 mod up;
+mod update;

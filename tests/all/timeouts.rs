@@ -171,7 +171,7 @@ async fn a_guest_stuck_after_its_response_head_is_stopped_at_the_deadline() -> a
     let start = ferry_proto::ctl::ComponentStart {
         request_id: "one".into(),
         component_id: "echo".into(),
-        image: ferry_tests::build_component("http-echo")?.display().to_string(),
+        image: lattice.image("http-echo").await?,
         max_instances: Some(1),
         config: Vec::new(),
     };

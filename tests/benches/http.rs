@@ -261,7 +261,11 @@ async fn ferry(wasm: &Path, duration: Duration) -> anyhow::Result<(Vec<Sample>, 
     let cmd = ferry_proto::ctl::ComponentStart {
         request_id: "bench".into(),
         component_id: "hello".into(),
-        image: wasm.display().to_string(),
+        image: ferry_lattice::ComponentStore::open(&lattice.raw, &lattice.name)
+            .await?
+            .upload(&std::fs::read(wasm)?)
+            .await?
+            .to_string(),
         max_instances: Some(100),
         config: Vec::new(),
     };

@@ -24,6 +24,19 @@ fn log_filter(default: &str) -> String {
     std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| default.to_owned())
 }
 
+/// A `GET path` for [`LatticeClient::handle_http`], as an http-server provider would send it.
+pub fn get(path: &str) -> HttpRequest {
+    HttpRequest {
+        method: "GET".into(),
+        scheme: "http".into(),
+        authority: "localhost".into(),
+        path_with_query: path.into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        body_stream: None,
+    }
+}
+
 /// One lattice with one host.
 pub struct Lattice {
     /// The NATS server.
@@ -139,11 +152,10 @@ impl Lattice {
         config: &[&str],
         host_id: Option<&str>,
     ) -> anyhow::Result<()> {
-        let wasm = build_component(name)?;
         let cmd = ComponentStart {
             request_id: format!("start-{id}"),
             component_id: id.to_owned(),
-            image: wasm.display().to_string(),
+            image: self.image(name).await?,
             max_instances: Some(50),
             config: config.iter().map(|c| (*c).to_owned()).collect(),
         };
@@ -152,6 +164,17 @@ impl Lattice {
             bail!("component start failed: {}", resp.message);
         }
         Ok(())
+    }
+
+    /// Build test component `name` and upload it into the lattice's component store, as
+    /// `ferry ctl` does with a local file; returns its reference (`sha256:…`).
+    ///
+    /// # Errors
+    /// When building or uploading fails.
+    pub async fn image(&self, name: &str) -> anyhow::Result<String> {
+        let bytes = std::fs::read(build_component(name)?)?;
+        let store = ferry_lattice::ComponentStore::open(&self.raw, &self.name).await?;
+        Ok(store.upload(&bytes).await?.to_string())
     }
 
     /// A credential for `provider_id`, valid for two hours.

@@ -16,6 +16,6 @@ mod lattice;
 mod process;
 mod servers;
 
-pub use lattice::{Lattice, TEST_CLIENT_ID};
+pub use lattice::{Lattice, TEST_CLIENT_ID, get};
 pub use process::{Process, binary, build_component, build_example};
 pub use servers::{NatsServer, RedisServer, free_port};

@@ -1,8 +1,8 @@
-//! `component.start|scale|stop|list`, over the host's components service.
+//! `component.start|scale|update|stop|list`, over the host's components service.
 
 use ferry_proto::ctl::{
     ComponentList, ComponentScale, ComponentScaled, ComponentStart, ComponentStarted, ComponentStop, ComponentStopped,
-    CtlResponse, HostComponents,
+    ComponentUpdate, ComponentUpdated, CtlResponse, HostComponents,
 };
 
 use super::Services;
@@ -28,6 +28,23 @@ pub(super) async fn scale(services: &Services, cmd: ComponentScale) -> CtlRespon
             ),
             scaled,
         ),
+        Err(err) => CtlResponse::fail(cmd.request_id, err.to_string()),
+    }
+}
+
+pub(super) async fn update(services: &Services, cmd: ComponentUpdate) -> CtlResponse<ComponentUpdated> {
+    match services.components.update(&cmd).await {
+        Ok(updated) => {
+            let message = if updated.previous_digest == updated.component.digest {
+                format!("component {} already runs {}", updated.component_id, updated.component.image)
+            } else {
+                format!(
+                    "component {} updated from {} to {} on host {}",
+                    updated.component_id, updated.previous_image, updated.component.image, updated.host_id
+                )
+            };
+            CtlResponse::ok(cmd.request_id, message, updated)
+        }
         Err(err) => CtlResponse::fail(cmd.request_id, err.to_string()),
     }
 }

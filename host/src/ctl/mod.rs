@@ -111,6 +111,7 @@ async fn route(services: &Services, subject: &str, payload: &[u8]) -> CtlRespons
         CommandKind::LabelDel => handle(payload, |cmd| host::label_del(services, cmd)).await,
         CommandKind::ComponentStart => handle(payload, |cmd| component::start(services, cmd)).await,
         CommandKind::ComponentScale => handle(payload, |cmd| component::scale(services, cmd)).await,
+        CommandKind::ComponentUpdate => handle(payload, |cmd| component::update(services, cmd)).await,
         CommandKind::ComponentStop => handle(payload, |cmd| component::stop(services, cmd)).await,
         CommandKind::ComponentList => handle(payload, |cmd| component::list(services, cmd)).await,
         CommandKind::ProviderStart => handle(payload, |cmd| provider::start(services, cmd)).await,

@@ -1,4 +1,4 @@
-//! Commands about components: start, scale, stop, list.
+//! Commands about components: start, scale, update, stop, list.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,8 @@ pub struct ComponentStart {
     pub request_id: String,
     /// The id the component serves on.
     pub component_id: String,
-    /// Where to load it from: a file path on the host.
+    /// What to run: `sha256:{hex}` for a component uploaded into the lattice, or
+    /// `file:{absolute path}` under a directory the host allows (see [`crate::image`]).
     pub image: String,
     /// Upper bound of concurrently running instances on the host (default 100).
     #[serde(default)]
@@ -25,7 +26,7 @@ pub struct ComponentStart {
 pub struct ComponentDescription {
     /// The component id.
     pub component_id: String,
-    /// Where it was loaded from.
+    /// Its reference, normalized (`sha256:…`, `file:…`).
     pub image: String,
     /// SHA-256 of its bytes, hex.
     pub digest: String,
@@ -68,6 +69,35 @@ pub struct ComponentScaled {
     pub previous: u32,
     /// The bound now (0: stopped).
     pub max_instances: u32,
+}
+
+/// `component.update`: run a new version of a component on a host in place of the old one.
+/// Calls that reached the old version finish on it; every later call meets the new one, so
+/// nothing in flight fails. Its id, bound and configs stay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentUpdate {
+    /// Echoed in the reply and in events.
+    #[serde(default)]
+    pub request_id: String,
+    /// Which component.
+    pub component_id: String,
+    /// The new version's reference, as in [`ComponentStart::image`].
+    pub image: String,
+}
+
+/// The answer to `component.update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentUpdated {
+    /// The host.
+    pub host_id: String,
+    /// Which component.
+    pub component_id: String,
+    /// The reference it ran before.
+    pub previous_image: String,
+    /// The digest it ran before.
+    pub previous_digest: String,
+    /// What runs now.
+    pub component: ComponentDescription,
 }
 
 /// `component.stop`: stop serving a component on a host (`component.scale` to 0).

@@ -126,6 +126,7 @@ commands! {
     LabelDel: LabelDel => "label"."del", OneHost, Labels;
     ComponentStart: ComponentStart => "component"."start", AnyHost, ComponentStarted;
     ComponentScale: ComponentScale => "component"."scale", OneHost, ComponentScaled;
+    ComponentUpdate: ComponentUpdate => "component"."update", OneHost, ComponentUpdated;
     ComponentStop: ComponentStop => "component"."stop", OneHost, ComponentStopped;
     ComponentList: ComponentList => "component"."list", EveryHost, HostComponents;
     ProviderStart: ProviderStart => "provider"."start", AnyHost, ProviderStarted;

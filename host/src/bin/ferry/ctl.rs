@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ferry_proto::{
     ctl::{
-        Command, ComponentList, ComponentScale, ComponentStart, ComponentStop, ConfigDelCommand, ConfigGetCommand,
-        ConfigPutCommand, CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand, ProviderStart, ProviderStop,
+        Command, ComponentList, ComponentScale, ComponentStart, ComponentStop, ComponentUpdate, ConfigDelCommand,
+        ConfigGetCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkGetCommand, LinkPutCommand, ProviderStart,
+        ProviderStop,
     },
     link::{Link, LinkKey},
 };
@@ -64,9 +65,11 @@ enum ProviderCmd {
 
 #[derive(Subcommand)]
 enum ComponentCmd {
-    /// Start the component at PATH (a file on the host) under ID.
+    /// Start IMAGE under ID. IMAGE is a local .wasm file, uploaded into the lattice first; or a
+    /// reference: `sha256:HEX` (uploaded before), `file:/PATH` (a file on the host, under a
+    /// directory it allows).
     Start {
-        path: String,
+        image: String,
         id: String,
         /// Upper bound of concurrently running instances.
         #[arg(long)]
@@ -78,6 +81,9 @@ enum ComponentCmd {
     /// Let up to MAX_INSTANCES instances of component ID run at once on the host (--host-id);
     /// 0 stops it there.
     Scale { id: String, max_instances: u32 },
+    /// Run IMAGE (as for `start`) in place of what component ID runs, on --host-id or on every
+    /// host that runs it; calls in flight finish on the old version.
+    Update { id: String, image: String },
     /// Stop the component ID on the host (--host-id).
     Stop { id: String },
     /// List the components of every host, or of --host-id.
@@ -155,10 +161,18 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let host = args.host_id.as_deref();
     let response = match args.command {
-        Resource::Component(ComponentCmd::Start { path, id, max_instances, config }) => {
-            let image = std::fs::canonicalize(&path).map(|p| p.display().to_string()).unwrap_or(path);
+        Resource::Component(ComponentCmd::Start { image, id, max_instances, config }) => {
+            let image = reference(&nats, &args.lattice, &image).await?;
             let cmd = ComponentStart { request_id, component_id: id, image, max_instances, config };
             send(&client, &cmd, host).await
+        }
+        Resource::Component(ComponentCmd::Update { id, image }) => {
+            let image = reference(&nats, &args.lattice, &image).await?;
+            let cmd = ComponentUpdate { request_id, component_id: id, image };
+            match host {
+                Some(_) => send(&client, &cmd, host).await,
+                None => update_everywhere(&client, cmd).await,
+            }
         }
         Resource::Component(ComponentCmd::Scale { id, max_instances }) => {
             send(&client, &ComponentScale { request_id, component_id: id, max_instances }, host).await
@@ -225,6 +239,48 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}", response.message);
     }
     Ok(())
+}
+
+/// The reference to send for IMAGE: a reference as given, or a local file uploaded into the
+/// lattice's component store.
+async fn reference(nats: &async_nats::Client, lattice: &str, image: &str) -> anyhow::Result<String> {
+    if image.starts_with("sha256:") || image.starts_with("file:") {
+        return Ok(image.to_owned());
+    }
+    let bytes = std::fs::read(image).with_context(|| {
+        format!("cannot read {image} (name a local .wasm file, or a reference: sha256:HEX, file:/PATH on the host)")
+    })?;
+    let store = ferry_lattice::ComponentStore::open(nats, lattice).await?;
+    let reference = store.upload(&bytes).await?.to_string();
+    eprintln!("uploaded {image} ({} bytes) as {reference}", bytes.len());
+    Ok(reference)
+}
+
+/// `component.update` on every host that runs the component: one reply per host, success
+/// when every one of them took it.
+async fn update_everywhere(client: &ferry_lattice::CtlClient, cmd: ComponentUpdate) -> anyhow::Result<CtlResponse> {
+    let lists = client.gather(&ComponentList { request_id: cmd.request_id.clone() }, Duration::from_secs(2)).await?;
+    let hosts: Vec<String> = lists
+        .into_iter()
+        .filter_map(|l| l.data)
+        .filter(|l| l.components.iter().any(|c| c.component_id == cmd.component_id))
+        .map(|l| l.host_id)
+        .collect();
+    if hosts.is_empty() {
+        return Ok(CtlResponse::fail(cmd.request_id, format!("no host runs component {}", cmd.component_id)));
+    }
+    let mut replies = Vec::new();
+    for host in &hosts {
+        replies.push(client.send(&cmd, Some(host)).await?);
+    }
+    let failed = replies.iter().filter(|r| !r.success).count();
+    let message = format!("{} of {} host(s) updated component {}", hosts.len() - failed, hosts.len(), cmd.component_id);
+    let data = serde_json::to_value(&replies)?;
+    Ok(if failed == 0 {
+        CtlResponse::ok(cmd.request_id, message, data)
+    } else {
+        CtlResponse::fail_with(cmd.request_id, message, data)
+    })
 }
 
 /// Send one command and take its reply as JSON, for printing.

@@ -72,9 +72,23 @@ struct HostArgs {
     #[arg(long, default_value_t = 256)]
     max_queued_invocations: u32,
     /// A directory whose files control commands may name: provider binaries for
-    /// `provider.start`; repeatable. Without one the host starts no provider.
+    /// `provider.start`, `file:` component references; repeatable. Without one the host starts
+    /// no provider and runs only components uploaded into the lattice.
     #[arg(long = "allow-file-dir", value_name = "DIR")]
     allow_file_dirs: Vec<std::path::PathBuf>,
+    /// Time between health checks of the providers this host supervises or its components
+    /// link to, in milliseconds.
+    #[arg(long, env = "FERRY_HEALTH_INTERVAL_MS", default_value_t = 30_000)]
+    health_interval_ms: u64,
+    /// How long one health check waits for an answer, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    health_timeout_ms: u64,
+    /// Failed health checks in a row after which a supervised provider is restarted; 0: never.
+    #[arg(long, default_value_t = 3)]
+    health_restart_after: u32,
+    /// Time between host_heartbeat events, in milliseconds.
+    #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
+    heartbeat_interval_ms: u64,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -98,6 +112,13 @@ async fn main() -> anyhow::Result<()> {
                     queued_invocations: args.max_queued_invocations,
                     ..ferry_host::Limits::default()
                 });
+            builder = builder
+                .health_checks(
+                    Duration::from_millis(args.health_interval_ms),
+                    Duration::from_millis(args.health_timeout_ms),
+                    args.health_restart_after,
+                )
+                .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms));
             if let Some(seed) = args.seed.resolve()? {
                 builder = builder.cluster_seed(seed);
             }

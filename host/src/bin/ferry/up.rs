@@ -144,16 +144,18 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 config,
             };
             let resp = ctl.send(&start, Some(host.id())).await?;
-            let started = resp
-                .data
-                .filter(|_| resp.success)
-                .with_context(|| format!("failed to start the {name} (build the workspace binaries first): {}", resp.message))?;
+            let started = resp.data.filter(|_| resp.success).with_context(|| {
+                format!("failed to start the {name} (build the workspace binaries first): {}", resp.message)
+            })?;
             eprintln!("ferry up: started {name} (pid {})", started.provider.pid.unwrap_or_default());
         }
+        let bytes =
+            std::fs::read(&component).with_context(|| format!("failed to read component {}", component.display()))?;
+        let image = ferry_lattice::ComponentStore::open(&nats, &args.lattice).await?.upload(&bytes).await?;
         let start = ComponentStart {
             request_id: "ferry-up".into(),
             component_id: args.component_id.clone(),
-            image: component.display().to_string(),
+            image: image.to_string(),
             max_instances: None,
             config: Vec::new(),
         };
