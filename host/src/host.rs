@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
+use ferry_lattice::replay::ReplayRecord;
 use ferry_proto::{
     auth::{ClusterKey, ReplayGuard},
     event::{Event, HostStarted, HostStopped},
@@ -16,7 +17,7 @@ use crate::{
     allowed::AllowedDirs,
     capability,
     components::{Components, Runtime, Sources},
-    ctl::{self, Services},
+    ctl::{self, CommandAuth, Services},
     engine,
     events::Events,
     health::{HealthConfig, HealthMonitor},
@@ -43,6 +44,7 @@ pub struct HostBuilder {
     limits: Limits,
     allowed_dirs: Vec<std::path::PathBuf>,
     health: HealthConfig,
+    operators: Vec<String>,
 }
 
 impl HostBuilder {
@@ -57,7 +59,16 @@ impl HostBuilder {
             limits: Limits::default(),
             allowed_dirs: Vec::new(),
             health: HealthConfig::default(),
+            operators: Vec::new(),
         }
+    }
+
+    /// An operator public key (`O…`, from `ferry keys operator`) whose signed commands this host
+    /// obeys; repeatable. Given one, the host refuses every command not signed by one of them;
+    /// given none, it obeys anyone who can publish on its control subjects.
+    pub fn operator_key(mut self, public_key: impl Into<String>) -> Self {
+        self.operators.push(public_key.into());
+        self
     }
 
     /// The lattice's cluster seed (`SC…`); without one, a fresh key is generated, which only
@@ -117,6 +128,11 @@ impl HostBuilder {
     /// rejects the configuration.
     pub async fn build(self) -> Result<Host, HostError> {
         ferry_proto::subject::validate_id("lattice", &self.lattice)?;
+        for key in &self.operators {
+            if !key.starts_with('O') || nkeys::KeyPair::from_public_key(key).is_err() {
+                return Err(HostError::Invalid(format!("{key:?} is not an operator public key (O…)")));
+            }
+        }
         let cluster = match &self.cluster_seed {
             Some(seed) => ClusterKey::from_seed(seed)?,
             None => {
@@ -163,12 +179,14 @@ impl HostBuilder {
             allowed_dirs: allowed,
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
+        let auth = CommandAuth::new(self.operators, ReplayRecord::new(nats.clone(), &self.lattice));
         let services = Arc::new(Services {
             identity: Arc::new(Identity::new(id, self.lattice, self.labels)),
             components,
             providers,
             links,
             events,
+            auth,
             stop_requested: CancellationToken::new(),
             stop_request_id: std::sync::Mutex::default(),
         });
@@ -252,6 +270,9 @@ impl Host {
         }
         .spawn(inner.stop.clone());
         let identity = &inner.services.identity;
+        if !inner.services.auth.required() {
+            warn!("no operator key given: this host obeys anyone who can publish on its control subjects");
+        }
         info!(host_id = %identity.id, lattice = %identity.lattice, cluster_key = %self.cluster_public_key(), "host ready");
         let started =
             HostStarted { host_id: identity.id.clone(), labels: identity.labels(), version: VERSION.to_owned() };

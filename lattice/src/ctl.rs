@@ -1,10 +1,11 @@
 //! A client for the control interface, used by `ferry ctl` and by programs that drive a
 //! lattice. Commands are the typed ones of [`ferry_proto::ctl`]; their subjects and reply
-//! types come from there.
+//! types come from there. Given an operator key, the client signs every command
+//! ([`ferry_proto::ctl::operator`]), as hosts that obey operators require.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use ferry_proto::ctl::{Command, CtlResponse};
+use ferry_proto::ctl::{Command, CtlResponse, operator::OperatorKey};
 use futures::StreamExt as _;
 
 use crate::LatticeError;
@@ -15,12 +16,31 @@ pub struct CtlClient {
     nats: async_nats::Client,
     lattice: String,
     timeout: Duration,
+    operator: Option<Arc<OperatorKey>>,
 }
 
 impl CtlClient {
     /// A client for `lattice` on an existing connection; commands wait `timeout` for a reply.
     pub fn new(nats: async_nats::Client, lattice: impl Into<String>, timeout: Duration) -> Self {
-        Self { nats, lattice: lattice.into(), timeout }
+        Self { nats, lattice: lattice.into(), timeout, operator: None }
+    }
+
+    /// The same client, signing every command with `operator`.
+    #[must_use]
+    pub fn with_operator(mut self, operator: OperatorKey) -> Self {
+        self.operator = Some(Arc::new(operator));
+        self
+    }
+
+    /// The signature headers for `body` on `subject`; none without an operator key.
+    fn headers(&self, subject: &str, body: &[u8]) -> Result<async_nats::HeaderMap, LatticeError> {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(operator) = &self.operator {
+            for (name, value) in operator.sign(subject, body)? {
+                headers.insert(name, value.as_str());
+            }
+        }
+        Ok(headers)
     }
 
     /// The lattice.
@@ -58,7 +78,11 @@ impl CtlClient {
         let body = serde_json::to_vec(command).map_err(|e| LatticeError::Invalid(e.to_string()))?;
         let inbox = self.nats.new_inbox();
         let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(LatticeError::nats)?;
-        self.nats.publish_with_reply(subject, inbox, body.into()).await.map_err(LatticeError::nats)?;
+        let headers = self.headers(&subject, &body)?;
+        self.nats
+            .publish_with_reply_and_headers(subject, inbox, headers, body.into())
+            .await
+            .map_err(LatticeError::nats)?;
         self.nats.flush().await.map_err(LatticeError::nats)?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut answers = Vec::new();
@@ -72,15 +96,16 @@ impl CtlClient {
         Ok(answers)
     }
 
-    /// Send `body` as it is on `subject` and return the raw reply: for tools that relay
-    /// commands, and for testing how hosts treat bad input.
+    /// Send `body` as it is on `subject` (signed, with an operator key) and return the raw
+    /// reply: for tools that relay commands, and for testing how hosts treat bad input.
     ///
     /// # Errors
     /// [`LatticeError::Nats`] when no host answers in time.
     pub async fn request_raw(&self, subject: String, body: Vec<u8>) -> Result<bytes::Bytes, LatticeError> {
         // The request's own timeout, not the connection's default (10 s in async-nats), so
         // `--timeout-ms` holds whichever is longer.
-        let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
+        let headers = self.headers(&subject, &body)?;
+        let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(self.timeout));
         let reply = tokio::time::timeout(self.timeout, self.nats.send_request(subject.clone(), request))
             .await
             .map_err(|_| LatticeError::Nats(format!("no host answered {subject} within {:?}", self.timeout)))?

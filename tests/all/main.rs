@@ -14,6 +14,7 @@ mod lattice_state;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod operator;
 mod replay;
 mod secrets;
 mod security;

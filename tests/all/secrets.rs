@@ -70,7 +70,7 @@ async fn the_cli_takes_secrets_from_files_stdin_and_the_environment() -> anyhow:
     let ctl = |args: &[&str]| {
         let mut command = Command::new(binary("ferry")?);
         command.args(["ctl", "--nats-url", &lattice.nats.url, "--lattice", &lattice.name, "config", "put"]);
-        command.args(args).env("FERRY_TEST_TOKEN", "from-env");
+        command.args(args).env("FERRY_TEST_TOKEN", "from-env").env("FERRY_OPERATOR_SEED", &lattice.operator_seed);
         let output = command.output()?;
         anyhow::ensure!(output.status.success(), "ferry ctl failed: {}", String::from_utf8_lossy(&output.stderr));
         anyhow::Ok(())

@@ -1,5 +1,6 @@
-//! A lattice for one test: its own NATS server, one `ferry host` process, a cluster key, a
-//! control client and a signed lattice client acting as the provider [`TEST_CLIENT_ID`].
+//! A lattice for one test: its own NATS server, one `ferry host` process, a cluster key, an
+//! operator key its hosts obey, a control client signing with it and a signed lattice client
+//! acting as the provider [`TEST_CLIENT_ID`].
 
 use std::{process::Command, time::Duration};
 
@@ -8,7 +9,10 @@ use ferry_lattice::{CtlClient, LatticeClient};
 use ferry_proto::RpcError;
 use ferry_proto::{
     auth::ClusterKey,
-    ctl::{ComponentStart, ConfigDelCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand, LinkSet},
+    ctl::{
+        ComponentStart, ConfigDelCommand, ConfigPutCommand, CtlResponse, LinkDelCommand, LinkPutCommand, LinkSet,
+        operator::OperatorKey,
+    },
     http::{Header, HttpRequest},
     link::{Link, LinkKey},
 };
@@ -51,7 +55,9 @@ pub struct Lattice {
     pub seed: String,
     /// The cluster key, to issue credentials and sign as a host.
     pub cluster: ClusterKey,
-    /// Control interface client.
+    /// The operator seed whose commands the hosts obey (`SO…`).
+    pub operator_seed: String,
+    /// Control interface client, signing as the operator.
     pub ctl: CtlClient,
     /// Signed client acting as [`TEST_CLIENT_ID`].
     pub client: LatticeClient,
@@ -60,18 +66,22 @@ pub struct Lattice {
     rpc_timeout: Duration,
 }
 
-/// Start `ferry host` (with `extra` arguments) and wait until it is ready; returns it with its
-/// host id.
-async fn spawn_host(
-    url: &str,
-    lattice: &str,
-    seed: &str,
+/// How a test lattice's hosts are started.
+struct HostSetup<'a> {
+    url: &'a str,
+    lattice: &'a str,
+    seed: &'a str,
+    operator: &'a str,
     rpc_timeout: Duration,
-    extra: &[&str],
-) -> anyhow::Result<(Process, String)> {
+}
+
+/// Start `ferry host` (with `extra` arguments), obeying the operator `setup.operator`, and wait
+/// until it is ready; returns it with its host id.
+async fn spawn_host(setup: &HostSetup<'_>, extra: &[&str]) -> anyhow::Result<(Process, String)> {
+    let HostSetup { url, lattice, seed, operator, rpc_timeout } = *setup;
     let mut command = Command::new(binary("ferry")?);
     command
-        .args(["host", "--nats-url", url, "--lattice", lattice, "--rpc-timeout-ms"])
+        .args(["host", "--nats-url", url, "--lattice", lattice, "--operator-key", operator, "--rpc-timeout-ms"])
         .arg(rpc_timeout.as_millis().to_string())
         .args(extra)
         .env("FERRY_CLUSTER_SEED", seed)
@@ -112,16 +122,19 @@ impl Lattice {
     /// When a process does not start.
     pub async fn start_on(nats: NatsServer, rpc_timeout: Duration) -> anyhow::Result<Self> {
         let (cluster, seed) = ClusterKey::generate()?;
+        let (operator, operator_seed) = OperatorKey::generate()?;
         let name = "test".to_owned();
-        let (host, host_id) = spawn_host(&nats.url, &name, &seed, rpc_timeout, &[]).await?;
+        let setup =
+            HostSetup { url: &nats.url, lattice: &name, seed: &seed, operator: &operator.public_key(), rpc_timeout };
+        let (host, host_id) = spawn_host(&setup, &[]).await?;
         let raw = async_nats::connect(&nats.url).await?;
-        let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60));
+        let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60)).with_operator(operator);
         let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
         // The client waits at least as long as the host lets a capability call take: a call that
         // streams a large object legitimately runs long on a loaded machine.
         let call_timeout = rpc_timeout.max(Duration::from_secs(30));
         let client = LatticeClient::connect(&nats.url, &name, &credential, Some(call_timeout)).await?;
-        Ok(Self { nats, host, host_id, name, seed, cluster, ctl, client, raw, rpc_timeout })
+        Ok(Self { nats, host, host_id, name, seed, cluster, operator_seed, ctl, client, raw, rpc_timeout })
     }
 
     /// Start one more host on this lattice; returns the process and its host id.
@@ -137,7 +150,15 @@ impl Lattice {
     /// # Errors
     /// When it does not start.
     pub async fn start_host_with(&self, extra: &[&str]) -> anyhow::Result<(Process, String)> {
-        spawn_host(&self.nats.url, &self.name, &self.seed, self.rpc_timeout, extra).await
+        let operator = OperatorKey::from_seed(&self.operator_seed)?.public_key();
+        let setup = HostSetup {
+            url: &self.nats.url,
+            lattice: &self.name,
+            seed: &self.seed,
+            operator: &operator,
+            rpc_timeout: self.rpc_timeout,
+        };
+        spawn_host(&setup, extra).await
     }
 
     /// [`Lattice::start_component`] on the host `host_id` (any host when `None`), without the

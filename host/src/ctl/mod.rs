@@ -4,6 +4,7 @@
 //! one host (a host refuses a command addressed to another). A router here and a file per
 //! resource; no lifecycle lives in this module.
 
+mod auth;
 mod component;
 mod host;
 mod link;
@@ -19,6 +20,7 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub(crate) use self::auth::CommandAuth;
 use crate::{
     HostError, components::Components, events::Events, identity::Identity, links::Links, supervisor::Supervisor,
 };
@@ -33,6 +35,8 @@ pub(crate) struct Services {
     pub(crate) providers: Arc<Supervisor>,
     pub(crate) links: Links,
     pub(crate) events: Events,
+    /// The operators this host obeys.
+    pub(crate) auth: CommandAuth,
     /// Cancelled by `host.stop`: the host then stops as on a signal.
     pub(crate) stop_requested: CancellationToken,
     /// The request id of the `host.stop` that stopped the host.
@@ -69,7 +73,13 @@ pub(crate) async fn serve(
             // Each command runs on its own task: a slow component compile never blocks a link
             // or config command.
             tokio::spawn(async move {
-                let response = route(&services, msg.subject.as_str(), &msg.payload).await;
+                let response = match authorize(&services, &msg).await {
+                    Ok(()) => route(&services, msg.subject.as_str(), &msg.payload).await,
+                    Err(reason) => {
+                        warn!(subject = %msg.subject, %reason, "refused a control command");
+                        CtlResponse::fail(request_id_of(&msg.payload), reason)
+                    }
+                };
                 if response.success {
                     debug!(subject = %msg.subject, request_id = %response.request_id, "control command done");
                 } else {
@@ -88,6 +98,28 @@ pub(crate) async fn serve(
             });
         }
     }))
+}
+
+/// Check the command's operator signature (when this host requires one).
+async fn authorize(services: &Services, msg: &async_nats::Message) -> Result<(), String> {
+    let identity = &services.identity;
+    // What is not a known command is refused by the router and changes nothing either way.
+    let Some(kind) = subject::parse_ctl(&identity.lattice, msg.subject.as_str())
+        .and_then(|(resource, verb, _)| CommandKind::parse(resource, verb))
+    else {
+        return Ok(());
+    };
+    services.auth.check(kind, msg.subject.as_str(), msg.headers.as_ref(), &msg.payload).await
+}
+
+/// The request id a command body carries, for replies to commands refused before decoding.
+fn request_id_of(payload: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct RequestId {
+        #[serde(default)]
+        request_id: String,
+    }
+    serde_json::from_slice::<RequestId>(payload).map(|r| r.request_id).unwrap_or_default()
 }
 
 async fn route(services: &Services, subject: &str, payload: &[u8]) -> CtlResponse {

@@ -10,6 +10,7 @@ mod component;
 mod config;
 mod host;
 mod link;
+pub mod operator;
 mod provider;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -99,6 +100,18 @@ macro_rules! commands {
             /// Who answers it.
             pub fn scope(self) -> Scope {
                 match self { $(CommandKind::$kind => Scope::$scope,)* }
+            }
+
+            /// Whether it only reads: running it twice changes nothing.
+            pub fn is_read_only(self) -> bool {
+                matches!(
+                    self,
+                    CommandKind::HostPing
+                        | CommandKind::HostInventory
+                        | CommandKind::ComponentList
+                        | CommandKind::LinkGet
+                        | CommandKind::ConfigGet
+                )
             }
         }
 

@@ -28,6 +28,9 @@ pub(crate) struct CtlArgs {
     /// How long to wait for a reply, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
+    /// The operator key commands are signed with.
+    #[command(flatten)]
+    operator: crate::secret::OperatorSeedArgs,
     #[command(subcommand)]
     command: Resource,
 }
@@ -157,7 +160,10 @@ fn split_package(package: &str) -> anyhow::Result<(String, String)> {
 
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let nats = ferry_lattice::NatsOptions::new(&args.nats_url, "ferry-ctl").connect().await?.client;
-    let client = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_millis(args.timeout_ms));
+    let mut client = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_millis(args.timeout_ms));
+    if let Some(operator) = args.operator.resolve()? {
+        client = client.with_operator(operator);
+    }
     let request_id = uuid::Uuid::new_v4().to_string();
     let host = args.host_id.as_deref();
     let response = match args.command {

@@ -1,4 +1,4 @@
-//! `ferry keys`: cluster seeds and provider credentials.
+//! `ferry keys`: cluster seeds, operator keys and provider credentials.
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -14,6 +14,10 @@ pub(crate) struct KeysArgs {
 enum KeysCommand {
     /// Generate a cluster seed for a new lattice; prints the seed (secret) and its public key.
     Cluster,
+    /// Generate an operator key, which signs control commands; prints the seed (secret: give it
+    /// to `ferry ctl` as FERRY_OPERATOR_SEED or --operator-seed-file) and the public key (give
+    /// it to hosts as --operator-key).
+    Operator,
     /// Issue a credential that lets a provider join a lattice for a limited time.
     Credential {
         #[command(flatten)]
@@ -34,6 +38,12 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
         KeysCommand::Cluster => {
             let (key, seed) = ClusterKey::generate().context("failed to generate cluster key")?;
+            println!("seed:       {seed}");
+            println!("public key: {}", key.public_key());
+        }
+        KeysCommand::Operator => {
+            let (key, seed) =
+                ferry_proto::ctl::operator::OperatorKey::generate().context("failed to generate operator key")?;
             println!("seed:       {seed}");
             println!("public key: {}", key.public_key());
         }

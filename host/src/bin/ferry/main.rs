@@ -24,7 +24,7 @@ enum Command {
     Host(HostArgs),
     /// Send control commands to the hosts of a lattice.
     Ctl(ctl::CtlArgs),
-    /// Generate cluster keys and provider credentials.
+    /// Generate cluster keys, operator keys and provider credentials.
     Keys(keys::KeysArgs),
     /// Start a local lattice (NATS, host, key-value provider) serving a component.
     Up(up::UpArgs),
@@ -86,6 +86,12 @@ struct HostArgs {
     /// Failed health checks in a row after which a supervised provider is restarted; 0: never.
     #[arg(long, default_value_t = 3)]
     health_restart_after: u32,
+    /// An operator public key (O…, from `ferry keys operator`) whose signed control commands
+    /// this host obeys; repeatable or comma-separated. Given one, every unsigned or wrongly
+    /// signed command is refused; given none, the host obeys anyone who can publish on its
+    /// control subjects.
+    #[arg(long = "operator-key", env = "FERRY_OPERATOR_KEYS", value_delimiter = ',', value_name = "KEY")]
+    operator_keys: Vec<String>,
     /// Time between host_heartbeat events, in milliseconds.
     #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
     heartbeat_interval_ms: u64,
@@ -127,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
             }
             for dir in args.allow_file_dirs {
                 builder = builder.allow_file_dir(dir);
+            }
+            for key in args.operator_keys {
+                builder = builder.operator_key(key);
             }
             let host = builder.build().await.context("failed to start host")?;
             host.run(ferry_lattice::shutdown_signal()).await.context("host failed")?;

@@ -29,6 +29,31 @@ impl SeedArgs {
     }
 }
 
+/// Where an operator seed comes from, for signing control commands.
+#[derive(clap::Args, Debug)]
+pub(crate) struct OperatorSeedArgs {
+    /// Sign commands with the operator seed in FERRY_OPERATOR_SEED (SO…), as hosts started
+    /// with --operator-key require.
+    #[arg(long, env = "FERRY_OPERATOR_SEED", hide_env_values = true, hide = true)]
+    operator_seed: Option<String>,
+    /// Sign commands with the operator seed in FILE (`-` for stdin).
+    #[arg(long, env = "FERRY_OPERATOR_SEED_FILE", value_name = "FILE", conflicts_with = "operator_seed")]
+    operator_seed_file: Option<PathBuf>,
+}
+
+impl OperatorSeedArgs {
+    /// The operator key, if a seed was given either way.
+    pub(crate) fn resolve(self) -> anyhow::Result<Option<ferry_proto::ctl::operator::OperatorKey>> {
+        let seed = match (self.operator_seed, self.operator_seed_file) {
+            (Some(seed), _) => seed,
+            (None, Some(path)) => read_source(&path)?,
+            (None, None) => return Ok(None),
+        };
+        let key = ferry_proto::ctl::operator::OperatorKey::from_seed(&seed).context("invalid operator seed")?;
+        Ok(Some(key))
+    }
+}
+
 /// The text of `path`, or of stdin for `-`.
 pub(crate) fn read_source(path: &PathBuf) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {

@@ -105,6 +105,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
     let component = resolve_component(args.component.as_deref())?;
     let (cluster, seed) = load_or_create_seed(&args.state_dir.join("cluster.seed"))?;
+    let operator_seed = args.state_dir.join("operator.seed");
+    let operator = load_or_create_operator(&operator_seed)?;
 
     let (nats, nats_server) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
     // The host runs the provider binaries that sit beside this one, and nothing else.
@@ -112,13 +114,15 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let host = ferry_host::HostBuilder::new(&args.nats_url, &args.lattice)
         .cluster_seed(seed)
         .allow_file_dir(&bin_dir)
+        .operator_key(operator.public_key())
         .build()
         .await
         .context("failed to build host")?;
     let host = host.start().await.context("failed to start host")?;
 
     let result = async {
-        let ctl = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120));
+        let ctl = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120))
+            .with_operator(operator);
         let blob_root = args.state_dir.join("blobs");
         let providers = [
             ("keyvalue provider", "ferry-provider-keyvalue", KEYVALUE_ID, BTreeMap::new()),
@@ -183,6 +187,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.lattice, args.nats_url, args.component_id
         );
         println!("Try:  curl http://{}/hello", args.http_address);
+        println!(
+            "Ctl:  FERRY_OPERATOR_SEED_FILE={} ferry ctl --lattice {} component list",
+            operator_seed.display(),
+            args.lattice
+        );
         println!("Stop: Ctrl-C");
         ferry_lattice::shutdown_signal().await;
         eprintln!("ferry up: stopping");
@@ -255,6 +264,18 @@ fn load_or_create_seed(path: &Path) -> anyhow::Result<(ClusterKey, String)> {
     let (key, seed) = ClusterKey::generate()?;
     write_secret(path, &seed)?;
     Ok((key, seed))
+}
+
+/// The operator key in `path`, created there (0600) on first use: it signs `ferry up`'s
+/// commands, and its host obeys nothing else.
+fn load_or_create_operator(path: &Path) -> anyhow::Result<ferry_proto::ctl::operator::OperatorKey> {
+    use ferry_proto::ctl::operator::OperatorKey;
+    if let Ok(seed) = std::fs::read_to_string(path) {
+        return OperatorKey::from_seed(&seed).with_context(|| format!("invalid operator seed in {}", path.display()));
+    }
+    let (key, seed) = OperatorKey::generate()?;
+    write_secret(path, &seed)?;
+    Ok(key)
 }
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
