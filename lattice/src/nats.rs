@@ -39,7 +39,7 @@ pub struct NatsOptions {
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum NatsAuth {
-    /// No credentials (or those in the server URL, `nats://user:pass@host`).
+    /// No credentials.
     #[default]
     None,
     /// A server token.
@@ -82,6 +82,21 @@ impl fmt::Debug for NatsOptions {
     }
 }
 
+/// `url` without its credentials, and the credentials.
+fn split_credentials(url: &str) -> (String, Option<NatsAuth>) {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else { return (url.to_owned(), None) };
+    let auth = match rest[..at].split_once(':') {
+        Some((user, password)) => NatsAuth::UserPassword { user: user.to_owned(), password: password.to_owned() },
+        None => NatsAuth::Token(rest[..at].to_owned()),
+    };
+    (format!("{scheme}{}", &rest[at + 1..]), Some(auth))
+}
+
 /// A connection and the handle that reports when it is established again.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -94,13 +109,24 @@ pub struct Connection {
 
 impl NatsOptions {
     /// Options for `servers` (one URL, or several separated by commas), named `name`.
+    /// Credentials in a URL — `nats://user:password@host` or `nats://token@host` — become the
+    /// connection's [`NatsAuth`] (async-nats itself ignores them) and are left out of the
+    /// server list, so they reach no log.
     pub fn new(servers: &str, name: impl Into<String>) -> Self {
-        Self {
-            servers: servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            name: name.into(),
-            auth: NatsAuth::None,
-            subscription_capacity: None,
-        }
+        let mut auth = NatsAuth::None;
+        let servers = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|url| {
+                let (url, found) = split_credentials(url);
+                if let (NatsAuth::None, Some(found)) = (&auth, found) {
+                    auth = found;
+                }
+                url
+            })
+            .collect();
+        Self { servers, name: name.into(), auth, subscription_capacity: None }
     }
 
     /// The same options under another connection name.
@@ -213,5 +239,26 @@ pub async fn sync_subscriptions(client: &async_nats::Client) -> Result<(), Latti
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(LatticeError::Nats("the connection closed during a round trip to the server".into())),
         Err(_) => Err(LatticeError::Nats(format!("no round trip through the server within {ROUND_TRIP_TIMEOUT:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_become_the_connections_auth_and_leave_the_server_list() {
+        let options = NatsOptions::new("nats://ferry:s3cret@10.0.0.1:4222, nats://10.0.0.2:4222", "t");
+        assert_eq!(options.servers, ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]);
+        assert!(
+            matches!(&options.auth, NatsAuth::UserPassword { user, password } if user == "ferry" && password == "s3cret")
+        );
+        let options = NatsOptions::new("nats://tok3n@127.0.0.1:4222", "t");
+        assert_eq!(options.servers, ["nats://127.0.0.1:4222"]);
+        assert!(matches!(&options.auth, NatsAuth::Token(t) if t == "tok3n"));
+        assert!(!format!("{options:?}").contains("tok3n"));
+        let options = NatsOptions::new("127.0.0.1:4222", "t");
+        assert_eq!(options.servers, ["127.0.0.1:4222"]);
+        assert!(matches!(options.auth, NatsAuth::None));
     }
 }

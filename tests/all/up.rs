@@ -74,6 +74,24 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
         assert!(body.contains(expected), "{body:?} does not say {expected:?}");
     }
 
+    // Its NATS admits only those with the token; `ferry ctl` reaches the lattice with what
+    // `ferry up` wrote to .ferry/env, signing as its operator.
+    let open = async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await;
+    assert!(open.is_err(), "ferry up's NATS admitted a client without the token");
+    let env_file = state.join("env");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&env_file)?.permissions().mode() & 0o777, 0o600);
+    let mut ctl = Command::new(binary("ferry")?);
+    ctl.args(["ctl", "component", "list"]).env_remove("FERRY_OPERATOR_SEED");
+    for line in std::fs::read_to_string(&env_file)?.lines() {
+        let (key, value) = line.split_once('=').expect("KEY=value");
+        ctl.env(key, value);
+    }
+    let output = ctl.output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"counter\""), "{output:?}");
+    assert!(!up.logs().contains(&std::fs::read_to_string(state.join("nats.token"))?), "the token reached a log");
+
     up.send_sigint();
     let exit = up.wait_exit(Duration::from_secs(40)).await;
     assert!(exit.is_some_and(|s| s.success()), "ferry up did not exit cleanly: {exit:?}\n{}", up.logs());

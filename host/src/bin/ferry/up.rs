@@ -3,6 +3,10 @@
 //! and supervised by that host, and a sample component linked to key-value and http-server.
 //! Ctrl-C stops all of it, front to back: the host stops its providers (the HTTP listener
 //! drains first) and its components, NATS goes last.
+//!
+//! Nothing of it is open to every local process: the nats-server it starts admits only
+//! clients with a token (kept in the state directory), and its host obeys only the operator
+//! key `ferry up` created there. `.ferry/env` holds what `ferry ctl` and `ferry call` need.
 
 use std::{
     collections::BTreeMap,
@@ -108,10 +112,10 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let operator_seed = args.state_dir.join("operator.seed");
     let operator = load_or_create_operator(&operator_seed)?;
 
-    let (nats, nats_server) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
+    let (nats, nats_server, nats_url) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
     // The host runs the provider binaries that sit beside this one, and nothing else.
     let bin_dir = std::env::current_exe()?.parent().context("ferry has no directory")?.to_path_buf();
-    let host = ferry_host::HostBuilder::new(&args.nats_url, &args.lattice)
+    let host = ferry_host::HostBuilder::new(&nats_url, &args.lattice)
         .cluster_seed(seed)
         .allow_file_dir(&bin_dir)
         .operator_key(operator.public_key())
@@ -180,7 +184,16 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
 
         let credential = cluster.issue_credential(&args.lattice, CLI_CLIENT_ID, ferry_proto::time::now_ms(), 24 * 7);
-        write_secret(&args.state_dir.join("cli.credential"), &credential.encode())?;
+        let credential_file = args.state_dir.join("cli.credential");
+        write_secret(&credential_file, &credential.encode())?;
+        // What `ferry ctl` and `ferry call` need to reach this lattice, for `. .ferry/env`.
+        let env = format!(
+            "FERRY_NATS_URL={nats_url}\nFERRY_LATTICE={}\nFERRY_OPERATOR_SEED_FILE={}\nFERRY_CLI_CREDENTIAL_FILE={}",
+            args.lattice,
+            absolute(&operator_seed).display(),
+            absolute(&credential_file).display()
+        );
+        write_secret(&args.state_dir.join("env"), &env)?;
         wait_for_listener(args.http_address).await;
         println!(
             "Ferry is up: lattice {:?} on {}, component {:?} served by the http-server provider.",
@@ -188,9 +201,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
         println!("Try:  curl http://{}/hello", args.http_address);
         println!(
-            "Ctl:  FERRY_OPERATOR_SEED_FILE={} ferry ctl --lattice {} component list",
-            operator_seed.display(),
-            args.lattice
+            "Ctl:  set -a; . {}; set +a; ferry ctl component list",
+            absolute(&args.state_dir.join("env")).display()
         );
         println!("Stop: Ctrl-C");
         ferry_lattice::shutdown_signal().await;
@@ -278,6 +290,10 @@ fn load_or_create_operator(path: &Path) -> anyhow::Result<ferry_proto::ctl::oper
     Ok(key)
 }
 
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
@@ -291,30 +307,59 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect_or_start_nats(url: &str, state: &Path) -> anyhow::Result<(async_nats::Client, Option<Managed>)> {
-    let options = ferry_lattice::NatsOptions::new(url, "ferry-up");
-    if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
-        eprintln!("ferry up: using the NATS server at {url}");
-        return Ok((connection.client, None));
+/// A connection to the NATS at `url` — one that answers already, or a nats-server started
+/// here that only admits clients with a token kept in `state` — and the URL, token included,
+/// that the host and its providers connect with.
+async fn connect_or_start_nats(
+    url: &str,
+    state: &Path,
+) -> anyhow::Result<(async_nats::Client, Option<Managed>, String)> {
+    let token_file = state.join("nats.token");
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+        _ => {
+            let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            write_secret(&token_file, &token)?;
+            token
+        }
+    };
+    let (scheme, address) = url.split_once("://").unwrap_or(("nats", url));
+    let with_token = format!("{scheme}://{token}@{address}");
+    // A server of an earlier `ferry up` still running takes the token; any other NATS is the
+    // user's own, used as it is.
+    for (candidate, own) in [(with_token.as_str(), true), (url, false)] {
+        let options = ferry_lattice::NatsOptions::new(candidate, "ferry-up");
+        if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
+            eprintln!("ferry up: using the NATS server at {url}");
+            if !own {
+                eprintln!("ferry up: warning: that server admits anyone; the one ferry up starts requires a token");
+            }
+            return Ok((connection.client, None, candidate.to_owned()));
+        }
     }
-    let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4222);
+    let port = address.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4222);
     let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
     let log = std::fs::File::create(state.join("nats-server.log"))?;
+    // The token goes in a config file only the user can read, not on a command line.
+    let config = state.join("nats-server.conf");
+    let store = state.join("nats");
+    write_secret(
+        &config,
+        &format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {store:?} }}\nauthorization {{ token: \"{token}\" }}"
+        ),
+    )?;
     let server = Managed::spawn(
         "nats-server",
-        Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(state.join("nats"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log),
+        Command::new(&bin).arg("-c").arg(&config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log),
     )
     .with_context(|| format!("failed to start {bin} (install nats-server >= 2.10 or run scripts/up.sh)"))?;
-    eprintln!("ferry up: started nats-server on port {port} (data in {})", state.join("nats").display());
+    eprintln!("ferry up: started nats-server on port {port}, token required (data in {})", store.display());
+    let options = ferry_lattice::NatsOptions::new(&with_token, "ferry-up");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(connection) = options.connect().await {
-            return Ok((connection.client, Some(server)));
+            return Ok((connection.client, Some(server), with_token));
         }
         if Instant::now() > deadline {
             bail!("nats-server did not come up on {url}; see {}", state.join("nats-server.log").display());
