@@ -28,6 +28,11 @@ impl AllowedDirs {
         Self { dirs }
     }
 
+    /// Whether no directory is allowed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
     /// `path`, resolved, if it lies under an allowed directory; otherwise why not, naming
     /// `what` (a provider binary, a component) and `host`.
     pub(crate) fn check(&self, what: &str, path: &Path, host: &str) -> Result<PathBuf, String> {

@@ -99,6 +99,11 @@ impl Supervisor {
         Self { config, events, providers: Arc::default() }
     }
 
+    /// Whether this host may start providers at all (it allows a directory).
+    pub(crate) fn can_start(&self) -> bool {
+        !self.config.allowed_dirs.is_empty()
+    }
+
     /// How many providers are supervised.
     pub(crate) fn count(&self) -> usize {
         lock(&self.providers).len()

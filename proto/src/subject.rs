@@ -201,6 +201,15 @@ pub fn event(lattice: &str, event: &str) -> Result<String, ProtoError> {
     Ok(format!("{PREFIX}.evt.{lattice}.{event}"))
 }
 
+/// `ferry.evt.{lattice}.>`: every event of a lattice, for watchers.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn all_events(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("{PREFIX}.evt.{lattice}.>"))
+}
+
 /// `ferry.stream.{lattice}.{stream}`: pulls of one chunked body (see [`crate::stream`]),
 /// answered by the one process that offers it.
 ///

@@ -4,6 +4,7 @@ mod blob_durability;
 mod blobstore;
 mod bounded;
 mod control;
+mod ctl_cli;
 mod health;
 mod hostile;
 mod http;

@@ -49,7 +49,8 @@ async fn a_captured_write_replayed_to_other_provider_instances_or_after_a_restar
     // Capture the host's increment invocation to the provider.
     let rpc = subject::rpc(&lattice.name, "kv-nats")?;
     let mut capture = lattice.raw.subscribe(rpc.clone()).await?;
-    lattice.raw.flush().await?;
+    // Live at the server before the call, which travels on another connection.
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     assert_eq!(lattice.ok("kvc", json!({"op": "increment", "bucket": "b", "key": "n", "delta": 1})).await?, json!(1));
     let captured = loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), capture.next()).await?.expect("captured");
@@ -93,7 +94,8 @@ async fn a_captured_component_call_replayed_to_another_host_changes_nothing() ->
 
     let rpc = subject::rpc(&lattice.name, "kvc")?;
     let mut capture = lattice.raw.subscribe(rpc.clone()).await?;
-    lattice.raw.flush().await?;
+    // Live at the server before the call, which travels on another connection.
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     assert_eq!(lattice.ok("kvc", json!({"op": "increment", "bucket": "b", "key": "n", "delta": 1})).await?, json!(1));
     let captured = tokio::time::timeout(Duration::from_secs(5), capture.next()).await?.expect("captured").payload;
 

@@ -198,6 +198,22 @@ impl Lattice {
         Ok(store.upload(&bytes).await?.to_string())
     }
 
+    /// `ferry ctl ARGS` aimed at this lattice and signing as its operator, not yet run.
+    ///
+    /// # Errors
+    /// When the `ferry` binary is missing.
+    pub fn ctl_command(&self, args: &[&str]) -> anyhow::Result<Command> {
+        let mut command = Command::new(binary("ferry")?);
+        command
+            .arg("ctl")
+            .args(args)
+            .env("FERRY_NATS_URL", &self.nats.url)
+            .env("FERRY_LATTICE", &self.name)
+            .env("FERRY_OPERATOR_SEED", &self.operator_seed)
+            .env_remove("FERRY_OPERATOR_SEED_FILE");
+        Ok(command)
+    }
+
     /// A credential for `provider_id`, valid for two hours.
     pub fn credential(&self, provider_id: &str) -> String {
         self.cluster.issue_credential(&self.name, provider_id, ferry_proto::time::now_ms(), 2).encode()

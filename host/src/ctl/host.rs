@@ -1,8 +1,10 @@
-//! `host.ping|inventory|stop`, `label.put|del`.
+//! `host.ping|inventory|stop`, `label.put|del`, and this host's bids in
+//! `component.auction|provider.auction`.
 
 use ferry_proto::{
     ctl::{
-        CtlResponse, HostInfo, HostInventory, HostPing, HostStop, HostStopping, Inventory, LabelDel, LabelPut, Labels,
+        AuctionBid, ComponentAuction, CtlResponse, HostInfo, HostInventory, HostPing, HostStop, HostStopping,
+        Inventory, LabelDel, LabelPut, Labels, ProviderAuction, satisfies,
     },
     event::{Event, LabelsChanged},
 };
@@ -69,4 +71,29 @@ async fn labels_changed(
     let event = LabelsChanged { request_id: request_id.clone(), host_id: host_id.clone(), labels: labels.clone() };
     services.events.emit(&Event::LabelsChanged(event)).await;
     CtlResponse::ok(request_id, message, Labels { host_id, labels })
+}
+
+/// A bid when this host carries the constraints and does not run the component yet.
+pub(super) fn component_bid(services: &Services, cmd: ComponentAuction) -> Option<CtlResponse<AuctionBid>> {
+    let labels = services.identity.labels();
+    let runs = services.components.list().iter().any(|c| c.component_id == cmd.component_id);
+    (!runs && satisfies(&labels, &cmd.constraints)).then(|| bid_reply(services, cmd.request_id, labels))
+}
+
+/// A bid when this host carries the constraints, may start providers, and does not supervise
+/// this one yet.
+pub(super) fn provider_bid(services: &Services, cmd: ProviderAuction) -> Option<CtlResponse<AuctionBid>> {
+    let labels = services.identity.labels();
+    let runs = services.providers.list().iter().any(|p| p.provider_id == cmd.provider_id);
+    (!runs && services.providers.can_start() && satisfies(&labels, &cmd.constraints))
+        .then(|| bid_reply(services, cmd.request_id, labels))
+}
+
+fn bid_reply(
+    services: &Services,
+    request_id: String,
+    labels: std::collections::BTreeMap<String, String>,
+) -> CtlResponse<AuctionBid> {
+    let host_id = services.identity.id.clone();
+    CtlResponse::ok(request_id, format!("host {host_id} bids"), AuctionBid { host_id, labels })
 }

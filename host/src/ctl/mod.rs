@@ -77,9 +77,11 @@ pub(crate) async fn serve(
                     Ok(()) => route(&services, msg.subject.as_str(), &msg.payload).await,
                     Err(reason) => {
                         warn!(subject = %msg.subject, %reason, "refused a control command");
-                        CtlResponse::fail(request_id_of(&msg.payload), reason)
+                        Some(CtlResponse::fail(request_id_of(&msg.payload), reason))
                     }
                 };
+                // A host that does not bid in an auction stays silent.
+                let Some(response) = response else { return };
                 if response.success {
                     debug!(subject = %msg.subject, request_id = %response.request_id, "control command done");
                 } else {
@@ -122,20 +124,27 @@ fn request_id_of(payload: &[u8]) -> String {
     serde_json::from_slice::<RequestId>(payload).map(|r| r.request_id).unwrap_or_default()
 }
 
-async fn route(services: &Services, subject: &str, payload: &[u8]) -> CtlResponse {
+/// Run the command on `subject`; `None` when this host has nothing to say (no bid).
+async fn route(services: &Services, subject: &str, payload: &[u8]) -> Option<CtlResponse> {
     let identity = &services.identity;
     let Some((resource, verb, target_host)) = subject::parse_ctl(&identity.lattice, subject) else {
-        return CtlResponse::fail("", format!("not a control subject: {subject}"));
+        return Some(CtlResponse::fail("", format!("not a control subject: {subject}")));
     };
     if let Some(target) = target_host
         && target != identity.id
     {
-        return CtlResponse::fail("", format!("command for host {target} reached host {}", identity.id));
+        return Some(CtlResponse::fail("", format!("command for host {target} reached host {}", identity.id)));
     }
     let Some(kind) = CommandKind::parse(resource, verb) else {
-        return CtlResponse::fail("", format!("unknown command {resource}.{verb}"));
+        return Some(CtlResponse::fail("", format!("unknown command {resource}.{verb}")));
     };
-    match kind {
+    if let CommandKind::ComponentAuction | CommandKind::ProviderAuction = kind {
+        return match kind {
+            CommandKind::ComponentAuction => bid(payload, |cmd| host::component_bid(services, cmd)),
+            _ => bid(payload, |cmd| host::provider_bid(services, cmd)),
+        };
+    }
+    let response = match kind {
         CommandKind::HostPing => handle(payload, |cmd| host::ping(services, cmd)).await,
         CommandKind::HostInventory => handle(payload, |cmd| host::inventory(services, cmd)).await,
         CommandKind::HostStop => handle(payload, |cmd| host::stop(services, cmd)).await,
@@ -154,6 +163,17 @@ async fn route(services: &Services, subject: &str, payload: &[u8]) -> CtlRespons
         CommandKind::ConfigPut => handle(payload, |cmd| link::config_put(services, cmd)).await,
         CommandKind::ConfigGet => handle(payload, |cmd| link::config_get(services, cmd)).await,
         CommandKind::ConfigDel => handle(payload, |cmd| link::config_del(services, cmd)).await,
+        CommandKind::ComponentAuction | CommandKind::ProviderAuction => return None,
+    };
+    Some(response)
+}
+
+/// Decode an auction and answer with this host's bid, or stay silent; malformed input still
+/// gets its error.
+fn bid<C: Command>(payload: &[u8], bid: impl FnOnce(C) -> Option<CtlResponse<C::Reply>>) -> Option<CtlResponse> {
+    match decode_command::<C>(payload) {
+        Ok(cmd) => bid(cmd).map(CtlResponse::into_json),
+        Err(message) => Some(CtlResponse::fail("", message)),
     }
 }
 

@@ -6,6 +6,7 @@
 //! command lives here ([`CommandKind`]); a host routes on it and a client sends through it, so
 //! no subject or verb string is written anywhere else.
 
+mod auction;
 mod component;
 mod config;
 mod host;
@@ -15,7 +16,7 @@ mod provider;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use self::{component::*, config::*, host::*, link::*, provider::*};
+pub use self::{auction::*, component::*, config::*, host::*, link::*, provider::*};
 use crate::{ProtoError, subject};
 
 /// Who answers a command.
@@ -109,6 +110,8 @@ macro_rules! commands {
                     CommandKind::HostPing
                         | CommandKind::HostInventory
                         | CommandKind::ComponentList
+                        | CommandKind::ComponentAuction
+                        | CommandKind::ProviderAuction
                         | CommandKind::LinkGet
                         | CommandKind::ConfigGet
                 )
@@ -142,8 +145,10 @@ commands! {
     ComponentUpdate: ComponentUpdate => "component"."update", OneHost, ComponentUpdated;
     ComponentStop: ComponentStop => "component"."stop", OneHost, ComponentStopped;
     ComponentList: ComponentList => "component"."list", EveryHost, HostComponents;
+    ComponentAuction: ComponentAuction => "component"."auction", EveryHost, AuctionBid;
     ProviderStart: ProviderStart => "provider"."start", AnyHost, ProviderStarted;
     ProviderStop: ProviderStop => "provider"."stop", OneHost, ProviderStopped;
+    ProviderAuction: ProviderAuction => "provider"."auction", EveryHost, AuctionBid;
     LinkPut: LinkPutCommand => "link"."put", AnyHost, LinkSet;
     LinkDel: LinkDelCommand => "link"."del", AnyHost, LinkSet;
     LinkGet: LinkGetCommand => "link"."get", AnyHost, Vec<crate::link::Link>;
