@@ -5,6 +5,7 @@ mod blobstore;
 mod bounded;
 mod control;
 mod ctl_cli;
+mod events;
 mod health;
 mod hostile;
 mod http;
