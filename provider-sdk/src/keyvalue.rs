@@ -12,26 +12,31 @@ use ferry_proto::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::InvocationContext;
+use crate::{InvocationContext, Provider};
 
 pub use ferry_proto::keyvalue::{KeyValue as KeyValuePair, ListKeysResponse};
 
-/// What a key-value provider implements. Every call gets the invocation's context, whose
-/// `link` carries the link's target config (backend choice, URLs, …).
-pub trait KeyValue: Send + Sync {
+/// What a key-value provider implements. Every call gets the invocation's context: its `link`
+/// carries the link's target config, its `state` what the provider built for the link (a
+/// backend).
+pub trait KeyValue: Provider {
     /// Check that `bucket` can be opened.
-    fn open(&self, ctx: &InvocationContext, bucket: &str) -> impl Future<Output = Result<(), RpcError>> + Send;
+    fn open(
+        &self,
+        ctx: &InvocationContext<Self::Link>,
+        bucket: &str,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// The value of `key`, if any.
     fn get(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, RpcError>> + Send;
     /// Store `value` under `key`.
     fn set(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         key: &str,
         value: Vec<u8>,
@@ -39,28 +44,28 @@ pub trait KeyValue: Send + Sync {
     /// Remove `key`; removing a missing key succeeds.
     fn delete(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Whether `key` exists.
     fn exists(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<bool, RpcError>> + Send;
     /// One page of keys from `cursor`, and the cursor of the next page.
     fn list_keys(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         cursor: Option<u64>,
     ) -> impl Future<Output = Result<ListKeysResponse, RpcError>> + Send;
     /// Atomically add `delta` to the number stored at `key` (missing counts as 0).
     fn increment(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         key: &str,
         delta: u64,
@@ -68,21 +73,21 @@ pub trait KeyValue: Send + Sync {
     /// The values of `keys`, in order, `None` where missing.
     fn get_many(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         keys: Vec<String>,
     ) -> impl Future<Output = Result<Vec<Option<Pair>>, RpcError>> + Send;
     /// Store every pair.
     fn set_many(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         items: Vec<Pair>,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Remove every key.
     fn delete_many(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<Self::Link>,
         bucket: &str,
         keys: Vec<String>,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
@@ -96,7 +101,7 @@ pub trait KeyValue: Send + Sync {
 /// [`ErrorKind::BadRequest`] for undecodable payloads, and whatever `kv` returns.
 pub async fn dispatch<K: KeyValue>(
     kv: &K,
-    ctx: &InvocationContext,
+    ctx: &InvocationContext<K::Link>,
     operation: &str,
     payload: &[u8],
 ) -> Result<Vec<u8>, RpcError> {

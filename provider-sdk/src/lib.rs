@@ -1,19 +1,27 @@
 //! The Ferry provider SDK: write a capability provider as an ordinary process.
 //!
-//! Implement [`Provider`] (and, for key-value, [`keyvalue::KeyValue`]) and call
-//! [`run_provider`]. The SDK reads the start-up data (stdin from a host, or flags and
-//! environment variables for a sidecar), connects to NATS, verifies and dispatches invocations,
-//! tracks links (bucket snapshot at start, put/del notifications after), answers health checks,
-//! and stops on a shutdown request or SIGTERM.
+//! Implement [`Provider`] (and the capability's typed trait: [`keyvalue::KeyValue`],
+//! [`blobstore::Blobstore`], [`messaging::Messaging`]) and call [`run_provider`]. The SDK reads
+//! the start-up data (stdin from a host, or flags and environment variables for a sidecar),
+//! connects to NATS, verifies and dispatches invocations, tracks links (bucket snapshot at
+//! start, put/del notifications after) and holds the state the provider builds for each
+//! ([`Provider::Link`]), answers health checks, and stops on a shutdown request or SIGTERM.
 //!
 //! ```no_run
-//! use ferry_provider_sdk::{Provider, ProviderContext, InvocationContext, RpcError};
+//! use ferry_provider_sdk::{InvocationContext, LinkPut, Provider, ProviderContext, RpcError};
 //!
 //! struct Echo;
 //!
 //! impl Provider for Echo {
-//!     async fn handle(&self, _ctx: InvocationContext, _op: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-//!         Ok(payload)
+//!     /// What each link keeps: here, the caller's greeting from the link's config.
+//!     type Link = String;
+//!
+//!     async fn on_link_put(&self, _ctx: &ProviderContext, link: &LinkPut) -> Result<String, String> {
+//!         Ok(link.target_config.get("greeting").cloned().unwrap_or_default())
+//!     }
+//!
+//!     async fn handle(&self, ctx: InvocationContext<String>, _op: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+//!         Ok([ctx.state.as_bytes(), &payload].concat())
 //!     }
 //! }
 //!
@@ -24,10 +32,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod blobstore;
 mod config;
 mod error;
 pub mod keyvalue;
 mod links;
+pub mod messaging;
 mod provider;
 mod server;
 
@@ -39,11 +49,11 @@ pub use ferry_lattice::{
     shutdown_signal, stream::ByteStream,
 };
 pub use ferry_proto::{
-    ErrorKind, RpcError, blobstore, codec,
+    ErrorKind, RpcError, codec,
     http::{Header, HttpRequest, HttpResponse},
     keyvalue::Empty,
     link::{Link, LinkKey, LinkPut},
-    messaging, redact,
+    redact,
     startup::ProviderStartup,
     subject::is_reserved_store_name,
 };

@@ -1,23 +1,48 @@
-//! The links a provider instance holds: a snapshot from the lattice bucket at start, then
-//! put/del notifications, ordered by bucket revision so stale news never wins.
+//! The links a provider instance holds, each with the state the provider's link hook built for
+//! it: a snapshot from the lattice bucket at start, then put/del notifications, ordered by
+//! bucket revision so stale news never wins.
 
 use std::{
+    any::Any,
     collections::HashMap,
     sync::{Arc, RwLock},
 };
 
 use ferry_proto::link::{LinkKey, LinkPut};
 
-/// Links involving this provider, keyed by identity, with the revision each was last seen at.
-#[derive(Debug, Clone, Default)]
+/// What a link hook built for one link, held for the provider (its `Provider::Link`).
+pub(crate) type State = Arc<dyn Any + Send + Sync>;
+
+/// Links involving this provider, keyed by identity, with the revision each was last seen at
+/// and the provider's state for each accepted one.
+#[derive(Clone, Default)]
 pub struct LinkStore {
     inner: Arc<RwLock<HashMap<LinkKey, Entry>>>,
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for LinkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkStore").field("links", &self.len()).finish()
+    }
+}
+
+#[derive(Clone)]
 struct Entry {
     revision: u64,
-    link: Option<Arc<LinkPut>>,
+    link: Option<Held>,
+}
+
+/// An accepted link and its state.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) put: Arc<LinkPut>,
+    pub(crate) state: State,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("put", &self.put).finish_non_exhaustive()
+    }
 }
 
 /// What applying a notification changed.
@@ -42,6 +67,19 @@ impl LinkStore {
         package: &str,
         interface: &str,
     ) -> Option<Arc<LinkPut>> {
+        self.find_held(source, target, name, namespace, package, interface).map(|held| held.put)
+    }
+
+    /// [`LinkStore::find`], with the link's state.
+    pub(crate) fn find_held(
+        &self,
+        source: &str,
+        target: &str,
+        name: &str,
+        namespace: &str,
+        package: &str,
+        interface: &str,
+    ) -> Option<Held> {
         let links = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let key = LinkKey {
             source_id: source.to_owned(),
@@ -50,13 +88,24 @@ impl LinkStore {
             wit_package: package.to_owned(),
             name: name.to_owned(),
         };
-        links.get(&key).and_then(|e| e.link.clone()).filter(|l| l.link.covers(namespace, package, interface))
+        links.get(&key).and_then(|e| e.link.clone()).filter(|l| l.put.link.covers(namespace, package, interface))
     }
 
     /// Every link currently held.
     pub fn all(&self) -> Vec<Arc<LinkPut>> {
         let links = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        links.values().filter_map(|e| e.link.clone()).collect()
+        links.values().filter_map(|e| e.link.as_ref().map(|h| h.put.clone())).collect()
+    }
+
+    /// Every link currently held with the state the provider's link hook built for it (its
+    /// `Provider::Link`): for health checks and shutdown across links.
+    pub fn states<L: Send + Sync + 'static>(&self) -> Vec<(Arc<LinkPut>, Arc<L>)> {
+        let links = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        links
+            .values()
+            .filter_map(|e| e.link.as_ref())
+            .filter_map(|h| h.state.clone().downcast::<L>().ok().map(|state| (h.put.clone(), state)))
+            .collect()
     }
 
     /// How many links are held.
@@ -75,7 +124,7 @@ impl LinkStore {
         let links = self.inner.read().unwrap_or_else(|p| p.into_inner());
         match links.get(&put.link.key()) {
             Some(e) if e.revision > put.revision => Applied::Stale,
-            Some(Entry { link: Some(held), .. })
+            Some(Entry { link: Some(Held { put: held, .. }), .. })
                 if held.link == put.link
                     && held.source_config == put.source_config
                     && held.target_config == put.target_config =>
@@ -86,19 +135,42 @@ impl LinkStore {
         }
     }
 
-    /// Store an accepted put (or, with `accepted == false`, remember only its revision).
-    pub(crate) fn store_put(&self, put: LinkPut, accepted: bool) {
+    /// Store an accepted put with its state; returns what it replaced (to be released), or
+    /// gives `state` back when a newer revision arrived meanwhile.
+    pub(crate) fn accept(&self, put: LinkPut, state: State) -> Result<Option<Held>, Held> {
+        let mut links = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let key = put.link.key();
+        let held = Held { put: Arc::new(put), state };
+        if links.get(&key).is_some_and(|e| e.revision > held.put.revision) {
+            return Err(held);
+        }
+        let entry = Entry { revision: held.put.revision, link: Some(held) };
+        Ok(links.insert(key, entry).and_then(|old| old.link))
+    }
+
+    /// A put identical to the held link: only its revision moves, the state stays.
+    pub(crate) fn refresh(&self, put: LinkPut) {
+        let mut links = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(Entry { revision, link: Some(held) }) = links.get_mut(&put.link.key())
+            && *revision <= put.revision
+        {
+            *revision = put.revision;
+            held.put = Arc::new(put);
+        }
+    }
+
+    /// Remember a rejected put's revision; returns the link it displaced (to be released).
+    pub(crate) fn reject(&self, put: &LinkPut) -> Option<Held> {
         let mut links = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let key = put.link.key();
         if links.get(&key).is_some_and(|e| e.revision > put.revision) {
-            return;
+            return None;
         }
-        let revision = put.revision;
-        links.insert(key, Entry { revision, link: accepted.then(|| Arc::new(put)) });
+        links.insert(key, Entry { revision: put.revision, link: None }).and_then(|old| old.link)
     }
 
     /// Apply a delete; returns the link that was held, if any.
-    pub(crate) fn apply_del(&self, key: &LinkKey, revision: u64) -> Option<Arc<LinkPut>> {
+    pub(crate) fn apply_del(&self, key: &LinkKey, revision: u64) -> Option<Held> {
         let mut links = self.inner.write().unwrap_or_else(|p| p.into_inner());
         match links.get_mut(key) {
             Some(e) if e.revision > revision => None,
@@ -131,11 +203,15 @@ mod tests {
         }
     }
 
+    fn state(n: u32) -> State {
+        Arc::new(n)
+    }
+
     #[test]
     fn newer_revisions_win_and_stale_ones_are_ignored() {
         let store = LinkStore::default();
         assert_eq!(store.check_put(&put(5, "a")), Applied::Changed);
-        store.store_put(put(5, "a"), true);
+        assert!(store.accept(put(5, "a"), state(1)).is_ok_and(|old| old.is_none()));
         assert_eq!(store.check_put(&put(5, "a")), Applied::Unchanged);
         assert_eq!(store.check_put(&put(4, "b")), Applied::Stale);
         assert_eq!(store.check_put(&put(6, "b")), Applied::Changed);
@@ -145,7 +221,29 @@ mod tests {
         assert!(store.apply_del(&key, 3).is_none(), "stale delete must not remove a newer link");
         assert!(store.apply_del(&key, 7).is_some());
         assert!(store.is_empty());
-        store.store_put(put(6, "late"), true);
-        assert!(store.is_empty(), "a put older than the delete must not resurrect the link");
+        assert!(
+            store.accept(put(6, "late"), state(2)).is_err(),
+            "a put older than the delete must not resurrect the link"
+        );
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn each_link_keeps_its_state_until_replaced_or_rejected() {
+        let store = LinkStore::default();
+        assert!(store.accept(put(1, "a"), state(1)).is_ok());
+        store.refresh(put(2, "a"));
+        assert_eq!(
+            store.states::<u32>().iter().map(|(_, s)| **s).collect::<Vec<_>>(),
+            [1],
+            "a refresh keeps the state"
+        );
+        let replaced = store.accept(put(3, "b"), state(2)).expect("newer").expect("replaced the first");
+        assert_eq!(replaced.state.downcast::<u32>().ok().map(|s| *s), Some(1));
+        assert_eq!(store.states::<u32>()[0].1.as_ref(), &2);
+        assert!(store.states::<String>().is_empty(), "states of another type are not there");
+        let displaced = store.reject(&put(4, "c")).expect("displaced the second");
+        assert_eq!(displaced.state.downcast::<u32>().ok().map(|s| *s), Some(2));
+        assert!(store.find("comp", "kv", "default", "wasi", "keyvalue", "store").is_none());
     }
 }

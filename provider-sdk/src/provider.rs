@@ -13,31 +13,46 @@ use ferry_lattice::{
 
 use crate::{LatticeClient, LinkStore};
 
-/// A capability provider. Only [`Provider::handle`] is required; the hooks have sensible
-/// defaults. Hooks run concurrently with invocations, and an error in a hook never ends the
-/// provider.
+/// A capability provider: [`Provider::handle`] and [`Provider::on_link_put`] are required,
+/// the other hooks have sensible defaults. Hooks run concurrently with invocations, and an
+/// error in a hook never ends the provider.
 pub trait Provider: Send + Sync + 'static {
-    /// Carry out one invocation from a linked caller. `ctx.link` is the link it came over.
+    /// What the provider keeps for each link it accepts — a backend connection, subscriptions;
+    /// `()` for nothing. The SDK holds it with the link and hands it to every invocation over
+    /// the link ([`InvocationContext::state`]), so a provider keeps no link map of its own.
+    type Link: Send + Sync + 'static;
+
+    /// Carry out one invocation from a linked caller. `ctx.link` is the link it came over,
+    /// `ctx.state` what [`Provider::on_link_put`] built for it.
     ///
     /// Capability modules offer a dispatcher that decodes typed payloads, for example
     /// [`crate::keyvalue::dispatch`].
     fn handle(
         &self,
-        ctx: InvocationContext,
+        ctx: InvocationContext<Self::Link>,
         operation: &str,
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, RpcError>> + Send;
 
-    /// A link involving this provider was created or changed. Returning an error rejects it:
-    /// the host reports `link_set_failed`, and calls over it fail with `not_linked`.
-    fn on_link_put(&self, ctx: &ProviderContext, link: &LinkPut) -> impl Future<Output = Result<(), String>> + Send {
-        let _ = (ctx, link);
-        async { Ok(()) }
-    }
+    /// A link involving this provider was created or changed: check it and build its state.
+    /// Returning an error rejects it: the host reports `link_set_failed`, and calls over it fail
+    /// with `not_linked`. Calls over a changed link meet the new state once this returns.
+    fn on_link_put(
+        &self,
+        ctx: &ProviderContext,
+        link: &LinkPut,
+    ) -> impl Future<Output = Result<Self::Link, String>> + Send;
 
-    /// A link involving this provider was deleted.
-    fn on_link_del(&self, ctx: &ProviderContext, link: &LinkPut) -> impl Future<Output = ()> + Send {
-        let _ = (ctx, link);
+    /// A link's state is no longer in use: the link was deleted, or replaced by a changed one,
+    /// or the change was rejected. Release what `on_link_put` built (stop subscriptions); the
+    /// default drops it.
+    fn on_link_del(
+        &self,
+        ctx: &ProviderContext,
+        link: &LinkPut,
+        state: Arc<Self::Link>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, link, state);
         async {}
     }
 
@@ -127,19 +142,23 @@ impl ProviderContext {
         &self.inner.client
     }
 
-    /// The links this instance currently holds.
+    /// The links this instance currently holds, with their states
+    /// ([`LinkStore::states`]).
     pub fn links(&self) -> &LinkStore {
         &self.inner.links
     }
 }
 
-/// One invocation as the provider sees it: who calls, over which link.
-#[derive(Clone, Debug)]
-pub struct InvocationContext {
+/// One invocation as the provider sees it: who calls, over which link, and the state the
+/// provider built for that link (`L`, its [`Provider::Link`]).
+#[derive(Debug)]
+pub struct InvocationContext<L = ()> {
     /// The caller's id (a component id).
     pub origin: String,
     /// The link the call came over, with its resolved config.
     pub link: Arc<LinkPut>,
+    /// What [`Provider::on_link_put`] built for the link.
+    pub state: Arc<L>,
     /// W3C trace context of the caller.
     pub trace_context: BTreeMap<String, String>,
     /// The provider's context.
@@ -148,7 +167,20 @@ pub struct InvocationContext {
     pub(crate) key: MacKey,
 }
 
-impl InvocationContext {
+impl<L> Clone for InvocationContext<L> {
+    fn clone(&self) -> Self {
+        Self {
+            origin: self.origin.clone(),
+            link: self.link.clone(),
+            state: self.state.clone(),
+            trace_context: self.trace_context.clone(),
+            provider: self.provider.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<L> InvocationContext<L> {
     /// The body a payload names: its inline part, then the stream the caller offered (if
     /// any), pulled as it is read.
     ///

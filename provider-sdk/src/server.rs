@@ -327,16 +327,21 @@ impl<P: Provider> Server<P> {
             RpcError::new(ErrorKind::UnknownOperation, format!("malformed operation {:?}", inv.operation))
         })?;
         let id = self.ctx.provider_id();
-        let link =
-            self.ctx.links().find(&inv.origin, id, &inv.link_name, namespace, package, interface).ok_or_else(|| {
-                RpcError::not_linked(format!(
-                    "{} has no link named {:?} to {id} for {namespace}:{package}/{interface}",
-                    inv.origin, inv.link_name
-                ))
-            })?;
+        let held =
+            self.ctx.links().find_held(&inv.origin, id, &inv.link_name, namespace, package, interface).ok_or_else(
+                || {
+                    RpcError::not_linked(format!(
+                        "{} has no link named {:?} to {id} for {namespace}:{package}/{interface}",
+                        inv.origin, inv.link_name
+                    ))
+                },
+            )?;
+        // Only states the provider's hook built are held, so this is its type.
+        let state = held.state.downcast::<P::Link>().map_err(|_| RpcError::internal("link state of another type"))?;
         let ictx = InvocationContext {
             origin: inv.origin.clone(),
-            link,
+            link: held.put,
+            state,
             trace_context: inv.trace_context.clone(),
             provider: self.ctx.clone(),
             key: key.clone(),

@@ -28,7 +28,10 @@ use ferry_lattice::{
 };
 
 use super::{Server, signed_ok};
-use crate::{Provider, links::Applied};
+use crate::{
+    Provider,
+    links::{Applied, Held},
+};
 
 /// How long a link notification waits for the view to reach its revision before it is applied
 /// as the notification says.
@@ -133,7 +136,7 @@ impl<P: Provider> Server<P> {
                 self.ack(true, None)
             }
             Applied::Unchanged => {
-                self.ctx.links().store_put(put, true);
+                self.ctx.links().refresh(put);
                 self.ack(true, None)
             }
             Applied::Changed => {
@@ -142,14 +145,19 @@ impl<P: Provider> Server<P> {
                 let (source, target, name) =
                     (put.link.source_id.clone(), put.link.target_id.clone(), put.link.name.clone());
                 match result {
-                    Ok(()) => {
+                    Ok(state) => {
                         info!(%source, %target, %name, revision = put.revision, "link set");
-                        self.ctx.links().store_put(put, true);
+                        match self.ctx.links().accept(put, Arc::new(state)) {
+                            Ok(replaced) => self.release(replaced).await,
+                            // A newer change arrived while the hook ran: this state is not used.
+                            Err(unused) => self.release(Some(unused)).await,
+                        }
                         self.ack(true, None)
                     }
                     Err(err) => {
                         warn!(%source, %target, %name, cause = %err, "link rejected by provider");
-                        self.ctx.links().store_put(put, false);
+                        let displaced = self.ctx.links().reject(&put);
+                        self.release(displaced).await;
                         self.ack(false, Some(err))
                     }
                 }
@@ -160,8 +168,16 @@ impl<P: Provider> Server<P> {
     async fn apply_del(&self, del: &LinkDel) {
         if let Some(old) = self.ctx.links().apply_del(&del.key, del.revision) {
             info!(source = %del.key.source_id, target = %del.key.target_id, name = %del.key.name, revision = del.revision, "link deleted");
-            let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &old)).catch_unwind().await;
+            self.release(Some(old)).await;
         }
+    }
+
+    /// Hand a state no longer in use back to the provider.
+    async fn release(&self, held: Option<Held>) {
+        let Some(Held { put, state }) = held else { return };
+        // Only states the hook built are held, so they are the provider's type.
+        let Ok(state) = state.downcast::<P::Link>() else { return };
+        let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &put, state)).catch_unwind().await;
     }
 
     /// A host's link put: applied as the view has it once the view reached its revision.

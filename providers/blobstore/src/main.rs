@@ -11,7 +11,7 @@ mod provider;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::BlobstoreProvider::default(), ferry_provider_sdk::shutdown_signal())
+    ferry_provider_sdk::run_provider(provider::BlobstoreProvider, ferry_provider_sdk::shutdown_signal())
         .await?;
     Ok(())
 }

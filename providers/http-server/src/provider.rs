@@ -36,6 +36,9 @@ impl HttpServerProvider {
 }
 
 impl Provider for HttpServerProvider {
+    /// Routes live in the router, which every link shares (listeners serve many links).
+    type Link = ();
+
     async fn handle(&self, _ctx: InvocationContext, operation: &str, _payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
         Err(RpcError::new(
             ErrorKind::UnknownOperation,
@@ -68,7 +71,7 @@ impl Provider for HttpServerProvider {
         router.put(Route { key: link.key(), config }).await
     }
 
-    async fn on_link_del(&self, ctx: &ProviderContext, put: &LinkPut) {
+    async fn on_link_del(&self, ctx: &ProviderContext, put: &LinkPut, _state: Arc<()>) {
         if let Ok((_, router)) = self.state(ctx) {
             router.del(&put.link.key()).await;
         }

@@ -9,7 +9,7 @@ mod provider;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::KeyValueProvider::default(), ferry_provider_sdk::shutdown_signal())
+    ferry_provider_sdk::run_provider(provider::KeyValueProvider, ferry_provider_sdk::shutdown_signal())
         .await?;
     Ok(())
 }

@@ -1,13 +1,9 @@
-//! The key-value provider: a backend per link, chosen from the link's target config.
-
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
+//! The key-value provider: a backend per link, chosen from the link's target config and held
+//! by the SDK as the link's state.
 
 use ferry_provider_sdk::async_nats::jetstream;
 use ferry_provider_sdk::{
-    HealthStatus, InvocationContext, LinkKey, LinkPut, NatsOptions, Provider, ProviderContext, RpcError, async_nats,
+    HealthStatus, InvocationContext, LinkPut, NatsOptions, Provider, ProviderContext, RpcError, async_nats,
     keyvalue::{self, KeyValue, KeyValuePair},
     redact,
 };
@@ -20,31 +16,28 @@ use crate::{
 
 /// Serves `wasi:keyvalue` for every link to it.
 #[derive(Default)]
-pub(crate) struct KeyValueProvider {
-    /// The backend of each link, built when the link arrives.
-    backends: RwLock<HashMap<LinkKey, Arc<dyn Backend>>>,
-}
+pub(crate) struct KeyValueProvider;
 
-impl KeyValueProvider {
-    fn backend(&self, ctx: &InvocationContext) -> Result<Arc<dyn Backend>, RpcError> {
-        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
-        backends
-            .get(&ctx.link.link.key())
-            .cloned()
-            .ok_or_else(|| RpcError::not_linked("link has no backend (it was rejected or is being removed)"))
-    }
-}
+/// A link's state: its backend, built when the link arrives.
+type LinkBackend = Box<dyn Backend>;
 
 impl Provider for KeyValueProvider {
-    async fn handle(&self, ctx: InvocationContext, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+    type Link = LinkBackend;
+
+    async fn handle(
+        &self,
+        ctx: InvocationContext<LinkBackend>,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RpcError> {
         keyvalue::dispatch(self, &ctx, operation, &payload).await
     }
 
-    async fn on_link_put(&self, ctx: &ProviderContext, link: &LinkPut) -> Result<(), String> {
+    async fn on_link_put(&self, ctx: &ProviderContext, link: &LinkPut) -> Result<LinkBackend, String> {
         let config = BackendConfig::from_link(&link.target_config)?;
-        let backend: Arc<dyn Backend> = match &config {
+        let backend: LinkBackend = match &config {
             BackendConfig::Nats { url: None, bucket_prefix } => {
-                Arc::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone()))
+                Box::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone()))
             }
             BackendConfig::Nats { url: Some(url), bucket_prefix } => {
                 let nats = NatsOptions::new(url, "ferry-keyvalue-backend")
@@ -57,21 +50,16 @@ impl Provider for KeyValueProvider {
                     .query_account()
                     .await
                     .map_err(|e| format!("JetStream unavailable at {}: {e}", redact::url(url)))?;
-                Arc::new(NatsBackend::new(nats, bucket_prefix.clone()))
+                Box::new(NatsBackend::new(nats, bucket_prefix.clone()))
             }
-            BackendConfig::Redis { url } => Arc::new(RedisBackend::connect(url).await?),
+            BackendConfig::Redis { url } => Box::new(RedisBackend::connect(url).await?),
         };
         let kind = match config {
             BackendConfig::Nats { .. } => "nats",
             BackendConfig::Redis { .. } => "redis",
         };
         info!(source = %link.link.source_id, name = %link.link.name, backend = kind, "key-value link ready");
-        self.backends.write().unwrap_or_else(|p| p.into_inner()).insert(link.link.key(), backend);
-        Ok(())
-    }
-
-    async fn on_link_del(&self, _ctx: &ProviderContext, link: &LinkPut) {
-        self.backends.write().unwrap_or_else(|p| p.into_inner()).remove(&link.link.key());
+        Ok(backend)
     }
 
     /// Healthy when the lattice connection is up and every link's backend answers a probe.
@@ -81,17 +69,11 @@ impl Provider for KeyValueProvider {
         {
             return HealthStatus::unhealthy(format!("lattice NATS connection is {state:?}"));
         }
-        let backends: Vec<(LinkKey, Arc<dyn Backend>)> = self
-            .backends
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, b)| (k.clone(), b.clone()))
-            .collect();
         let mut failing = Vec::new();
-        for (key, backend) in backends {
+        for (put, backend) in ctx.links().states::<LinkBackend>() {
             if let Err(why) = backend.health().await {
-                failing.push(format!("link {} → {} ({}): {why}", key.source_id, key.target_id, key.name));
+                let link = &put.link;
+                failing.push(format!("link {} → {} ({}): {why}", link.source_id, link.target_id, link.name));
             }
         }
         if failing.is_empty() { HealthStatus::healthy() } else { HealthStatus::unhealthy(failing.join("; ")) }
@@ -99,54 +81,81 @@ impl Provider for KeyValueProvider {
 }
 
 impl KeyValue for KeyValueProvider {
-    async fn open(&self, ctx: &InvocationContext, bucket: &str) -> Result<(), RpcError> {
-        self.backend(ctx)?.open(bucket).await
+    async fn open(&self, ctx: &InvocationContext<LinkBackend>, bucket: &str) -> Result<(), RpcError> {
+        ctx.state.open(bucket).await
     }
 
-    async fn get(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError> {
-        self.backend(ctx)?.get(bucket, key).await
+    async fn get(
+        &self,
+        ctx: &InvocationContext<LinkBackend>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, RpcError> {
+        ctx.state.get(bucket, key).await
     }
 
-    async fn set(&self, ctx: &InvocationContext, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), RpcError> {
-        self.backend(ctx)?.set(bucket, key, value).await
+    async fn set(
+        &self,
+        ctx: &InvocationContext<LinkBackend>,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), RpcError> {
+        ctx.state.set(bucket, key, value).await
     }
 
-    async fn delete(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> Result<(), RpcError> {
-        self.backend(ctx)?.delete(bucket, key).await
+    async fn delete(&self, ctx: &InvocationContext<LinkBackend>, bucket: &str, key: &str) -> Result<(), RpcError> {
+        ctx.state.delete(bucket, key).await
     }
 
-    async fn exists(&self, ctx: &InvocationContext, bucket: &str, key: &str) -> Result<bool, RpcError> {
-        self.backend(ctx)?.exists(bucket, key).await
+    async fn exists(&self, ctx: &InvocationContext<LinkBackend>, bucket: &str, key: &str) -> Result<bool, RpcError> {
+        ctx.state.exists(bucket, key).await
     }
 
     async fn list_keys(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<LinkBackend>,
         bucket: &str,
         cursor: Option<u64>,
     ) -> Result<keyvalue::ListKeysResponse, RpcError> {
-        let (keys, cursor) = self.backend(ctx)?.list_keys(bucket, cursor).await?;
+        let (keys, cursor) = ctx.state.list_keys(bucket, cursor).await?;
         Ok(keyvalue::ListKeysResponse { keys, cursor })
     }
 
-    async fn increment(&self, ctx: &InvocationContext, bucket: &str, key: &str, delta: u64) -> Result<u64, RpcError> {
-        self.backend(ctx)?.increment(bucket, key, delta).await
+    async fn increment(
+        &self,
+        ctx: &InvocationContext<LinkBackend>,
+        bucket: &str,
+        key: &str,
+        delta: u64,
+    ) -> Result<u64, RpcError> {
+        ctx.state.increment(bucket, key, delta).await
     }
 
     async fn get_many(
         &self,
-        ctx: &InvocationContext,
+        ctx: &InvocationContext<LinkBackend>,
         bucket: &str,
         keys: Vec<String>,
     ) -> Result<Vec<Option<KeyValuePair>>, RpcError> {
-        self.backend(ctx)?.get_many(bucket, keys).await
+        ctx.state.get_many(bucket, keys).await
     }
 
-    async fn set_many(&self, ctx: &InvocationContext, bucket: &str, items: Vec<KeyValuePair>) -> Result<(), RpcError> {
-        self.backend(ctx)?.set_many(bucket, items).await
+    async fn set_many(
+        &self,
+        ctx: &InvocationContext<LinkBackend>,
+        bucket: &str,
+        items: Vec<KeyValuePair>,
+    ) -> Result<(), RpcError> {
+        ctx.state.set_many(bucket, items).await
     }
 
-    async fn delete_many(&self, ctx: &InvocationContext, bucket: &str, keys: Vec<String>) -> Result<(), RpcError> {
-        self.backend(ctx)?.delete_many(bucket, keys).await
+    async fn delete_many(
+        &self,
+        ctx: &InvocationContext<LinkBackend>,
+        bucket: &str,
+        keys: Vec<String>,
+    ) -> Result<(), RpcError> {
+        ctx.state.delete_many(bucket, keys).await
     }
 }

@@ -1,20 +1,19 @@
 //! The provider: consumer links (component → provider) get a NATS connection for publish and
 //! request; handler links (provider → component) get subscriptions whose messages are
 //! delivered to the component's `wasmcloud:messaging/handler`, a bounded number at a time.
+//! Both are the link's state, held by the SDK.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use ferry_provider_sdk::{
-    Empty, ErrorKind, InvocationContext, LatticeClient, LinkKey, LinkPut, Provider, ProviderContext, RpcError,
+    ErrorKind, InvocationContext, LatticeClient, LinkPut, Provider, ProviderContext, RpcError,
     async_nats::{self, RequestErrorKind},
-    codec,
     messaging::{
-        BrokerMessage, CONSUMER_INTERFACE, HANDLER_INTERFACE, OP_HANDLE_MESSAGE, OP_PUBLISH, OP_REQUEST,
-        RequestMessage, WIT_NAMESPACE, WIT_PACKAGE,
+        self, BrokerMessage, CONSUMER_INTERFACE, HANDLER_INTERFACE, Messaging, RequestMessage, WIT_NAMESPACE,
+        WIT_PACKAGE,
     },
     redact,
 };
@@ -28,56 +27,59 @@ use crate::config::{
     validate_subject,
 };
 
+/// What a link keeps.
+pub(crate) enum LinkState {
+    /// A component publishes and requests through the provider.
+    Consumer(Consumer),
+    /// The provider delivers messages to a component.
+    Handler(Handler),
+}
+
 /// A consumer link's connection, and whether it is the lattice's own.
-#[derive(Clone)]
-struct Consumer {
+pub(crate) struct Consumer {
     nats: async_nats::Client,
     on_lattice: bool,
 }
 
 /// A handler link's subscriptions, stopped together.
-struct Handler {
+pub(crate) struct Handler {
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     slots: Arc<Semaphore>,
     max_concurrency: usize,
 }
 
+type Ctx = InvocationContext<LinkState>;
+
 /// Publishes, requests and subscriptions for linked components.
 #[derive(Default)]
-pub(crate) struct MessagingProvider {
-    consumers: RwLock<HashMap<LinkKey, Consumer>>,
-    handlers: tokio::sync::Mutex<HashMap<LinkKey, Handler>>,
+pub(crate) struct MessagingProvider;
+
+/// The consumer connection of the link a call came over.
+fn consumer(ctx: &Ctx) -> Result<&Consumer, RpcError> {
+    match ctx.state.as_ref() {
+        LinkState::Consumer(consumer) => Ok(consumer),
+        LinkState::Handler(_) => Err(RpcError::not_linked("a handler link does not publish")),
+    }
 }
 
-impl MessagingProvider {
-    fn consumer(&self, ctx: &InvocationContext) -> Consumer {
-        let consumers = self.consumers.read().unwrap_or_else(|p| p.into_inner());
-        consumers
-            .get(&ctx.link.link.key())
-            .cloned()
-            .unwrap_or_else(|| Consumer { nats: ctx.provider.nats().clone(), on_lattice: true })
-    }
-
-    async fn publish(&self, ctx: &InvocationContext, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
-        let msg: BrokerMessage = codec::decode(payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-        let consumer = self.consumer(ctx);
-        check_subject(&consumer, &msg.subject)?;
+impl Messaging for MessagingProvider {
+    async fn publish(&self, ctx: &Ctx, msg: BrokerMessage) -> Result<(), RpcError> {
+        let consumer = consumer(ctx)?;
+        check_subject(consumer, &msg.subject)?;
         let sent = match msg.reply_to {
             Some(reply) => {
-                check_subject(&consumer, &reply)?;
+                check_subject(consumer, &reply)?;
                 consumer.nats.publish_with_reply(msg.subject, reply, msg.body.into()).await
             }
             None => consumer.nats.publish(msg.subject, msg.body.into()).await,
         };
-        sent.map_err(|e| RpcError::provider(format!("publish failed: {e}")))?;
-        codec::encode(&Empty {}).map_err(RpcError::from)
+        sent.map_err(|e| RpcError::provider(format!("publish failed: {e}")))
     }
 
-    async fn request(&self, ctx: &InvocationContext, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
-        let req: RequestMessage = codec::decode(payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-        let consumer = self.consumer(ctx);
-        check_subject(&consumer, &req.subject)?;
+    async fn request(&self, ctx: &Ctx, req: RequestMessage) -> Result<BrokerMessage, RpcError> {
+        let consumer = consumer(ctx)?;
+        check_subject(consumer, &req.subject)?;
         let timeout = Duration::from_millis(u64::from(req.timeout_ms.max(1)));
         // The component's timeout, not the connection's default.
         let request = async_nats::Request::new().payload(req.body.into()).timeout(Some(timeout));
@@ -102,15 +104,16 @@ impl MessagingProvider {
             }
             Ok(Ok(reply)) => reply,
         };
-        let answer = BrokerMessage {
+        Ok(BrokerMessage {
             subject: reply.subject.to_string(),
             body: reply.payload.to_vec(),
             reply_to: reply.reply.map(|r| r.to_string()),
-        };
-        codec::encode(&answer).map_err(RpcError::from)
+        })
     }
+}
 
-    async fn put_consumer(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
+impl MessagingProvider {
+    async fn put_consumer(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<LinkState, String> {
         let config = ConsumerConfig::from_link(&put.target_config)?;
         let consumer = match &config.cluster_uris {
             None => Consumer { nats: ctx.nats().clone(), on_lattice: true },
@@ -118,11 +121,10 @@ impl MessagingProvider {
         };
         let nats = config.cluster_uris.as_deref().map_or_else(|| "lattice".to_owned(), redact::url);
         info!(component = %put.link.source_id, name = %put.link.name, %nats, "consumer link ready");
-        self.consumers.write().unwrap_or_else(|p| p.into_inner()).insert(put.link.key(), consumer);
-        Ok(())
+        Ok(LinkState::Consumer(consumer))
     }
 
-    async fn put_handler(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
+    async fn put_handler(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<LinkState, String> {
         let config = HandlerConfig::from_link(&put.source_config)?;
         let on_lattice = config.cluster_uris.is_none();
         if on_lattice && let Some(reserved) = config.subscriptions.iter().find(|s| reserved_subscription_on_lattice(s))
@@ -147,7 +149,7 @@ impl MessagingProvider {
                 Ok(sub) => sub,
                 Err(err) => {
                     // Roll back: a rejected link delivers nothing.
-                    Handler { stop, tasks, slots, max_concurrency: config.max_concurrency }.stop().await;
+                    Handler::new(stop, tasks, slots, config.max_concurrency).stop().await;
                     let _ = nats.drain().await;
                     return Err(format!("cannot subscribe to {subject}: {err}"));
                 }
@@ -163,7 +165,7 @@ impl MessagingProvider {
         // Say "subscribed" only once the server has the subscriptions: a message published
         // right after must not be lost.
         if let Err(err) = ferry_provider_sdk::sync_subscriptions(&nats).await {
-            Handler { stop, tasks, slots, max_concurrency: config.max_concurrency }.stop().await;
+            Handler::new(stop, tasks, slots, config.max_concurrency).stop().await;
             let _ = nats.drain().await;
             return Err(format!("cannot subscribe: {err}"));
         }
@@ -175,19 +177,25 @@ impl MessagingProvider {
             max_concurrency = config.max_concurrency,
             "handler link subscribed"
         );
-        let handler = Handler { stop, tasks, slots, max_concurrency: config.max_concurrency };
-        if let Some(old) = self.handlers.lock().await.insert(key, handler) {
-            old.stop().await;
-        }
-        Ok(())
+        Ok(LinkState::Handler(Handler::new(stop, tasks, slots, config.max_concurrency)))
     }
 }
 
 impl Handler {
+    fn new(
+        stop: CancellationToken,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        slots: Arc<Semaphore>,
+        max_concurrency: usize,
+    ) -> Self {
+        Self { stop, tasks: Mutex::new(tasks), slots, max_concurrency }
+    }
+
     /// Stop reading; wait (bounded) for deliveries in flight.
-    async fn stop(self) {
+    async fn stop(&self) {
         self.stop.cancel();
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             let _ = task.await;
         }
         let all = u32::try_from(self.max_concurrency).unwrap_or(u32::MAX);
@@ -261,17 +269,7 @@ impl Delivery {
             body: message.payload.to_vec(),
             reply_to: message.reply.map(|r| r.to_string()),
         };
-        let result = match codec::encode(&payload) {
-            Ok(bytes) => match self.timeout {
-                Some(timeout) => {
-                    self.client
-                        .invoke_with_timeout(&self.component, &self.link_name, OP_HANDLE_MESSAGE, bytes, timeout)
-                        .await
-                }
-                None => self.client.invoke(&self.component, &self.link_name, OP_HANDLE_MESSAGE, bytes).await,
-            },
-            Err(err) => Err(RpcError::from(err)),
-        };
+        let result = messaging::deliver(&self.client, &self.component, &self.link_name, &payload, self.timeout).await;
         if let Err(err) = result {
             warn!(subject = %subject, component = %self.component, kind = ?err.kind, cause = %err.message, "message not handled");
         }
@@ -279,15 +277,13 @@ impl Delivery {
 }
 
 impl Provider for MessagingProvider {
-    async fn handle(&self, ctx: InvocationContext, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        match operation {
-            OP_PUBLISH => self.publish(&ctx, &payload).await,
-            OP_REQUEST => self.request(&ctx, &payload).await,
-            other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("messaging does not serve {other:?}"))),
-        }
+    type Link = LinkState;
+
+    async fn handle(&self, ctx: Ctx, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        messaging::dispatch(self, &ctx, operation, &payload).await
     }
 
-    async fn on_link_put(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<(), String> {
+    async fn on_link_put(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<LinkState, String> {
         let link = &put.link;
         if link.wit_namespace != WIT_NAMESPACE || link.wit_package != WIT_PACKAGE {
             return Err(format!(
@@ -305,20 +301,18 @@ impl Provider for MessagingProvider {
         }
     }
 
-    async fn on_link_del(&self, _ctx: &ProviderContext, put: &LinkPut) {
-        let key = put.link.key();
-        self.consumers.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        let handler = self.handlers.lock().await.remove(&key);
-        if let Some(handler) = handler {
+    async fn on_link_del(&self, _ctx: &ProviderContext, put: &LinkPut, state: Arc<LinkState>) {
+        if let LinkState::Handler(handler) = state.as_ref() {
             handler.stop().await;
-            info!(component = %key.target_id, name = %key.name, "handler link unsubscribed");
+            info!(component = %put.link.target_id, name = %put.link.name, "handler link unsubscribed");
         }
     }
 
-    async fn on_shutdown(&self, _ctx: &ProviderContext) {
-        let handlers: Vec<_> = self.handlers.lock().await.drain().map(|(_, h)| h).collect();
-        for handler in handlers {
-            handler.stop().await;
+    async fn on_shutdown(&self, ctx: &ProviderContext) {
+        for (_, state) in ctx.links().states::<LinkState>() {
+            if let LinkState::Handler(handler) = state.as_ref() {
+                handler.stop().await;
+            }
         }
     }
 }

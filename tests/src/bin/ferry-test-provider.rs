@@ -13,6 +13,8 @@ use ferry_provider_sdk::{
 struct TestProvider;
 
 impl Provider for TestProvider {
+    type Link = ();
+
     async fn on_link_put(&self, ctx: &ProviderContext, _link: &LinkPut) -> Result<(), String> {
         let delay = ctx.config().get("link_delay_ms").and_then(|ms| ms.parse().ok()).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(delay)).await;
