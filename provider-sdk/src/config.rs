@@ -92,6 +92,21 @@ impl StartupArgs {
 /// Resolves when the parent process closes our stdin.
 pub(crate) type ParentGone = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// A host-spawned provider that is too stuck to notice its stdin closing still dies with its
+/// host: the kernel sends it SIGKILL when the host goes (the parent-death signal).
+fn die_with_parent() -> Result<(), SdkError> {
+    let parent = rustix::process::getppid();
+    if let Err(err) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
+        tracing::warn!(cause = %err, "cannot arm the parent-death signal; relying on stdin alone");
+        return Ok(());
+    }
+    // The host may have gone before the signal was armed.
+    if rustix::process::getppid() != parent {
+        return Err(SdkError::Startup("the host that started this provider is gone".into()));
+    }
+    Ok(())
+}
+
 /// Longest wait for the start-up line on stdin.
 const STARTUP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -130,6 +145,7 @@ async fn read_stdin() -> Result<(ProviderStartup, ParentGone), SdkError> {
         ));
     }
     let startup = ProviderStartup::from_json(line.trim().as_bytes()).map_err(|e| SdkError::Startup(e.to_string()))?;
+    die_with_parent()?;
     let gone = Box::pin(async move {
         // A dropped sender (the thread is gone) means the same as end of file.
         let _ = eof_rx.await;

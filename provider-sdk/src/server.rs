@@ -181,7 +181,10 @@ impl<P: Provider> Server<P> {
         }
         tasks.close();
         tasks.wait().await;
-        self.provider.on_shutdown(&self.ctx).await;
+        // A hook that never returns must not keep the process alive.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.provider.on_shutdown(&self.ctx)).await.is_err() {
+            warn!(grace = ?SHUTDOWN_GRACE, "the provider's shutdown hook did not return within the grace period");
+        }
         if let Err(err) = nats.drain().await {
             warn!(cause = %err, "failed to drain NATS connection");
         }

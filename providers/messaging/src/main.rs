@@ -9,7 +9,6 @@ mod provider;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::MessagingProvider, ferry_provider_sdk::shutdown_signal())
-        .await?;
+    ferry_provider_sdk::run_provider(provider::MessagingProvider, ferry_provider_sdk::shutdown_signal()).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! A provider for end-to-end tests of what the SDK does around a capability: it accepts every
 //! link, or rejects every link when started with `--config reject_links=REASON`, after
-//! `--config link_delay_ms=N`; it serves no operation. Two instances of one provider id with
+//! `--config link_delay_ms=N`; with `--config hang_on_shutdown=true` its shutdown hook never
+//! returns (a wedged provider); it serves no operation. Two instances of one provider id with
 //! different start-up config behave differently, which real providers only do when one
 //! instance's backend fails.
 
@@ -21,6 +22,12 @@ impl Provider for TestProvider {
         match ctx.config().get("reject_links") {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
+        }
+    }
+
+    async fn on_shutdown(&self, ctx: &ProviderContext) {
+        if ctx.config().get("hang_on_shutdown").is_some_and(|v| v == "true") {
+            std::future::pending::<()>().await;
         }
     }
 
