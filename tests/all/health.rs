@@ -7,7 +7,6 @@ use std::{collections::HashSet, time::Duration};
 use ferry_proto::{
     auth::period_of,
     codec,
-    ctl::ProviderStart,
     envelope::{Invocation, InvocationResponse},
     event::{CloudEvent, Event, ProviderHealth},
     health::HealthAnswer,
@@ -177,20 +176,12 @@ async fn a_provider_that_stops_answering_turns_failed_and_back_to_passed_after_s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_supervised_provider_that_stays_unhealthy_is_restarted() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
-    let kv = ferry_tests::binary("ferry-provider-keyvalue")?;
-    let dir = kv.parent().expect("a directory").display().to_string();
+    let dir = ferry_tests::bin_dir()?;
     let args = ["--allow-file-dir", &dir, "--health-interval-ms", "400", "--health-timeout-ms", "300"];
     let (_host, host_id) = lattice.start_host_with(&args).await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
     lattice.raw.flush().await?;
-    let start = ProviderStart {
-        request_id: "r-kv".into(),
-        provider_id: "kv".into(),
-        binary: kv.display().to_string(),
-        config: Default::default(),
-    };
-    let reply = lattice.ctl.send(&start, Some(&host_id)).await?;
-    let pid = reply.data.and_then(|d| d.provider.pid).expect("a pid");
+    let pid = lattice.supervise(&host_id, "r-kv", "ferry-provider-keyvalue", "kv", &[]).await?;
     let is = |name: &'static str| {
         move |e: &Event| health_of_event(e).is_some_and(|(n, h)| n == name && h.provider_id == "kv")
     };

@@ -115,13 +115,8 @@ async fn a_supervised_provider_killed_is_restarted_and_its_host_takes_it_along()
     assert_eq!((inventory.providers[0].pid, inventory.providers[0].restarts), (Some(second_pid), 1));
 
     // A second provider whose shutdown hook never returns: stdin closing cannot stop it.
-    let wedged = ProviderStart {
-        request_id: "r-wedged".into(),
-        provider_id: "wedged".into(),
-        binary: binary("ferry-test-provider")?.display().to_string(),
-        config: [("hang_on_shutdown".to_owned(), "true".to_owned())].into(),
-    };
-    let wedged_pid = lattice.ctl.send(&wedged, Some(&host_id)).await?.data.and_then(|d| d.provider.pid).expect("pid");
+    let hang = [("hang_on_shutdown", "true")];
+    let wedged_pid = lattice.supervise(&host_id, "r-wedged", "ferry-test-provider", "wedged", &hang).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !health(&lattice, "wedged").await.is_ok_and(|a| a.healthy) {
         assert!(tokio::time::Instant::now() < deadline, "the wedged provider never answered health");

@@ -214,6 +214,34 @@ impl Lattice {
         Ok(command)
     }
 
+    /// Have host `host_id` (started with `--allow-file-dir` of the workspace binaries, see
+    /// [`crate::bin_dir`]) start and supervise the provider binary `bin` as `provider_id`,
+    /// with request id `request_id`; returns the provider's pid.
+    ///
+    /// # Errors
+    /// When the binary is missing or the host refuses.
+    pub async fn supervise(
+        &self,
+        host_id: &str,
+        request_id: &str,
+        bin: &str,
+        provider_id: &str,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<u32> {
+        let start = ferry_proto::ctl::ProviderStart {
+            request_id: request_id.to_owned(),
+            provider_id: provider_id.to_owned(),
+            binary: binary(bin)?.display().to_string(),
+            config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        let reply = self.ctl.send(&start, Some(host_id)).await?;
+        reply
+            .data
+            .filter(|_| reply.success)
+            .and_then(|d| d.provider.pid)
+            .with_context(|| format!("provider.start {provider_id} failed: {}", reply.message))
+    }
+
     /// A credential for `provider_id`, valid for two hours.
     pub fn credential(&self, provider_id: &str) -> String {
         self.cluster.issue_credential(&self.name, provider_id, ferry_proto::time::now_ms(), 2).encode()

@@ -196,6 +196,15 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The directory of the workspace binaries, for `ferry host --allow-file-dir`.
+///
+/// # Errors
+/// When the binaries have not been built.
+pub fn bin_dir() -> anyhow::Result<String> {
+    let ferry = binary("ferry")?;
+    Ok(ferry.parent().context("a binary has a directory")?.display().to_string())
+}
+
 /// Build the test component `name` from `tests/components/{name}` for wasm32-wasip2 (once per
 /// test run) and return the path of the `.wasm`.
 ///
