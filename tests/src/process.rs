@@ -233,6 +233,9 @@ fn build_wasm(source: &Path) -> anyhow::Result<PathBuf> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(root.join("target"))
+        // The test command lints the workspace through these; components are not linted.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
         .current_dir(source)
         .status()
         .context("failed to run cargo for the test component")?;

@@ -238,6 +238,8 @@ fn resolve_component(path: Option<&Path>) -> anyhow::Result<PathBuf> {
         eprintln!("ferry up: building the sample component (examples/http-counter)");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--target-dir", "../target"])
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CLIPPY_ARGS")
             .current_dir(source)
             .status()
             .context("failed to run cargo")?;
