@@ -2,8 +2,12 @@
 
 use std::{process::Command, time::Duration};
 
-use ferry_proto::startup::{ProviderStartup, STARTUP_VERSION};
-use ferry_tests::{Lattice, Process, binary};
+use ferry_proto::{
+    ctl::ProviderStop,
+    event::{CloudEvent, Event},
+};
+use ferry_tests::{Lattice, Process, bin_dir, binary};
+use futures::StreamExt as _;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_and_sidecar_provider_stop_cleanly_on_sigterm() -> anyhow::Result<()> {
@@ -23,27 +27,27 @@ async fn host_and_sidecar_provider_stop_cleanly_on_sigterm() -> anyhow::Result<(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_host_spawned_provider_reads_stdin_and_stops_when_its_parent_goes() -> anyhow::Result<()> {
+async fn a_host_spawned_provider_reads_stdin_and_stops_cleanly_when_it_closes() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
-    let startup = ProviderStartup {
-        version: STARTUP_VERSION,
-        lattice: lattice.name.clone(),
-        provider_id: "kv-child".into(),
-        nats_url: lattice.nats.url.clone(),
-        credential: lattice.credential("kv-child"),
-        rpc_timeout_ms: Some(1000),
-        log_level: Some("info".into()),
-        config: Default::default(),
-    };
-    let mut command = Command::new(binary("ferry-provider-keyvalue")?);
-    command.env_remove("FERRY_PROVIDER_ID");
-    let mut provider = Process::spawn_with_stdin("kv-child", command, &startup.to_json()?)?;
-    provider.wait_for_log("provider ready", Duration::from_secs(30)).await?;
+    let (host, host_id) = lattice.start_host_with(&["--allow-file-dir", &bin_dir()?]).await?;
+    let mut events = lattice.raw.subscribe(ferry_proto::subject::event(&lattice.name, "provider_stopped")?).await?;
+    lattice.raw.flush().await?;
+    lattice.supervise(&host_id, "r-start", "ferry-provider-keyvalue", "kv-child", &[]).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !host.logs().contains("provider ready") {
+        assert!(tokio::time::Instant::now() < deadline, "the provider never got ready:\n{}", host.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
-    provider.close_stdin();
-    let status = provider.wait_exit(Duration::from_secs(15)).await.expect("provider must stop when stdin closes");
-    assert!(status.success(), "exit status {status}:\n{}", provider.logs());
-    assert!(provider.logs().contains("the host that started this provider is gone"), "{}", provider.logs());
+    // `provider.stop` closes its stdin: it stops by itself, with success, in good time.
+    let stop = ProviderStop { request_id: "r-stop".into(), provider_id: "kv-child".into() };
+    assert!(lattice.ctl.send(&stop, Some(&host_id)).await?.success);
+    let msg = tokio::time::timeout(Duration::from_secs(15), events.next()).await?.expect("event");
+    match serde_json::from_slice::<CloudEvent>(&msg.payload)?.event()? {
+        Event::ProviderStopped(e) => assert_eq!(e.reason, "stopped (exited: code 0)", "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(host.logs().contains("the host that started this provider is gone"), "{}", host.logs());
     Ok(())
 }
 
@@ -51,7 +55,7 @@ async fn a_host_spawned_provider_reads_stdin_and_stops_when_its_parent_goes() ->
 async fn bad_start_up_data_is_a_clear_error() -> anyhow::Result<()> {
     let mut command = Command::new(binary("ferry-provider-keyvalue")?);
     command.env_remove("FERRY_PROVIDER_ID");
-    let mut provider = Process::spawn_with_stdin("kv-bad", command, r#"{"version": 9}"#)?;
+    let mut provider = Process::spawn_with_input("kv-bad", command, r#"{"version": 9}"#)?;
     let status = provider.wait_exit(Duration::from_secs(15)).await.expect("provider must exit");
     assert!(!status.success());
     assert!(provider.logs().contains("invalid start-up data"), "{}", provider.logs());

@@ -11,13 +11,12 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// A child process whose output goes to a log file, killed (SIGTERM, then SIGKILL) on drop.
+/// (Providers a host runs are the host's supervisor's business, not this harness's.)
 #[derive(Debug)]
 pub struct Process {
     name: String,
     child: Option<Child>,
     log: PathBuf,
-    /// Open while the child should see a live parent (host-spawned providers).
-    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Process {
@@ -29,13 +28,12 @@ impl Process {
         Self::spawn_inner(name, command, None)
     }
 
-    /// Spawn `command` and write `line` to its stdin, keeping stdin open until
-    /// [`Process::close_stdin`] (the way a host starts a provider).
+    /// Spawn `command` with `input` as its whole stdin (as `echo input | command` would).
     ///
     /// # Errors
     /// When the process cannot be started or written to.
-    pub fn spawn_with_stdin(name: &str, command: Command, line: &str) -> anyhow::Result<Self> {
-        Self::spawn_inner(name, command, Some(line))
+    pub fn spawn_with_input(name: &str, command: Command, input: &str) -> anyhow::Result<Self> {
+        Self::spawn_inner(name, command, Some(input))
     }
 
     fn spawn_inner(name: &str, mut command: Command, line: Option<&str>) -> anyhow::Result<Self> {
@@ -48,16 +46,11 @@ impl Process {
             .stderr(file)
             .spawn()
             .with_context(|| format!("failed to start {name}"))?;
-        let mut stdin = child.stdin.take();
-        if let (Some(pipe), Some(line)) = (stdin.as_mut(), line) {
+        // Written, then closed when the pipe drops here.
+        if let (Some(mut pipe), Some(line)) = (child.stdin.take(), line) {
             writeln!(pipe, "{line}").context("failed to write to stdin")?;
         }
-        Ok(Self { name: name.to_owned(), child: Some(child), log, stdin })
-    }
-
-    /// Close the process's stdin.
-    pub fn close_stdin(&mut self) {
-        self.stdin = None;
+        Ok(Self { name: name.to_owned(), child: Some(child), log })
     }
 
     /// Wait up to `timeout` for the process to exit by itself; its exit status, if it did.
