@@ -45,6 +45,9 @@ async fn every_ctl_command_works_with_tables_json_auctions_and_exit_codes() -> a
     expect(&lattice, &["label", "put", &second_id[..10], "tier", "gold"], 0)?;
     assert!(expect(&lattice, &["get", "hosts"], 0)?.contains("tier=gold,zone=b"));
     expect(&lattice, &["label", "del", &second_id[..10], "missing"], 1)?;
+    expect(&lattice, &["label", "put", &second_id, "bell", "ding\u{7}"], 1)?;
+    expect(&lattice, &["label", "put", &second_id, "bad key", "v"], 1)?;
+    assert!(!expect(&lattice, &["get", "hosts"], 0)?.contains("bell"), "a refused label was set");
     expect(&lattice, &["label", "del", &second_id, "tier"], 0)?;
 
     // A start goes where the auction says; a constraint nobody meets gets no bid.

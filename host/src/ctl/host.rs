@@ -50,13 +50,26 @@ pub(super) async fn label_put(services: &Services, cmd: LabelPut) -> CtlResponse
     if let Err(err) = ferry_proto::subject::validate_id("label key", &cmd.key) {
         return CtlResponse::fail(cmd.request_id, err.to_string());
     }
+    if cmd.value.len() > 256 || cmd.value.chars().any(char::is_control) {
+        let message = format!("invalid value for label {}: at most 256 bytes, no control characters", cmd.key);
+        return CtlResponse::fail(cmd.request_id, message);
+    }
     let labels = services.identity.put_label(&cmd.key, &cmd.value);
-    labels_changed(services, cmd.request_id, labels, format!("label {} set", cmd.key)).await
+    labels_changed(
+        services,
+        cmd.request_id,
+        labels,
+        format!("label {}={} set on host {}", cmd.key, cmd.value, services.identity.id),
+    )
+    .await
 }
 
 pub(super) async fn label_del(services: &Services, cmd: LabelDel) -> CtlResponse<Labels> {
     match services.identity.del_label(&cmd.key) {
-        Some(labels) => labels_changed(services, cmd.request_id, labels, format!("label {} removed", cmd.key)).await,
+        Some(labels) => {
+            let message = format!("label {} removed from host {}", cmd.key, services.identity.id);
+            labels_changed(services, cmd.request_id, labels, message).await
+        }
         None => CtlResponse::fail(cmd.request_id, format!("host {} has no label {}", services.identity.id, cmd.key)),
     }
 }

@@ -356,7 +356,7 @@ async fn connect_or_start_nats(
         Command::new(&bin).arg("-c").arg(&config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log),
     )
     .with_context(|| format!("failed to start {bin} (install nats-server >= 2.10 or run scripts/up.sh)"))?;
-    eprintln!("ferry up: started nats-server on port {port}, token required (data in {})", store.display());
+    eprintln!("ferry up: nats-server listens on port {port}, token required (data in {})", store.display());
     let options = ferry_lattice::NatsOptions::new(&with_token, "ferry-up");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
