@@ -321,7 +321,7 @@ impl RunningHost {
         let request_id = inner.services.stop_request_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let stopped = HostStopped { request_id, host_id: inner.id().to_owned() };
         inner.services.events.emit(&Event::HostStopped(stopped)).await;
-        if let Err(err) = inner.nats.drain().await {
+        if let Err(err) = ferry_lattice::nats::close(&inner.nats).await {
             warn!(cause = %err, "failed to drain NATS connection");
         }
         info!("host stopped");

@@ -242,6 +242,22 @@ pub async fn sync_subscriptions(client: &async_nats::Client) -> Result<(), Latti
     }
 }
 
+/// End a connection on the way out of a process: send what was published (async-nats's
+/// `drain` only queues the drain and returns, so a process that exits right after it can lose
+/// its last messages — a host's `host_stopped`, a provider's last replies), then drain it.
+///
+/// # Errors
+/// [`LatticeError::Nats`] when the connection cannot be flushed within 5 s or drained.
+pub async fn close(client: &async_nats::Client) -> Result<(), LatticeError> {
+    let flushed = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    let drained = client.drain().await.map_err(LatticeError::nats);
+    match flushed {
+        Ok(Ok(())) => drained,
+        Ok(Err(err)) => Err(LatticeError::nats(err)),
+        Err(_) => Err(LatticeError::Nats("could not send what was published within 5 s".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

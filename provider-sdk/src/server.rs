@@ -185,7 +185,7 @@ impl<P: Provider> Server<P> {
         if tokio::time::timeout(SHUTDOWN_GRACE, self.provider.on_shutdown(&self.ctx)).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "the provider's shutdown hook did not return within the grace period");
         }
-        if let Err(err) = nats.drain().await {
+        if let Err(err) = ferry_lattice::nats::close(&nats).await {
             warn!(cause = %err, "failed to drain NATS connection");
         }
         info!("provider stopped");

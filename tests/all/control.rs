@@ -152,7 +152,7 @@ async fn a_component_scaled_under_a_stream_of_calls_loses_none() -> anyhow::Resu
 async fn events_are_typed_and_carry_the_request_id_of_their_command() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let host = Some(lattice.host_id.as_str());
 
     lattice.start_component_on("http-echo", "echo", &[], host).await?;
@@ -225,7 +225,7 @@ async fn host_stop_lets_calls_in_flight_finish_and_the_host_exits() -> anyhow::R
     let lattice = Lattice::start().await?;
     let (mut second, second_id) = lattice.start_host().await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.host_stopped", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     lattice.start_component_on("http-echo", "slow", &[], Some(&second_id)).await?;
     lattice.link(Link::new(TEST_CLIENT_ID, "slow", "wasi", "http", vec!["incoming-handler".into()])).await?;
 

@@ -16,7 +16,7 @@ use serde_json::json;
 async fn a_scripted_run_announces_exactly_its_events_in_order_with_their_request_ids() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let mut events = lattice.raw.subscribe(ferry_proto::subject::all_events(&lattice.name)?).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     // Start a host (health checks and heartbeats out of the way of an exact count).
     let kv = binary("ferry-provider-keyvalue")?;

@@ -136,7 +136,7 @@ async fn a_provider_that_stops_answering_turns_failed_and_back_to_passed_after_s
     ];
     let (_host, host_id) = lattice.start_host_with(&args).await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let provider = lattice.start_provider("ferry-provider-keyvalue", "kv-nats").await?;
     lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
     lattice.link(Link::new("kvc", "kv-nats", "wasi", "keyvalue", vec!["store".into()])).await?;
@@ -180,7 +180,7 @@ async fn a_supervised_provider_that_stays_unhealthy_is_restarted() -> anyhow::Re
     let args = ["--allow-file-dir", &dir, "--health-interval-ms", "400", "--health-timeout-ms", "300"];
     let (_host, host_id) = lattice.start_host_with(&args).await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let pid = lattice.supervise(&host_id, "r-kv", "ferry-provider-keyvalue", "kv", &[]).await?;
     let is = |name: &'static str| {
         move |e: &Event| health_of_event(e).is_some_and(|(n, h)| n == name && h.provider_id == "kv")

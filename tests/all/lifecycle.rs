@@ -31,7 +31,7 @@ async fn a_host_spawned_provider_reads_stdin_and_stops_cleanly_when_it_closes() 
     let lattice = Lattice::start().await?;
     let (host, host_id) = lattice.start_host_with(&["--allow-file-dir", &bin_dir()?]).await?;
     let mut events = lattice.raw.subscribe(ferry_proto::subject::event(&lattice.name, "provider_stopped")?).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     lattice.supervise(&host_id, "r-start", "ferry-provider-keyvalue", "kv-child", &[]).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !host.logs().contains("provider ready") {

@@ -54,7 +54,7 @@ async fn subscribed_components_answer_plain_nats_clients_and_failures_are_logged
 
     // A plain client's request reaches the handler, whose reply goes to the reply-to.
     let mut seen = lattice.raw.subscribe("seen.>").await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let reply = tokio::time::timeout(Duration::from_secs(5), lattice.raw.request("echo.hi", "hello".into())).await??;
     assert_eq!(reply.payload.as_ref(), b"echo: hello");
     let report = tokio::time::timeout(Duration::from_secs(5), seen.next()).await?.expect("seen");
@@ -102,7 +102,7 @@ async fn components_publish_and_request_through_the_consumer() -> anyhow::Result
         }
     });
     let mut events = lattice.raw.subscribe("events.>").await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     assert_eq!(
         command(&lattice, "caller", "/request?subject=svc.ping&timeout=2000", b"1").await?,
@@ -143,12 +143,12 @@ async fn a_queue_group_over_two_providers_and_two_hosts_handles_each_message_onc
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut seen = lattice.raw.subscribe("seen.jobs.>").await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     for i in 0..50 {
         lattice.raw.publish("jobs.a", format!("a{i}").into()).await?;
         lattice.raw.publish("jobs.b", format!("b{i}").into()).await?;
     }
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let mut counts: HashMap<String, u32> = HashMap::new();
     let quiet = Duration::from_secs(3);
     while let Ok(Some(msg)) = tokio::time::timeout(quiet, seen.next()).await {

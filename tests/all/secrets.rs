@@ -20,7 +20,7 @@ async fn put_link(lattice: &Lattice, link: Link) -> anyhow::Result<(bool, String
 async fn credentials_in_urls_and_config_values_never_reach_logs_replies_or_events() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let kv = lattice.start_provider("ferry-provider-keyvalue", "kv").await?;
     let msg = lattice.start_provider("ferry-provider-messaging", "msg").await?;
     lattice.start_component("kv-http", "kvc", &["app-secrets"]).await?;
@@ -125,7 +125,7 @@ async fn link_config_travels_sealed_to_its_provider() -> anyhow::Result<()> {
     lattice.start_component("kv-http", "kvc", &[]).await?;
     lattice.config("kv-secret", &[("backend", "nats"), ("password", SECRET)]).await?;
     let mut capture = lattice.raw.subscribe(ferry_proto::subject::link_put(&lattice.name, "kv")?).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     let mut link = Link::new("kvc", "kv", "wasi", "keyvalue", vec!["store".into()]);
     link.target_config = vec!["kv-secret".into()];

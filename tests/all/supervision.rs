@@ -60,7 +60,7 @@ async fn a_supervised_provider_killed_is_restarted_and_its_host_takes_it_along()
     let dir = kv.parent().expect("a directory").display().to_string();
     let (mut host, host_id) = lattice.start_host_with(&["--allow-file-dir", &dir]).await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     let start = ProviderStart {
         request_id: "r-kv".into(),
@@ -146,7 +146,7 @@ async fn a_provider_that_crashes_at_start_is_backed_off_and_stops_on_command() -
     std::process::Command::new("chmod").arg("+x").arg(&crasher).status()?;
     let (_host, host_id) = lattice.start_host_with(&["--allow-file-dir", &dir.display().to_string()]).await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     // Not allowed: a binary outside the allowed directory, and any binary on a host that allows none.
     for (host, binary) in

@@ -81,7 +81,7 @@ async fn a_messaging_request_timeout_holds_beyond_ten_seconds() -> anyhow::Resul
     lattice.link(Link::new("echo", "msg", "wasmcloud", "messaging", vec!["consumer".into()])).await?;
 
     let mut slow = lattice.raw.subscribe("slow.service").await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
     let responder = lattice.raw.clone();
     tokio::spawn(async move {
         use futures::StreamExt as _;
@@ -120,7 +120,7 @@ async fn a_components_calls_carry_its_callers_deadline() -> anyhow::Result<()> {
     let link = Link::new("kvc", "kv", "wasi", "keyvalue", vec!["store".into()]);
     lattice.link(link).await?;
     let mut seen = lattice.raw.subscribe(ferry_proto::subject::rpc(&lattice.name, "kv")?).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     let request = ferry_proto::http::HttpRequest {
         method: "POST".into(),
@@ -208,7 +208,7 @@ async fn ferry_ctl_waits_as_long_as_its_timeout_says() -> anyhow::Result<()> {
     let nats = ferry_tests::NatsServer::start().await?;
     let slow_host = async_nats::connect(&nats.url).await?;
     let mut commands = slow_host.subscribe(ferry_proto::subject::ctl_shared("slow")?).await?;
-    slow_host.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&slow_host).await?;
     tokio::spawn(async move {
         if let Some(msg) = futures::StreamExt::next(&mut commands).await {
             tokio::time::sleep(Duration::from_secs(12)).await;

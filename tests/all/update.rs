@@ -95,7 +95,7 @@ async fn a_component_updated_under_a_stream_of_calls_loses_none() -> anyhow::Res
         .await?;
     let new_image = lattice.image("hello").await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.component_updated", lattice.name)).await?;
-    lattice.raw.flush().await?;
+    ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (old, new) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: CallArgs) -> anyhow::Result<()> {
     let response = client.handle_http(&args.component, &request).await?;
     eprintln!("HTTP {}", response.status);
     print!("{}", String::from_utf8_lossy(&response.body));
-    let _ = client.nats().drain().await;
+    let _ = ferry_lattice::nats::close(client.nats()).await;
     if response.status >= 400 {
         bail!("component answered {}", response.status);
     }

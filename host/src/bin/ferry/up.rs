@@ -217,7 +217,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok(()) => eprintln!("ferry up: host stopped"),
         Err(_) => eprintln!("ferry up: host did not stop within {STOP_GRACE:?}"),
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(6), ferry_lattice::nats::close(&nats)).await;
     if let Some(server) = nats_server {
         server.stop().await;
     }

@@ -187,7 +187,7 @@ async fn execute(args: CtlArgs) -> anyhow::Result<Outcome> {
         None => None,
     };
     let outcome = commands::run(&ctx, &nats, &args.lattice, host.as_deref(), args.command).await;
-    let _ = nats.drain().await;
+    let _ = ferry_lattice::nats::close(&nats).await;
     outcome
 }
 
