@@ -184,17 +184,10 @@ pub(crate) async fn run(
         Resource::Watch { events } => super::watch::run(nats, lattice, &events, ctx.json).await,
         Resource::Component(cmd) => component(ctx, nats, lattice, host, cmd).await,
         Resource::Provider(ProviderCmd::Start { id, binary, config, constraints }) => {
-            let host = match host {
-                Some(host) => host.to_owned(),
-                None => {
-                    let constraints = constraints.into_iter().collect();
-                    let auction =
-                        ProviderAuction { request_id: request_id.clone(), provider_id: id.clone(), constraints };
-                    match ctx.auction(&auction).await? {
-                        Some(host) => host,
-                        None => return Ok(Outcome::unanswered(format!("no host bid to supervise provider {id}"))),
-                    }
-                }
+            let constraints = constraints.into_iter().collect();
+            let auction = ProviderAuction { request_id: request_id.clone(), provider_id: id.clone(), constraints };
+            let Some(host) = ctx.host_or_winner(host, &auction).await? else {
+                return Ok(Outcome::unanswered(format!("no host bid to supervise provider {id}")));
             };
             let binary = std::fs::canonicalize(&binary).map(|p| p.display().to_string()).unwrap_or(binary);
             let cmd = ProviderStart { request_id, provider_id: id, binary, config: config.into_iter().collect() };
@@ -268,17 +261,10 @@ async fn component(
     let request_id = ctx.request_id.clone();
     match command {
         ComponentCmd::Start { image, id, max_instances, config, constraints } => {
-            let host = match host {
-                Some(host) => host.to_owned(),
-                None => {
-                    let constraints = constraints.into_iter().collect();
-                    let auction =
-                        ComponentAuction { request_id: request_id.clone(), component_id: id.clone(), constraints };
-                    match ctx.auction(&auction).await? {
-                        Some(host) => host,
-                        None => return Ok(Outcome::unanswered(format!("no host bid to run component {id}"))),
-                    }
-                }
+            let constraints = constraints.into_iter().collect();
+            let auction = ComponentAuction { request_id: request_id.clone(), component_id: id.clone(), constraints };
+            let Some(host) = ctx.host_or_winner(host, &auction).await? else {
+                return Ok(Outcome::unanswered(format!("no host bid to run component {id}")));
             };
             let image = reference(nats, lattice, &image).await?;
             let cmd = ComponentStart { request_id, component_id: id, image, max_instances, config };

@@ -133,8 +133,16 @@ impl Ctx {
         Ok(self.client.gather(command, GATHER).await?)
     }
 
-    /// The host that wins `auction`: the first to bid.
-    async fn auction<C: Command<Reply = AuctionBid>>(&self, auction: &C) -> anyhow::Result<Option<String>> {
+    /// `host` when one was named, else the host that wins `auction` (the first to bid); `None`
+    /// when nobody bids.
+    async fn host_or_winner<C: Command<Reply = AuctionBid>>(
+        &self,
+        host: Option<&str>,
+        auction: &C,
+    ) -> anyhow::Result<Option<String>> {
+        if let Some(host) = host {
+            return Ok(Some(host.to_owned()));
+        }
         let bids = self.gather(auction).await?;
         Ok(bids.into_iter().filter(|b| b.success).find_map(|b| b.data).map(|bid| bid.host_id))
     }
