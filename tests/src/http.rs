@@ -96,6 +96,24 @@ pub fn rss(pid: u32) -> anyhow::Result<u64> {
     proc_status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
 }
 
+/// The CPU time process `pid` has used so far, user and system, all threads (Linux; 10 ms
+/// resolution).
+///
+/// # Errors
+/// When /proc cannot be read.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).with_context(|| format!("bad stat for {pid}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).with_context(|| format!("short stat for {pid}"))?.parse()?)
+    };
+    // The kernel reports in USER_HZ, which is 100 on every Linux architecture.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
 fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} for {pid}"))?;

@@ -92,6 +92,10 @@ fn run(cmd: &Value) -> Result<Value, String> {
         lattice::set_link_name(link, interfaces.into_iter().collect())?;
     }
     let op = s(cmd, "op");
+    if op == "noop" {
+        // No capability call at all: the benchmark's baseline for this component.
+        return Ok(Value::Null);
+    }
     if op == "trap" {
         panic!("trap requested by the test");
     }

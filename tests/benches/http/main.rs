@@ -1,0 +1,228 @@
+//! Ferry's latency and throughput benchmark: what the process split and a capability call
+//! cost. One run measures, on this machine,
+//!
+//! * (a) a raw NATS request/reply echo round trip (the transport's floor),
+//! * (b) the hello component called in-process through wasmtime, no NATS (the runtime's floor),
+//! * (c) the same component end to end over HTTP: client → http-server provider → NATS → host,
+//! * (d) the same component under `wasmtime serve` (the peer to beat),
+//! * (e) an HTTP request whose component makes one key-value get, on Redis and on NATS KV,
+//! * (f) the same key-value component answering without a capability call,
+//! * (g) a raw Redis GET round trip (with (a), the floor of (e)),
+//! * (h) a host's time from spawn to ready, and its idle memory,
+//!
+//! at 1 and 32 requests in flight: requests/s, p50 and p99 latency, the CPU each process spends
+//! per request, and resident memory; then each target of docs/benchmarks.md, computed from
+//! this run. Run it with `bash scripts/bench.sh` (release build); results are recorded in
+//! docs/benchmarks.md.
+//!
+//! Environment: `BENCH_SECONDS` (per measurement, default 10), `BENCH_WASMTIME` (path of a
+//! wasmtime 48 CLI; (d) is skipped without it), `BENCH_ONLY` (scenario letters to run, e.g.
+//! `efg`; all by default), `FERRY_NATS_SERVER`, `FERRY_REDIS_SERVER`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod floors;
+mod load;
+mod systems;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use ferry_tests::build_component;
+use load::{Sample, WARMUP};
+use systems::Measured;
+
+const CONCURRENCY: [usize; 2] = [1, 32];
+
+/// Every measurement of the run, by scenario key, one sample per concurrency.
+#[derive(Default)]
+struct Results {
+    samples: BTreeMap<&'static str, Vec<Sample>>,
+    memory: BTreeMap<&'static str, Vec<(&'static str, u64)>>,
+}
+
+impl Results {
+    fn record(&mut self, key: &'static str, title: &str, samples: Vec<Sample>, memory: Vec<(&'static str, u64)>) {
+        let shown = if memory.is_empty() {
+            "-".to_owned()
+        } else {
+            memory.iter().map(|(name, bytes)| format!("{name} {}", mib(*bytes))).collect::<Vec<_>>().join(", ")
+        };
+        let mut samples = samples;
+        for (concurrency, sample) in CONCURRENCY.iter().zip(samples.iter_mut()) {
+            let errors = if sample.errors > 0 { format!(" ({} errors)", sample.errors) } else { String::new() };
+            println!(
+                "| {title} | {concurrency} | {:.0}{errors} | {:.3} | {:.3} | {} | {shown} |",
+                sample.rate(),
+                sample.percentile(0.50),
+                sample.percentile(0.99),
+                sample.cpu_per_request(),
+            );
+        }
+        self.samples.insert(key, samples);
+        self.memory.insert(key, memory);
+    }
+
+    fn record_measured(&mut self, key: &'static str, title: &str, measured: Measured) {
+        self.record(key, title, measured.samples, measured.memory);
+    }
+
+    /// p50 (ms) of `key` at concurrency index `at`.
+    fn p50(&mut self, key: &str, at: usize) -> Option<f64> {
+        self.samples.get_mut(key).and_then(|s| s.get_mut(at)).map(|s| s.percentile(0.50))
+    }
+
+    fn p99(&mut self, key: &str, at: usize) -> Option<f64> {
+        self.samples.get_mut(key).and_then(|s| s.get_mut(at)).map(|s| s.percentile(0.99))
+    }
+
+    fn rate(&self, key: &str, at: usize) -> Option<f64> {
+        self.samples.get(key).and_then(|s| s.get(at)).map(Sample::rate)
+    }
+
+    fn rss(&self, key: &str, process: &str) -> Option<u64> {
+        self.memory.get(key)?.iter().find(|(name, _)| *name == process).map(|(_, bytes)| *bytes)
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+/// Each target of issue 11, from this run's figures (skipped when a scenario did not run).
+fn targets(r: &mut Results, host_start: Option<(Duration, u64)>) {
+    println!();
+    println!("Targets:");
+    if let (Some(kv), Some(plain), Some(nats), Some(redis)) =
+        (r.p50("e-redis", 0), r.p50("f", 0), r.p50("a", 0), r.p50("g", 0))
+    {
+        let added = kv - plain;
+        let floor = nats + redis;
+        println!(
+            "- key-value get on Redis adds {added:.3} ms at p50, 1 in flight; floor (NATS {nats:.3} + Redis {redis:.3}) = {floor:.3} ms; {:.2}x the floor (target <= 1.3x): {}",
+            added / floor,
+            verdict(added <= 1.3 * floor)
+        );
+    }
+    if let (Some(kv), Some(plain)) = (r.p50("e-nats", 0), r.p50("f", 0)) {
+        println!("- key-value get on NATS KV adds {:.3} ms at p50, 1 in flight", kv - plain);
+    }
+    if let (Some(kv), Some(plain)) = (r.rate("e-redis", 1), r.rate("f", 1)) {
+        println!(
+            "- 32 in flight: key-value get {kv:.0} req/s / plain {plain:.0} req/s = {:.2} (target >= 0.7): {}",
+            kv / plain,
+            verdict(kv >= 0.7 * plain)
+        );
+    }
+    if let (Some(ferry), Some(serve), Some(nats)) = (r.p50("c", 0), r.p50("d", 0), r.p50("a", 0)) {
+        let floor = serve + nats;
+        println!(
+            "- HTTP, 1 connection: p50 {ferry:.3} ms; floor (wasmtime serve {serve:.3} + NATS {nats:.3}) = {floor:.3} ms; {:.2}x (target <= 1.1x): {}",
+            ferry / floor,
+            verdict(ferry <= 1.1 * floor)
+        );
+    }
+    if let (Some(ferry), Some(serve), Some(ferry_p99), Some(serve_p99)) =
+        (r.rate("c", 1), r.rate("d", 1), r.p99("c", 1), r.p99("d", 1))
+    {
+        println!(
+            "- HTTP, 32 connections: {ferry:.0} vs {serve:.0} req/s = {:.2}x (target >= 1.0x), p99 {ferry_p99:.3} vs {serve_p99:.3} ms: {}",
+            ferry / serve,
+            verdict(ferry >= serve && ferry_p99 <= serve_p99)
+        );
+    }
+    if let (Some(host), Some(serve)) = (r.rss("c", "host"), r.rss("d", "wasmtime")) {
+        println!(
+            "- host peak RSS under the 32-connection load {} vs wasmtime serve {} = {:.2}x (target <= 0.7x): {}",
+            mib(host),
+            mib(serve),
+            host as f64 / serve as f64,
+            verdict(host as f64 <= 0.7 * serve as f64)
+        );
+    }
+    if let Some((ready, idle)) = host_start {
+        println!(
+            "- host ready {:.1} ms after spawn (median; target <= 30 ms): {}; idle host RSS {} (target <= 12 MB): {}",
+            ready.as_secs_f64() * 1e3,
+            verdict(ready <= Duration::from_millis(30)),
+            mib(idle),
+            verdict(idle <= 12_000_000)
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let duration = Duration::from_secs(seconds);
+    let hello = build_component("hello")?;
+    let wasmtime = std::env::var_os("BENCH_WASMTIME").map(PathBuf::from).filter(|p| p.exists());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefgh".into());
+    let wanted = |letter: char| only.contains(letter);
+
+    println!(
+        "Ferry benchmark: {seconds} s per measurement after {WARMUP:?} warm-up; CPU is microseconds per request per process"
+    );
+    println!();
+    println!("| scenario | in flight | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS at 32 |");
+    println!("|---|---:|---:|---:|---:|---|---|");
+    let mut r = Results::default();
+    if wanted('a') {
+        r.record("a", "(a) NATS request/reply echo", floors::nats_echo(&CONCURRENCY, duration).await?, Vec::new());
+    }
+    if wanted('g') {
+        r.record("g", "(g) Redis GET", floors::redis_get(&CONCURRENCY, duration).await?, Vec::new());
+    }
+    if wanted('b') {
+        let samples = floors::in_process(&hello, &CONCURRENCY, duration).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        r.record("b", "(b) in-process wasmtime", samples, Vec::new());
+    }
+    if wanted('c') {
+        let measured = systems::ferry_hello(&hello, &CONCURRENCY, duration).await?;
+        r.record_measured("c", "(c) Ferry: HTTP → provider → NATS → host", measured);
+    }
+    if wanted('d') {
+        match &wasmtime {
+            Some(wasmtime) => {
+                let measured = systems::wasmtime_serve(wasmtime, &hello, &CONCURRENCY, duration).await?;
+                r.record_measured("d", "(d) wasmtime serve", measured);
+            }
+            None => println!("| (d) wasmtime serve | - | skipped: set BENCH_WASMTIME | | | | |"),
+        }
+    }
+    if wanted('e') || wanted('f') {
+        let kv = systems::KvLattice::start().await?;
+        if wanted('f') {
+            r.record_measured(
+                "f",
+                "(f) Ferry: kv component, no capability call",
+                kv.plain(&CONCURRENCY, duration).await,
+            );
+        }
+        if wanted('e') {
+            let measured = kv.get(true, &CONCURRENCY, duration).await;
+            r.record_measured("e-redis", "(e) Ferry: HTTP + key-value get, Redis", measured);
+            let measured = kv.get(false, &CONCURRENCY, duration).await;
+            r.record_measured("e-nats", "(e) Ferry: HTTP + key-value get, NATS KV", measured);
+        }
+    }
+    let mut host_start = None;
+    if wanted('h') {
+        let mut runs = systems::host_start(5).await?;
+        runs.sort_by_key(|(ready, _)| *ready);
+        let shown: Vec<String> = runs.iter().map(|(ready, _)| format!("{:.1}", ready.as_secs_f64() * 1e3)).collect();
+        let idle = runs.iter().map(|(_, idle)| *idle).max().unwrap_or_default();
+        println!();
+        println!(
+            "(h) host start: ready after {} ms (5 starts, sorted); idle RSS up to {}",
+            shown.join(", "),
+            mib(idle)
+        );
+        host_start = runs.get(runs.len() / 2).map(|(ready, _)| (*ready, idle));
+    }
+    targets(&mut r, host_start);
+    Ok(())
+}
