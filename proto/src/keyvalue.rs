@@ -1,7 +1,8 @@
 //! Payloads of `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft` invocations.
 //!
 //! One request and one response type per operation; operation names are the WIT function
-//! names ([`op`]). A bucket is named by the identifier the component passed to `open`.
+//! names ([`op`]). A bucket is named by the identifier the component passed to `open`, which
+//! the host answers itself: every call carries its bucket, and the provider checks it there.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +13,6 @@ pub const WIT_PACKAGE: &str = "keyvalue";
 
 /// Operation names.
 pub mod op {
-    /// `store.open`: check that a bucket can be opened.
-    pub const OPEN: &str = "wasi:keyvalue/store.open";
     /// `bucket.get`.
     pub const GET: &str = "wasi:keyvalue/store.get";
     /// `bucket.set`.
@@ -34,18 +33,10 @@ pub mod op {
     pub const DELETE_MANY: &str = "wasi:keyvalue/batch.delete-many";
 
     /// Whether `operation` only reads: replaying it changes nothing, so it needs no entry in the
-    /// lattice-wide replay record. (`open` may create an empty bucket; doing so again is a
-    /// no-op, so it counts as a read.)
+    /// lattice-wide replay record.
     pub fn is_read_only(operation: &str) -> bool {
-        matches!(operation, OPEN | GET | EXISTS | LIST_KEYS | GET_MANY)
+        matches!(operation, GET | EXISTS | LIST_KEYS | GET_MANY)
     }
-}
-
-/// Names one bucket: `open`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BucketRequest {
-    /// The bucket identifier.
-    pub bucket: String,
 }
 
 /// Names one key: `get`, `delete`, `exists`.
@@ -155,7 +146,7 @@ pub struct GetManyResponse {
     pub items: Vec<Option<KeyValue>>,
 }
 
-/// Answer of operations that return nothing (`set`, `delete`, `open`, `set-many`, …).
+/// Answer of operations that return nothing (`set`, `delete`, `set-many`, …).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
@@ -174,7 +165,6 @@ mod tests {
 
     #[test]
     fn every_payload_round_trips_and_rejects_garbage() {
-        round_trip(BucketRequest { bucket: "b".into() });
         round_trip(KeyRequest { bucket: "b".into(), key: "k".into() });
         round_trip(SetRequest { bucket: "b".into(), key: "k".into(), value: vec![0, 255] });
         round_trip(ListKeysRequest { bucket: "b".into(), cursor: Some(100) });

@@ -6,8 +6,8 @@ use std::future::Future;
 use ferry_proto::{
     ErrorKind, RpcError, codec,
     keyvalue::{
-        BucketRequest, Empty, ExistsResponse, GetManyResponse, GetResponse, IncrementRequest, IncrementResponse,
-        KeyRequest, KeyValue as Pair, KeysRequest, ListKeysRequest, SetManyRequest, SetRequest, op,
+        Empty, ExistsResponse, GetManyResponse, GetResponse, IncrementRequest, IncrementResponse, KeyRequest,
+        KeyValue as Pair, KeysRequest, ListKeysRequest, SetManyRequest, SetRequest, op,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -18,14 +18,9 @@ pub use ferry_proto::keyvalue::{KeyValue as KeyValuePair, ListKeysResponse};
 
 /// What a key-value provider implements. Every call gets the invocation's context: its `link`
 /// carries the link's target config, its `state` what the provider built for the link (a
-/// backend).
+/// backend). There is no `open`: the host answers `store.open` itself, so every call names its
+/// bucket and is the place to refuse one.
 pub trait KeyValue: Provider {
-    /// Check that `bucket` can be opened.
-    fn open(
-        &self,
-        ctx: &InvocationContext<Self::Link>,
-        bucket: &str,
-    ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// The value of `key`, if any.
     fn get(
         &self,
@@ -106,11 +101,6 @@ pub async fn dispatch<K: KeyValue>(
     payload: &[u8],
 ) -> Result<Vec<u8>, RpcError> {
     match operation {
-        op::OPEN => {
-            let req: BucketRequest = decode(payload)?;
-            kv.open(ctx, &req.bucket).await?;
-            encode(&Empty {})
-        }
         op::GET => {
             let req: KeyRequest = decode(payload)?;
             encode(&GetResponse { value: kv.get(ctx, &req.bucket, &req.key).await? })

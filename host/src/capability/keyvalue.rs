@@ -1,6 +1,7 @@
-//! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft`: every call becomes an invocation to the
-//! provider linked for the interface under the link name the component chose. A call with no
-//! link fails at once with `other("not-linked: …")`.
+//! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft`: every call on a bucket becomes one
+//! invocation to the provider linked for the interface under the link name in force when it is
+//! made; `open` is answered here. A call with no link fails at once with
+//! `other("not-linked: …")`.
 
 use ferry_proto::{
     ErrorKind, RpcError,
@@ -70,12 +71,10 @@ impl HostState {
 }
 
 impl store::Host for HostState {
+    /// No round trip and no link: the bucket is a name that every later call carries to the
+    /// provider linked at that moment (a component may open, then pick the link with
+    /// `wasmcloud:bus/lattice`, then call), which checks it there.
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        let opened: Result<kv::Empty, _> =
-            call(self.kv_route("store"), op::OPEN, kv::BucketRequest { bucket: identifier.clone() }).await;
-        if let Err(err) = opened {
-            return Ok(Err(err));
-        }
         Ok(Ok(self.table.push(Bucket { identifier })?))
     }
 }

@@ -81,10 +81,6 @@ impl Provider for KeyValueProvider {
 }
 
 impl KeyValue for KeyValueProvider {
-    async fn open(&self, ctx: &InvocationContext<LinkBackend>, bucket: &str) -> Result<(), RpcError> {
-        ctx.state.open(bucket).await
-    }
-
     async fn get(
         &self,
         ctx: &InvocationContext<LinkBackend>,

@@ -15,7 +15,6 @@ pub(crate) const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// A key-value store behind one link.
 #[async_trait::async_trait]
 pub(crate) trait Backend: Send + Sync {
-    async fn open(&self, bucket: &str) -> Result<(), RpcError>;
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError>;
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), RpcError>;
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), RpcError>;

@@ -112,10 +112,6 @@ impl Backend for NatsBackend {
         }
     }
 
-    async fn open(&self, bucket: &str) -> Result<(), RpcError> {
-        self.store(bucket).await.map(|_| ())
-    }
-
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError> {
         let store = self.store(bucket).await?;
         let value = store.get(encode_key(key)).await.map_err(|e| backend_err("get", e))?;

@@ -34,12 +34,6 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn open(&self, _bucket: &str) -> Result<(), RpcError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| backend_err("ping", e))?;
-        Ok(())
-    }
-
     async fn get(&self, _bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError> {
         self.conn.clone().get(key).await.map_err(|e| backend_err("GET", e))
     }
