@@ -7,19 +7,17 @@
 //! the real one until its deadline.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Poll, Waker},
 };
 
 use async_nats::{Message, PublishErrorKind, StatusCode};
 use futures::StreamExt as _;
-use tokio::{
-    sync::{OnceCell, mpsc},
-    time::Instant,
-};
+use tokio::{sync::OnceCell, time::Instant};
 use tracing::{debug, warn};
 
 /// Replies buffered for one request; a flood beyond this is dropped.
@@ -59,7 +57,7 @@ struct Inner {
     /// `_INBOX.{nuid}`; request `n` gets the reply subject `{prefix}.{n}`.
     prefix: String,
     next: AtomicU64,
-    pending: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    pending: Mutex<HashMap<u64, Arc<Slot>>>,
     /// Replies dropped for failing their check, over the life of the connection.
     rejected: AtomicU64,
     /// The routing task's subscription, made on first use.
@@ -118,8 +116,8 @@ impl Requester {
     pub async fn request_replies(&self, subject: String, payload: bytes::Bytes) -> Result<Replies, RequestFailure> {
         self.start().await?;
         let token = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
-        self.pending().insert(token, tx);
+        let slot = Arc::new(Slot::default());
+        self.pending().insert(token, slot.clone());
         let registration = Deregister { inner: self.inner.clone(), token };
         let reply = format!("{}.{token}", self.inner.prefix);
         self.inner.nats.publish_with_reply(subject, reply, payload).await.map_err(|err| match err.kind() {
@@ -127,11 +125,11 @@ impl Requester {
             PublishErrorKind::InvalidSubject => RequestFailure::InvalidSubject,
             PublishErrorKind::Send => RequestFailure::Connection(err.to_string()),
         })?;
-        Ok(Replies { rx, registration, dropped: 0, last_rejection: None })
+        Ok(Replies { slot, registration, dropped: 0, last_rejection: None })
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Message>>> {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.inner.pending()
     }
 
     async fn start(&self) -> Result<(), RequestFailure> {
@@ -149,16 +147,21 @@ impl Requester {
                     while let Some(msg) = sub.next().await {
                         let Some(inner) = inner.upgrade() else { break };
                         let token = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok());
-                        let sender = token
-                            .and_then(|t| inner.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&t).cloned());
-                        match sender {
-                            Some(sender) => {
-                                if sender.try_send(msg).is_err() {
+                        let slot = token.and_then(|t| inner.pending().get(&t).cloned());
+                        match slot {
+                            Some(slot) => {
+                                if !slot.deliver(msg) {
                                     inner.rejected.fetch_add(1, Ordering::Relaxed);
-                                    debug!("dropped a reply: its request is gone or flooded");
+                                    debug!("dropped a reply: its request is flooded");
                                 }
                             }
                             None => debug!(subject = %msg.subject, "dropped a reply nobody waits for"),
+                        }
+                    }
+                    // The connection is gone for good: nothing more will arrive for anyone.
+                    if let Some(inner) = inner.upgrade() {
+                        for slot in inner.pending().values() {
+                            slot.close();
                         }
                     }
                 });
@@ -169,10 +172,80 @@ impl Requester {
     }
 }
 
+impl Inner {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where the routing task leaves the replies of one request: a queue and the waiting task's
+/// waker. Lighter than a channel (no block allocated up front), and a request usually gets
+/// exactly one reply.
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    replies: VecDeque<Message>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `msg` and wake the request; `false` (and `msg` dropped) when
+    /// [`REPLY_BUFFER`] replies already wait.
+    fn deliver(&self, msg: Message) -> bool {
+        let mut state = self.state();
+        if state.replies.len() >= REPLY_BUFFER {
+            return false;
+        }
+        state.replies.push_back(msg);
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+        true
+    }
+
+    fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    /// The next reply; `None` once the connection closed and every reply was taken.
+    async fn next(&self) -> Option<Message> {
+        std::future::poll_fn(|cx| {
+            let mut state = self.state();
+            if let Some(msg) = state.replies.pop_front() {
+                return Poll::Ready(Some(msg));
+            }
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            match &mut state.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                waker => *waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// The replies to one request, as they arrive.
 #[derive(Debug)]
 pub struct Replies {
-    rx: mpsc::Receiver<Message>,
+    slot: Arc<Slot>,
     registration: Deregister,
     dropped: u64,
     last_rejection: Option<String>,
@@ -191,7 +264,7 @@ impl Replies {
         check: &mut impl FnMut(&Message) -> Result<T, String>,
     ) -> Result<Option<T>, RequestFailure> {
         loop {
-            let msg = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            let msg = match tokio::time::timeout_at(deadline, self.slot.next()).await {
                 Err(_) => return Ok(None),
                 Ok(None) => return Err(RequestFailure::Connection("the connection closed".into())),
                 Ok(Some(msg)) => msg,
@@ -226,6 +299,6 @@ struct Deregister {
 
 impl Drop for Deregister {
     fn drop(&mut self) {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.token);
+        self.inner.pending().remove(&self.token);
     }
 }

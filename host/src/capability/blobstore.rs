@@ -133,7 +133,7 @@ impl Route {
         inv.deadline_ms = self.deadline_ms;
         inv.payload = codec::encode(request)?;
         inv.cause = self.causes.of(op::GET_DATA);
-        let bytes = self.env.rpc.send(inv, self.env.rpc.timeout()).await?;
+        let bytes = self.env.rpc.send(inv, &key, self.env.rpc.timeout()).await?;
         let answer: wire::DataResponse = codec::decode(&bytes)?;
         let body = LatticeBody::from_payload(
             self.env.rpc.nats(),
@@ -158,7 +158,8 @@ impl Route {
                 let id = stream::new_stream_id();
                 let rpc = &self.env.rpc;
                 let offer =
-                    stream::offer(rpc.nats(), rpc.lattice(), &id, key, rest, DEFAULT_CHUNK_SIZE, rpc.timeout()).await?;
+                    stream::offer(rpc.nats(), rpc.lattice(), &id, key.clone(), rest, DEFAULT_CHUNK_SIZE, rpc.timeout())
+                        .await?;
                 request.data_stream = Some(id);
                 Some(offer)
             }
@@ -168,7 +169,7 @@ impl Route {
         let result = self
             .env
             .rpc
-            .send(inv, self.env.rpc.timeout())
+            .send(inv, &key, self.env.rpc.timeout())
             .await
             .and_then(|bytes| codec::decode::<Empty>(&bytes).map(|_| ()).map_err(RpcError::from));
         if result.is_err()

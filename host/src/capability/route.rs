@@ -45,11 +45,11 @@ impl Route {
     ) -> Result<Resp, RpcError> {
         let payload = codec::encode(request)?;
         let cause = self.causes.of(operation);
-        let (mut inv, _key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, operation);
+        let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, operation);
         inv.payload = payload;
         inv.cause = cause;
         inv.deadline_ms = self.deadline_ms;
-        let bytes = self.env.rpc.send(inv, self.env.rpc.timeout()).await?;
+        let bytes = self.env.rpc.send(inv, &key, self.env.rpc.timeout()).await?;
         codec::decode(&bytes)
             .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")))
     }

@@ -57,13 +57,14 @@ impl RpcClient {
         &self.lattice
     }
 
-    /// Sign `inv` for its target and send it.
-    pub(crate) async fn send(&self, mut inv: Invocation, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+    /// Send `inv`, signed with `key` (the one [`Self::prepare`] handed out with it), to its
+    /// target's rpc subject: the key is derived once per call.
+    pub(crate) async fn send(&self, mut inv: Invocation, key: &MacKey, timeout: Duration) -> Result<Vec<u8>, RpcError> {
         let subject = subject::rpc(&self.lattice, &inv.target).map_err(RpcError::from)?;
-        self.send_on(subject, &mut inv, timeout).await
+        self.send_signed(subject, &mut inv, key, timeout).await
     }
 
-    /// Sign `inv` for its target and send it on `subject` (link, health and shutdown subjects),
+    /// Sign `inv` for its target and send it on `subject` (health and shutdown subjects),
     /// waiting at most `timeout` (less when `inv` already carries an earlier deadline).
     pub(crate) async fn send_on(
         &self,
@@ -72,12 +73,22 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
         let key = self.cluster.provider_key(&self.lattice, &inv.target, period_of(inv.issued_at_ms));
+        self.send_signed(subject, inv, &key, timeout).await
+    }
+
+    async fn send_signed(
+        &self,
+        subject: String,
+        inv: &mut Invocation,
+        key: &MacKey,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
         let deadline = inv.deadline_ms;
         inv.set_timeout(timeout);
         if deadline != 0 {
             inv.deadline_ms = inv.deadline_ms.min(deadline);
         }
-        ferry_lattice::signed::send_signed(&self.requester, &self.lattice, subject, inv, &key).await
+        ferry_lattice::signed::send_signed(&self.requester, &self.lattice, subject, inv, key).await
     }
 
     /// Sign `inv` for its target and send it on `subject` to every subscriber (every instance
