@@ -227,12 +227,14 @@ impl RunningComponent {
             store.data_mut().http().new_response_outparam(sender).map_err(|e| RpcError::internal(format!("{e:#}")))?;
         // The guest runs on this task, next to the code waiting for its response: no task
         // hand-off on the common path. Only a guest still busy when the response is ready (a
-        // streamed body, or work after the body) moves to a task of its own.
-        let mut guest: Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> = Box::pin(async move {
-            let _permit = permit;
-            instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        // streamed body, or work after the body) moves to a task of its own. A guest that
+        // finished hands back its store and permit, torn down after the answer is on its way.
+        let mut guest: Pin<Box<dyn Future<Output = Finished> + Send>> = Box::pin(async move {
+            let result = instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await;
+            (result, Spent(store, permit))
         });
         let mut finished: Option<wasmtime::Result<()>> = None;
+        let mut spent: Option<Spent> = None;
         let work = async {
             let response = match receiver.await {
                 Ok(Ok(response)) => response,
@@ -264,7 +266,23 @@ impl RunningComponent {
                 tokio::select! {
                     biased;
                     result = &mut work => break result,
-                    result = &mut guest, if finished.is_none() => finished = Some(result),
+                    (result, store) = &mut guest, if finished.is_none() => {
+                        let failed = result.is_err();
+                        finished = Some(result);
+                        // A trapped guest's store goes at once: what it left in its table (a
+                        // response never set, a body never finished) must end with it.
+                        if !failed {
+                            spent = Some(store);
+                        }
+                    }
+                }
+                // Nor may a returned guest's store keep an answer waiting: if the answer is
+                // not complete now, the store goes at once, as if no teardown were deferred.
+                if spent.is_some() {
+                    if let Some(result) = futures::FutureExt::now_or_never(work.as_mut()) {
+                        break result;
+                    }
+                    spent = None;
                 }
             }
         };
@@ -292,8 +310,8 @@ impl RunningComponent {
                 let id = self.spec.id.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout_at(until + Duration::from_millis(100), guest).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => {
+                        Ok((Ok(()), _)) => {}
+                        Ok((Err(err), _)) => {
                             warn!(component = %id, cause = %format!("{err:#}"), "instance failed after sending its response head");
                         }
                         Err(_) => {
@@ -303,7 +321,29 @@ impl RunningComponent {
                 });
             }
         }
+        if let Some(spent) = spent {
+            spent.release();
+        }
         result
+    }
+}
+
+/// What a guest's run ends with: its result, and the store and permit it no longer needs.
+type Finished = (wasmtime::Result<()>, Spent);
+
+/// The store of an instance that has finished, with its instance permit: dropping it hands the
+/// instance's memory back to the pool, then the permit to the next invocation.
+struct Spent(Store<HostState>, tokio::sync::OwnedSemaphorePermit);
+
+impl Spent {
+    /// Tear the instance down on a task of its own, so that the caller sends its answer first
+    /// (the reset of the instance's memory is not on the request's path).
+    fn release(self) {
+        tokio::spawn(async move {
+            let Spent(store, permit) = self;
+            drop(store);
+            drop(permit);
+        });
     }
 }
 
