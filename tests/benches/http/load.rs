@@ -127,6 +127,38 @@ where
     sample
 }
 
+/// One call in flight, the workers taking turns (one call each, round after round) for
+/// `duration` after [`WARMUP`]: one sample per worker. Their calls are made in the same
+/// moments, so the drift of a shared machine cancels out of the difference between them.
+pub(crate) async fn take_turns(mut workers: Vec<Worker>, duration: Duration) -> Vec<Sample> {
+    let measure_from = Instant::now() + WARMUP;
+    let end = measure_from + duration;
+    let mut samples: Vec<Sample> = workers
+        .iter()
+        .map(|_| Sample {
+            latencies_us: Vec::new(),
+            elapsed: duration,
+            errors: 0,
+            cpu: Vec::new(),
+            peak_rss: Vec::new(),
+        })
+        .collect();
+    while Instant::now() < end {
+        for (call, sample) in workers.iter_mut().zip(samples.iter_mut()) {
+            let began = Instant::now();
+            let ok = call().await;
+            if began >= measure_from {
+                if ok {
+                    sample.latencies_us.push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                } else {
+                    sample.errors += 1;
+                }
+            }
+        }
+    }
+    samples
+}
+
 /// What an HTTP worker sends on every request.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpCall {

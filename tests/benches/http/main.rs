@@ -9,6 +9,8 @@
 //! * (f) the same key-value component answering without a capability call,
 //! * (g) a raw Redis GET round trip (with (a), the floor of (e)),
 //! * (h) a host's time from spawn to ready, and its idle memory,
+//! * (e)/(f) once more with one call in flight taking turns, so that what the get adds is
+//!   measured in the same moments as the answer without it,
 //!
 //! at 1 and 32 requests in flight: requests/s, p50 and p99 latency, the CPU each process spends
 //! per request, and resident memory; then each target of docs/benchmarks.md, computed from
@@ -38,6 +40,8 @@ const CONCURRENCY: [usize; 2] = [1, 32];
 struct Results {
     samples: BTreeMap<&'static str, Vec<Sample>>,
     memory: BTreeMap<&'static str, Vec<(&'static str, u64)>>,
+    /// (e) and (f) measured taking turns, by scenario key.
+    turns: BTreeMap<&'static str, Sample>,
 }
 
 impl Results {
@@ -92,23 +96,43 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
+/// (e) and (f) taking turns on one call in flight: their p50s and what the get adds.
+fn print_turns(r: &mut Results, mut turns: Vec<Sample>) {
+    println!();
+    println!("(e)/(f) taking turns, 1 in flight (no-call answer, get on Redis, get on NATS KV, round after round):");
+    let names = ["f", "e-redis", "e-nats"];
+    let plain = turns.first_mut().map(|s| s.percentile(0.50)).unwrap_or(f64::NAN);
+    for (name, sample) in names.iter().zip(turns.iter_mut()) {
+        let (p50, p99) = (sample.percentile(0.50), sample.percentile(0.99));
+        let errors = if sample.errors > 0 { format!(", {} errors", sample.errors) } else { String::new() };
+        println!("- {name}: p50 {p50:.3} ms (+{:.3} over f), p99 {p99:.3} ms{errors}", p50 - plain);
+    }
+    for (name, sample) in names.iter().zip(turns) {
+        r.turns.insert(name, sample);
+    }
+}
+
 /// Each target of issue 11, from this run's figures (skipped when a scenario did not run).
 fn targets(r: &mut Results, host_start: Option<(Duration, u64)>) {
     println!();
     println!("Targets:");
-    if let (Some(kv), Some(plain), Some(nats), Some(redis)) =
-        (r.p50("e-redis", 0), r.p50("f", 0), r.p50("a", 0), r.p50("g", 0))
-    {
+    // From the turns when they ran (same moments), else from the separate runs.
+    let turn = |r: &mut Results, key: &str| r.turns.get_mut(key).map(|s| s.percentile(0.50));
+    let (kv_redis, kv_nats, plain, how) = match (turn(r, "e-redis"), turn(r, "e-nats"), turn(r, "f")) {
+        (Some(redis), Some(nats), Some(plain)) => (Some(redis), Some(nats), Some(plain), "taking turns"),
+        _ => (r.p50("e-redis", 0), r.p50("e-nats", 0), r.p50("f", 0), "separate runs"),
+    };
+    if let (Some(kv), Some(plain), Some(nats), Some(redis)) = (kv_redis, plain, r.p50("a", 0), r.p50("g", 0)) {
         let added = kv - plain;
         let floor = nats + redis;
         println!(
-            "- key-value get on Redis adds {added:.3} ms at p50, 1 in flight; floor (NATS {nats:.3} + Redis {redis:.3}) = {floor:.3} ms; {:.2}x the floor (target <= 1.3x): {}",
+            "- key-value get on Redis adds {added:.3} ms at p50, 1 in flight ({how}); floor (NATS {nats:.3} + Redis {redis:.3}) = {floor:.3} ms; {:.2}x the floor (target <= 1.3x): {}",
             added / floor,
             verdict(added <= 1.3 * floor)
         );
     }
-    if let (Some(kv), Some(plain)) = (r.p50("e-nats", 0), r.p50("f", 0)) {
-        println!("- key-value get on NATS KV adds {:.3} ms at p50, 1 in flight", kv - plain);
+    if let (Some(kv), Some(plain)) = (kv_nats, plain) {
+        println!("- key-value get on NATS KV adds {:.3} ms at p50, 1 in flight ({how})", kv - plain);
     }
     if let (Some(kv), Some(plain)) = (r.rate("e-redis", 1), r.rate("f", 1)) {
         println!(
@@ -170,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| scenario | in flight | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS at 32 |");
     println!("|---|---:|---:|---:|---:|---|---|");
     let mut r = Results::default();
+    let mut turns = None;
     if wanted('a') {
         r.record("a", "(a) NATS request/reply echo", floors::nats_echo(&CONCURRENCY, duration).await?, Vec::new());
     }
@@ -208,6 +233,9 @@ async fn main() -> anyhow::Result<()> {
             let measured = kv.get(false, &CONCURRENCY, duration).await;
             r.record_measured("e-nats", "(e) Ferry: HTTP + key-value get, NATS KV", measured);
         }
+        if wanted('e') && wanted('f') {
+            turns = Some(kv.turns(duration).await);
+        }
     }
     let mut host_start = None;
     if wanted('h') {
@@ -222,6 +250,9 @@ async fn main() -> anyhow::Result<()> {
             mib(idle)
         );
         host_start = runs.get(runs.len() / 2).map(|(ready, _)| (*ready, idle));
+    }
+    if let Some(turns) = turns {
+        print_turns(&mut r, turns);
     }
     targets(&mut r, host_start);
     Ok(())
