@@ -4,6 +4,11 @@
 //! on its own address, or on a shared one by host name and path prefix. Requests and responses
 //! stream through the lattice in chunks. See providers/http-server/README.md.
 
+/// The process's allocator: mimalloc's per-thread caches cost less per request than glibc's
+/// malloc, which spent ~10 % of a host's CPU (docs/benchmarks.md, issue 11).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod provider;
 mod router;

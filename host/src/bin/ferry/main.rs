@@ -1,5 +1,10 @@
 //! `ferry`: run a host, drive a lattice (`ctl`), and manage keys.
 
+/// The process's allocator: mimalloc's per-thread caches cost less per request than glibc's
+/// malloc, which spent ~10 % of a host's CPU (docs/benchmarks.md, issue 11).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod call;
 mod ctl;
 mod keys;
