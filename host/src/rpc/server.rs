@@ -48,6 +48,9 @@ pub(crate) async fn serve(
     let mut sub =
         ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
     ferry_lattice::nats::sync_subscriptions(&ctx.nats).await.map_err(HostError::nats)?;
+    // Shared by every invocation's task: one reference count, not two NATS clients and the
+    // lattice's names cloned per call.
+    let ctx = Arc::new(ctx);
     Ok(tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
