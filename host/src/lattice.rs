@@ -86,7 +86,7 @@ impl LatticeView {
         package: &str,
         interface: &str,
     ) -> Option<String> {
-        self.view.link_for(source, name, namespace, package, interface).map(|l| l.target_id)
+        self.view.target_for(source, name, namespace, package, interface)
     }
 
     /// Whether `source` may call `target` over `namespace:package/interface` with link `name`.

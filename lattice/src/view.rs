@@ -46,8 +46,39 @@ struct Versioned<T> {
 struct Entries {
     /// Links by bucket key.
     links: HashMap<String, Versioned<Link>>,
+    /// The bucket keys of the links present, by caller: a capability call finds its route
+    /// among its own component's links, not by scanning every link of the lattice.
+    by_source: HashMap<String, HashSet<String>>,
     /// Configs by name.
     configs: HashMap<String, Versioned<ConfigValues>>,
+}
+
+impl Entries {
+    fn index(&mut self, key: &str, link: &Link) {
+        self.by_source.entry(link.source_id.clone()).or_default().insert(key.to_owned());
+    }
+
+    fn unindex(&mut self, key: &str, link: &Link) {
+        if let Some(keys) = self.by_source.get_mut(&link.source_id) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_source.remove(&link.source_id);
+            }
+        }
+    }
+}
+
+impl Entries {
+    fn in_force(&self, source: &str, name: &str, namespace: &str, package: &str, interface: &str) -> Option<&Link> {
+        self.by_source
+            .get(source)?
+            .iter()
+            .filter_map(|key| self.links.get(key))
+            .filter_map(|v| v.value.as_ref().map(|l| (l, v.revision)))
+            .filter(|(l, _)| l.name == name && l.covers(namespace, package, interface))
+            .min_by(|(a, ra), (b, rb)| (ra, &a.target_id).cmp(&(rb, &b.target_id)))
+            .map(|(l, _)| l)
+    }
 }
 
 /// What applying an entry changed in the view.
@@ -104,7 +135,11 @@ impl LatticeView {
                 if entries.links.get(&key).is_some_and(|held| held.revision >= revision) {
                     return None;
                 }
-                entries.links.insert(key.clone(), Versioned { revision, value: Some(link.clone()) });
+                let old = entries.links.insert(key.clone(), Versioned { revision, value: Some(link.clone()) });
+                if let Some(old) = old.and_then(|held| held.value) {
+                    entries.unindex(&key, &old);
+                }
+                entries.index(&key, link);
                 Some(ViewChange::Link { key, link: Some(link.clone()), present: true })
             }
             BucketChange::LinkDeleted(key) => {
@@ -114,6 +149,9 @@ impl LatticeView {
                 }
                 let old = held.and_then(|held| held.value.clone());
                 entries.links.insert(key.clone(), Versioned { revision, value: None });
+                if let Some(old) = &old {
+                    entries.unindex(key, old);
+                }
                 Some(ViewChange::Link { key: key.clone(), link: old, present: false })
             }
             BucketChange::Config(name, values) => {
@@ -162,6 +200,11 @@ impl LatticeView {
             if held.value.is_some() && held.revision <= mark && !seen.contains(key) {
                 changes.push(ViewChange::Link { key: key.clone(), link: held.value.take(), present: false });
                 held.revision = mark;
+            }
+        }
+        for change in &changes {
+            if let ViewChange::Link { key, link: Some(link), .. } = change {
+                entries.unindex(key, link);
             }
         }
         for (name, held) in &mut entries.configs {
@@ -217,14 +260,20 @@ impl LatticeView {
     /// `name`: of links that conflict (another target for the same name and interface, which
     /// only a race between two writers can store), the oldest, so every process picks the same.
     pub fn link_for(&self, source: &str, name: &str, namespace: &str, package: &str, interface: &str) -> Option<Link> {
-        let entries = self.read();
-        entries
-            .links
-            .values()
-            .filter_map(|v| v.value.as_ref().map(|l| (l, v.revision)))
-            .filter(|(l, _)| l.source_id == source && l.name == name && l.covers(namespace, package, interface))
-            .min_by_key(|(l, revision)| (*revision, l.target_id.clone()))
-            .map(|(l, _)| l.clone())
+        self.read().in_force(source, name, namespace, package, interface).cloned()
+    }
+
+    /// The target of [`Self::link_for`]'s link: what a capability call needs, without a copy
+    /// of the whole link.
+    pub fn target_for(
+        &self,
+        source: &str,
+        name: &str,
+        namespace: &str,
+        package: &str,
+        interface: &str,
+    ) -> Option<String> {
+        self.read().in_force(source, name, namespace, package, interface).map(|l| l.target_id.clone())
     }
 
     /// Whether a link `source` → `target` named `name` covers `namespace:package/interface`.
@@ -477,6 +526,28 @@ mod tests {
             assert!(view.conflict_with(&link("c")).is_some());
             assert!(view.conflict_with(&link("a")).is_some_and(|l| l.target_id == "b"));
         }
+    }
+
+    #[test]
+    fn a_route_follows_puts_deletes_and_prunes_of_its_callers_links() {
+        let view = LatticeView::default();
+        let route =
+            |view: &LatticeView| view.link_for("comp", "default", "wasi", "keyvalue", "store").map(|l| l.target_id);
+        view.apply(3, &BucketChange::Link(link("a")));
+        view.apply(4, &BucketChange::Link(link("b")));
+        let mut other = link("a");
+        other.source_id = "other".into();
+        view.apply(5, &BucketChange::Link(other));
+        assert_eq!(route(&view).as_deref(), Some("a"));
+        assert!(view.link_for("comp", "default", "wasi", "keyvalue", "batch").is_none());
+        assert!(view.link_for("comp", "cache", "wasi", "keyvalue", "store").is_none());
+        view.apply(6, &BucketChange::LinkDeleted(state::link_key(&link("a")).unwrap()));
+        assert_eq!(route(&view).as_deref(), Some("b"), "the delete of the link in force hands over to the other");
+        view.prune(&HashSet::new(), 7);
+        assert_eq!(route(&view), None);
+        assert!(view.link_for("other", "default", "wasi", "keyvalue", "store").is_none());
+        view.apply(8, &BucketChange::Link(link("b")));
+        assert_eq!(route(&view).as_deref(), Some("b"));
     }
 
     #[test]
