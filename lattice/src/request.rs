@@ -117,7 +117,7 @@ impl Requester {
         self.start().await?;
         let token = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::default());
-        self.pending().insert(token, slot.clone());
+        self.inner.pending().insert(token, slot.clone());
         let registration = Deregister { inner: self.inner.clone(), token };
         let reply = format!("{}.{token}", self.inner.prefix);
         self.inner.nats.publish_with_reply(subject, reply, payload).await.map_err(|err| match err.kind() {
@@ -126,10 +126,6 @@ impl Requester {
             PublishErrorKind::Send => RequestFailure::Connection(err.to_string()),
         })?;
         Ok(Replies { slot, registration, dropped: 0, last_rejection: None })
-    }
-
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
-        self.inner.pending()
     }
 
     async fn start(&self) -> Result<(), RequestFailure> {
@@ -206,16 +202,18 @@ impl Slot {
             return false;
         }
         state.replies.push_back(msg);
-        if let Some(waker) = state.waker.take() {
-            drop(state);
-            waker.wake();
-        }
+        Self::wake(state);
         true
     }
 
     fn close(&self) {
         let mut state = self.state();
         state.closed = true;
+        Self::wake(state);
+    }
+
+    /// Wake the waiting request, outside the lock.
+    fn wake(mut state: MutexGuard<'_, SlotState>) {
         if let Some(waker) = state.waker.take() {
             drop(state);
             waker.wake();

@@ -64,7 +64,7 @@ impl RpcClient {
         self.send_signed(subject, &mut inv, key, timeout).await
     }
 
-    /// Sign `inv` for its target and send it on `subject` (health and shutdown subjects),
+    /// Sign `inv` for its target and send it on `subject` (a provider's health subject),
     /// waiting at most `timeout` (less when `inv` already carries an earlier deadline).
     pub(crate) async fn send_on(
         &self,
