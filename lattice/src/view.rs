@@ -66,9 +66,7 @@ impl Entries {
             }
         }
     }
-}
 
-impl Entries {
     fn in_force(&self, source: &str, name: &str, namespace: &str, package: &str, interface: &str) -> Option<&Link> {
         self.by_source
             .get(source)?
@@ -135,10 +133,8 @@ impl LatticeView {
                 if entries.links.get(&key).is_some_and(|held| held.revision >= revision) {
                     return None;
                 }
-                let old = entries.links.insert(key.clone(), Versioned { revision, value: Some(link.clone()) });
-                if let Some(old) = old.and_then(|held| held.value) {
-                    entries.unindex(&key, &old);
-                }
+                entries.links.insert(key.clone(), Versioned { revision, value: Some(link.clone()) });
+                // The key names the source, so a link it replaces was indexed under the same one.
                 entries.index(&key, link);
                 Some(ViewChange::Link { key, link: Some(link.clone()), present: true })
             }
