@@ -1,7 +1,7 @@
 //! Start-up data: from one JSON line on stdin (host-spawned) or from flags and environment
 //! variables (sidecar). See docs/provider-startup.md.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, num::NonZeroUsize};
 
 use clap::Parser;
 use ferry_proto::startup::{ProviderStartup, STARTUP_VERSION};
@@ -39,6 +39,12 @@ pub struct StartupArgs {
     /// Provider-wide config, `key=value`, repeatable.
     #[arg(long = "config", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
+    /// Threads the provider's tasks run on ([`crate::run_process`]). One, the default, is
+    /// cheapest per call for a provider whose work is waiting on NATS and its backend: no task
+    /// is woken on another thread. More suit a provider that spends CPU on each call; more
+    /// instances of the provider (they share calls) scale either kind.
+    #[arg(long, env = "FERRY_PROVIDER_THREADS", default_value_t = NonZeroUsize::MIN)]
+    pub threads: NonZeroUsize,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -46,6 +52,23 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 impl StartupArgs {
+    /// The runtime [`Self::threads`] asks for: single-threaded for one, a pool of that many
+    /// worker threads for more.
+    ///
+    /// # Errors
+    /// [`SdkError::Io`] when the runtime cannot be built (threads, the I/O driver).
+    pub fn runtime(&self) -> Result<tokio::runtime::Runtime, SdkError> {
+        let mut builder = match self.threads.get() {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(n);
+                builder
+            }
+        };
+        Ok(builder.enable_all().build()?)
+    }
+
     /// Turn flags into start-up data, reading stdin when no provider id was given.
     ///
     /// # Errors
@@ -152,4 +175,33 @@ async fn read_stdin() -> Result<(ProviderStartup, ParentGone), SdkError> {
         tracing::info!("stdin closed: the host that started this provider is gone");
     });
     Ok((startup, gone))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::StartupArgs;
+
+    fn flavor(args: &[&str]) -> RuntimeFlavor {
+        let args = StartupArgs::try_parse_from([&["provider"], args].concat()).expect("valid flags");
+        args.runtime().expect("runtime").handle().runtime_flavor()
+    }
+
+    #[test]
+    fn one_thread_unless_asked_for_more() {
+        assert_eq!(flavor(&[]), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(&["--threads", "1"]), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(&["--threads", "3"]), RuntimeFlavor::MultiThread);
+    }
+
+    #[test]
+    fn zero_or_garbage_threads_are_refused_by_name() {
+        for bad in ["0", "-2", "many"] {
+            let flag = format!("--threads={bad}");
+            let err = StartupArgs::try_parse_from(["provider", flag.as_str()]).expect_err(bad).to_string();
+            assert!(err.contains("--threads"), "{bad}: {err}");
+        }
+    }
 }

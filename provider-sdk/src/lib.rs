@@ -1,11 +1,12 @@
 //! The Ferry provider SDK: write a capability provider as an ordinary process.
 //!
 //! Implement [`Provider`] (and the capability's typed trait: [`keyvalue::KeyValue`],
-//! [`blobstore::Blobstore`], [`messaging::Messaging`]) and call [`run_provider`]. The SDK reads
-//! the start-up data (stdin from a host, or flags and environment variables for a sidecar),
-//! connects to NATS, verifies and dispatches invocations, tracks links (bucket snapshot at
-//! start, put/del notifications after) and holds the state the provider builds for each
-//! ([`Provider::Link`]), answers health checks, and stops on a shutdown request or SIGTERM.
+//! [`blobstore::Blobstore`], [`messaging::Messaging`]) and call [`run_process`] from `main`
+//! ([`run_provider`] inside a runtime of your own). The SDK reads the start-up data (stdin from
+//! a host, or flags and environment variables for a sidecar), connects to NATS, verifies and
+//! dispatches invocations, tracks links (bucket snapshot at start, put/del notifications after)
+//! and holds the state the provider builds for each ([`Provider::Link`]), answers health
+//! checks, and stops on a shutdown request or SIGTERM.
 //!
 //! ```no_run
 //! use ferry_provider_sdk::{InvocationContext, LinkPut, Provider, ProviderContext, RpcError};
@@ -25,10 +26,9 @@
 //!     }
 //! }
 //!
-//! # #[tokio::main]
-//! # async fn main() -> Result<(), ferry_provider_sdk::SdkError> {
-//! ferry_provider_sdk::run_provider(Echo, ferry_provider_sdk::shutdown_signal()).await
-//! # }
+//! fn main() -> Result<(), ferry_provider_sdk::SdkError> {
+//!     ferry_provider_sdk::run_process(Echo)
+//! }
 //! ```
 #![deny(missing_docs)]
 
@@ -59,4 +59,4 @@ pub use ferry_proto::{
 };
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};
-pub use server::{MAX_CONCURRENT_INVOCATIONS, SHUTDOWN_GRACE, run_provider, run_provider_with};
+pub use server::{MAX_CONCURRENT_INVOCATIONS, SHUTDOWN_GRACE, run_process, run_provider, run_provider_with};

@@ -44,7 +44,33 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// [`SdkError`] when start-up data is invalid or NATS cannot be reached; errors while running
 /// are logged and do not end the provider.
 pub async fn run_provider<P: Provider>(provider: P, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
-    let (startup, parent_gone) = StartupArgs::parse().resolve_with_parent().await?;
+    run_provider_from(provider, StartupArgs::parse(), shutdown).await
+}
+
+/// Run `provider` as the whole of this process, a provider binary's `main`: read the flags,
+/// build the runtime they ask for ([`StartupArgs::threads`]: one thread unless told
+/// otherwise), and serve until SIGINT/SIGTERM or the lattice asks it to stop.
+///
+/// # Errors
+/// As [`run_provider`], and [`SdkError::Io`] when the runtime cannot be built.
+pub fn run_process<P: Provider>(provider: P) -> Result<(), SdkError> {
+    let args = StartupArgs::parse();
+    let runtime = args.runtime()?;
+    let result = runtime.block_on(run_provider_from(provider, args, crate::shutdown_signal()));
+    // A task that ignores its cancellation must not hold the process after the provider stopped.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+/// How long [`run_process`] waits for leftover tasks once the provider has stopped.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+async fn run_provider_from<P: Provider>(
+    provider: P,
+    args: StartupArgs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SdkError> {
+    let (startup, parent_gone) = args.resolve_with_parent().await?;
     match parent_gone {
         // Started by a host: stop when it closes our stdin, too (it died or stopped us).
         Some(gone) => {

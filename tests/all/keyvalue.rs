@@ -63,7 +63,8 @@ async fn every_keyvalue_operation_works_with_the_nats_backend() -> anyhow::Resul
 async fn every_keyvalue_operation_works_with_the_redis_backend() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let redis_server = RedisServer::start().await?;
-    let _provider = lattice.start_provider(KV, "kv-redis").await?;
+    // On a pool of worker threads; the NATS backend's test runs on the default single thread.
+    let _provider = lattice.start_provider_with(KV, "kv-redis", &["--threads", "3"]).await?;
     lattice.config("redis", &[("backend", "redis"), ("url", &redis_server.url)]).await?;
     lattice.start_component("kv-http", "kvc", &[]).await?;
     lattice.link(kv_link("kvc", "kv-redis", "default", &["redis"])).await?;

@@ -14,8 +14,7 @@ mod config;
 mod names;
 mod provider;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::BlobstoreProvider, ferry_provider_sdk::shutdown_signal()).await?;
+fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_process(provider::BlobstoreProvider)?;
     Ok(())
 }

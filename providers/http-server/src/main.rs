@@ -14,9 +14,7 @@ mod provider;
 mod router;
 mod serve;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::HttpServerProvider::default(), ferry_provider_sdk::shutdown_signal())
-        .await?;
+fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_process(provider::HttpServerProvider::default())?;
     Ok(())
 }

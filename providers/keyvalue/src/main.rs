@@ -12,8 +12,7 @@ mod backend;
 mod config;
 mod provider;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::KeyValueProvider, ferry_provider_sdk::shutdown_signal()).await?;
+fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_process(provider::KeyValueProvider)?;
     Ok(())
 }

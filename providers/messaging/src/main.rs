@@ -12,8 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod config;
 mod provider;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferry_provider_sdk::run_provider(provider::MessagingProvider, ferry_provider_sdk::shutdown_signal()).await?;
+fn main() -> anyhow::Result<()> {
+    ferry_provider_sdk::run_process(provider::MessagingProvider)?;
     Ok(())
 }

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use ferry_provider_sdk::{
-    ErrorKind, InvocationContext, LinkPut, Provider, ProviderContext, RpcError, run_provider, shutdown_signal,
-};
+use ferry_provider_sdk::{ErrorKind, InvocationContext, LinkPut, Provider, ProviderContext, RpcError, run_process};
 
 struct TestProvider;
 
@@ -36,9 +34,8 @@ impl Provider for TestProvider {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run_provider(TestProvider, shutdown_signal()).await {
+fn main() -> std::process::ExitCode {
+    match run_process(TestProvider) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ferry-test-provider: {err}");
