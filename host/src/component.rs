@@ -35,7 +35,7 @@ use wasmtime_wasi_http::{
 
 use crate::{
     HostError, Limits,
-    engine::ticks,
+    engine::time_slices,
     state::{Causes, ComponentEnv, HostState},
 };
 
@@ -169,8 +169,7 @@ impl RunningComponent {
         let _permit = self.permit(deadline).await?;
         let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(deadline));
-        store.epoch_deadline_trap();
+        time_slices(&mut store, deadline);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let message =
@@ -214,8 +213,7 @@ impl RunningComponent {
 
         let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(deadline));
-        store.epoch_deadline_trap();
+        time_slices(&mut store, deadline);
         let instance = proxy.instantiate_async(&mut store).await.map_err(trap)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store

@@ -108,7 +108,8 @@ struct Entry {
     compiled: Component,
     digest: String,
     stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+    /// The component's server on each worker.
+    servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Entry {
@@ -196,10 +197,10 @@ impl Components {
         let running = Arc::new(self.prepare(&compiled, spec.clone())?);
         let (current, versions) = watch::channel(running);
         let stop = self.host_stop.child_token();
-        let server = rpc::server::serve(self.serve.clone(), versions, stop.clone())
+        let servers = rpc::server::serve(self.serve.clone(), versions, stop.clone())
             .await
             .map_err(|e| ComponentError::Load(format!("cannot serve {}: {e}", spec.id)))?;
-        let entry = Entry { current, compiled, digest: hex(&digest), stop: stop.clone(), server };
+        let entry = Entry { current, compiled, digest: hex(&digest), stop: stop.clone(), servers };
         let description = entry.describe();
         {
             let mut running = self.lock();
@@ -342,7 +343,9 @@ impl Components {
         let entry = self.lock().remove(component_id).ok_or_else(|| self.not_running(component_id))?;
         let mut description = entry.describe();
         entry.stop.cancel();
-        let _ = entry.server.await;
+        for server in entry.servers {
+            let _ = server.await;
+        }
         if let Ok(key) = component_key(component_id)
             && let Err(err) = self.serve.lattice.bucket().delete(&key).await
         {
@@ -360,7 +363,9 @@ impl Components {
         let entries: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
         for entry in entries {
             entry.stop.cancel();
-            let _ = entry.server.await;
+            for server in entry.servers {
+                let _ = server.await;
+            }
         }
     }
 

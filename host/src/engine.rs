@@ -5,11 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, UpdateDeadline};
 
 use crate::budget::{Budget, Reservation};
 
-/// How often the epoch advances; execution time limits are counted in these ticks.
+/// How often the epoch advances: a running guest yields to its worker's other tasks, and its
+/// time limit is checked, once per tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Resource limits applied to every component instance.
@@ -150,7 +151,14 @@ pub(crate) fn spawn_epoch_ticker(engine: Engine, stop: CancellationToken) -> tok
     })
 }
 
-/// Epoch ticks that make up `duration`.
-pub(crate) fn ticks(duration: Duration) -> u64 {
-    (duration.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+/// Let a store's guest run for `limit` of wall-clock time (its capability calls included) in
+/// slices of one epoch tick: after each slice it yields to the other tasks of its thread — a
+/// worker runs many invocations, and one busy guest must not stall them — and once `limit` has
+/// passed it traps.
+pub(crate) fn time_slices<T: 'static>(store: &mut wasmtime::Store<T>, limit: Duration) {
+    let end = std::time::Instant::now() + limit;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if std::time::Instant::now() >= end { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+    });
 }

@@ -26,6 +26,7 @@ use crate::{
     links::Links,
     rpc::{client::RpcClient, server::ServeContext},
     supervisor::{Supervisor, SupervisorConfig},
+    workers::Workers,
 };
 
 /// Default timeout of a capability call from a component to a provider.
@@ -45,6 +46,12 @@ pub struct HostBuilder {
     allowed_dirs: Vec<std::path::PathBuf>,
     health: HealthConfig,
     operators: Vec<String>,
+    workers: usize,
+}
+
+/// Workers a host runs unless told otherwise: one per core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl HostBuilder {
@@ -60,7 +67,15 @@ impl HostBuilder {
             allowed_dirs: Vec::new(),
             health: HealthConfig::default(),
             operators: Vec::new(),
+            workers: default_workers(),
         }
+    }
+
+    /// Threads that run invocations (default [`default_workers`], at least 1). Each has its own
+    /// NATS connection and serves a share of every component's invocations, start to finish.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// An operator public key (`O…`, from `ferry keys operator`) whose signed commands this host
@@ -145,23 +160,26 @@ impl HostBuilder {
             }
         };
         let id = nkeys::KeyPair::new_server().public_key();
-        let connection = ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}")).connect().await?;
+        let options = ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}"));
+        let connection = options.connect().await?;
         let (nats, reconnects) = (connection.client, connection.reconnects);
         let view = LatticeView::open(&nats, &self.lattice, reconnects).await?;
         let engine = engine::new_engine(&self.limits)?;
         let mut linker = Linker::new(&engine);
         capability::add_to_linker(&mut linker)?;
-        let rpc = RpcClient::new(nats.clone(), &self.lattice, cluster, self.rpc_timeout);
+        let workers = Arc::new(Workers::start(self.workers, &options, &options.name).await?);
+        let rpc =
+            RpcClient::new(nats.clone(), &self.lattice, cluster, self.rpc_timeout).with_workers(workers.connections());
         let events = Events::new(nats.clone(), &self.lattice, &id);
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
         let serve = ServeContext {
-            nats: nats.clone(),
             lattice_name: self.lattice.clone(),
             lattice: view.clone(),
             rpc: rpc.clone(),
             guard: Arc::new(ReplayGuard::default()),
             tasks: tasks.clone(),
+            workers: workers.clone(),
         };
         let runtime = Arc::new(Runtime::new(engine, linker, self.limits));
         let allowed = AllowedDirs::new(&self.allowed_dirs);
@@ -191,7 +209,7 @@ impl HostBuilder {
             stop_request_id: std::sync::Mutex::default(),
         });
         let health = self.health;
-        Ok(Host { inner: Arc::new(HostInner { services, runtime, nats, view, rpc, tasks, stop, health }) })
+        Ok(Host { inner: Arc::new(HostInner { services, runtime, nats, workers, view, rpc, tasks, stop, health }) })
     }
 }
 
@@ -206,6 +224,8 @@ struct HostInner {
     services: Arc<Services>,
     runtime: Arc<Runtime>,
     nats: async_nats::Client,
+    /// The data plane's threads.
+    workers: Arc<Workers>,
     view: LatticeView,
     rpc: RpcClient,
     /// In-flight invocations, drained on shutdown.
@@ -321,6 +341,7 @@ impl RunningHost {
         let request_id = inner.services.stop_request_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let stopped = HostStopped { request_id, host_id: inner.id().to_owned() };
         inner.services.events.emit(&Event::HostStopped(stopped)).await;
+        inner.workers.stop().await;
         if let Err(err) = ferry_lattice::nats::close(&inner.nats).await {
             warn!(cause = %err, "failed to drain NATS connection");
         }

@@ -33,7 +33,8 @@ mod links;
 mod rpc;
 mod state;
 mod supervisor;
+mod workers;
 
 pub use engine::{Limits, new_engine};
 pub use error::HostError;
-pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder, RunningHost};
+pub use host::{DEFAULT_RPC_TIMEOUT, Host, HostBuilder, RunningHost, default_workers};

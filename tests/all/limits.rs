@@ -2,7 +2,7 @@
 //! memory budget, an instance's resource table has a size, and a component's values share one
 //! blob spool.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{ctl::ComponentStart, link::Link};
 use ferry_tests::{Lattice, TEST_CLIENT_ID, get};
@@ -51,6 +51,45 @@ async fn instances_on_a_host_share_its_memory_budget() -> anyhow::Result<()> {
     // Once the first is done its memory is back in the budget.
     let again = hold(0).await?;
     assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    Ok(())
+}
+
+/// A guest that computes without pause shares its worker: on a host with one worker another
+/// request is answered while it runs, and the execution time limit stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_guest_shares_its_worker_and_stops_at_its_time_limit() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let (host, host_id) = lattice.start_host_with(&["--workers", "1", "--execution-time-ms", "6000"]).await?;
+    start_on(&lattice, "http-echo", "busy", &host_id).await?;
+    let call = |path: &'static str| {
+        let client = lattice.client.clone();
+        async move {
+            let started = Instant::now();
+            let answer = client.handle_http("busy", &get(path)).await;
+            (answer, started.elapsed())
+        }
+    };
+    let ((spun, spun_for), (echoed, echo_took)) = tokio::join!(call("/spin?ms=60000"), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        call("/echo").await
+    });
+    let echoed = echoed?;
+    assert_eq!(echoed.status, 200, "{}", String::from_utf8_lossy(&echoed.body));
+    assert!(
+        echo_took + Duration::from_millis(500) < spun_for,
+        "the other request must not wait for the busy guest: it took {echo_took:?}, the guest ran {spun_for:?}"
+    );
+    let err = match spun {
+        Ok(resp) => {
+            anyhow::bail!("the guest ran past its limit: {} {}", resp.status, String::from_utf8_lossy(&resp.body))
+        }
+        Err(err) => err,
+    };
+    assert_eq!(err.kind, ferry_proto::ErrorKind::ComponentTrap, "{err}");
+    assert!(spun_for >= Duration::from_secs(5), "stopped at its limit, not before: {spun_for:?}");
+    let after = lattice.client.handle_http("busy", &get("/echo")).await?;
+    assert_eq!(after.status, 200, "the component goes on serving");
+    assert!(!host.logs().contains("panicked"), "the host stays whole");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Outgoing invocations: signed with the target provider's key (derived from the cluster key),
 //! bounded by the host's RPC timeout.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ferry_lattice::{
     request::{Replies, RequestFailure, Requester},
@@ -16,19 +16,50 @@ use ferry_proto::{
 use tokio::time::Instant;
 
 /// Sends invocations from this host's components to providers.
+///
+/// Calls go out on the connection of the thread that makes them: a worker's own
+/// ([`crate::workers`]), or the control plane's, so an invocation's calls and their answers
+/// stay on the worker that runs it.
 #[derive(Clone, Debug)]
 pub(crate) struct RpcClient {
-    nats: async_nats::Client,
-    /// Request/reply that waits for an authentic answer.
-    requester: Requester,
+    /// The control plane's connection.
+    control: Lane,
+    /// One per worker, by the worker's index.
+    workers: Arc<[Lane]>,
     lattice: String,
     cluster: ClusterKey,
     timeout: Duration,
 }
 
+/// One connection and the request/reply routing on it.
+#[derive(Clone, Debug)]
+struct Lane {
+    nats: async_nats::Client,
+    /// Request/reply that waits for an authentic answer.
+    requester: Requester,
+}
+
+impl Lane {
+    fn new(nats: async_nats::Client) -> Self {
+        Self { requester: Requester::new(nats.clone()), nats }
+    }
+}
+
 impl RpcClient {
+    /// A client on the control plane's connection `nats` only.
     pub(crate) fn new(nats: async_nats::Client, lattice: &str, cluster: ClusterKey, timeout: Duration) -> Self {
-        Self { requester: Requester::new(nats.clone()), nats, lattice: lattice.to_owned(), cluster, timeout }
+        Self { control: Lane::new(nats), workers: Arc::new([]), lattice: lattice.to_owned(), cluster, timeout }
+    }
+
+    /// The same client with the workers' connections, by worker index.
+    pub(crate) fn with_workers(mut self, connections: &[async_nats::Client]) -> Self {
+        self.workers = connections.iter().cloned().map(Lane::new).collect();
+        self
+    }
+
+    /// The calling thread's lane.
+    fn lane(&self) -> &Lane {
+        crate::workers::current().and_then(|index| self.workers.get(index)).unwrap_or(&self.control)
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -47,9 +78,9 @@ impl RpcClient {
         (inv, key)
     }
 
-    /// The NATS connection.
+    /// The calling thread's NATS connection (see [`RpcClient`]).
     pub(crate) fn nats(&self) -> &async_nats::Client {
-        &self.nats
+        &self.lane().nats
     }
 
     /// The lattice name.
@@ -88,7 +119,7 @@ impl RpcClient {
         if deadline != 0 {
             inv.deadline_ms = inv.deadline_ms.min(deadline);
         }
-        ferry_lattice::signed::send_signed(&self.requester, &self.lattice, subject, inv, key).await
+        ferry_lattice::signed::send_signed(&self.lane().requester, &self.lattice, subject, inv, key).await
     }
 
     /// Sign `inv` for its target and send it on `subject` to every subscriber (every instance
@@ -104,12 +135,13 @@ impl RpcClient {
         inv.set_timeout(timeout);
         inv.sign(&key);
         let bytes = inv.encode().map_err(RpcError::from)?;
-        let replies = self
+        let lane = self.lane();
+        let replies = lane
             .requester
             .request_replies(subject, bytes.into())
             .await
-            .map_err(|failure| map_failure(&self.nats, &inv.target, timeout, failure))?;
-        Ok(Answers { replies, key, id: inv.id.clone(), target: inv.target.clone(), nats: self.nats.clone() })
+            .map_err(|failure| map_failure(&lane.nats, &inv.target, timeout, failure))?;
+        Ok(Answers { replies, key, id: inv.id.clone(), target: inv.target.clone(), nats: lane.nats.clone() })
     }
 }
 

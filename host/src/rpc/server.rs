@@ -23,63 +23,112 @@ use futures::StreamExt as _;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use crate::{HostError, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient, state::Causes};
+use crate::{
+    HostError, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient, state::Causes,
+    workers::Workers,
+};
 
 /// What a component's server loop needs from its host.
 #[derive(Clone)]
 pub(crate) struct ServeContext {
-    pub(crate) nats: async_nats::Client,
     pub(crate) lattice_name: String,
     pub(crate) lattice: LatticeView,
+    /// Calls and replies go out on the serving worker's connection through it.
     pub(crate) rpc: RpcClient,
     pub(crate) guard: Arc<ReplayGuard>,
     pub(crate) tasks: TaskTracker,
+    pub(crate) workers: Arc<Workers>,
 }
 
-/// Subscribe for a component (queue group = its id) and serve until `stop`, each invocation
-/// on the version `versions` holds when it arrives; in-flight invocations finish on the
-/// host's task tracker, on the version they started on.
+/// Subscribe for a component on every worker (queue group = its id) and serve until `stop`,
+/// each invocation on the version `versions` holds when it arrives; in-flight invocations
+/// finish on the host's task tracker, on the version they started on. Returns once every
+/// worker's subscription is live at the server; when one fails, `stop` is cancelled so the
+/// others end too.
 pub(crate) async fn serve(
     ctx: ServeContext,
     versions: tokio::sync::watch::Receiver<Arc<RunningComponent>>,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, HostError> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, HostError> {
     let id = versions.borrow().spec.id.clone();
-    let mut sub =
-        ctx.nats.queue_subscribe(subject::rpc(&ctx.lattice_name, &id)?, id.clone()).await.map_err(HostError::nats)?;
-    ferry_lattice::nats::sync_subscriptions(&ctx.nats).await.map_err(HostError::nats)?;
-    // Shared by every invocation's task: one reference count, not two NATS clients and the
-    // lattice's names cloned per call.
+    let subject = subject::rpc(&ctx.lattice_name, &id)?;
+    // Shared by every invocation's task: one reference count, not the context cloned per call.
     let ctx = Arc::new(ctx);
-    Ok(tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                () = stop.cancelled() => break,
-                msg = sub.next() => match msg { Some(msg) => msg, None => break },
-            };
-            let component = versions.borrow().clone();
-            let Some(admitted) = component.admit() else {
-                shed(&ctx, &component, msg).await;
-                continue;
-            };
-            let (ctx2, component) = (ctx.clone(), component.clone());
-            ctx.tasks.spawn(async move {
-                let _admitted = admitted;
-                let resp = handle(&ctx2, &component, &msg.payload).await;
-                if let Some(reply) = msg.reply {
-                    match resp.encode() {
-                        Ok(bytes) => {
-                            if let Err(err) = ctx2.nats.publish(reply, bytes.into()).await {
-                                warn!(cause = %err, "failed to send reply");
-                            }
-                        }
-                        Err(err) => warn!(cause = %err, "failed to encode reply"),
-                    }
+    let mut subscribed = Vec::with_capacity(ctx.workers.len());
+    let servers = ctx.workers.spawn_each(|_| {
+        let (ready, ready_rx) = tokio::sync::oneshot::channel();
+        subscribed.push(ready_rx);
+        let (ctx, versions, stop, subject, id) =
+            (ctx.clone(), versions.clone(), stop.clone(), subject.clone(), id.clone());
+        async move {
+            // On the worker: its own connection.
+            let nats = ctx.rpc.nats().clone();
+            let sub = match subscribe(&nats, subject, id).await {
+                Ok(sub) => sub,
+                Err(err) => {
+                    let _ = ready.send(Err(err));
+                    return;
                 }
-            });
+            };
+            let _ = ready.send(Ok(()));
+            serve_worker(ctx, versions, stop, sub).await;
         }
-        let _ = sub.unsubscribe().await;
-    }))
+    });
+    for ready in subscribed {
+        let result =
+            ready.await.unwrap_or_else(|_| Err(HostError::Invalid("a worker stopped while subscribing".into())));
+        if let Err(err) = result {
+            stop.cancel();
+            return Err(err);
+        }
+    }
+    Ok(servers)
+}
+
+async fn subscribe(
+    nats: &async_nats::Client,
+    subject: String,
+    id: String,
+) -> Result<async_nats::Subscriber, HostError> {
+    let sub = nats.queue_subscribe(subject, id).await.map_err(HostError::nats)?;
+    ferry_lattice::nats::sync_subscriptions(nats).await.map_err(HostError::nats)?;
+    Ok(sub)
+}
+
+/// One worker's share of a component's invocations, each on a task of its own on the worker.
+async fn serve_worker(
+    ctx: Arc<ServeContext>,
+    versions: tokio::sync::watch::Receiver<Arc<RunningComponent>>,
+    stop: CancellationToken,
+    mut sub: async_nats::Subscriber,
+) {
+    loop {
+        let msg = tokio::select! {
+            () = stop.cancelled() => break,
+            msg = sub.next() => match msg { Some(msg) => msg, None => break },
+        };
+        let component = versions.borrow().clone();
+        let Some(admitted) = component.admit() else {
+            shed(&ctx, &component, msg).await;
+            continue;
+        };
+        let (ctx2, component) = (ctx.clone(), component.clone());
+        ctx.tasks.spawn(async move {
+            let _admitted = admitted;
+            let resp = handle(&ctx2, &component, &msg.payload).await;
+            if let Some(reply) = msg.reply {
+                match resp.encode() {
+                    Ok(bytes) => {
+                        if let Err(err) = ctx2.rpc.nats().publish(reply, bytes.into()).await {
+                            warn!(cause = %err, "failed to send reply");
+                        }
+                    }
+                    Err(err) => warn!(cause = %err, "failed to encode reply"),
+                }
+            }
+        });
+    }
+    let _ = sub.unsubscribe().await;
 }
 
 /// Answer an invocation the component has no room for with `overloaded`, at once and without
@@ -107,7 +156,7 @@ async fn shed(ctx: &ServeContext, component: &RunningComponent, msg: async_nats:
     };
     if let Some(reply) = msg.reply
         && let Ok(bytes) = resp.encode()
-        && let Err(err) = ctx.nats.publish(reply, bytes.into()).await
+        && let Err(err) = ctx.rpc.nats().publish(reply, bytes.into()).await
     {
         warn!(cause = %err, "failed to send reply");
     }
@@ -188,7 +237,7 @@ async fn gather(ctx: &ServeContext, inv: &mut Invocation, key: &MacKey) -> Resul
     if let Some(rest) = inv.payload_stream.take() {
         let timeout = inv.remaining().unwrap_or_else(|| ctx.rpc.timeout());
         let inline = std::mem::take(&mut inv.payload);
-        inv.payload = overflow::gather(&ctx.nats, &ctx.lattice_name, inline, Some(&rest), key, timeout).await?;
+        inv.payload = overflow::gather(ctx.rpc.nats(), &ctx.lattice_name, inline, Some(&rest), key, timeout).await?;
     }
     Ok(())
 }
@@ -197,7 +246,7 @@ async fn gather(ctx: &ServeContext, inv: &mut Invocation, key: &MacKey) -> Resul
 /// limit (for as long as the caller waits).
 async fn ok_response(ctx: &ServeContext, inv: &Invocation, mut payload: Vec<u8>, key: &MacKey) -> InvocationResponse {
     let idle = inv.remaining().unwrap_or_else(|| ctx.rpc.timeout());
-    match overflow::offload(&ctx.nats, &ctx.lattice_name, &mut payload, key, idle).await {
+    match overflow::offload(ctx.rpc.nats(), &ctx.lattice_name, &mut payload, key, idle).await {
         Ok(None) => InvocationResponse::ok(inv.id.clone(), payload),
         Ok(Some((rest, offered))) => {
             offered.keep();
@@ -218,7 +267,7 @@ async fn run(
     require_link(ctx, component, inv, wit_http::WIT_NAMESPACE, wit_http::WIT_PACKAGE, wit_http::WIT_INTERFACE)?;
     let mut request: HttpRequest = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
     let body = LatticeBody::from_payload(
-        &ctx.nats,
+        ctx.rpc.nats(),
         &ctx.lattice_name,
         std::mem::take(&mut request.body),
         request.body_stream.take().as_deref(),
@@ -264,7 +313,7 @@ async fn respond(
 ) -> Result<Vec<u8>, RpcError> {
     if let Some(rest) = rest {
         let id = stream::new_stream_id();
-        stream::offer(&ctx.nats, &ctx.lattice_name, &id, key.clone(), rest, DEFAULT_CHUNK_SIZE, ctx.rpc.timeout())
+        stream::offer(ctx.rpc.nats(), &ctx.lattice_name, &id, key.clone(), rest, DEFAULT_CHUNK_SIZE, ctx.rpc.timeout())
             .await?;
         response.body_stream = Some(id);
     }

@@ -100,6 +100,9 @@ struct HostArgs {
     /// Time between host_heartbeat events, in milliseconds.
     #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
     heartbeat_interval_ms: u64,
+    /// Threads that run invocations, each with its own NATS connection (default: one per core).
+    #[arg(long, env = "FERRY_HOST_WORKERS")]
+    workers: Option<std::num::NonZeroUsize>,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -129,7 +132,8 @@ async fn main() -> anyhow::Result<()> {
                     Duration::from_millis(args.health_timeout_ms),
                     args.health_restart_after,
                 )
-                .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms));
+                .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
+                .workers(args.workers.map_or_else(ferry_host::default_workers, std::num::NonZeroUsize::get));
             if let Some(seed) = args.seed.resolve()? {
                 builder = builder.cluster_seed(seed);
             }

@@ -65,6 +65,16 @@ impl wasi::exports::http::incoming_handler::Guest for Component {
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 respond(out, 200, &[], b"awake");
             }
+            "/spin" => {
+                // Computes for `ms` milliseconds without waiting on anything.
+                let ms = param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0u64);
+                let until = wasi::clocks::monotonic_clock::now() + ms * 1_000_000;
+                let mut turns = 0u64;
+                while wasi::clocks::monotonic_clock::now() < until {
+                    turns = turns.wrapping_add(1);
+                }
+                respond(out, 200, &[], format!("spun {turns}").as_bytes());
+            }
             "/alloc" => {
                 // Holds `mb` MiB of touched memory for `ms` milliseconds.
                 let mb = param(query, "mb").and_then(|v| v.parse().ok()).unwrap_or(0usize);
