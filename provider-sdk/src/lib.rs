@@ -48,6 +48,9 @@ pub use ferry_lattice::{
     LatticeClient, NatsAuth, NatsOptions, async_nats, body::LatticeBody, client, http, nats::sync_subscriptions,
     shutdown_signal, stream::ByteStream,
 };
+/// The gRPC contract of the sidecar bridge: messages, clients, servers and the status mapping.
+#[cfg(feature = "grpc")]
+pub use ferry_proto::grpc;
 pub use ferry_proto::{
     ErrorKind, RpcError, codec,
     http::{Header, HttpRequest, HttpResponse},
@@ -59,4 +62,6 @@ pub use ferry_proto::{
 };
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};
-pub use server::{MAX_CONCURRENT_INVOCATIONS, SHUTDOWN_GRACE, run_process, run_provider, run_provider_with};
+pub use server::{
+    MAX_CONCURRENT_INVOCATIONS, SHUTDOWN_GRACE, run_process, run_process_with, run_provider, run_provider_with,
+};

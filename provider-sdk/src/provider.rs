@@ -34,6 +34,14 @@ pub trait Provider: Send + Sync + 'static {
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, RpcError>> + Send;
 
+    /// The provider joined the lattice: its subscriptions are live and the links the bucket
+    /// holds are about to be applied. Start background work that needs the context here (it
+    /// is the same context every hook gets); the default does nothing.
+    fn on_start(&self, ctx: &ProviderContext) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
     /// A link involving this provider was created or changed: check it and build its state.
     /// Returning an error rejects it: the host reports `link_set_failed`, and calls over it fail
     /// with `not_linked`. Calls over a changed link meet the new state once this returns.
@@ -163,6 +171,9 @@ pub struct InvocationContext<L = ()> {
     pub trace_context: BTreeMap<String, String>,
     /// The provider's context.
     pub provider: ProviderContext,
+    /// When the caller stops waiting, if it said: work past it is wasted, and work the
+    /// provider hands on (to a backend, another process) should carry it.
+    pub deadline: Option<tokio::time::Instant>,
     /// The invocation's MAC key: streams that belong to it are signed with it.
     pub(crate) key: MacKey,
 }
@@ -175,6 +186,7 @@ impl<L> Clone for InvocationContext<L> {
             state: self.state.clone(),
             trace_context: self.trace_context.clone(),
             provider: self.provider.clone(),
+            deadline: self.deadline,
             key: self.key.clone(),
         }
     }

@@ -54,7 +54,15 @@ pub async fn run_provider<P: Provider>(provider: P, shutdown: impl Future<Output
 /// # Errors
 /// As [`run_provider`], and [`SdkError::Io`] when the runtime cannot be built.
 pub fn run_process<P: Provider>(provider: P) -> Result<(), SdkError> {
-    let args = StartupArgs::parse();
+    run_process_with(provider, StartupArgs::parse())
+}
+
+/// [`run_process`] with the flags already parsed: for a provider with flags of its own, which
+/// flattens [`StartupArgs`] into its parser.
+///
+/// # Errors
+/// As [`run_process`].
+pub fn run_process_with<P: Provider>(provider: P, args: StartupArgs) -> Result<(), SdkError> {
     let runtime = args.runtime()?;
     let result = runtime.block_on(run_provider_from(provider, args, crate::shutdown_signal()));
     // A task that ignores its cancellation must not hold the process after the provider stopped.
@@ -175,6 +183,7 @@ impl<P: Provider> Server<P> {
             nats.subscribe(subject::shutdown(&lattice, &id, Some(&instance))?).await.map_err(SdkError::nats)?;
         ferry_lattice::nats::sync_subscriptions(&nats).await?;
 
+        self.provider.on_start(&self.ctx).await;
         // The links the bucket holds are applied before the instance says it is ready.
         let control = CancellationToken::new();
         let (changes_tx, mut changes) = mpsc::unbounded_channel();
@@ -373,6 +382,7 @@ impl<P: Provider> Server<P> {
             state,
             trace_context: inv.trace_context.clone(),
             provider: self.ctx.clone(),
+            deadline: inv.remaining().map(|left| tokio::time::Instant::now() + left),
             key: key.clone(),
         };
         let timeout = inv.remaining().unwrap_or_else(|| self.ctx.client().timeout());

@@ -52,7 +52,7 @@ async fn every_provider_instance_answers_health_with_its_id() -> anyhow::Result<
 }
 
 /// The first instance's answer to one signed health request (none within 4 s: empty).
-async fn health_of(lattice: &Lattice, provider: &str) -> anyhow::Result<Vec<HealthAnswer>> {
+pub(crate) async fn health_of(lattice: &Lattice, provider: &str) -> anyhow::Result<Vec<HealthAnswer>> {
     let mut inv = Invocation::new("test-host", provider, "default", subject::OP_HEALTH, Vec::new());
     let key = lattice.cluster.provider_key(&lattice.name, provider, period_of(inv.issued_at_ms));
     inv.set_timeout(Duration::from_secs(5));

@@ -9,7 +9,7 @@ use serde_json::json;
 
 const KV: &str = "ferry-provider-keyvalue";
 
-fn kv_link(component: &str, provider: &str, name: &str, target_config: &[&str]) -> Link {
+pub(crate) fn kv_link(component: &str, provider: &str, name: &str, target_config: &[&str]) -> Link {
     let mut link =
         Link::new(component, provider, "wasi", "keyvalue", vec!["store".into(), "atomics".into(), "batch".into()]);
     link.name = name.to_owned();
@@ -18,7 +18,7 @@ fn kv_link(component: &str, provider: &str, name: &str, target_config: &[&str]) 
 }
 
 /// Every store, atomics and batch operation through the component, against one backend.
-async fn exercise_store(lattice: &Lattice, component: &str) -> anyhow::Result<()> {
+pub(crate) async fn exercise_store(lattice: &Lattice, component: &str) -> anyhow::Result<()> {
     let c = component;
     lattice.ok(c, json!({"op": "set", "bucket": "b", "key": "greeting", "value": "hello"})).await?;
     assert_eq!(lattice.ok(c, json!({"op": "get", "bucket": "b", "key": "greeting"})).await?, json!("hello"));

@@ -3,6 +3,7 @@
 mod blob_durability;
 mod blobstore;
 mod bounded;
+mod bridge;
 mod control;
 mod ctl_cli;
 mod events;

@@ -107,3 +107,57 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ferry_up_serves_the_sample_from_a_bridged_python_keyvalue_provider() -> anyhow::Result<()> {
+    let wasm = build_example("http-counter")?;
+    let (nats_port, http_port) = (free_port()?, free_port()?);
+    let state = tempfile::tempdir()?;
+    let db = state.path().join("kv.sqlite3");
+    let http = format!("127.0.0.1:{http_port}").parse()?;
+    let python = ferry_tests::python()?;
+    let script = ferry_tests::repo_path("examples/python-keyvalue/provider.py");
+
+    let mut command = Command::new(binary("ferry")?);
+    command
+        .args(["up", "--lattice", "upbridge", "--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
+        .args(["--http-address", &format!("127.0.0.1:{http_port}"), "--state-dir"])
+        .arg(state.path())
+        .arg("--component")
+        .arg(&wasm)
+        .arg("--keyvalue-bridge")
+        .arg(format!("{} {}", python.display(), script.display()))
+        .env("KV_SQLITE_PATH", &db);
+    let mut up = Process::spawn("ferry-up-bridge", command)?;
+    up.wait_for_log("Ferry is up", Duration::from_secs(60)).await?;
+    let started = children(&up.logs());
+    let _reaper = Reaper(started.iter().map(|(_, pid)| *pid).collect());
+    assert!(started.iter().any(|(name, _)| name == "bridged keyvalue provider"), "{}", up.logs());
+
+    for expected in ["viewed 1 time.", "viewed 2 times."] {
+        let (status, _, body) = fetch(http, request("GET", "localhost", "/hello", empty())?).await?;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(expected), "{body:?} does not say {expected:?}");
+    }
+    // The count is in the Python provider's SQLite file.
+    let count = Command::new(&python)
+        .args([
+            "-c",
+            "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from kv').fetchone()[0])",
+        ])
+        .arg(&db)
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1", "{}", String::from_utf8_lossy(&count.stderr));
+
+    up.send_sigint();
+    let exit = up.wait_exit(Duration::from_secs(40)).await;
+    assert!(exit.is_some_and(|s| s.success()), "ferry up did not exit cleanly: {exit:?}\n{}", up.logs());
+    let script = script.display().to_string();
+    let leftover = std::fs::read_dir("/proc")?
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&script))
+        .count();
+    assert_eq!(leftover, 0, "the Python provider outlived ferry up:\n{}", up.logs());
+    Ok(())
+}

@@ -260,9 +260,25 @@ impl Lattice {
     /// # Errors
     /// When it does not start.
     pub async fn start_provider_with(&self, bin: &str, provider_id: &str, args: &[&str]) -> anyhow::Result<Process> {
+        self.start_provider_env(bin, provider_id, args, &[]).await
+    }
+
+    /// [`Lattice::start_provider_with`], with variables added to the provider's environment
+    /// (which a bridge hands on to the process it starts).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_provider_env(
+        &self,
+        bin: &str,
+        provider_id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Process> {
         let mut command = Command::new(binary(bin)?);
         command
             .args(args)
+            .envs(env.iter().copied())
             .env("FERRY_NATS_URL", &self.nats.url)
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_PROVIDER_ID", provider_id)

@@ -237,3 +237,33 @@ fn build_wasm(source: &Path) -> anyhow::Result<PathBuf> {
     }
     Ok(wasm)
 }
+
+/// A file or folder of the repository, `examples/python-keyvalue/provider.py`.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+/// The Python of the venv `scripts/setup.sh` makes under `.ferry/venv` (grpcio and the other
+/// examples' packages installed).
+///
+/// # Errors
+/// When the venv is missing: run the set-up first.
+pub fn python() -> anyhow::Result<PathBuf> {
+    let python = repo_path(".ferry/venv/bin/python");
+    if !python.exists() {
+        bail!("{} not found: run `. scripts/setup.sh` (it makes the examples' venv)", python.display());
+    }
+    Ok(python)
+}
+
+/// The `node` on PATH, with a check that `scripts/setup.sh` installed the Node example's packages.
+///
+/// # Errors
+/// When Node.js or the example's `node_modules` is missing.
+pub fn node(example: &str) -> anyhow::Result<PathBuf> {
+    let modules = repo_path(&format!("examples/{example}/node_modules"));
+    if !modules.exists() {
+        bail!("{} not found: run `. scripts/setup.sh` (it installs the Node examples' packages)", modules.display());
+    }
+    Ok(PathBuf::from("node"))
+}

@@ -56,6 +56,11 @@ pub(crate) struct UpArgs {
     /// Address the http-server provider listens on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     http_address: std::net::SocketAddr,
+    /// Serve key-value from a provider in another language instead of Ferry's own: the command
+    /// line that starts it, run by ferry-provider-bridge (`--exec`) under the same provider id
+    /// (docs/bridge.md), e.g. ".ferry/venv/bin/python examples/python-keyvalue/provider.py".
+    #[arg(long, value_name = "COMMAND")]
+    keyvalue_bridge: Option<String>,
 }
 
 /// The nats-server `ferry up` started, in its own process group so a terminal's Ctrl-C reaches
@@ -128,8 +133,17 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         let ctl = ferry_lattice::CtlClient::new(nats.clone(), &args.lattice, Duration::from_secs(120))
             .with_operator(operator);
         let blob_root = args.state_dir.join("blobs");
+        let keyvalue = match &args.keyvalue_bridge {
+            None => ("keyvalue provider", "ferry-provider-keyvalue", KEYVALUE_ID, BTreeMap::new()),
+            Some(command) => (
+                "bridged keyvalue provider",
+                "ferry-provider-bridge",
+                KEYVALUE_ID,
+                BTreeMap::from([("exec".to_owned(), command.clone())]),
+            ),
+        };
         let providers = [
-            ("keyvalue provider", "ferry-provider-keyvalue", KEYVALUE_ID, BTreeMap::new()),
+            keyvalue,
             (
                 "http-server provider",
                 "ferry-provider-http-server",
