@@ -4,7 +4,13 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "grpc")]
     {
-        const FILES: &[&str] = &["ferry/provider/v1/provider.proto", "ferry/provider/v1/keyvalue.proto"];
+        const FILES: &[&str] = &[
+            "ferry/provider/v1/provider.proto",
+            "ferry/provider/v1/keyvalue.proto",
+            "ferry/provider/v1/blobstore.proto",
+            "ferry/provider/v1/lattice.proto",
+            "ferry/provider/v1/messaging.proto",
+        ];
         for file in FILES {
             println!("cargo:rerun-if-changed={file}");
         }

@@ -211,16 +211,16 @@ class KeyValue(kv_grpc.KeyValueServicer):
     @serving
     def Set(self, request, store, context):
         store.set_many(request.bucket, [(request.key, request.value)])
-        return kv_pb2.Empty()
+        return provider_pb2.Empty()
 
     @serving
     def Delete(self, request, store, context):
         store.delete_many(request.bucket, [request.key])
-        return kv_pb2.Empty()
+        return provider_pb2.Empty()
 
     @serving
     def Exists(self, request, store, context):
-        return kv_pb2.ExistsResponse(exists=store.get(request.bucket, request.key) is not None)
+        return provider_pb2.ExistsResponse(exists=store.get(request.bucket, request.key) is not None)
 
     @serving
     def ListKeys(self, request, store, context):
@@ -242,12 +242,12 @@ class KeyValue(kv_grpc.KeyValueServicer):
     @serving
     def SetMany(self, request, store, context):
         store.set_many(request.bucket, [(item.key, item.value) for item in request.items])
-        return kv_pb2.Empty()
+        return provider_pb2.Empty()
 
     @serving
     def DeleteMany(self, request, store, context):
         store.delete_many(request.bucket, list(request.keys))
-        return kv_pb2.Empty()
+        return provider_pb2.Empty()
 
 
 def main():

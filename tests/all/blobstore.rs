@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 const BLOBSTORE: &str = "ferry-provider-blobstore";
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 /// A fresh directory under the system's temporary directory.
 fn temp_dir(tag: &str) -> anyhow::Result<PathBuf> {
@@ -43,7 +43,7 @@ async fn fails(lattice: &Lattice, command: Value) -> anyhow::Result<String> {
     Ok(answer["error"].as_str().unwrap_or_default().to_owned())
 }
 
-fn pattern_sha(len: u64) -> String {
+pub(crate) fn pattern_sha(len: u64) -> String {
     let mut hasher = Sha256::new();
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut offset = 0u64;
@@ -58,7 +58,7 @@ fn pattern_sha(len: u64) -> String {
 }
 
 /// Every blobstore function through the component, against one backend.
-async fn exercise(lattice: &Lattice) -> anyhow::Result<()> {
+pub(crate) async fn exercise(lattice: &Lattice) -> anyhow::Result<()> {
     let ok = |cmd: Value| lattice.ok("blobs", cmd);
     assert_eq!(ok(json!({"op": "create", "container": "photos"})).await?, json!("photos"));
     ok(json!({"op": "create", "container": "archive"})).await?;

@@ -6,10 +6,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ferry_tests::{Lattice, Process, node, python, repo_path};
+use ferry_proto::link::Link;
+use ferry_tests::{
+    Lattice, Process,
+    http::{peak_rss, rss},
+    node, python, repo_path,
+};
 use serde_json::json;
 
 use crate::{
+    blobstore::{MIB, pattern_sha},
     health::health_of,
     keyvalue::{exercise_store, kv_link},
 };
@@ -210,4 +216,57 @@ async fn eventually(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// A bridge (`blob-py`) that starts the Python blobstore example, the blob-test component
+/// `blobs`, and a link between them whose target config names `root`.
+async fn python_blobstore_behind_bridge(lattice: &Lattice, root: &Path) -> anyhow::Result<Process> {
+    let script = text(&repo_path("examples/python-blobstore/provider.py"));
+    let python = text(&python()?);
+    let bridge = lattice.start_provider_with(BRIDGE, "blob-py", &["--exec", &python, &script]).await?;
+    lattice.start_component("blob-test", "blobs", &[]).await?;
+    lattice.config("blob-root", &[("root", &text(root))]).await?;
+    let mut link = Link::new(
+        "blobs",
+        "blob-py",
+        "wasi",
+        "blobstore",
+        vec!["blobstore".into(), "container".into(), "types".into()],
+    );
+    link.target_config = vec!["blob-root".into()];
+    lattice.link(link).await?;
+    Ok(bridge)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_blobstore_provider_behind_the_bridge_passes_the_blobstore_tests() -> anyhow::Result<()> {
+    let lattice = Lattice::start_with_timeout(Duration::from_secs(10)).await?;
+    let root = tempfile::tempdir()?;
+    let _bridge = python_blobstore_behind_bridge(&lattice, root.path()).await?;
+    crate::blobstore::exercise(&lattice).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_64_mib_object_crosses_the_bridge_both_ways_in_bounded_memory() -> anyhow::Result<()> {
+    let lattice = Lattice::start_with_timeout(Duration::from_secs(60)).await?;
+    let root = tempfile::tempdir()?;
+    let bridge = python_blobstore_behind_bridge(&lattice, root.path()).await?;
+    lattice.ok("blobs", json!({"op": "create", "container": "big"})).await?;
+    let before = rss(bridge.pid())?;
+    let size = 64 * MIB;
+    lattice.ok("blobs", json!({"op": "write", "container": "big", "object": "blob", "size": size})).await?;
+    assert_eq!(std::fs::metadata(root.path().join("big/blob"))?.len(), size, "the whole object is on disk");
+    let read = lattice.ok("blobs", json!({"op": "read", "container": "big", "object": "blob"})).await?;
+    let expected = pattern_sha(size);
+    assert_eq!((read["len"].clone(), read["sha256"].clone()), (json!(size), json!(expected)));
+    let peak = peak_rss(bridge.pid())?;
+    let growth = peak.saturating_sub(before);
+    println!(
+        "64 MiB object through the bridge both ways, sha256 {expected}: bridge RSS {} KiB before, peak {} KiB (+{} KiB)",
+        before >> 10,
+        peak >> 10,
+        growth >> 10
+    );
+    assert!(growth < 16 * MIB, "the bridge's memory grew with the object: +{} KiB", growth >> 10);
+    Ok(())
 }

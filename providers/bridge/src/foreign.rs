@@ -10,7 +10,9 @@ use ferry_provider_sdk::{
     ErrorKind, HealthStatus, LinkPut, ProviderContext, RpcError,
     grpc::{
         self,
-        v1::{self, key_value_client::KeyValueClient, provider_client::ProviderClient},
+        v1::{
+            self, blobstore_client::BlobstoreClient, key_value_client::KeyValueClient, provider_client::ProviderClient,
+        },
     },
 };
 use hyper_util::rt::TokioIo;
@@ -23,6 +25,8 @@ use crate::{config::Address, links::Verdict};
 
 /// Largest message either side sends: a key-value value or a batch rides in one message.
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+/// HTTP/2 flow-control window of each call: how much of a streamed body may be in flight.
+const STREAM_WINDOW: u32 = 512 << 10;
 /// Longest wait for a health answer, a link verdict or a shutdown acknowledgement.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an unreachable process is tried again.
@@ -57,6 +61,10 @@ impl Foreign {
             Address::Tcp(hostport) => Endpoint::from_shared(format!("http://{hostport}"))?.tcp_nodelay(true),
         }
         .connect_timeout(Duration::from_secs(1))
+        // Object bodies stream at a few chunks in flight: enough window for throughput, little
+        // enough that the bridge's memory does not grow with the object.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(2 * STREAM_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
         let channel = match &address {
@@ -79,6 +87,12 @@ impl Foreign {
 
     pub(crate) fn key_value(&self) -> KeyValueClient<Channel> {
         KeyValueClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn blobstore(&self) -> BlobstoreClient<Channel> {
+        BlobstoreClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }

@@ -12,8 +12,8 @@ use tonic::transport::Channel;
 
 use crate::{foreign::Foreign, links::BridgeLink, provider::Bridge};
 
-/// Who calls, as the contract names it.
-fn caller(ctx: &InvocationContext<BridgeLink>) -> Option<v1::Caller> {
+/// Who calls, as the contract names it (every capability's requests carry it).
+pub(crate) fn caller(ctx: &InvocationContext<BridgeLink>) -> Option<v1::Caller> {
     Some(v1::Caller { source_id: ctx.origin.clone(), link_name: ctx.link.link.name.clone() })
 }
 
@@ -36,7 +36,7 @@ impl Bridge {
 }
 
 /// A request that carries its deadline to the foreign process.
-fn timed<T>(message: T, limit: Duration) -> tonic::Request<T> {
+pub(crate) fn timed<T>(message: T, limit: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(limit);
     request

@@ -7,6 +7,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod blobstore;
 mod config;
 mod foreign;
 mod keyvalue;

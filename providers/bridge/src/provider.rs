@@ -8,7 +8,7 @@ use std::{
 };
 
 use ferry_provider_sdk::{
-    ErrorKind, HealthStatus, InvocationContext, LinkPut, Provider, ProviderContext, RpcError, keyvalue,
+    ErrorKind, HealthStatus, InvocationContext, LinkPut, Provider, ProviderContext, RpcError, blobstore, keyvalue,
 };
 use tempfile::TempDir;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -176,6 +176,9 @@ impl Provider for Bridge {
     ) -> Result<Vec<u8>, RpcError> {
         if operation.starts_with("wasi:keyvalue/") {
             return keyvalue::dispatch(self, &ctx, operation, &payload).await;
+        }
+        if operation.starts_with("wasi:blobstore/") {
+            return blobstore::dispatch(self, &ctx, operation, &payload).await;
         }
         Err(RpcError::new(ErrorKind::UnknownOperation, format!("the bridge does not forward {operation:?}")))
     }
