@@ -347,7 +347,8 @@ def main():
         signal.signal(sig, lambda *_: stopping.set())
     if os.environ.get("FERRY_BRIDGE_EXEC") == "1":
         def watch_stdin():
-            sys.stdin.buffer.read()
+            while os.read(0, 65536):  # unbuffered: a buffered read blocks interpreter exit
+                pass
             log.info("stdin closed: the bridge is gone")
             stopping.set()
 

@@ -278,7 +278,8 @@ def main():
     if os.environ.get("FERRY_BRIDGE_EXEC") == "1":
         # Started by the bridge: its end closes our stdin, whatever way it ended.
         def watch_stdin():
-            sys.stdin.buffer.read()
+            while os.read(0, 65536):  # unbuffered: a buffered read blocks interpreter exit
+                pass
             log.info("stdin closed: the bridge is gone")
             stopping.set()
 

@@ -55,7 +55,7 @@ pub use ferry_proto::{
     ErrorKind, RpcError, codec,
     http::{Header, HttpRequest, HttpResponse},
     keyvalue::Empty,
-    link::{Link, LinkKey, LinkPut},
+    link::{DEFAULT_LINK_NAME, Link, LinkKey, LinkPut},
     redact,
     startup::ProviderStartup,
     subject::is_reserved_store_name,

@@ -270,3 +270,50 @@ async fn a_64_mib_object_crosses_the_bridge_both_ways_in_bounded_memory() -> any
     assert!(growth < 16 * MIB, "the bridge's memory grew with the object: +{} KiB", growth >> 10);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timer_example_ticks_a_linked_handler_until_the_link_is_deleted() -> anyhow::Result<()> {
+    use crate::messaging::{consumer_link, handler_link};
+    use futures::StreamExt as _;
+
+    let lattice = Lattice::start().await?;
+    let _messaging = lattice.start_provider("ferry-provider-messaging", "msg").await?;
+    let script = text(&repo_path("examples/python-timer/provider.py"));
+    let python = text(&python()?);
+    let _timer = lattice.start_provider_with(BRIDGE, "timer-py", &["--exec", &python, &script]).await?;
+    // The echo component reports each message it handles on `seen.{subject}`.
+    lattice.start_component("messaging-echo", "echo", &[]).await?;
+    lattice.link(consumer_link("echo", "msg")).await?;
+    let mut seen = lattice.raw.subscribe("seen.tick").await?;
+    lattice.raw.flush().await?;
+
+    lattice.config("ticks", &[("interval_ms", "200"), ("subject", "tick")]).await?;
+    lattice.link(handler_link("timer-py", "echo", &["ticks"])).await?;
+    let mut ticks = Vec::new();
+    while ticks.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(10), seen.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} ticks reached the handler in 10 s", ticks.len()))?
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
+        let body: serde_json::Value = serde_json::from_slice(&message.payload)?;
+        ticks.push(body["tick"].as_u64().unwrap_or_default());
+    }
+    assert!(ticks.windows(2).all(|w| w[0] < w[1]), "ticks arrive in order: {ticks:?}");
+
+    // A bad config is the timer's to refuse.
+    lattice.config("too-fast", &[("interval_ms", "1")]).await?;
+    let mut too_fast = handler_link("timer-py", "echo", &["too-fast"]);
+    too_fast.name = "fast".into();
+    let refused = lattice.try_link(too_fast).await?;
+    assert!(!refused.success, "{}", refused.message);
+    let why = format!("{:?}", refused.data.as_ref().map(|set| &set.providers));
+    assert!(why.contains("interval_ms must be"), "the timer's reason reaches the caller: {why}");
+
+    lattice.unlink(handler_link("timer-py", "echo", &[]).key()).await?;
+    // What was in flight when the link went may still land; then nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), seen.next()).await {}
+    let late = tokio::time::timeout(Duration::from_millis(1500), seen.next()).await;
+    assert!(late.is_err(), "a tick reached the handler after the link was deleted");
+    Ok(())
+}

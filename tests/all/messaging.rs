@@ -9,11 +9,11 @@ use futures::StreamExt as _;
 
 const MESSAGING: &str = "ferry-provider-messaging";
 
-fn consumer_link(component: &str, provider: &str) -> Link {
+pub(crate) fn consumer_link(component: &str, provider: &str) -> Link {
     Link::new(component, provider, "wasmcloud", "messaging", vec!["consumer".into()])
 }
 
-fn handler_link(provider: &str, component: &str, source_config: &[&str]) -> Link {
+pub(crate) fn handler_link(provider: &str, component: &str, source_config: &[&str]) -> Link {
     let mut link = Link::new(provider, component, "wasmcloud", "messaging", vec!["handler".into()]);
     link.source_config = source_config.iter().map(|c| (*c).to_owned()).collect();
     link

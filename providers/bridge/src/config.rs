@@ -16,6 +16,10 @@ pub(crate) struct BridgeArgs {
     /// With --exec it defaults to a socket in a private directory.
     #[arg(long, env = "FERRY_BRIDGE_CONNECT")]
     pub(crate) connect: Option<Address>,
+    /// Where the bridge serves the `Lattice` service to the foreign provider: `unix:PATH` or
+    /// `HOST:PORT`. With --exec it defaults to a socket beside the provider's.
+    #[arg(long, env = "FERRY_BRIDGE_LATTICE_LISTEN")]
+    pub(crate) lattice_listen: Option<Address>,
     /// How often the foreign provider's health is asked, in milliseconds.
     #[arg(long, env = "FERRY_BRIDGE_HEALTH_INTERVAL_MS", default_value_t = 1000)]
     pub(crate) health_interval_ms: u64,

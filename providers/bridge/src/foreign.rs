@@ -260,7 +260,7 @@ impl Foreign {
 }
 
 /// A link as the gRPC contract carries it.
-fn link_of(put: &LinkPut) -> v1::Link {
+pub(crate) fn link_of(put: &LinkPut) -> v1::Link {
     let link = &put.link;
     v1::Link {
         source_id: link.source_id.clone(),

@@ -11,6 +11,7 @@ mod blobstore;
 mod config;
 mod foreign;
 mod keyvalue;
+mod lattice;
 mod links;
 mod provider;
 mod supervise;

@@ -37,42 +37,52 @@ pub(crate) struct Bridge {
     running: OnceLock<Result<Running, String>>,
 }
 
-/// Where the foreign process listens, and what starts it.
+/// Where the foreign process listens, where it reaches the bridge's `Lattice` service, and
+/// what starts it.
 struct Target {
     address: Address,
-    /// The private directory of the default socket, removed when the bridge ends.
+    /// `None`: no `Lattice` service.
+    lattice: Option<Address>,
+    /// The private directory of the default sockets, removed when the bridge ends.
     socket_dir: Option<TempDir>,
     exec: Vec<String>,
 }
 
 impl Target {
-    /// `None` when neither says anything.
-    fn resolve(connect: Option<Address>, exec: Vec<String>) -> Result<Option<Self>, String> {
-        let (address, socket_dir) = match (connect, exec.is_empty()) {
-            (Some(address), _) => (address, None),
-            (None, false) => {
-                let dir = tempfile::Builder::new()
+    /// `None` when neither `connect` nor `exec` says anything. A process the bridge starts
+    /// gets its sockets in a private directory unless told otherwise.
+    fn resolve(connect: Option<Address>, lattice: Option<Address>, exec: Vec<String>) -> Result<Option<Self>, String> {
+        if connect.is_none() && exec.is_empty() {
+            return Ok(None);
+        }
+        let socket_dir = if exec.is_empty() || (connect.is_some() && lattice.is_some()) {
+            None
+        } else {
+            Some(
+                tempfile::Builder::new()
                     .prefix("ferry-bridge-")
                     .tempdir()
-                    .map_err(|e| format!("cannot make a directory for the socket: {e}"))?;
-                (Address::Unix(dir.path().join("provider.sock")), Some(dir))
-            }
-            (None, true) => return Ok(None),
+                    .map_err(|e| format!("cannot make a directory for the sockets: {e}"))?,
+            )
         };
-        Ok(Some(Self { address, socket_dir, exec }))
+        let in_dir = |name: &str| socket_dir.as_ref().map(|dir| Address::Unix(dir.path().join(name)));
+        let Some(address) = connect.or_else(|| in_dir("provider.sock")) else { return Ok(None) };
+        let lattice = lattice.or_else(|| in_dir("lattice.sock"));
+        Ok(Some(Self { address, lattice, socket_dir, exec }))
     }
 
-    /// From a host's start-up config: `connect` (an address) and `exec` (a command line,
-    /// split on whitespace, or a JSON array of words).
+    /// From a host's start-up config: `connect` (an address), `lattice_listen` (an address)
+    /// and `exec` (a command line, split on whitespace, or a JSON array of words).
     fn from_config(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        let connect = config.get("connect").map(|a| a.parse::<Address>()).transpose()?;
+        let address = |key: &str| config.get(key).map(|a| a.parse::<Address>()).transpose();
+        let (connect, lattice) = (address("connect")?, address("lattice_listen")?);
         let exec = match config.get("exec").map(|e| e.trim()) {
             None => Vec::new(),
             Some(words) if words.starts_with('[') => serde_json::from_str::<Vec<String>>(words)
                 .map_err(|e| format!("config `exec` is not a JSON array of strings: {e}"))?,
             Some(line) => line.split_whitespace().map(str::to_owned).collect(),
         };
-        Self::resolve(connect, exec)?.ok_or_else(|| NO_TARGET.to_owned())
+        Self::resolve(connect, lattice, exec)?.ok_or_else(|| NO_TARGET.to_owned())
     }
 }
 
@@ -93,7 +103,8 @@ impl Bridge {
     /// A bridge started on its own (a provider id in its flags) needs `--connect` or `--exec`;
     /// one started by a host may have them in its start-up config instead.
     pub(crate) fn new(args: &BridgeArgs) -> anyhow::Result<Self> {
-        let target = Target::resolve(args.connect.clone(), args.exec.clone()).map_err(anyhow::Error::msg)?;
+        let target = Target::resolve(args.connect.clone(), args.lattice_listen.clone(), args.exec.clone())
+            .map_err(anyhow::Error::msg)?;
         if target.is_none() && args.startup.provider_id.is_some() {
             anyhow::bail!(NO_TARGET);
         }
@@ -145,13 +156,21 @@ impl Bridge {
         let foreign =
             Arc::new(Foreign::new(address.clone()).map_err(|e| format!("cannot make a channel to {address}: {e}"))?);
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        if let Some(lattice) = &target.lattice {
+            let listener = crate::lattice::bind(lattice).await?;
+            info!(address = %lattice, "serving the Lattice service");
+            tasks.spawn(crate::lattice::serve(listener, ctx.clone(), stop.clone()));
+        }
         if !target.exec.is_empty() {
-            let env = vec![
+            let mut env = vec![
                 ("FERRY_BRIDGE_LISTEN".to_owned(), address.to_string()),
                 ("FERRY_BRIDGE_EXEC".to_owned(), "1".to_owned()),
                 ("FERRY_PROVIDER_ID".to_owned(), ctx.provider_id().to_owned()),
                 ("FERRY_LATTICE".to_owned(), ctx.lattice().to_owned()),
             ];
+            if let Some(lattice) = &target.lattice {
+                env.push(("FERRY_BRIDGE_LATTICE".to_owned(), lattice.to_string()));
+            }
             let exec = Exec { command: target.exec, env, grace: self.stop_grace };
             tasks.spawn(supervise::supervise(exec, foreign.clone(), stop.clone()));
         }
@@ -245,13 +264,14 @@ mod tests {
         let target = Target::from_config(&config(&[("exec", "python3 kv.py --x")])).expect("exec");
         assert_eq!(target.exec, ["python3", "kv.py", "--x"]);
         assert!(matches!(target.address, Address::Unix(_)) && target.socket_dir.is_some());
+        assert!(matches!(target.lattice, Some(Address::Unix(_))), "a started process gets the Lattice service");
 
         let target = Target::from_config(&config(&[("exec", r#"["node", "a b.js"]"#)])).expect("json");
         assert_eq!(target.exec, ["node", "a b.js"]);
 
         let target = Target::from_config(&config(&[("connect", "127.0.0.1:7000")])).expect("connect");
         assert_eq!(target.address, Address::Tcp("127.0.0.1:7000".into()));
-        assert!(target.exec.is_empty());
+        assert!(target.exec.is_empty() && target.lattice.is_none(), "attached: no Lattice service unless asked");
 
         assert_eq!(Target::from_config(&config(&[])).err().as_deref(), Some(NO_TARGET));
         assert!(Target::from_config(&config(&[("connect", "nowhere")])).is_err());
