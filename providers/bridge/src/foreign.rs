@@ -11,7 +11,8 @@ use ferry_provider_sdk::{
     grpc::{
         self,
         v1::{
-            self, blobstore_client::BlobstoreClient, key_value_client::KeyValueClient, provider_client::ProviderClient,
+            self, blobstore_client::BlobstoreClient, key_value_client::KeyValueClient,
+            messaging_client::MessagingClient, provider_client::ProviderClient,
         },
     },
 };
@@ -93,6 +94,12 @@ impl Foreign {
 
     pub(crate) fn blobstore(&self) -> BlobstoreClient<Channel> {
         BlobstoreClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn messaging(&self) -> MessagingClient<Channel> {
+        MessagingClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }

@@ -13,6 +13,7 @@ mod foreign;
 mod keyvalue;
 mod lattice;
 mod links;
+mod messaging;
 mod provider;
 mod supervise;
 

@@ -9,6 +9,7 @@ use std::{
 
 use ferry_provider_sdk::{
     ErrorKind, HealthStatus, InvocationContext, LinkPut, Provider, ProviderContext, RpcError, blobstore, keyvalue,
+    messaging,
 };
 use tempfile::TempDir;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -198,6 +199,9 @@ impl Provider for Bridge {
         }
         if operation.starts_with("wasi:blobstore/") {
             return blobstore::dispatch(self, &ctx, operation, &payload).await;
+        }
+        if operation.starts_with("wasmcloud:messaging/consumer.") {
+            return messaging::dispatch(self, &ctx, operation, &payload).await;
         }
         Err(RpcError::new(ErrorKind::UnknownOperation, format!("the bridge does not forward {operation:?}")))
     }
