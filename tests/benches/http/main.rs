@@ -11,6 +11,10 @@
 //! * (h) a host's time from spawn to ready, and its idle memory,
 //! * (e)/(f) once more with one call in flight taking turns, so that what the get adds is
 //!   measured in the same moments as the answer without it,
+//! * (i) the same get through the gRPC sidecar bridge: to the Python example (SQLite), to a
+//!   Rust gRPC stub (memory), next to an SDK provider doing the stub's work (memory) and
+//!   Ferry's own provider on Redis; the stub and memory ones once more taking turns, so that
+//!   what the bridge itself adds is measured in the same moments,
 //!
 //! at 1 and 32 requests in flight: requests/s, p50 and p99 latency, the CPU each process spends
 //! per request, and resident memory; then each target of docs/benchmarks.md, computed from
@@ -23,6 +27,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod bridge;
 mod floors;
 mod load;
 mod systems;
@@ -112,6 +117,29 @@ fn print_turns(r: &mut Results, mut turns: Vec<Sample>) {
     }
 }
 
+/// (i) taking turns, and the bridge's target: what it adds over the same work in an SDK
+/// provider, at p50 with one call in flight.
+fn print_bridge_turns(mut turns: Vec<Sample>) {
+    println!();
+    println!(
+        "(i) taking turns, 1 in flight (SDK provider in memory, bridge → stub, bridge → Python, round after round):"
+    );
+    let names = ["memory", "stub", "python"];
+    let memory = turns.first_mut().map(|s| s.percentile(0.50)).unwrap_or(f64::NAN);
+    for (name, sample) in names.iter().zip(turns.iter_mut()) {
+        let (p50, p99) = (sample.percentile(0.50), sample.percentile(0.99));
+        let errors = if sample.errors > 0 { format!(", {} errors", sample.errors) } else { String::new() };
+        println!("- {name}: p50 {p50:.3} ms (+{:.3} over memory), p99 {p99:.3} ms{errors}", p50 - memory);
+    }
+    if let Some(stub) = turns.get_mut(1).map(|s| s.percentile(0.50)) {
+        let added = stub - memory;
+        println!(
+            "- the bridge adds {added:.3} ms at p50, 1 in flight (bridge → stub minus SDK provider, same work) (target <= 0.15 ms): {}",
+            verdict(added <= 0.15)
+        );
+    }
+}
+
 /// Each target of issue 11, from this run's figures (skipped when a scenario did not run).
 fn targets(r: &mut Results, host_start: Option<(Duration, u64)>) {
     println!();
@@ -184,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     let hello = build_component("hello")?;
     let wasmtime = std::env::var_os("BENCH_WASMTIME").map(PathBuf::from).filter(|p| p.exists());
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefgh".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefghi".into());
     let wanted = |letter: char| only.contains(letter);
 
     println!(
@@ -251,8 +279,24 @@ async fn main() -> anyhow::Result<()> {
         );
         host_start = runs.get(runs.len() / 2).map(|(ready, _)| (*ready, idle));
     }
+    let mut bridge_turns = None;
+    if wanted('i') {
+        let bridged = bridge::BridgeLattice::start().await?;
+        for (key, provider, title) in [
+            ("i-memory", "kvmem", "(i) key-value get, SDK provider in memory"),
+            ("i-stub", "kvstub", "(i) key-value get, bridge → Rust gRPC stub (memory)"),
+            ("i-python", "kvpy", "(i) key-value get, bridge → Python (SQLite)"),
+            ("i-redis", "kv", "(i) key-value get, Ferry's provider on Redis"),
+        ] {
+            r.record_measured(key, title, bridged.measure(provider, &CONCURRENCY, duration).await);
+        }
+        bridge_turns = Some(bridged.turns(duration).await);
+    }
     if let Some(turns) = turns {
         print_turns(&mut r, turns);
+    }
+    if let Some(turns) = bridge_turns {
+        print_bridge_turns(turns);
     }
     targets(&mut r, host_start);
     Ok(())

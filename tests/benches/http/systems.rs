@@ -24,7 +24,7 @@ pub(crate) struct Measured {
     pub(crate) memory: Vec<(&'static str, u64)>,
 }
 
-async fn measure(
+pub(crate) async fn measure(
     address: SocketAddr,
     call: &HttpCall,
     concurrency: &[usize],
