@@ -75,7 +75,9 @@ async fn the_node_keyvalue_provider_behind_the_bridge_passes_the_keyvalue_tests(
     let journal = dir.path().join("kv.jsonl");
     let script = text(&repo_path("examples/node-keyvalue/provider.js"));
     let node = text(&node("node-keyvalue")?);
-    let args = ["--exec", node.as_str(), script.as_str()];
+    // Over TCP this time: the bridge tells the process the address it chose.
+    let address = format!("127.0.0.1:{}", ferry_tests::free_port()?);
+    let args = ["--connect", address.as_str(), "--exec", node.as_str(), script.as_str()];
     let mut bridge =
         lattice.start_provider_env(BRIDGE, "kv-node", &args, &[("KV_JOURNAL_PATH", &text(&journal))]).await?;
     lattice.start_component("kv-http", "kvc", &[]).await?;

@@ -105,3 +105,45 @@ impl BridgeLattice {
         take_turns(workers, duration).await
     }
 }
+
+/// (j) The gRPC hop alone: a `KeyValue.Get` to the Rust stub over a Unix socket from this
+/// process, with a channel made as the bridge makes its own (the floor of what the bridge adds).
+pub(crate) async fn grpc_floor(concurrency: &[usize], duration: Duration) -> anyhow::Result<Vec<Sample>> {
+    use ferry_proto::grpc::v1::{self, key_value_client::KeyValueClient};
+
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("stub.sock");
+    let mut command = std::process::Command::new(binary("ferry-test-grpc-provider")?);
+    command.args(["--listen", &format!("unix:{}", socket.display())]);
+    let mut stub = Process::spawn("grpc-stub", command)?;
+    stub.wait_for_log("serving on", Duration::from_secs(10)).await?;
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let socket = socket.clone();
+        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://localhost").connect_with_connector(connector).await?;
+    let watched = [Watched { name: "stub", pid: stub.pid() }];
+    let mut samples = Vec::new();
+    for &n in concurrency {
+        let channel = channel.clone();
+        let sample = crate::load::drive(n, duration, &watched, || {
+            let client = KeyValueClient::new(channel.clone());
+            async move {
+                Box::new(move || {
+                    let mut client = client.clone();
+                    Box::pin(async move {
+                        let request = v1::KeyRequest {
+                            caller: Some(v1::Caller { source_id: "bench".into(), link_name: "default".into() }),
+                            bucket: "bench".into(),
+                            key: "k".into(),
+                        };
+                        client.get(request).await.is_ok()
+                    }) as futures::future::BoxFuture<'static, bool>
+                }) as crate::load::Worker
+            }
+        })
+        .await;
+        samples.push(sample);
+    }
+    Ok(samples)
+}

@@ -15,6 +15,8 @@
 //!   Rust gRPC stub (memory), next to an SDK provider doing the stub's work (memory) and
 //!   Ferry's own provider on Redis; the stub and memory ones once more taking turns, so that
 //!   what the bridge itself adds is measured in the same moments,
+//! * (j) a gRPC get to that stub over a Unix socket from the benchmark itself (the floor of
+//!   what the bridge adds, as (a) is of a NATS hop),
 //!
 //! at 1 and 32 requests in flight: requests/s, p50 and p99 latency, the CPU each process spends
 //! per request, and resident memory; then each target of docs/benchmarks.md, computed from
@@ -212,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     let hello = build_component("hello")?;
     let wasmtime = std::env::var_os("BENCH_WASMTIME").map(PathBuf::from).filter(|p| p.exists());
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefghi".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefghij".into());
     let wanted = |letter: char| only.contains(letter);
 
     println!(
@@ -278,6 +280,14 @@ async fn main() -> anyhow::Result<()> {
             mib(idle)
         );
         host_start = runs.get(runs.len() / 2).map(|(ready, _)| (*ready, idle));
+    }
+    if wanted('j') {
+        r.record(
+            "j",
+            "(j) gRPC get to the stub over a Unix socket",
+            bridge::grpc_floor(&CONCURRENCY, duration).await?,
+            Vec::new(),
+        );
     }
     let mut bridge_turns = None;
     if wanted('i') {
