@@ -4,6 +4,7 @@
 
 use std::{task::Poll, time::Duration};
 
+use crate::h2::Connection;
 use bytes::Bytes;
 use ferry_provider_sdk::{
     ByteStream, ErrorKind, InvocationContext, RpcError,
@@ -14,7 +15,6 @@ use ferry_provider_sdk::{
     },
 };
 use futures::{StreamExt as _, stream};
-use tonic::transport::Channel;
 
 use crate::{
     keyvalue::{caller, timed},
@@ -27,7 +27,7 @@ impl Bridge {
     async fn blob<T, Fut>(
         &self,
         ctx: &InvocationContext<BridgeLink>,
-        call: impl FnOnce(BlobstoreClient<Channel>, Duration) -> Fut,
+        call: impl FnOnce(BlobstoreClient<Connection>, Duration) -> Fut,
     ) -> Result<T, RpcError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -1,4 +1,4 @@
-//! The foreign provider as the bridge sees it: one gRPC channel, and a session that says
+//! The foreign provider as the bridge sees it: one HTTP/2 connection, and a session that says
 //! whether the process is reachable now. A monitor asks its health every interval; when the
 //! process is first reached, or answers with a new instance id (it restarted), every current
 //! link is delivered to it again before calls go through. While it is unreachable, calls fail
@@ -16,18 +16,15 @@ use ferry_provider_sdk::{
         },
     },
 };
-use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Uri;
 use tracing::{info, warn};
 
-use crate::{config::Address, links::Verdict};
+use crate::{config::Address, h2::Connection, links::Verdict};
 
 /// Largest message either side sends: a key-value value or a batch rides in one message.
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
-/// HTTP/2 flow-control window of each call: how much of a streamed body may be in flight.
-const STREAM_WINDOW: u32 = 512 << 10;
 /// Longest wait for a health answer, a link verdict or a shutdown acknowledgement.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an unreachable process is tried again.
@@ -42,11 +39,11 @@ pub(crate) enum Session {
     Up { instance_id: String },
 }
 
-/// The foreign provider: its channel, its session, and the lock that keeps link deliveries in
+/// The foreign provider: its connection, its session, and the lock that keeps link deliveries in
 /// order.
 pub(crate) struct Foreign {
     address: Address,
-    channel: Channel,
+    connection: Connection,
     session: watch::Sender<Session>,
     /// Wakes the monitor early: a call just found the process gone.
     nudge: Notify,
@@ -55,57 +52,38 @@ pub(crate) struct Foreign {
 }
 
 impl Foreign {
-    /// A channel to `address` that connects when first used and again after a failure.
-    pub(crate) fn new(address: Address) -> Result<Self, tonic::transport::Error> {
-        let endpoint = match &address {
-            Address::Unix(_) => Endpoint::from_static("http://foreign.invalid"),
-            Address::Tcp(hostport) => Endpoint::from_shared(format!("http://{hostport}"))?.tcp_nodelay(true),
-        }
-        .connect_timeout(Duration::from_secs(1))
-        // Object bodies stream at a few chunks in flight: enough window for throughput, little
-        // enough that the bridge's memory does not grow with the object.
-        .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(2 * STREAM_WINDOW))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-        let channel = match &address {
-            Address::Unix(path) => {
-                let path = path.clone();
-                endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-                }))
-            }
-            Address::Tcp(_) => endpoint.connect_lazy(),
-        };
+    /// The foreign process at `address`, connected when first called and again after a
+    /// failure.
+    pub(crate) fn new(address: Address) -> Self {
+        let connection = Connection::new(address.clone());
         let (session, _) = watch::channel(Session::Down("not reached yet".into()));
-        Ok(Self { address, channel, session, nudge: Notify::new(), delivery: Mutex::new(()) })
+        Self { address, connection, session, nudge: Notify::new(), delivery: Mutex::new(()) }
     }
 
     pub(crate) fn address(&self) -> &Address {
         &self.address
     }
 
-    pub(crate) fn key_value(&self) -> KeyValueClient<Channel> {
-        KeyValueClient::new(self.channel.clone())
+    pub(crate) fn key_value(&self) -> KeyValueClient<Connection> {
+        KeyValueClient::with_origin(self.connection.clone(), origin())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    pub(crate) fn blobstore(&self) -> BlobstoreClient<Channel> {
-        BlobstoreClient::new(self.channel.clone())
+    pub(crate) fn blobstore(&self) -> BlobstoreClient<Connection> {
+        BlobstoreClient::with_origin(self.connection.clone(), origin())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    pub(crate) fn messaging(&self) -> MessagingClient<Channel> {
-        MessagingClient::new(self.channel.clone())
+    pub(crate) fn messaging(&self) -> MessagingClient<Connection> {
+        MessagingClient::with_origin(self.connection.clone(), origin())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    fn provider(&self) -> ProviderClient<Channel> {
-        ProviderClient::new(self.channel.clone())
+    fn provider(&self) -> ProviderClient<Connection> {
+        ProviderClient::with_origin(self.connection.clone(), origin())
     }
 
     /// Fails with `unavailable` unless the process is reachable with its links delivered.
@@ -264,6 +242,11 @@ impl Foreign {
         info!(address = %self.address, instance_id, links = links.len(), "bridged provider reached; links delivered");
         true
     }
+}
+
+/// The origin every call names (the connection decides where it goes).
+fn origin() -> Uri {
+    Uri::from_static("http://localhost")
 }
 
 /// A link as the gRPC contract carries it.

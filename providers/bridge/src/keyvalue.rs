@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use crate::h2::Connection;
 use ferry_provider_sdk::{
     InvocationContext, RpcError,
     grpc::v1::{self, key_value_client::KeyValueClient},
     keyvalue::{KeyValue, KeyValuePair, ListKeysResponse},
 };
-use tonic::transport::Channel;
 
 use crate::{foreign::Foreign, links::BridgeLink, provider::Bridge};
 
@@ -22,7 +22,7 @@ impl Bridge {
     async fn kv<T, Fut>(
         &self,
         ctx: &InvocationContext<BridgeLink>,
-        call: impl FnOnce(KeyValueClient<Channel>, Duration) -> Fut,
+        call: impl FnOnce(KeyValueClient<Connection>, Duration) -> Fut,
     ) -> Result<T, RpcError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod blobstore;
 mod config;
 mod foreign;
+mod h2;
 mod keyvalue;
 mod lattice;
 mod links;

@@ -154,8 +154,7 @@ impl Bridge {
             None => Target::from_config(ctx.config())?,
         };
         let address = target.address.clone();
-        let foreign =
-            Arc::new(Foreign::new(address.clone()).map_err(|e| format!("cannot make a channel to {address}: {e}"))?);
+        let foreign = Arc::new(Foreign::new(address.clone()));
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         if let Some(lattice) = &target.lattice {
             let listener = crate::lattice::bind(lattice).await?;
