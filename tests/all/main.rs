@@ -4,6 +4,7 @@ mod blob_durability;
 mod blobstore;
 mod bounded;
 mod bridge;
+mod bridge_calls;
 mod control;
 mod ctl_cli;
 mod events;

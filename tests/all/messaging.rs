@@ -20,7 +20,12 @@ pub(crate) fn handler_link(provider: &str, component: &str, source_config: &[&st
 }
 
 /// POST `path` to the component through the lattice; returns status and body text.
-async fn command(lattice: &Lattice, component: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn command(
+    lattice: &Lattice,
+    component: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     let request = ferry_proto::http::HttpRequest {
         method: "POST".into(),
         scheme: "http".into(),
