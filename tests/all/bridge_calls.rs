@@ -140,6 +140,10 @@ async fn components_publish_and_request_through_a_bridged_messaging_provider() -
     let (status, error) = post("/request?subject=fail.now", "ping").await?;
     assert_eq!(status, 500, "{error}");
     assert!(error.contains("no responders on fail.now"), "the provider's own message reaches the component: {error}");
+    // The process answered `unavailable` of its own: it is reachable, and the bridge keeps
+    // sending it calls (only a failure to reach it makes calls fail at once).
+    assert!(!bridge.logs().contains("bridged provider unreachable"), "{}", bridge.logs());
+    assert_eq!(post("/request?subject=q", "again").await?, (200, "stub: again".to_owned()));
     Ok(())
 }
 

@@ -97,14 +97,14 @@ impl Foreign {
         }
     }
 
-    /// The error of a forwarded call as Ferry's typed error. A transport failure also marks
-    /// the session down and wakes the monitor, so the calls after it fail at once.
+    /// The error of a forwarded call as Ferry's typed error. A failure to reach the process
+    /// also marks the session down and wakes the monitor, so the calls after it fail at once;
+    /// an `unavailable` the process answered itself (its backend is down) does not.
     pub(crate) fn failed(&self, status: &tonic::Status) -> RpcError {
-        let err = grpc::from_status(status);
-        if err.kind == ErrorKind::Unavailable {
+        if crate::h2::is_unreachable(status) {
             self.mark_down(format!("a call failed: {}", status.message()));
         }
-        err
+        grpc::from_status(status)
     }
 
     /// The process is gone (a call failed, or it exited): calls fail at once until it is back.

@@ -12,7 +12,7 @@ use std::{
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tonic::{Status, body::Body};
+use tonic::{Status, body::Body, metadata::MetadataValue};
 
 use crate::config::Address;
 
@@ -20,6 +20,22 @@ use crate::config::Address;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 flow-control window of each call: how much of a streamed body may be in flight.
 const STREAM_WINDOW: u32 = 512 << 10;
+
+/// Metadata on a status this connection made itself because the process could not be
+/// reached, as against an `unavailable` the process answered (its backend is down).
+const UNREACHABLE: &str = "ferry-bridge-unreachable";
+
+/// The process could not be reached (connect, handshake, or the connection broke).
+fn unreachable(message: String) -> Status {
+    let mut status = Status::unavailable(message);
+    status.metadata_mut().insert(UNREACHABLE, MetadataValue::from_static("1"));
+    status
+}
+
+/// Whether `status` says the process could not be reached, rather than what it answered.
+pub(crate) fn is_unreachable(status: &Status) -> bool {
+    status.metadata().contains_key(UNREACHABLE)
+}
 
 /// A cheap handle on the one connection; clone it per call.
 #[derive(Clone)]
@@ -49,13 +65,13 @@ impl Inner {
         *slot = None;
         let sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
             .await
-            .map_err(|_| Status::unavailable(format!("connecting to {} timed out", self.address)))??;
+            .map_err(|_| unreachable(format!("connecting to {} timed out", self.address)))??;
         *slot = Some(sender.clone());
         Ok(sender)
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, Status> {
-        let unreachable = |e: std::io::Error| Status::unavailable(format!("cannot connect to {}: {e}", self.address));
+        let refused = |e: std::io::Error| unreachable(format!("cannot connect to {}: {e}", self.address));
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .initial_stream_window_size(STREAM_WINDOW)
@@ -63,19 +79,18 @@ impl Inner {
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .timer(hyper_util::rt::TokioTimer::new());
-        let handshake =
-            |e: hyper::Error| Status::unavailable(format!("HTTP/2 handshake with {} failed: {e}", self.address));
+        let handshake = |e: hyper::Error| unreachable(format!("HTTP/2 handshake with {} failed: {e}", self.address));
         // The spawned task drives the connection until either side closes it.
         match &self.address {
             Address::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(unreachable)?;
+                let stream = tokio::net::UnixStream::connect(path).await.map_err(refused)?;
                 let (sender, connection) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
                 tokio::spawn(connection);
                 Ok(sender)
             }
             Address::Tcp(hostport) => {
-                let stream = tokio::net::TcpStream::connect(hostport).await.map_err(unreachable)?;
-                stream.set_nodelay(true).map_err(unreachable)?;
+                let stream = tokio::net::TcpStream::connect(hostport).await.map_err(refused)?;
+                stream.set_nodelay(true).map_err(refused)?;
                 let (sender, connection) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
                 tokio::spawn(connection);
                 Ok(sender)
@@ -97,7 +112,7 @@ impl tower::Service<http::Request<Body>> for Connection {
         let inner = self.inner.clone();
         Box::pin(async move {
             let mut sender = inner.sender().await?;
-            let broken = |e: hyper::Error| Status::unavailable(format!("connection to {} failed: {e}", inner.address));
+            let broken = |e: hyper::Error| unreachable(format!("connection to {} failed: {e}", inner.address));
             sender.ready().await.map_err(broken)?;
             sender.send_request(request).await.map_err(broken)
         })
