@@ -5,13 +5,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ferry_proto::link::Link;
 use ferry_tests::{Lattice, Process, RedisServer, binary, free_port, python, repo_path};
 use serde_json::json;
 
 use crate::{
     load::{HttpCall, Sample, Watched, http_worker, take_turns},
-    systems::{Measured, measure},
+    systems::{Measured, kv_route, measure},
 };
 
 /// The routes: component id, HTTP path, the key-value provider it is linked to, and what the
@@ -60,18 +59,7 @@ impl BridgeLattice {
         ];
         lattice.config("redis", &[("backend", "redis"), ("url", &redis.url)]).await?;
         for (component, path, provider, _) in ROUTES {
-            lattice.start_component("kv-http", component, &[]).await?;
-            let mut kv_link = Link::new(component, provider, "wasi", "keyvalue", vec!["store".into()]);
-            if provider == "kv" {
-                kv_link.target_config = vec!["redis".into()];
-            }
-            lattice.link(kv_link).await?;
-            let route = format!("route-{component}");
-            lattice.config(&route, &[("path", path)]).await?;
-            let mut http_link = Link::new("http", component, "wasi", "http", vec!["incoming-handler".into()]);
-            http_link.source_config = vec![route];
-            lattice.link(http_link).await?;
-            lattice.ok(component, json!({"op": "set", "bucket": "bench", "key": "k", "value": "a value"})).await?;
+            kv_route(&lattice, component, path, provider, (provider == "kv").then_some("redis")).await?;
             ferry_tests::http::wait_for_route(address, "localhost", path).await?;
         }
         Ok(Self { lattice, address, http, providers, _redis: redis, _dir: dir })

@@ -91,16 +91,7 @@ impl KvLattice {
         let kv = lattice.start_provider("ferry-provider-keyvalue", "kv").await?;
         lattice.config("redis", &[("backend", "redis"), ("url", &redis.url)]).await?;
         for (component, path, backend) in [("kvr", "/redis", Some("redis")), ("kvn", "/nats", None)] {
-            lattice.start_component("kv-http", component, &[]).await?;
-            let mut kv_link = Link::new(component, "kv", "wasi", "keyvalue", vec!["store".into()]);
-            kv_link.target_config = backend.into_iter().map(str::to_owned).collect();
-            lattice.link(kv_link).await?;
-            let route = format!("route-{component}");
-            lattice.config(&route, &[("path", path)]).await?;
-            let mut http_link = Link::new("http", component, "wasi", "http", vec!["incoming-handler".into()]);
-            http_link.source_config = vec![route];
-            lattice.link(http_link).await?;
-            lattice.ok(component, json!({"op": "set", "bucket": "bench", "key": "k", "value": "a value"})).await?;
+            kv_route(&lattice, component, path, "kv", backend).await?;
         }
         ferry_tests::http::wait_for_route(address, "localhost", "/redis").await?;
         ferry_tests::http::wait_for_route(address, "localhost", "/nats").await?;
@@ -151,6 +142,29 @@ impl KvLattice {
         }
         watched
     }
+}
+
+/// A `kv-http` component `component`, linked to the key-value provider `provider` (with the
+/// named target config, if any), served by the http-server provider `http` under `path`, with
+/// the key the benchmark reads already set.
+pub(crate) async fn kv_route(
+    lattice: &Lattice,
+    component: &str,
+    path: &str,
+    provider: &str,
+    target_config: Option<&str>,
+) -> anyhow::Result<()> {
+    lattice.start_component("kv-http", component, &[]).await?;
+    let mut kv_link = Link::new(component, provider, "wasi", "keyvalue", vec!["store".into()]);
+    kv_link.target_config = target_config.into_iter().map(str::to_owned).collect();
+    lattice.link(kv_link).await?;
+    let route = format!("route-{component}");
+    lattice.config(&route, &[("path", path)]).await?;
+    let mut http_link = Link::new("http", component, "wasi", "http", vec!["incoming-handler".into()]);
+    http_link.source_config = vec![route];
+    lattice.link(http_link).await?;
+    lattice.ok(component, json!({"op": "set", "bucket": "bench", "key": "k", "value": "a value"})).await?;
+    Ok(())
 }
 
 /// (d) `wasmtime serve` with the pooling allocator.
