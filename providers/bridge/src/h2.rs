@@ -195,9 +195,8 @@ impl tower::Service<http::Request<Body>> for Connection {
                 }
             }
             // A stream the process reset is its answer; anything else means it is out of reach.
-            let response = response
-                .await
-                .map_err(|e| if e.is_reset() && e.is_remote() { Status::from(e) } else { broken(e) })?;
+            let response =
+                response.await.map_err(|e| if e.is_reset() && e.is_remote() { Status::from(e) } else { broken(e) })?;
             Ok(response.map(|recv| ResponseBody { recv, data_done: false, done: false, _cancel: cancel }))
         })
     }
@@ -268,7 +267,9 @@ async fn pipe(mut body: Body, mut stream: h2::SendStream<Bytes>, cancel: Cancell
         loop {
             let frame = std::future::poll_fn(|cx| {
                 if let Poll::Ready(reset) = stream.poll_reset(cx) {
-                    return Poll::Ready(Err(reset.map_or_else(|e| e.to_string(), |r| format!("reset by the process: {r}"))));
+                    return Poll::Ready(Err(
+                        reset.map_or_else(|e| e.to_string(), |r| format!("reset by the process: {r}"))
+                    ));
                 }
                 Poll::Ready(Ok(ready!(Pin::new(&mut body).poll_frame(cx))))
             })
