@@ -15,6 +15,7 @@ mod isolation;
 mod keyvalue;
 mod kv_large;
 mod lattice_state;
+mod lattices;
 mod lifecycle;
 mod limits;
 mod messaging;

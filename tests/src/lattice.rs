@@ -2,7 +2,7 @@
 //! operator key its hosts obey, a control client signing with it and a signed lattice client
 //! acting as the provider [`TEST_CLIENT_ID`].
 
-use std::{process::Command, time::Duration};
+use std::{process::Command, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use ferry_lattice::{CtlClient, LatticeClient};
@@ -43,8 +43,8 @@ pub fn get(path: &str) -> HttpRequest {
 
 /// One lattice with one host.
 pub struct Lattice {
-    /// The NATS server.
-    pub nats: NatsServer,
+    /// The NATS server (shared when several lattices run on one: [`Lattice::start_named`]).
+    pub nats: Arc<NatsServer>,
     /// The `ferry host` process.
     pub host: Process,
     /// Its host id.
@@ -121,9 +121,18 @@ impl Lattice {
     /// # Errors
     /// When a process does not start.
     pub async fn start_on(nats: NatsServer, rpc_timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_named(Arc::new(nats), "test", rpc_timeout).await
+    }
+
+    /// Start lattice `name`, with keys of its own, and a host of it on `nats`, which other
+    /// lattices may share.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start_named(nats: Arc<NatsServer>, name: &str, rpc_timeout: Duration) -> anyhow::Result<Self> {
         let (cluster, seed) = ClusterKey::generate()?;
         let (operator, operator_seed) = OperatorKey::generate()?;
-        let name = "test".to_owned();
+        let name = name.to_owned();
         let setup =
             HostSetup { url: &nats.url, lattice: &name, seed: &seed, operator: &operator.public_key(), rpc_timeout };
         let (host, host_id) = spawn_host(&setup, &[]).await?;
