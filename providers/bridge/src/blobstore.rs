@@ -4,7 +4,6 @@
 
 use std::{task::Poll, time::Duration};
 
-use crate::h2::Connection;
 use bytes::Bytes;
 use ferry_provider_sdk::{
     ByteStream, ErrorKind, InvocationContext, RpcError,
@@ -17,6 +16,7 @@ use ferry_provider_sdk::{
 use futures::{StreamExt as _, stream};
 
 use crate::{
+    h2::Connection,
     keyvalue::{caller, timed},
     links::BridgeLink,
     provider::Bridge,

@@ -7,7 +7,8 @@
 //! ready yet (a streamed upload) gets a task of its own that sends it under flow control.
 //! Going through hyper's client instead cost a hand-off to its dispatch task, a task per call
 //! for the response and one per request body — and the head and the body left in two writes,
-//! each waking the process; at one call in flight that was a fifth of what the bridge added.
+//! each waking the process; at one call in flight that was about a tenth of what the bridge added
+//! (docs/benchmarks.md, issue 12).
 
 use std::{
     pin::Pin,
@@ -32,9 +33,10 @@ use crate::config::Address;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 flow-control window of each call: how much of a streamed body may be in flight.
 const STREAM_WINDOW: u32 = 512 << 10;
-/// How often an idle connection is checked with a PING, and how long the answer may take
-/// before the connection counts as broken (a peer that vanished without closing it).
+/// How often the connection is checked with a PING, so one to a peer that vanished without
+/// closing it is found and replaced.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a PING's answer may take before the connection counts as broken.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of a request body is queued with its head without waiting for flow control: a
 /// unary request's message, and the start of a stream.

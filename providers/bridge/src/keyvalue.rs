@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use crate::h2::Connection;
 use ferry_provider_sdk::{
     InvocationContext, RpcError,
     grpc::v1::{self, key_value_client::KeyValueClient},
     keyvalue::{KeyValue, KeyValuePair, ListKeysResponse},
 };
 
-use crate::{foreign::Foreign, links::BridgeLink, provider::Bridge};
+use crate::{foreign::Foreign, h2::Connection, links::BridgeLink, provider::Bridge};
 
 /// Who calls, as the contract names it (every capability's requests carry it).
 pub(crate) fn caller(ctx: &InvocationContext<BridgeLink>) -> Option<v1::Caller> {
