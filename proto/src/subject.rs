@@ -251,6 +251,99 @@ pub fn seen_bucket(lattice: &str) -> Result<String, ProtoError> {
     Ok(format!("FERRY_{lattice}_SEEN"))
 }
 
+/// `ferry-kv-{n}-{lattice}-{bucket}`: the JetStream KV bucket that holds a component's
+/// key-value bucket on the NATS backend when its link names no prefix of its own. `n` is the
+/// length of the lattice name, so no two (lattice, bucket) pairs share a name even though both
+/// may hold `-`; lattices on one NATS therefore never see each other's data. The provider checks
+/// `bucket` against its backend's rules.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn component_kv_bucket(lattice: &str, bucket: &str) -> Result<String, ProtoError> {
+    Ok(ComponentStoreNames::lattice(ComponentStoreKind::KeyValue, lattice)?.primary(bucket))
+}
+
+/// `ferry-blob-{n}-{lattice}-{container}`: the JetStream object store that holds a component's
+/// blob container on the NATS backend when its link names no prefix of its own; named as
+/// [`component_kv_bucket`] names key-value buckets.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn component_object_store(lattice: &str, container: &str) -> Result<String, ProtoError> {
+    Ok(ComponentStoreNames::lattice(ComponentStoreKind::Blob, lattice)?.primary(container))
+}
+
+/// Which of a component's stores a provider keeps on NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentStoreKind {
+    /// A key-value bucket: a JetStream KV bucket ([`component_kv_bucket`]).
+    KeyValue,
+    /// A blob container: a JetStream object store ([`component_object_store`]).
+    Blob,
+}
+
+impl ComponentStoreKind {
+    /// The prefix every store of this kind had before stores were scoped by lattice (`kv-`,
+    /// `blob_`); stores made then are still found under it, so no data disappears on upgrade.
+    pub fn legacy_prefix(self) -> &'static str {
+        match self {
+            Self::KeyValue => "kv-",
+            Self::Blob => "blob_",
+        }
+    }
+}
+
+/// How a provider names the JetStream store behind a component's bucket or container: the one
+/// definition both the key-value and the blobstore provider use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentStoreNames {
+    /// `{prefix}{name}` verbatim: the link set `bucket_prefix`. Not scoped by lattice, so an
+    /// operator can share or move data on purpose.
+    Prefixed(String),
+    /// Scoped by lattice ([`component_kv_bucket`], [`component_object_store`]); a store from
+    /// before scoping, `{legacy prefix}{name}`, is used while no scoped one exists.
+    Lattice {
+        /// Key-value bucket or blob container.
+        kind: ComponentStoreKind,
+        /// The lattice, already validated.
+        lattice: String,
+    },
+}
+
+impl ComponentStoreNames {
+    /// Lattice-scoped names for `lattice`.
+    ///
+    /// # Errors
+    /// [`ProtoError::InvalidId`] if the lattice is not valid.
+    pub fn lattice(kind: ComponentStoreKind, lattice: &str) -> Result<Self, ProtoError> {
+        validate_id("lattice", lattice)?;
+        Ok(Self::Lattice { kind, lattice: lattice.to_owned() })
+    }
+
+    /// The name `name` is created under.
+    pub fn primary(&self, name: &str) -> String {
+        match self {
+            Self::Prefixed(prefix) => format!("{prefix}{name}"),
+            Self::Lattice { kind: ComponentStoreKind::KeyValue, lattice } => {
+                format!("ferry-kv-{}-{lattice}-{name}", lattice.len())
+            }
+            Self::Lattice { kind: ComponentStoreKind::Blob, lattice } => {
+                format!("ferry-blob-{}-{lattice}-{name}", lattice.len())
+            }
+        }
+    }
+
+    /// The name a store from before lattice scoping had, looked up when no primary one exists.
+    /// Legacy names never take the primary names' shape, so no component can reach another
+    /// lattice's data through one.
+    pub fn legacy(&self, name: &str) -> Option<String> {
+        match self {
+            Self::Prefixed(_) => None,
+            Self::Lattice { kind, .. } => Some(format!("{}{name}", kind.legacy_prefix())),
+        }
+    }
+}
+
 /// Prefixes of JetStream names that belong to the lattice or to JetStream itself: the lattice's
 /// buckets (`FERRY_…`, in any case) and the streams behind every KV bucket (`KV_…`) and object
 /// store (`OBJ_…`).
@@ -301,6 +394,26 @@ mod tests {
         }
         for name in ["kv-cart", "blob_photos", "ferryboat", "objects", "kvstore", "cart"] {
             assert!(!is_reserved_store_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn components_stores_are_scoped_by_lattice_unambiguously() {
+        assert_eq!(component_kv_bucket("default", "cart").unwrap(), "ferry-kv-7-default-cart");
+        assert_eq!(component_object_store("prod", "box").unwrap(), "ferry-blob-4-prod-box");
+        // `-` in both names cannot make two pairs meet.
+        assert_ne!(component_kv_bucket("a-b", "c").unwrap(), component_kv_bucket("a", "b-c").unwrap());
+        assert!(component_kv_bucket("a.b", "c").is_err());
+        for name in [component_kv_bucket("FERRY", "x").unwrap(), component_object_store("KV", "x").unwrap()] {
+            assert!(!is_reserved_store_name(&name), "{name}");
+        }
+        let names = ComponentStoreNames::lattice(ComponentStoreKind::KeyValue, "default").unwrap();
+        assert_eq!(names.legacy("cart").as_deref(), Some("kv-cart"));
+        assert_eq!(ComponentStoreNames::Prefixed("team-".into()).primary("cart"), "team-cart");
+        assert_eq!(ComponentStoreNames::Prefixed("team-".into()).legacy("cart"), None);
+        // No legacy name is any lattice's primary name.
+        for kind in [ComponentStoreKind::KeyValue, ComponentStoreKind::Blob] {
+            assert!(!kind.legacy_prefix().starts_with("ferry-"));
         }
     }
 

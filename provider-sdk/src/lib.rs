@@ -58,7 +58,7 @@ pub use ferry_proto::{
     link::{DEFAULT_LINK_NAME, Link, LinkKey, LinkPut},
     redact,
     startup::ProviderStartup,
-    subject::is_reserved_store_name,
+    subject::{ComponentStoreKind, ComponentStoreNames, is_reserved_store_name},
 };
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use ferry_proto::link::Link;
+use ferry_proto::{link::Link, subject};
 use ferry_tests::Lattice;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -42,7 +42,7 @@ async fn abandoned_and_replaced_uploads_leave_no_chunks_in_the_object_store() ->
     let ok = |command: Value| lattice.ok("blobs", command);
     ok(json!({"op": "create", "container": "box"})).await?;
     ok(json!({"op": "write", "container": "box", "object": "keep", "size": MIB + 5})).await?;
-    assert_eq!(chunk_subjects(&lattice, "blob_box").await?.len(), 1);
+    assert_eq!(chunk_subjects(&lattice, &subject::component_object_store(&lattice.name, "box")?).await?.len(), 1);
 
     // Abandoned part-way, twice (a new object and a replacement): both uploads' chunks go.
     for object in ["ghost", "keep"] {
@@ -55,7 +55,7 @@ async fn abandoned_and_replaced_uploads_leave_no_chunks_in_the_object_store() ->
     }
     let mut subjects = HashMap::new();
     while tokio::time::Instant::now() < deadline {
-        subjects = chunk_subjects(&lattice, "blob_box").await?;
+        subjects = chunk_subjects(&lattice, &subject::component_object_store(&lattice.name, "box")?).await?;
         if subjects.len() == 1 {
             break;
         }
@@ -68,7 +68,7 @@ async fn abandoned_and_replaced_uploads_leave_no_chunks_in_the_object_store() ->
 
     // A replacement that completes leaves only its own chunks.
     ok(json!({"op": "write", "container": "box", "object": "keep", "size": 2 * MIB})).await?;
-    let subjects = chunk_subjects(&lattice, "blob_box").await?;
+    let subjects = chunk_subjects(&lattice, &subject::component_object_store(&lattice.name, "box")?).await?;
     assert_eq!(subjects.len(), 1, "{subjects:?}");
     assert_eq!(subjects.values().sum::<usize>(), 16, "2 MiB in 128 KiB chunks: {subjects:?}");
     Ok(())

@@ -70,12 +70,12 @@ async fn a_component_cannot_open_reserved_jetstream_names_through_keyvalue() -> 
     }
     assert_eq!(lattice_state(&lattice).await?, before, "the lattice bucket must be untouched");
 
-    // A component's buckets have a namespace of their own (`kv-` by default); a link that asks
-    // for bare names gets them, reserved names excepted.
+    // A component's buckets have a namespace of their own (scoped by lattice by default); a link
+    // that asks for bare names gets them, reserved names excepted.
     lattice.ok("kvc", json!({"op": "set", "bucket": "cart", "key": "k", "value": "namespaced"})).await?;
     lattice.ok("kvc", json!({"op": "set", "bucket": "cart", "key": "k", "value": "bare", "link": "bare"})).await?;
     let js = async_nats::jetstream::new(lattice.raw.clone());
-    let namespaced = js.get_key_value("kv-cart").await?.get("k").await?;
+    let namespaced = js.get_key_value(subject::component_kv_bucket(&lattice.name, "cart")?).await?.get("k").await?;
     let bare = js.get_key_value("cart").await?.get("k").await?;
     assert_eq!(namespaced.as_deref(), Some(&b"namespaced"[..]));
     assert_eq!(bare.as_deref(), Some(&b"bare"[..]));

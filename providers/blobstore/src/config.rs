@@ -12,8 +12,8 @@ pub(crate) enum BackendConfig {
     /// Directories and files under `root`.
     Fs { root: PathBuf },
     /// JetStream object stores on the lattice's NATS, one per container, named
-    /// `{bucket_prefix}{container}`.
-    Nats { bucket_prefix: String },
+    /// `{bucket_prefix}{container}` when the link sets a prefix, scoped by lattice otherwise.
+    Nats { bucket_prefix: Option<String> },
 }
 
 impl BackendConfig {
@@ -36,9 +36,11 @@ impl BackendConfig {
                 Ok(Self::Fs { root: PathBuf::from(root) })
             }
             "nats" => {
-                let bucket_prefix = config.get("bucket_prefix").cloned().unwrap_or_else(|| "blob_".into());
-                if !bucket_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                    return Err(format!("invalid bucket_prefix {bucket_prefix:?} (letters, digits, _ and -)"));
+                let bucket_prefix = config.get("bucket_prefix").cloned();
+                if let Some(prefix) = &bucket_prefix
+                    && !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(format!("invalid bucket_prefix {prefix:?} (letters, digits, _ and -)"));
                 }
                 Ok(Self::Nats { bucket_prefix })
             }
@@ -67,7 +69,7 @@ mod tests {
         );
         assert_eq!(
             BackendConfig::from_link(&cfg(&[("backend", "nats")]), &cfg(&[])).unwrap(),
-            BackendConfig::Nats { bucket_prefix: "blob_".into() }
+            BackendConfig::Nats { bucket_prefix: None }
         );
         assert!(BackendConfig::from_link(&cfg(&[("backend", "s3")]), &cfg(&[])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b"), ("backend", "nats")]), &cfg(&[])).is_err());

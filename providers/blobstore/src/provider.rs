@@ -2,7 +2,8 @@
 //! blobstore operations on it, names checked first.
 
 use ferry_provider_sdk::{
-    ByteStream, ErrorKind, InvocationContext, LinkPut, Provider, ProviderContext, RpcError,
+    ByteStream, ComponentStoreKind, ComponentStoreNames, ErrorKind, InvocationContext, LinkPut, Provider,
+    ProviderContext, RpcError,
     blobstore::{self, Blobstore, ContainerInfo, ListResponse, ObjectId, ObjectInfo, WIT_NAMESPACE, WIT_PACKAGE},
 };
 use tracing::info;
@@ -53,7 +54,14 @@ impl Provider for BlobstoreProvider {
         let config = BackendConfig::from_link(&put.target_config, ctx.config())?;
         let backend: LinkBackend = match &config {
             BackendConfig::Fs { root } => Box::new(FsBackend::new(root)?),
-            BackendConfig::Nats { bucket_prefix } => Box::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix)),
+            BackendConfig::Nats { bucket_prefix } => {
+                let names = match bucket_prefix {
+                    Some(prefix) => ComponentStoreNames::Prefixed(prefix.clone()),
+                    None => ComponentStoreNames::lattice(ComponentStoreKind::Blob, ctx.lattice())
+                        .map_err(|e| e.to_string())?,
+                };
+                Box::new(NatsBackend::new(ctx.nats().clone(), names))
+            }
         };
         info!(component = %link.source_id, name = %link.name, backend = ?config, "blobstore link ready");
         Ok(backend)

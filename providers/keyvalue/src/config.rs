@@ -2,15 +2,12 @@
 
 use std::collections::BTreeMap;
 
-/// Prefix of JetStream KV bucket names when a link does not set `bucket_prefix`: components'
-/// buckets live apart from the lattice's own (`FERRY_…`) and JetStream's.
-pub(crate) const DEFAULT_BUCKET_PREFIX: &str = "kv-";
-
 /// Which backend serves a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BackendConfig {
-    /// JetStream KV on the lattice's NATS (or `nats_url`). Buckets are created on first use.
-    Nats { url: Option<String>, bucket_prefix: String },
+    /// JetStream KV on the lattice's NATS (or `nats_url`). Buckets are created on first use,
+    /// named `{bucket_prefix}{bucket}` when the link sets a prefix, scoped by lattice otherwise.
+    Nats { url: Option<String>, bucket_prefix: Option<String> },
     /// A Redis server at `url`.
     Redis { url: String },
 }
@@ -26,10 +23,11 @@ impl BackendConfig {
         };
         match backend {
             "nats" => {
-                let bucket_prefix =
-                    config.get("bucket_prefix").cloned().unwrap_or_else(|| DEFAULT_BUCKET_PREFIX.to_owned());
-                if !bucket_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    return Err(format!("invalid bucket_prefix {bucket_prefix:?} (letters, digits, _ and -)"));
+                let bucket_prefix = config.get("bucket_prefix").cloned();
+                if let Some(prefix) = &bucket_prefix
+                    && !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(format!("invalid bucket_prefix {prefix:?} (letters, digits, _ and -)"));
                 }
                 Ok(BackendConfig::Nats { url: config.get("nats_url").cloned(), bucket_prefix })
             }
@@ -57,11 +55,11 @@ mod tests {
     fn backend_is_chosen_from_link_config() {
         assert_eq!(
             BackendConfig::from_link(&cfg(&[])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: DEFAULT_BUCKET_PREFIX.into() }
+            BackendConfig::Nats { url: None, bucket_prefix: None }
         );
         assert_eq!(
             BackendConfig::from_link(&cfg(&[("bucket_prefix", "")])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: String::new() }
+            BackendConfig::Nats { url: None, bucket_prefix: Some(String::new()) }
         );
         assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b")])).is_err());
         assert_eq!(

@@ -3,7 +3,8 @@
 
 use ferry_provider_sdk::async_nats::jetstream;
 use ferry_provider_sdk::{
-    HealthStatus, InvocationContext, LinkPut, NatsOptions, Provider, ProviderContext, RpcError, async_nats,
+    ComponentStoreKind, ComponentStoreNames, HealthStatus, InvocationContext, LinkPut, NatsOptions, Provider,
+    ProviderContext, RpcError, async_nats,
     keyvalue::{self, KeyValue, KeyValuePair},
     redact,
 };
@@ -35,9 +36,15 @@ impl Provider for KeyValueProvider {
 
     async fn on_link_put(&self, ctx: &ProviderContext, link: &LinkPut) -> Result<LinkBackend, String> {
         let config = BackendConfig::from_link(&link.target_config)?;
+        let names = |prefix: &Option<String>| match prefix {
+            Some(prefix) => Ok(ComponentStoreNames::Prefixed(prefix.clone())),
+            None => {
+                ComponentStoreNames::lattice(ComponentStoreKind::KeyValue, ctx.lattice()).map_err(|e| e.to_string())
+            }
+        };
         let backend: LinkBackend = match &config {
             BackendConfig::Nats { url: None, bucket_prefix } => {
-                Box::new(NatsBackend::new(ctx.nats().clone(), bucket_prefix.clone()))
+                Box::new(NatsBackend::new(ctx.nats().clone(), names(bucket_prefix)?))
             }
             BackendConfig::Nats { url: Some(url), bucket_prefix } => {
                 let nats = NatsOptions::new(url, "ferry-keyvalue-backend")
@@ -50,7 +57,7 @@ impl Provider for KeyValueProvider {
                     .query_account()
                     .await
                     .map_err(|e| format!("JetStream unavailable at {}: {e}", redact::url(url)))?;
-                Box::new(NatsBackend::new(nats, bucket_prefix.clone()))
+                Box::new(NatsBackend::new(nats, names(bucket_prefix)?))
             }
             BackendConfig::Redis { url } => Box::new(RedisBackend::connect(url).await?),
         };

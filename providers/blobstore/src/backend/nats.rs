@@ -1,5 +1,6 @@
-//! NATS JetStream object store backend: a container is an object store bucket
-//! `{bucket_prefix}{container}` on the lattice's NATS, an object an object in it. Objects are
+//! NATS JetStream object store backend: a container is an object store bucket on the lattice's
+//! NATS (named by [`ComponentStoreNames`]: scoped by lattice, or `{bucket_prefix}{container}`),
+//! an object an object in it. Objects are
 //! written and read in the object store's own 128 KiB chunks, streamed both ways.
 //!
 //! Writes follow the object store's format (chunks on `$O.{bucket}.C.{nuid}`, then the
@@ -7,10 +8,12 @@
 //! so an upload that fails or is abandoned part-way has its chunks purged instead of left in
 //! the stream for good.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE};
 use ferry_provider_sdk::{
-    ByteStream, ErrorKind, RpcError,
+    ByteStream, ComponentStoreNames, ErrorKind, RpcError,
     async_nats::{
         self,
         jetstream::{
@@ -38,35 +41,79 @@ const WRITE_CHUNK: usize = 128 * 1024;
 /// Containers as object stores on one NATS.
 pub(crate) struct NatsBackend {
     js: jetstream::Context,
-    prefix: String,
+    names: ComponentStoreNames,
+    /// Containers found to exist, with their object store's name, so each call does not look
+    /// the name up again.
+    found: Mutex<HashMap<String, String>>,
 }
 
 impl NatsBackend {
-    pub(crate) fn new(nats: async_nats::Client, bucket_prefix: &str) -> Self {
-        Self { js: jetstream::new(nats), prefix: bucket_prefix.to_owned() }
+    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames) -> Self {
+        Self { js: jetstream::new(nats), names, found: Mutex::new(HashMap::new()) }
     }
 
-    /// The bucket of `container`; object store buckets allow fewer characters than names do.
-    fn bucket(&self, container: &str) -> Result<String, RpcError> {
+    /// The object store of `container`: the existing one (its primary name first, then the name
+    /// from before lattice scoping), the primary name if neither exists.
+    async fn bucket(&self, container: &str) -> Result<String, RpcError> {
         if !container.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err(RpcError::bad_request(format!(
                 "container name {container:?} is not valid on the NATS backend (letters, digits, _ and -)"
             )));
         }
-        let bucket = format!("{}{container}", self.prefix);
-        if is_reserved_store_name(&bucket) {
-            warn!(container, bucket = %bucket, "refused a reserved object store name");
+        if let Some(bucket) = self.found.lock().unwrap_or_else(|p| p.into_inner()).get(container) {
+            return Ok(bucket.clone());
+        }
+        let primary = self.names.primary(container);
+        if is_reserved_store_name(&primary) {
+            warn!(container, bucket = %primary, "refused a reserved object store name");
             return Err(RpcError::new(
                 ErrorKind::Denied,
-                format!("container {container:?} maps to {bucket:?}, a name reserved for the lattice and JetStream"),
+                format!("container {container:?} maps to {primary:?}, a name reserved for the lattice and JetStream"),
             ));
         }
+        let bucket = if self.exists(&primary).await? {
+            primary
+        } else if let Some(legacy) = self.names.legacy(container)
+            && self.exists(&legacy).await?
+        {
+            warn!(
+                container,
+                bucket = %legacy,
+                scoped = %primary,
+                "using a blob container from before containers were scoped by lattice; copy its objects to the scoped container, or set the link's bucket_prefix, to keep lattices apart"
+            );
+            legacy
+        } else {
+            return Ok(primary);
+        };
+        self.found.lock().unwrap_or_else(|p| p.into_inner()).insert(container.to_owned(), bucket.clone());
         Ok(bucket)
     }
 
+    /// Whether the object store `bucket` exists.
+    async fn exists(&self, bucket: &str) -> Result<bool, RpcError> {
+        match self.js.get_stream(format!("OBJ_{bucket}")).await {
+            Ok(_) => Ok(true),
+            Err(err) if stream_missing(&err) => Ok(false),
+            Err(err) => Err(unavailable("object store lookup", err)),
+        }
+    }
+
     async fn store(&self, container: &str) -> Result<ObjectStore, RpcError> {
-        let bucket = self.bucket(container)?;
-        self.js.get_object_store(&bucket).await.map_err(|e| store_error(container, &e))
+        let bucket = self.bucket(container).await?;
+        match self.js.get_object_store(&bucket).await.map_err(|e| store_error(container, &e)) {
+            // Deleted since it was found, perhaps made anew under the other name: look again.
+            Err(err) if err.kind == ErrorKind::NotFound && self.forget(container) => {
+                let bucket = self.bucket(container).await?;
+                self.js.get_object_store(&bucket).await.map_err(|e| store_error(container, &e))
+            }
+            opened => opened,
+        }
+    }
+
+    /// Drop what was found about `container`; whether there was anything.
+    fn forget(&self, container: &str) -> bool {
+        self.found.lock().unwrap_or_else(|p| p.into_inner()).remove(container).is_some()
     }
 
     async fn info(
@@ -169,11 +216,16 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> RpcError {
     RpcError::new(ErrorKind::Unavailable, format!("object store {what} failed: {err}"))
 }
 
+/// Whether a stream lookup failed because the stream does not exist.
+fn stream_missing(err: &GetStreamError) -> bool {
+    matches!(err.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
 /// Why opening a container's object store failed: `not_found` only when the stream is missing.
 fn store_error(container: &str, err: &jetstream::context::ObjectStoreError) -> RpcError {
     let missing = std::error::Error::source(err)
         .and_then(|source| source.downcast_ref::<GetStreamError>())
-        .is_some_and(|e| matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND));
+        .is_some_and(stream_missing);
     if missing {
         RpcError::new(ErrorKind::NotFound, format!("container {container} does not exist"))
     } else {
@@ -192,10 +244,13 @@ fn seconds(time: Option<async_nats::jetstream::object_store::ObjectInfo>) -> u64
 #[async_trait]
 impl Backend for NatsBackend {
     async fn create_container(&self, container: &str) -> Result<(), RpcError> {
-        let bucket = self.bucket(container)?;
-        if self.js.get_object_store(&bucket).await.is_ok() {
+        let bucket = self.bucket(container).await?;
+        if self.exists(&bucket).await? {
             return Ok(());
         }
+        // Gone since it was found (another instance deleted it): made anew under the primary name.
+        self.forget(container);
+        let bucket = self.bucket(container).await?;
         self.js
             .create_object_store(object_store::Config { bucket, ..Default::default() })
             .await
@@ -205,7 +260,7 @@ impl Backend for NatsBackend {
 
     async fn container_info(&self, container: &str) -> Result<ContainerInfo, RpcError> {
         self.store(container).await?;
-        let stream = format!("OBJ_{}", self.bucket(container)?);
+        let stream = format!("OBJ_{}", self.bucket(container).await?);
         let created_at = match self.js.get_stream(&stream).await {
             Ok(mut stream) => stream.info().await.map_or(0, |i| u64::try_from(i.created.unix_timestamp()).unwrap_or(0)),
             Err(_) => 0,
@@ -223,15 +278,18 @@ impl Backend for NatsBackend {
 
     async fn delete_container(&self, container: &str) -> Result<(), RpcError> {
         self.store(container).await?;
-        self.js
-            .delete_object_store(self.bucket(container)?)
+        let deleted = self
+            .js
+            .delete_object_store(self.bucket(container).await?)
             .await
-            .map_err(|e| RpcError::provider(format!("cannot delete container {container}: {e}")))
+            .map_err(|e| RpcError::provider(format!("cannot delete container {container}: {e}")));
+        self.forget(container);
+        deleted.map(|_| ())
     }
 
     async fn write(&self, container: &str, object: &str, data: ByteStream) -> Result<(), RpcError> {
         let store = self.store(container).await?;
-        let bucket = self.bucket(container)?;
+        let bucket = self.bucket(container).await?;
         let previous = store.info(object).await.ok();
         let nuid = uuid::Uuid::new_v4().simple().to_string();
         let chunks = format!("$O.{bucket}.C.{nuid}");

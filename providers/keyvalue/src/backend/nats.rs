@@ -6,9 +6,10 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
+    context::{GetStreamError, GetStreamErrorKind, KeyValueError, KeyValueErrorKind},
     kv,
 };
-use ferry_provider_sdk::{ErrorKind, RpcError, async_nats, is_reserved_store_name};
+use ferry_provider_sdk::{ComponentStoreNames, ErrorKind, RpcError, async_nats, is_reserved_store_name};
 use futures::StreamExt as _;
 use tracing::warn;
 
@@ -26,36 +27,68 @@ const INCREMENT_ATTEMPTS: usize = 100;
 pub(crate) struct NatsBackend {
     nats: async_nats::Client,
     js: jetstream::Context,
-    prefix: String,
-    /// Opened buckets, so each call does not look the bucket up again.
+    names: ComponentStoreNames,
+    /// Opened buckets by bucket identifier, so each call does not look the bucket up again.
     stores: Mutex<HashMap<String, kv::Store>>,
 }
 
 impl NatsBackend {
-    pub(crate) fn new(nats: async_nats::Client, prefix: String) -> Self {
-        Self { js: jetstream::new(nats.clone()), nats, prefix, stores: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames) -> Self {
+        Self { js: jetstream::new(nats.clone()), nats, names, stores: Mutex::new(HashMap::new()) }
     }
 
+    /// The JetStream KV bucket behind `bucket`: the existing one (the primary name first, then
+    /// the name from before lattice scoping), created under the primary name if neither exists.
     async fn store(&self, bucket: &str) -> Result<kv::Store, RpcError> {
-        let name = self.bucket_name(bucket)?;
-        if let Some(store) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+        let bucket = if bucket.is_empty() { "default" } else { bucket };
+        if let Some(store) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
             return Ok(store.clone());
         }
-        let store = match self.js.get_key_value(&name).await {
-            Ok(store) => store,
-            Err(_) => self
-                .js
-                .create_key_value(kv::Config { bucket: name.clone(), history: 1, ..Default::default() })
-                .await
-                .map_err(|e| RpcError::provider(format!("cannot create JetStream KV bucket {name}: {e}")))?,
+        let name = self.checked_name(bucket, self.names.primary(bucket))?;
+        let store = match self.existing(&name).await? {
+            Some(store) => store,
+            None => match self.legacy(bucket).await? {
+                Some(store) => store,
+                None => self
+                    .js
+                    .create_key_value(kv::Config { bucket: name.clone(), history: 1, ..Default::default() })
+                    .await
+                    .map_err(|e| RpcError::provider(format!("cannot create JetStream KV bucket {name}: {e}")))?,
+            },
         };
-        self.stores.lock().unwrap_or_else(|p| p.into_inner()).insert(name, store.clone());
+        self.stores.lock().unwrap_or_else(|p| p.into_inner()).insert(bucket.to_owned(), store.clone());
         Ok(store)
     }
 
-    fn bucket_name(&self, bucket: &str) -> Result<String, RpcError> {
-        let bucket = if bucket.is_empty() { "default" } else { bucket };
-        let name = format!("{}{bucket}", self.prefix);
+    /// The bucket `bucket` had before buckets were scoped by lattice, if it exists.
+    async fn legacy(&self, bucket: &str) -> Result<Option<kv::Store>, RpcError> {
+        let Some(name) = self.names.legacy(bucket) else { return Ok(None) };
+        let Ok(name) = self.checked_name(bucket, name) else { return Ok(None) };
+        let store = self.existing(&name).await?;
+        if store.is_some() {
+            warn!(
+                bucket,
+                jetstream_bucket = %name,
+                scoped = %self.names.primary(bucket),
+                "using a key-value bucket from before buckets were scoped by lattice; move its keys to the scoped bucket, or set the link's bucket_prefix, to keep lattices apart"
+            );
+        }
+        Ok(store)
+    }
+
+    /// The JetStream KV bucket `name`, or `None` when its stream does not exist.
+    async fn existing(&self, name: &str) -> Result<Option<kv::Store>, RpcError> {
+        match self.js.get_key_value(name).await {
+            Ok(store) => Ok(Some(store)),
+            Err(err) if stream_missing(&err) => Ok(None),
+            Err(err) => {
+                Err(RpcError::new(ErrorKind::Unavailable, format!("cannot open JetStream KV bucket {name}: {err}")))
+            }
+        }
+    }
+
+    /// `name`, the JetStream bucket for `bucket`, if NATS can hold it and it is not the lattice's.
+    fn checked_name(&self, bucket: &str, name: String) -> Result<String, RpcError> {
         if name.len() > 200 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(RpcError::bad_request(format!(
                 "bucket {bucket:?}: JetStream bucket names may contain only letters, digits, '-' and '_'"
@@ -70,6 +103,15 @@ impl NatsBackend {
         }
         Ok(name)
     }
+}
+
+/// Whether opening a bucket failed because its stream does not exist (and not for any other
+/// reason, which must not lead to a new, empty bucket).
+fn stream_missing(err: &KeyValueError) -> bool {
+    err.kind() == KeyValueErrorKind::GetBucket
+        && std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<GetStreamError>())
+            .is_some_and(|e| matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND))
 }
 
 /// Encode a key for NATS: verbatim when it is a valid NATS KV key not starting with `=`.
