@@ -14,9 +14,8 @@ use async_nats::jetstream::{
     self,
     kv::{self, CreateErrorKind},
 };
-use ferry_proto::{ErrorKind, RpcError, auth::DEFAULT_REPLAY_WINDOW_MS, subject};
+use ferry_proto::{ErrorKind, RpcError, auth::DEFAULT_REPLAY_WINDOW_MS, delivery::REPLAYED, subject};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 /// How long a claim is kept: an invocation can pass the freshness check up to one window after
@@ -28,13 +27,13 @@ pub const CLAIM_LIFETIME: Duration = Duration::from_millis(4 * DEFAULT_REPLAY_WI
 pub struct ReplayRecord {
     nats: async_nats::Client,
     lattice: String,
-    store: OnceCell<kv::Store>,
+    store: std::sync::Mutex<Option<kv::Store>>,
 }
 
 impl ReplayRecord {
     /// The record of `lattice`, reached through `nats`.
     pub fn new(nats: async_nats::Client, lattice: &str) -> Self {
-        Self { nats, lattice: lattice.to_owned(), store: OnceCell::new() }
+        Self { nats, lattice: lattice.to_owned(), store: std::sync::Mutex::new(None) }
     }
 
     /// Claim `key` (an invocation's [`replay_key`](ferry_proto::envelope::Invocation::replay_key))
@@ -45,28 +44,44 @@ impl ReplayRecord {
     /// when JetStream cannot be reached: the invocation must then not run, since nothing could
     /// tell a replay from the original.
     pub async fn claim(&self, key: &str) -> Result<(), RpcError> {
-        let store = self.store().await?;
-        match store.create(record_key(key), bytes::Bytes::new()).await {
-            Ok(_) => Ok(()),
-            Err(err) if err.kind() == CreateErrorKind::AlreadyExists => Err(RpcError::new(
-                ErrorKind::Denied,
-                format!("replayed invocation {key} (already carried out on the lattice)"),
-            )),
-            Err(err) => {
-                warn!(cause = %err, "cannot record a state-changing invocation; refusing it");
-                Err(RpcError::new(ErrorKind::Unavailable, format!("the lattice's replay record is unavailable: {err}")))
+        let mut reopened = false;
+        loop {
+            let store = self.store(reopened).await?;
+            match store.create(record_key(key), bytes::Bytes::new()).await {
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+                    return Err(RpcError::new(
+                        ErrorKind::Denied,
+                        format!("{REPLAYED} {key} (already carried out on the lattice)"),
+                    ));
+                }
+                // The record lives in memory: a NATS server that restarted lost it, and the
+                // handle is stale. Open (or create) it again, once.
+                Err(err) if !reopened => {
+                    debug!(cause = %err, "claim failed; opening the replay record again");
+                    reopened = true;
+                }
+                Err(err) => {
+                    warn!(cause = %err, "cannot record a state-changing invocation; refusing it");
+                    return Err(RpcError::new(
+                        ErrorKind::Unavailable,
+                        format!("the lattice's replay record is unavailable: {err}"),
+                    ));
+                }
             }
         }
     }
 
-    async fn store(&self) -> Result<&kv::Store, RpcError> {
-        self.store
-            .get_or_try_init(|| async {
-                let name = subject::seen_bucket(&self.lattice).map_err(RpcError::from)?;
-                let js = jetstream::new(self.nats.clone());
-                if let Ok(store) = js.get_key_value(&name).await {
-                    return Ok(store);
-                }
+    /// The record's bucket: the one opened before unless `fresh`, else opened (or created) now.
+    async fn store(&self, fresh: bool) -> Result<kv::Store, RpcError> {
+        if !fresh && let Some(store) = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Ok(store);
+        }
+        let name = subject::seen_bucket(&self.lattice).map_err(RpcError::from)?;
+        let js = jetstream::new(self.nats.clone());
+        let store = match js.get_key_value(&name).await {
+            Ok(store) => store,
+            Err(_) => {
                 debug!(bucket = %name, "creating the lattice's replay record");
                 js.create_key_value(kv::Config {
                     bucket: name.clone(),
@@ -79,9 +94,11 @@ impl ReplayRecord {
                 .await
                 .map_err(|e| {
                     RpcError::new(ErrorKind::Unavailable, format!("cannot create the replay record {name}: {e}"))
-                })
-            })
-            .await
+                })?
+            }
+        };
+        *self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store.clone());
+        Ok(store)
     }
 }
 

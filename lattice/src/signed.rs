@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::MacKey,
+    auth::{MacKey, period_of},
+    delivery::{PATIENCE, PROGRESS_EVERY, REPLAYED},
     envelope::{Invocation, InvocationResponse},
 };
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::{
     overflow,
-    request::{RequestFailure, Requester},
+    request::{Replies, RequestFailure, Requester},
 };
 
 /// Default timeout of an invocation when neither the caller nor its configuration sets one.
@@ -23,9 +26,14 @@ pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// ([`crate::overflow`]). A reply that is unsigned, forged or for another request is dropped,
 /// not taken for the answer.
 ///
+/// An attempt that no receiver takes up within [`PATIENCE`] is sent again under a new id
+/// (it never ran anywhere); one taken up whose receiver then falls silent for [`PATIENCE`]
+/// fails [`ErrorKind::Interrupted`] and is not sent again, unless it is read-only
+/// ([`ferry_proto::delivery`]).
+///
 /// # Errors
-/// [`ErrorKind::Timeout`] (naming any replies dropped), [`ErrorKind::Unavailable`],
-/// [`ErrorKind::TooLarge`], or the target's own error.
+/// [`ErrorKind::Timeout`] (naming any replies dropped), [`ErrorKind::Interrupted`],
+/// [`ErrorKind::Unavailable`], [`ErrorKind::TooLarge`], or the target's own error.
 pub async fn send_signed(
     requester: &Requester,
     lattice: &str,
@@ -34,7 +42,7 @@ pub async fn send_signed(
     key: &MacKey,
 ) -> Result<Vec<u8>, RpcError> {
     let wait = inv.remaining().unwrap_or(DEFAULT_RPC_TIMEOUT);
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = Instant::now() + wait;
     let nats = requester.nats();
     // Dropped when this returns: by then the target has pulled what it needed, or failed.
     let _offered = match overflow::offload(nats, lattice, &mut inv.payload, key, wait).await? {
@@ -44,16 +52,161 @@ pub async fn send_signed(
         }
         None => None,
     };
-    inv.sign(key);
-    let bytes = inv.encode().map_err(RpcError::from)?;
-    let mut answer = requester
-        .request(subject, bytes.into(), deadline, |msg| verified_response(msg, key, &inv.id))
-        .await
-        .map_err(|failure| map_failure(nats, &inv.target, wait, failure))?;
+    let first_period = period_of(inv.issued_at_ms);
+    let read_only = ferry_proto::is_read_only(&inv.operation);
+    let mut attempts = 1u32;
+    let mut answer = loop {
+        inv.sign(key);
+        let bytes = inv.encode().map_err(RpcError::from)?;
+        let mut replies = requester
+            .request_replies(subject.clone(), bytes.into())
+            .await
+            .map_err(|failure| map_failure(nats, &inv.target, wait, failure))?;
+        let outcome = await_answer(&mut replies, key, &inv.id, deadline, attempts > 1)
+            .await
+            .map_err(|failure| map_failure(nats, &inv.target, wait, failure))?;
+        match outcome {
+            Outcome::Answer(answer) => break answer,
+            Outcome::TimedOut => return Err(map_failure(nats, &inv.target, wait, replies.timeout())),
+            Outcome::Replayed => {
+                warn!(target = %inv.target, operation = %inv.operation, invocation = %inv.id, attempt = attempts, "an earlier attempt of the call ran after all");
+                return Err(RpcError::new(
+                    ErrorKind::Interrupted,
+                    format!(
+                        "{} carried out an earlier attempt of the call and did not answer it; its outcome is unknown",
+                        inv.target
+                    ),
+                ));
+            }
+            Outcome::Silent { taken_up: true } if !read_only => {
+                warn!(target = %inv.target, operation = %inv.operation, invocation = %inv.id, "the receiver fell silent mid-call");
+                return Err(RpcError::new(
+                    ErrorKind::Interrupted,
+                    format!(
+                        "{} took the call up and then stopped answering for {PATIENCE:?} (it stopped or lost its connection); the call may have run, so it was not sent again",
+                        inv.target
+                    ),
+                ));
+            }
+            Outcome::Silent { taken_up } => {
+                // Nobody took it up, and now nobody will: it ran nowhere, so another member of
+                // the queue group may have it. Or it is a read, safe to run twice. The key must
+                // still be the one that signs it.
+                let previous = inv.id.clone();
+                inv.reissue();
+                if period_of(inv.issued_at_ms) != first_period {
+                    return Err(RpcError::new(
+                        if taken_up { ErrorKind::Interrupted } else { ErrorKind::Unavailable },
+                        format!(
+                            "no instance of {} answered the call within {PATIENCE:?}; it was not sent again",
+                            inv.target
+                        ),
+                    ));
+                }
+                attempts += 1;
+                warn!(target = %inv.target, operation = %inv.operation, invocation = %previous, attempt = attempts, taken_up, "no answer and no sign of work; sending the call again");
+            }
+        }
+    };
     let rest = answer.payload_stream.take();
     let payload = answer.into_result()?;
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(MIN_PULL_WAIT);
+    let left = deadline.saturating_duration_since(Instant::now()).max(MIN_PULL_WAIT);
     overflow::gather(nats, lattice, payload, rest.as_ref(), key, left).await
+}
+
+/// How one attempt of a call ended.
+enum Outcome {
+    /// The authentic answer.
+    Answer(InvocationResponse),
+    /// The call's deadline passed while the receiver still showed signs of work (or before
+    /// [`PATIENCE`] ran out).
+    TimedOut,
+    /// No sign for [`PATIENCE`]: after an acknowledgement (`taken_up`) or before any.
+    Silent { taken_up: bool },
+    /// A repeated attempt was refused because an earlier one was carried out.
+    Replayed,
+}
+
+/// Wait for the answer to request `id`, taking progress messages as signs that its receiver
+/// is still at work. For a `repeat`ed attempt, a refusal as a replay ends the wait: an
+/// earlier attempt ran. (Refusals are unsigned, so a forged one can at worst end the call
+/// early with [`ErrorKind::Interrupted`]; it is never taken for an answer.)
+async fn await_answer(
+    replies: &mut Replies,
+    key: &MacKey,
+    id: &str,
+    deadline: Instant,
+    repeat: bool,
+) -> Result<Outcome, RequestFailure> {
+    let mut taken_up = false;
+    let mut sign_by = Instant::now() + PATIENCE;
+    let mut check = |msg: &async_nats::Message| match verified_response(msg, key, id) {
+        Ok(resp) => Ok(Some(resp)),
+        Err(_) if repeat && is_replay_refusal(msg, id) => Ok(None),
+        Err(reason) => Err(reason),
+    };
+    loop {
+        match replies.next_checked(sign_by.min(deadline), &mut check).await? {
+            Some(None) => return Ok(Outcome::Replayed),
+            Some(Some(resp)) if resp.progress => {
+                taken_up = true;
+                sign_by = Instant::now() + PATIENCE;
+            }
+            Some(Some(answer)) => return Ok(Outcome::Answer(answer)),
+            None if Instant::now() >= deadline || sign_by >= deadline => return Ok(Outcome::TimedOut),
+            None => return Ok(Outcome::Silent { taken_up }),
+        }
+    }
+}
+
+/// Whether `msg` is a receiver's refusal of request `id` as a replay of a call already carried
+/// out on the lattice.
+fn is_replay_refusal(msg: &async_nats::Message, id: &str) -> bool {
+    InvocationResponse::decode(&msg.payload).is_ok_and(|resp| {
+        resp.id == id
+            && resp.error.is_some_and(|err| err.kind == ErrorKind::Denied && err.message.starts_with(REPLAYED))
+    })
+}
+
+/// Run `work`, the handling of invocation `id` that the receiver has taken up, telling its
+/// caller on `reply` so: a progress message signed under `key` before `work` starts (the
+/// acknowledgement), then one every [`PROGRESS_EVERY`] until it ends
+/// ([`ferry_proto::delivery`]). Shared by host and SDK.
+pub async fn with_progress<F: Future>(
+    nats: &async_nats::Client,
+    reply: Option<&async_nats::Subject>,
+    id: &str,
+    key: &MacKey,
+    work: F,
+) -> F::Output {
+    let Some(reply) = reply else { return work.await };
+    let mut progress = InvocationResponse::progress(id);
+    progress.sign(key);
+    let bytes: bytes::Bytes = match progress.encode() {
+        Ok(bytes) => bytes.into(),
+        Err(err) => {
+            warn!(invocation = %id, cause = %err, "could not encode a progress message");
+            return work.await;
+        }
+    };
+    let tell = || async {
+        if let Err(err) = nats.publish(reply.clone(), bytes.clone()).await {
+            debug!(invocation = %id, cause = %err, "could not send a progress message");
+        }
+    };
+    tell().await;
+    let mut work = std::pin::pin!(work);
+    let mut next = Instant::now() + PROGRESS_EVERY;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            () = tokio::time::sleep_until(next) => {
+                tell().await;
+                next += PROGRESS_EVERY;
+            }
+        }
+    }
 }
 
 /// The response in `msg` if it is a signed answer to request `id` under `key`, else why not.

@@ -42,6 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut err = InvocationResponse::err(inv.id.clone(), RpcError::not_linked("no link"));
     err.sign(&key);
     show("InvocationResponse (error, signed)", &err.encode()?);
+    let mut progress = InvocationResponse::progress(inv.id.clone());
+    progress.sign(&key);
+    show("InvocationResponse (progress message, signed)", &progress.encode()?);
 
     let mut link = Link::new("my-component", "kv", "wasi", "keyvalue", vec!["store".into()]);
     link.target_config = vec!["redis".into()];

@@ -247,10 +247,15 @@ impl InvocationResponse {
         (self.version.to_be_bytes(), hash, error_bytes(self.error.as_ref()), stream_bytes(self.payload_stream.as_ref()))
     }
 
+    /// What the MAC says this is: an answer, or a progress message.
+    fn domain(&self) -> &'static [u8] {
+        if self.progress { b"ferry/v1/progress" } else { b"ferry/v1/response" }
+    }
+
     /// Set the MAC of this response under `key` (the key of the request it answers).
     pub fn sign(&mut self, key: &MacKey) {
         let (version, hash, error, stream) = self.mac_input_owned();
-        self.mac = key.mac(&[b"ferry/v1/response", &version, self.id.as_bytes(), &hash, &error, &stream]).to_vec();
+        self.mac = key.mac(&[self.domain(), &version, self.id.as_bytes(), &hash, &error, &stream]).to_vec();
     }
 
     /// Check that this response answers `request_id` and carries a valid MAC under `key`.
@@ -262,7 +267,7 @@ impl InvocationResponse {
             return Err(AuthError::WrongResponseId { got: self.id.clone(), expected: request_id.to_owned() });
         }
         let (version, hash, error, stream) = self.mac_input_owned();
-        key.check(&[b"ferry/v1/response", &version, self.id.as_bytes(), &hash, &error, &stream], &self.mac)
+        key.check(&[self.domain(), &version, self.id.as_bytes(), &hash, &error, &stream], &self.mac)
     }
 }
 
@@ -481,6 +486,22 @@ mod tests {
         let mut inv = Invocation::new("comp", "kv", "default", "op", b"payload".to_vec());
         inv.sign(&cluster.provider_key("lat", "kv", period_of(now)));
         assert!(inv.verify_mac(&cred.key_at(inv.issued_at_ms).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_progress_message_never_passes_for_an_answer() {
+        let (cluster, _) = setup();
+        let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
+        let mut progress = InvocationResponse::progress("req");
+        progress.sign(&key);
+        assert!(progress.verify(&key, "req").is_ok());
+        // The same fields as an (empty, successful) answer: the MAC no longer holds.
+        let mut answer = progress.clone();
+        answer.progress = false;
+        assert!(matches!(answer.verify(&key, "req"), Err(AuthError::BadMac)));
+        let mut signed_answer = InvocationResponse::ok("req", Vec::new());
+        signed_answer.sign(&key);
+        assert_ne!(signed_answer.mac, progress.mac);
     }
 
     #[test]

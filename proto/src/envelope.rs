@@ -52,9 +52,10 @@ pub struct Invocation {
     pub deadline_ms: u64,
     /// What the lattice-wide replay record keys a state-changing invocation on:
     /// `{parent id}.{n}` for the n-th state-changing call a component made while serving the
-    /// invocation `parent`; empty for an invocation with no parent (its own id counts). A
-    /// replayed parent, run again anywhere, makes calls with the same causes, and the providers
-    /// refuse them. Authenticated.
+    /// invocation `parent` (whose own replay key stands for it); the first attempt's id for a
+    /// call sent again ([`Invocation::reissue`]); empty for a first attempt with no parent (its
+    /// own id counts). A replayed parent, run again anywhere, makes calls with the same causes,
+    /// and the providers refuse them. Authenticated.
     #[serde(default)]
     pub cause: String,
     /// HMAC-SHA256 over the canonical form (see [`crate::auth`]); empty when unsigned.
@@ -91,6 +92,18 @@ impl Invocation {
             cause: String::new(),
             mac: Vec::new(),
         }
+    }
+
+    /// Make this the next attempt of the same call: a new id, issued now, with the same deadline
+    /// and the same replay key (sign afterwards). For an attempt that was never taken up, or a
+    /// read-only one whose receiver stopped ([`crate::delivery`]): should the earlier attempt
+    /// have run after all, the lattice refuses this one's state changes as replays.
+    pub fn reissue(&mut self) {
+        if self.cause.is_empty() {
+            self.cause = std::mem::take(&mut self.id);
+        }
+        self.id = uuid::Uuid::new_v4().simple().to_string();
+        self.issued_at_ms = time::now_ms();
     }
 
     /// Set the deadline to `timeout` after the issue time (sign afterwards: the MAC covers it).
@@ -148,12 +161,30 @@ pub struct InvocationResponse {
     /// receiver sends before it knows a key, such as a malformed envelope).
     #[serde(with = "serde_bytes", default)]
     pub mac: Vec<u8>,
+    /// `true` for a progress message: not the answer, but the receiver's word that it took the
+    /// invocation up and is still at work on it ([`crate::delivery`]). Authenticated (a MAC of
+    /// its own kind, so a progress message never passes for an answer). Left out when `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
 }
 
 impl InvocationResponse {
+    /// An unsigned progress message for request `id`.
+    pub fn progress(id: impl Into<String>) -> Self {
+        Self { progress: true, ..Self::ok(id, Vec::new()) }
+    }
+
     /// A successful, unsigned response to request `id`.
     pub fn ok(id: impl Into<String>, payload: Vec<u8>) -> Self {
-        Self { version: PROTOCOL_VERSION, id: id.into(), payload, payload_stream: None, error: None, mac: Vec::new() }
+        Self {
+            version: PROTOCOL_VERSION,
+            id: id.into(),
+            payload,
+            payload_stream: None,
+            error: None,
+            mac: Vec::new(),
+            progress: false,
+        }
     }
 
     /// A failed, unsigned response to request `id`.
@@ -165,6 +196,7 @@ impl InvocationResponse {
             payload_stream: None,
             error: Some(error),
             mac: Vec::new(),
+            progress: false,
         }
     }
 

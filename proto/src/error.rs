@@ -74,6 +74,10 @@ pub enum ErrorKind {
     TooLarge,
     /// A bug or unexpected condition on the receiving side.
     Internal,
+    /// The target took the call up and then stopped answering (it died, or lost its
+    /// connection): the call may or may not have been carried out, so it is not sent again
+    /// ([`crate::delivery`]).
+    Interrupted,
     /// A kind sent by a newer peer that this build does not know.
     #[serde(other)]
     Unknown,
@@ -97,6 +101,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::TooLarge => "too-large",
             ErrorKind::Internal => "internal",
+            ErrorKind::Interrupted => "interrupted",
             ErrorKind::Unknown => "unknown",
         }
     }

@@ -36,7 +36,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Timeout => Code::DeadlineExceeded,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::ProviderError | ErrorKind::Unknown => Code::Unknown,
-        ErrorKind::ComponentTrap | ErrorKind::ComponentError => Code::Aborted,
+        ErrorKind::ComponentTrap | ErrorKind::ComponentError | ErrorKind::Interrupted => Code::Aborted,
         ErrorKind::Overloaded => Code::ResourceExhausted,
         ErrorKind::TooLarge => Code::OutOfRange,
         ErrorKind::Internal => Code::Internal,
@@ -103,6 +103,7 @@ fn kind_name(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::Overloaded => "overloaded",
         ErrorKind::TooLarge => "too_large",
         ErrorKind::Internal => "internal",
+        ErrorKind::Interrupted => "interrupted",
         ErrorKind::Unknown => return None,
     })
 }
@@ -111,7 +112,7 @@ fn kind_name(kind: ErrorKind) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    const KINDS: [ErrorKind; 14] = [
+    const KINDS: [ErrorKind; 15] = [
         ErrorKind::NotLinked,
         ErrorKind::Denied,
         ErrorKind::BadRequest,
@@ -126,6 +127,7 @@ mod tests {
         ErrorKind::Overloaded,
         ErrorKind::TooLarge,
         ErrorKind::Internal,
+        ErrorKind::Interrupted,
     ];
 
     #[test]

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod blobstore;
 pub mod codec;
 pub mod ctl;
+pub mod delivery;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -48,4 +49,4 @@ pub fn is_read_only(operation: &str) -> bool {
 
 /// The protocol version carried by every envelope; a receiver answers any other with
 /// [`ErrorKind::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

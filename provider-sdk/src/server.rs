@@ -11,6 +11,7 @@ use ferry_proto::{
     ErrorKind, RpcError,
     auth::{MacKey, ProviderCredential, ReplayGuard, verify_invocation},
     codec,
+    delivery::too_late_to_take_up,
     envelope::{Invocation, InvocationResponse},
     health::{HealthAnswer, ShutdownRequest},
     startup::ProviderStartup,
@@ -24,7 +25,9 @@ use tracing::{debug, error, info, warn};
 
 mod links;
 
-use ferry_lattice::{NatsOptions, nats::Reconnects, overflow, replay::ReplayRecord, view::LatticeView};
+use ferry_lattice::{
+    NatsOptions, nats::Reconnects, overflow, replay::ReplayRecord, signed::with_progress, view::LatticeView,
+};
 
 use crate::{
     LatticeClient, LinkStore, Provider, ProviderContext, SdkError, StartupArgs,
@@ -293,26 +296,43 @@ impl<P: Provider> Server<P> {
             let server = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                let answer = server.invocation(&msg.payload).await;
-                server.reply(msg.reply, answer).await;
+                if let Some(answer) = server.invocation(&msg.payload, msg.reply.as_ref()).await {
+                    server.reply(msg.reply, answer).await;
+                }
             });
         }
         // Stop receiving: NATS sends further messages to other instances of the queue group.
         let _ = rpc.unsubscribe().await;
     }
 
-    async fn invocation(&self, bytes: &[u8]) -> InvocationResponse {
+    /// The answer to an invocation; `None` for one that arrived too late to be taken up, which
+    /// is dropped unrun (its caller sends it again, [`ferry_proto::delivery`]).
+    async fn invocation(&self, bytes: &[u8], reply: Option<&async_nats::Subject>) -> Option<InvocationResponse> {
         let (inv, key) = match self.authenticate(bytes, Channel::Rpc) {
             Ok(ok) => ok,
-            Err(resp) => return *resp,
+            Err(resp) => return Some(*resp),
         };
+        let now = ferry_proto::time::now_ms();
+        if too_late_to_take_up(inv.issued_at_ms, now) {
+            warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, issued_ms_ago = now.saturating_sub(inv.issued_at_ms), "invocation arrived too late to be taken up; dropped unrun (its caller sends it again)");
+            return None;
+        }
+        // Claimed before it is acknowledged: a caller that hears no acknowledgement sends the
+        // call again, and finds this claim if this process dies in between.
         if !ferry_proto::is_read_only(&inv.operation)
             && let Err(err) = self.record.claim(inv.replay_key()).await
         {
             // Unsigned, like every refusal: the genuine request may still be running elsewhere.
             warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-            return InvocationResponse::err(inv.id, err);
+            return Some(InvocationResponse::err(inv.id, err));
         }
+        let (id, progress_key) = (inv.id.clone(), key.clone());
+        Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, self.taken_up(inv, key)).await)
+    }
+
+    /// Run an invocation that was taken up (and claimed, if it changes state), to its signed
+    /// answer.
+    async fn taken_up(&self, inv: Invocation, key: MacKey) -> InvocationResponse {
         let result = match inv.remaining() {
             None => self.dispatch(&inv, &key).await,
             Some(left) if left.is_zero() => {

@@ -8,6 +8,7 @@ mod bridge_calls;
 mod control;
 mod ctl_cli;
 mod events;
+mod faults;
 mod health;
 mod hostile;
 mod http;

@@ -18,7 +18,8 @@ async fn link_kv(lattice: &Lattice) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publish `bytes` on `subject` `times` times, each with its own inbox; the answers.
+/// Publish `bytes` on `subject` `times` times, each with its own inbox; the answers (not the
+/// progress messages a receiver sends before them).
 async fn replay(
     lattice: &Lattice,
     subject: &str,
@@ -27,8 +28,18 @@ async fn replay(
 ) -> anyhow::Result<Vec<InvocationResponse>> {
     let mut answers = Vec::new();
     for _ in 0..times {
-        let reply = lattice.raw.request(subject.to_owned(), bytes.to_vec().into()).await?;
-        answers.push(InvocationResponse::decode(&reply.payload)?);
+        let inbox = lattice.raw.new_inbox();
+        let mut replies = lattice.raw.subscribe(inbox.clone()).await?;
+        lattice.raw.publish_with_reply(subject.to_owned(), inbox, bytes.to_vec().into()).await?;
+        loop {
+            let reply = tokio::time::timeout(Duration::from_secs(10), replies.next()).await?.expect("a reply");
+            let answer = InvocationResponse::decode(&reply.payload)
+                .map_err(|err| anyhow::anyhow!("{err}: {:?} {:?}", reply.status, reply.payload))?;
+            if !answer.progress {
+                answers.push(answer);
+                break;
+            }
+        }
     }
     Ok(answers)
 }

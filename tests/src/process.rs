@@ -164,7 +164,8 @@ impl Drop for Process {
     }
 }
 
-fn signal(pid: u32, name: &str) {
+/// Send signal `name` (`STOP`, `KILL`, …) to process `pid`.
+pub(crate) fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 

@@ -2,7 +2,7 @@
 
 use std::{
     net::{TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -38,6 +38,7 @@ pub struct NatsServer {
     /// Client URL, `nats://127.0.0.1:PORT`.
     pub url: String,
     store: PathBuf,
+    port: u16,
 }
 
 impl NatsServer {
@@ -58,16 +59,39 @@ impl NatsServer {
         let port = free_port()?;
         let store = std::env::temp_dir().join(format!("ferry-test-js-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&store)?;
-        let config_file = store.join("nats.conf");
-        std::fs::write(&config_file, config)?;
-        let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        let mut command = Command::new(&bin);
-        command.arg("-c").arg(&config_file);
-        command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(&store);
-        let mut process = Process::spawn("nats-server", command).with_context(|| format!("is {bin} installed?"))?;
-        wait_for_port(port, &mut process).await?;
-        Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), store })
+        std::fs::write(store.join("nats.conf"), config)?;
+        let process = spawn_nats(port, &store).await?;
+        Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), store, port })
     }
+
+    /// Kill the server with SIGKILL and start it again on the same port and store, as after a
+    /// crash; returns the new process (killed on drop; [`NatsServer::process`] is the dead one
+    /// from then on).
+    ///
+    /// # Errors
+    /// When it does not start again.
+    pub async fn crash_and_restart(&self) -> anyhow::Result<Process> {
+        crate::process::signal(self.process.pid(), "KILL");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("the killed nats-server still listens on {}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        spawn_nats(self.port, &self.store).await
+    }
+}
+
+/// `nats-server` with JetStream on `port`, storing in `store` (which holds its `nats.conf`).
+async fn spawn_nats(port: u16, store: &Path) -> anyhow::Result<Process> {
+    let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let mut command = Command::new(&bin);
+    command.arg("-c").arg(store.join("nats.conf"));
+    command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(store);
+    let mut process = Process::spawn("nats-server", command).with_context(|| format!("is {bin} installed?"))?;
+    wait_for_port(port, &mut process).await?;
+    Ok(process)
 }
 
 impl Drop for NatsServer {

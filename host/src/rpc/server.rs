@@ -6,12 +6,14 @@ use std::sync::Arc;
 use ferry_lattice::{
     body::LatticeBody,
     overflow,
+    signed::with_progress,
     stream::{self, ByteStream},
 };
 use ferry_proto::{
     ErrorKind, RpcError,
     auth::{MacKey, ReplayGuard, period_of, verify_invocation},
     codec,
+    delivery::too_late_to_take_up,
     envelope::{Invocation, InvocationResponse},
     http::{self as wit_http, HttpRequest, HttpResponse},
     keyvalue::Empty,
@@ -115,7 +117,7 @@ async fn serve_worker(
         let (ctx2, component) = (ctx.clone(), component.clone());
         ctx.tasks.spawn(async move {
             let _admitted = admitted;
-            let resp = handle(&ctx2, &component, &msg.payload).await;
+            let Some(resp) = handle(&ctx2, &component, &msg.payload, msg.reply.as_ref()).await else { return };
             if let Some(reply) = msg.reply {
                 match resp.encode() {
                     Ok(bytes) => {
@@ -193,12 +195,34 @@ fn authenticate(
     Ok((inv, key))
 }
 
-async fn handle(ctx: &ServeContext, component: &RunningComponent, bytes: &[u8]) -> InvocationResponse {
-    let id = &component.spec.id;
-    let (mut inv, key) = match authenticate(ctx, component, bytes) {
+/// The answer to an invocation of `component`; `None` for one that arrived too late to be
+/// taken up, which is dropped unrun (its caller sends it again, [`ferry_proto::delivery`]).
+async fn handle(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    bytes: &[u8],
+    reply: Option<&async_nats::Subject>,
+) -> Option<InvocationResponse> {
+    let (inv, key) = match authenticate(ctx, component, bytes) {
         Ok(ok) => ok,
-        Err(refusal) => return *refusal,
+        Err(refusal) => return Some(*refusal),
     };
+    if too_late_to_take_up(inv.issued_at_ms, ferry_proto::time::now_ms()) {
+        warn!(component = %component.spec.id, invocation = %inv.id, origin = %inv.origin, issued_ms_ago = ferry_proto::time::now_ms().saturating_sub(inv.issued_at_ms), "invocation arrived too late to be taken up; dropped unrun (its caller sends it again)");
+        return None;
+    }
+    let (id, progress_key) = (inv.id.clone(), key.clone());
+    Some(with_progress(ctx.rpc.nats(), reply, &id, &progress_key, taken_up(ctx, component, inv, key)).await)
+}
+
+/// Run an invocation that was taken up, to its signed answer.
+async fn taken_up(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    mut inv: Invocation,
+    key: MacKey,
+) -> InvocationResponse {
+    let id = &component.spec.id;
     let result = if inv.remaining().is_some_and(|left| left.is_zero()) {
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, "invocation arrived after its caller's deadline");
         Err(RpcError::new(ErrorKind::Timeout, "the caller's deadline passed before the invocation started"))
@@ -274,7 +298,7 @@ async fn run(
         key,
         ctx.rpc.timeout(),
     )?;
-    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining(), Causes::new(&inv.id)).await
+    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining(), Causes::new(inv.replay_key())).await
 }
 
 /// The caller must be linked to the component over the export it invokes.
@@ -300,7 +324,7 @@ fn require_link(
 async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
     require_link(ctx, component, inv, msg::WIT_NAMESPACE, msg::WIT_PACKAGE, msg::HANDLER_INTERFACE)?;
     let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-    component.handle_message(message, inv.remaining(), Causes::new(&inv.id)).await?;
+    component.handle_message(message, inv.remaining(), Causes::new(inv.replay_key())).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)
 }
 
