@@ -47,6 +47,7 @@ pub struct HostBuilder {
     health: HealthConfig,
     operators: Vec<String>,
     workers: usize,
+    replicas: usize,
 }
 
 /// Workers a host runs unless told otherwise: one per core the process may use.
@@ -68,6 +69,7 @@ impl HostBuilder {
             health: HealthConfig::default(),
             operators: Vec::new(),
             workers: default_workers(),
+            replicas: 1,
         }
     }
 
@@ -96,6 +98,14 @@ impl HostBuilder {
     /// A label describing the host (`zone=a`).
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Copies JetStream keeps of the lattice's own stores (links and configs, uploaded
+    /// components, the replay record): 1 (the default) on a single server, 3 on a cluster so a
+    /// node can die with nothing lost. Stores that exist with fewer are raised as the host starts.
+    pub fn jetstream_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
         self
     }
 
@@ -163,6 +173,7 @@ impl HostBuilder {
         let options = ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}"));
         let connection = options.connect().await?;
         let (nats, reconnects) = (connection.client, connection.reconnects);
+        ferry_lattice::storage::prepare_lattice_storage(&nats, &self.lattice, self.replicas).await?;
         let view = LatticeView::open(&nats, &self.lattice, reconnects).await?;
         let engine = engine::new_engine(&self.limits)?;
         let mut linker = Linker::new(&engine);

@@ -23,6 +23,7 @@ pub mod replay;
 pub mod request;
 mod shutdown;
 pub mod signed;
+pub mod storage;
 pub mod stream;
 pub mod telemetry;
 pub mod view;

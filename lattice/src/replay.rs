@@ -22,6 +22,14 @@ use tracing::{debug, warn};
 /// its issue time, and clocks may differ by up to another window.
 pub const CLAIM_LIFETIME: Duration = Duration::from_millis(4 * DEFAULT_REPLAY_WINDOW_MS);
 
+/// How long a claim that JetStream cannot take is tried again before the invocation is
+/// refused: longer than a cluster takes to elect the record's new leader.
+const CLAIM_RETRY_FOR: Duration = Duration::from_secs(8);
+/// The first wait before trying a claim again; it doubles up to [`CLAIM_RETRY_MAX_WAIT`].
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between two tries of a claim.
+const CLAIM_RETRY_MAX_WAIT: Duration = Duration::from_secs(1);
+
 /// The record of one lattice, opened (or created) on first use. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct ReplayRecord {
@@ -44,9 +52,11 @@ impl ReplayRecord {
     /// when JetStream cannot be reached: the invocation must then not run, since nothing could
     /// tell a replay from the original.
     pub async fn claim(&self, key: &str) -> Result<(), RpcError> {
-        let mut reopened = false;
+        let start = tokio::time::Instant::now();
+        let mut reopen = false;
+        let mut wait = CLAIM_RETRY_FIRST;
         loop {
-            let store = self.store(reopened).await?;
+            let store = self.store(reopen).await?;
             match store.create(record_key(key), bytes::Bytes::new()).await {
                 Ok(_) => return Ok(()),
                 Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
@@ -56,10 +66,15 @@ impl ReplayRecord {
                     ));
                 }
                 // The record lives in memory: a NATS server that restarted lost it, and the
-                // handle is stale. Open (or create) it again, once.
-                Err(err) if !reopened => {
-                    debug!(cause = %err, "claim failed; opening the replay record again");
-                    reopened = true;
+                // handle is stale, so it is opened (or created) again; on a cluster, the
+                // record's stream may be electing a new leader for a few seconds.
+                Err(err) if start.elapsed() + wait < CLAIM_RETRY_FOR => {
+                    debug!(cause = %err, retry_in = ?wait, "claim failed; trying again");
+                    if reopen {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(CLAIM_RETRY_MAX_WAIT);
+                    }
+                    reopen = true;
                 }
                 Err(err) => {
                     warn!(cause = %err, "cannot record a state-changing invocation; refusing it");
@@ -70,6 +85,14 @@ impl ReplayRecord {
                 }
             }
         }
+    }
+
+    /// Open the record now (creating it when it does not exist), rather than on the first claim.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] when JetStream cannot be reached.
+    pub async fn open(&self) -> Result<(), RpcError> {
+        self.store(false).await.map(drop)
     }
 
     /// The record's bucket: the one opened before unless `fresh`, else opened (or created) now.

@@ -4,7 +4,8 @@
 //! receiver may die with it unanswered. So that a caller can tell "never ran" (safe to send
 //! again, to another member) from "may have run" (not safe: an HTTP POST, a key-value set), a
 //! receiver **takes up** an invocation only within [`TAKE_UP_WINDOW`] of its issue time, and
-//! acknowledges it as it does, before any of its work: a progress message
+//! acknowledges it as it does, before any of its work (at the latest [`ACK_WITHIN`] after): a
+//! progress message
 //! ([`crate::envelope::InvocationResponse::progress`]), repeated every [`PROGRESS_EVERY`] while
 //! the work runs.
 //!
@@ -21,12 +22,16 @@ use std::time::Duration;
 /// clock); later, it drops it unrun, because its caller may already have sent it elsewhere.
 pub const TAKE_UP_WINDOW: Duration = Duration::from_secs(2);
 
+/// A receiver acknowledges an invocation at the latest this long after taking it up, even
+/// while it still prepares it (a provider's claim in the replay record waiting on JetStream).
+pub const ACK_WITHIN: Duration = Duration::from_millis(500);
+
 /// A receiver repeats its progress message this often while the invocation runs.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a caller waits for the first sign of an invocation (acknowledgement or answer)
-/// after sending it, and for each next sign after that. Longer than [`TAKE_UP_WINDOW`] and than
-/// [`PROGRESS_EVERY`], with room for scheduling, transit and clocks up to a second apart.
+/// after sending it, and for each next sign after that. Longer than [`TAKE_UP_WINDOW`] plus
+/// [`ACK_WITHIN`] and than [`PROGRESS_EVERY`], with room for scheduling and transit.
 pub const PATIENCE: Duration = Duration::from_secs(3);
 
 /// The start of the message of the [`crate::ErrorKind::Denied`] refusal a provider sends for an
@@ -45,7 +50,7 @@ mod tests {
 
     #[test]
     fn a_caller_waits_past_every_sign_a_receiver_owes_it() {
-        assert!(PATIENCE > TAKE_UP_WINDOW);
+        assert!(PATIENCE > TAKE_UP_WINDOW + ACK_WITHIN);
         assert!(PATIENCE > PROGRESS_EVERY * 2);
     }
 

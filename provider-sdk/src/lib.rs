@@ -46,7 +46,7 @@ pub use error::SdkError;
 /// What the SDK stands on, for authors who need it: NATS connections and body streams.
 pub use ferry_lattice::{
     LatticeClient, NatsAuth, NatsOptions, async_nats, body::LatticeBody, client, http, nats::sync_subscriptions,
-    shutdown_signal, stream::ByteStream,
+    shutdown_signal, storage::parse_replicas, stream::ByteStream,
 };
 /// The gRPC contract of the sidecar bridge: messages, clients, servers and the status mapping.
 #[cfg(feature = "grpc")]

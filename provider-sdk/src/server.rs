@@ -11,7 +11,7 @@ use ferry_proto::{
     ErrorKind, RpcError,
     auth::{MacKey, ProviderCredential, ReplayGuard, verify_invocation},
     codec,
-    delivery::too_late_to_take_up,
+    delivery::{ACK_WITHIN, too_late_to_take_up},
     envelope::{Invocation, InvocationResponse},
     health::{HealthAnswer, ShutdownRequest},
     startup::ProviderStartup,
@@ -317,17 +317,33 @@ impl<P: Provider> Server<P> {
             warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, issued_ms_ago = now.saturating_sub(inv.issued_at_ms), "invocation arrived too late to be taken up; dropped unrun (its caller sends it again)");
             return None;
         }
-        // Claimed before it is acknowledged: a caller that hears no acknowledgement sends the
-        // call again, and finds this claim if this process dies in between.
-        if !ferry_proto::is_read_only(&inv.operation)
-            && let Err(err) = self.record.claim(inv.replay_key()).await
-        {
-            // Unsigned, like every refusal: the genuine request may still be running elsewhere.
-            warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-            return Some(InvocationResponse::err(inv.id, err));
-        }
         let (id, progress_key) = (inv.id.clone(), key.clone());
-        Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, self.taken_up(inv, key)).await)
+        if ferry_proto::is_read_only(&inv.operation) {
+            return Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, self.taken_up(inv, key)).await);
+        }
+        // Claimed before it is acknowledged, so that a caller that hears no acknowledgement
+        // and sends the call again finds this claim should this process die in between. A
+        // claim still waiting on JetStream (electing a new leader, say) after ACK_WITHIN is
+        // acknowledged anyway: the caller then waits, rather than sending the call again.
+        let replay_key = inv.replay_key().to_owned();
+        let claim = self.record.claim(&replay_key);
+        tokio::pin!(claim);
+        let claimed = match tokio::time::timeout(ACK_WITHIN, &mut claim).await {
+            Ok(claimed) => claimed,
+            Err(_) => {
+                let work = async {
+                    match claim.await {
+                        Ok(()) => self.taken_up(inv, key).await,
+                        Err(err) => refused(inv, err),
+                    }
+                };
+                return Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, work).await);
+            }
+        };
+        Some(match claimed {
+            Ok(()) => with_progress(self.ctx.nats(), reply, &id, &progress_key, self.taken_up(inv, key)).await,
+            Err(err) => refused(inv, err),
+        })
     }
 
     /// Run an invocation that was taken up (and claimed, if it changes state), to its signed
@@ -499,6 +515,13 @@ fn split_operation(op: &str) -> Option<(&str, &str, &str)> {
     let (package, rest) = rest.split_once('/')?;
     let (interface, _function) = rest.split_once('.')?;
     Some((namespace, package, interface))
+}
+
+/// The refusal of an invocation whose replay key could not be claimed. Unsigned, like every
+/// refusal: the genuine request may still be running elsewhere.
+fn refused(inv: Invocation, err: RpcError) -> InvocationResponse {
+    warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+    InvocationResponse::err(inv.id, err)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ const KV: &str = "ferry-provider-keyvalue";
 /// Concurrent callers.
 const WORKERS: usize = 8;
 /// How long the callers start new calls.
-const STREAM: Duration = Duration::from_secs(6);
+pub(crate) const STREAM: Duration = Duration::from_secs(6);
 /// When the fault is injected, from the start of the stream.
 const FAULT_AT: Duration = Duration::from_secs(2);
 /// A call not ended by then hangs: well past every deadline a call can have here.
@@ -44,7 +44,7 @@ enum Ended {
 
 /// One call of the stream.
 #[derive(Debug)]
-struct Call {
+pub(crate) struct Call {
     key: String,
     started: Instant,
     took: Duration,
@@ -70,7 +70,7 @@ async fn set(lattice: &Lattice, component: &str, key: &str) -> Ended {
 
 /// Drive [`WORKERS`] callers of `component` for `stream`, inject `fault` at [`FAULT_AT`], and
 /// return every call with the instant the fault began.
-async fn stream_with_fault<T>(
+pub(crate) async fn stream_with_fault<T>(
     lattice: &Arc<Lattice>,
     component: &str,
     stream: Duration,
@@ -106,7 +106,7 @@ async fn stream_with_fault<T>(
 
 /// What became of the calls of one run.
 #[derive(Debug, Default)]
-struct Tally {
+pub(crate) struct Tally {
     attempted: usize,
     succeeded: usize,
     failed: BTreeMap<&'static str, usize>,
@@ -118,7 +118,7 @@ struct Tally {
     /// Failed as interrupted, and their key is in the store (the call ran; its answer was lost).
     interrupted_but_ran: usize,
     /// From the fault to the end of the first call started after it that succeeded.
-    back_after: Option<Duration>,
+    pub(crate) back_after: Option<Duration>,
     /// Calls that were sent again or reported interrupted: those the fault caught in flight.
     caught: usize,
     slowest: Duration,
@@ -127,7 +127,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn of(calls: &[Call], fault_at: Instant, stored: &HashSet<String>) -> Self {
+    pub(crate) fn of(calls: &[Call], fault_at: Instant, stored: &HashSet<String>) -> Self {
         let mut tally = Self { attempted: calls.len(), ..Self::default() };
         if let (Some(first), Some(last)) =
             (calls.iter().map(|c| c.started).min(), calls.iter().map(|c| c.started + c.took).max())
@@ -177,12 +177,12 @@ impl Tally {
 
     /// What every fault test holds to: nothing lost, nothing hung, nothing reported as never run
     /// that ran, only interruptions as failures, and service back.
-    fn check(&self, fault: &str) {
+    pub(crate) fn check(&self, fault: &str) {
         self.check_allowing(fault, &[ErrorKind::Interrupted]);
     }
 
     /// [`Tally::check`], with failures of the kinds `allowed`.
-    fn check_allowing(&self, fault: &str, allowed: &[ErrorKind]) {
+    pub(crate) fn check_allowing(&self, fault: &str, allowed: &[ErrorKind]) {
         self.print(fault);
         assert_eq!(self.lost, 0, "{fault}: calls reported as succeeded did not run: {self:?}");
         assert_eq!(self.hung, 0, "{fault}: {self:?}");
@@ -197,7 +197,7 @@ impl Tally {
 }
 
 /// Every key the component's bucket holds.
-async fn stored_keys(lattice: &Lattice, component: &str) -> anyhow::Result<HashSet<String>> {
+pub(crate) async fn stored_keys(lattice: &Lattice, component: &str) -> anyhow::Result<HashSet<String>> {
     let listed = lattice.ok(component, json!({"op": "list", "bucket": "b"})).await?;
     Ok(serde_json::from_value(listed["keys"].clone())?)
 }

@@ -5,6 +5,7 @@ mod blobstore;
 mod bounded;
 mod bridge;
 mod bridge_calls;
+mod cluster;
 mod control;
 mod ctl_cli;
 mod events;

@@ -43,8 +43,11 @@ pub fn get(path: &str) -> HttpRequest {
 
 /// One lattice with one host.
 pub struct Lattice {
-    /// The NATS server (shared when several lattices run on one: [`Lattice::start_named`]).
+    /// The NATS server (shared when several lattices run on one: [`Lattice::start_named`]; the
+    /// first node of a cluster: [`Lattice::start_at`]).
     pub nats: Arc<NatsServer>,
+    /// The NATS URL (or comma-separated URLs of a cluster's nodes) every process is given.
+    pub url: String,
     /// The `ferry host` process.
     pub host: Process,
     /// Its host id.
@@ -130,20 +133,36 @@ impl Lattice {
     /// # Errors
     /// When a process does not start.
     pub async fn start_named(nats: Arc<NatsServer>, name: &str, rpc_timeout: Duration) -> anyhow::Result<Self> {
+        let url = nats.url.clone();
+        Self::start_at(nats, &url, name, rpc_timeout, &[]).await
+    }
+
+    /// Start lattice `name` and its first host (with `host_args`) on the NATS server(s) at `url`
+    /// (comma-separated for a cluster), of which `nats` is one.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start_at(
+        nats: Arc<NatsServer>,
+        url: &str,
+        name: &str,
+        rpc_timeout: Duration,
+        host_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let (cluster, seed) = ClusterKey::generate()?;
         let (operator, operator_seed) = OperatorKey::generate()?;
         let name = name.to_owned();
-        let setup =
-            HostSetup { url: &nats.url, lattice: &name, seed: &seed, operator: &operator.public_key(), rpc_timeout };
-        let (host, host_id) = spawn_host(&setup, &[]).await?;
-        let raw = async_nats::connect(&nats.url).await?;
+        let setup = HostSetup { url, lattice: &name, seed: &seed, operator: &operator.public_key(), rpc_timeout };
+        let (host, host_id) = spawn_host(&setup, host_args).await?;
+        let raw = async_nats::connect(url.split(',').collect::<Vec<_>>()).await?;
         let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60)).with_operator(operator);
         let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
         // The client waits at least as long as the host lets a capability call take: a call that
         // streams a large object legitimately runs long on a loaded machine.
         let call_timeout = rpc_timeout.max(Duration::from_secs(30));
-        let client = LatticeClient::connect(&nats.url, &name, &credential, Some(call_timeout)).await?;
-        Ok(Self { nats, host, host_id, name, seed, cluster, operator_seed, ctl, client, raw, rpc_timeout })
+        let client = LatticeClient::connect(url, &name, &credential, Some(call_timeout)).await?;
+        let url = url.to_owned();
+        Ok(Self { nats, url, host, host_id, name, seed, cluster, operator_seed, ctl, client, raw, rpc_timeout })
     }
 
     /// Start one more host on this lattice; returns the process and its host id.
@@ -159,9 +178,18 @@ impl Lattice {
     /// # Errors
     /// When it does not start.
     pub async fn start_host_with(&self, extra: &[&str]) -> anyhow::Result<(Process, String)> {
+        self.start_host_at(&self.url, extra).await
+    }
+
+    /// [`Lattice::start_host_with`], the host connecting to the NATS server(s) at `url` (a
+    /// leaf node, say).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_host_at(&self, url: &str, extra: &[&str]) -> anyhow::Result<(Process, String)> {
         let operator = OperatorKey::from_seed(&self.operator_seed)?.public_key();
         let setup = HostSetup {
-            url: &self.nats.url,
+            url,
             lattice: &self.name,
             seed: &self.seed,
             operator: &operator,
@@ -216,7 +244,7 @@ impl Lattice {
         command
             .arg("ctl")
             .args(args)
-            .env("FERRY_NATS_URL", &self.nats.url)
+            .env("FERRY_NATS_URL", &self.url)
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_OPERATOR_SEED", &self.operator_seed)
             .env_remove("FERRY_OPERATOR_SEED_FILE");
@@ -288,7 +316,7 @@ impl Lattice {
         command
             .args(args)
             .envs(env.iter().copied())
-            .env("FERRY_NATS_URL", &self.nats.url)
+            .env("FERRY_NATS_URL", &self.url)
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_PROVIDER_ID", provider_id)
             .env("FERRY_PROVIDER_CREDENTIAL", self.credential(provider_id))

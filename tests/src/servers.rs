@@ -4,6 +4,7 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -39,6 +40,8 @@ pub struct NatsServer {
     pub url: String,
     store: PathBuf,
     port: u16,
+    jetstream: bool,
+    monitor: Option<u16>,
 }
 
 impl NatsServer {
@@ -56,12 +59,18 @@ impl NatsServer {
     /// # Errors
     /// As [`NatsServer::start`].
     pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
+        Self::start_node(config, true, None).await
+    }
+
+    /// A server with `config`, JetStream on or off, answering monitoring requests on port
+    /// `monitor` when given (a cluster node, a leaf node).
+    async fn start_node(config: &str, jetstream: bool, monitor: Option<u16>) -> anyhow::Result<Self> {
         let port = free_port()?;
         let store = std::env::temp_dir().join(format!("ferry-test-js-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&store)?;
         std::fs::write(store.join("nats.conf"), config)?;
-        let process = spawn_nats(port, &store).await?;
-        Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), store, port })
+        let process = spawn_node(port, &store, jetstream, monitor).await?;
+        Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), store, port, jetstream, monitor })
     }
 
     /// Kill the server with SIGKILL and start it again on the same port and store, as after a
@@ -71,6 +80,15 @@ impl NatsServer {
     /// # Errors
     /// When it does not start again.
     pub async fn crash_and_restart(&self) -> anyhow::Result<Process> {
+        self.crash().await?;
+        self.start_again().await
+    }
+
+    /// Kill the server with SIGKILL and wait until its port is closed.
+    ///
+    /// # Errors
+    /// When it still listens after 10 s.
+    pub async fn crash(&self) -> anyhow::Result<()> {
         crate::process::signal(self.process.pid(), "KILL");
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -79,19 +97,141 @@ impl NatsServer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        spawn_nats(self.port, &self.store).await
+        Ok(())
+    }
+
+    /// Start the server (again) on its port and store; the new process, killed on drop.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_again(&self) -> anyhow::Result<Process> {
+        spawn_node(self.port, &self.store, self.jetstream, self.monitor).await
+    }
+
+    /// How many clients are connected to this server now (from its monitoring endpoint).
+    ///
+    /// # Errors
+    /// When the server has no monitoring port or does not answer.
+    pub fn client_connections(&self) -> anyhow::Result<u64> {
+        self.monitor_count("connz", "num_connections")
+    }
+
+    /// The number `field` of the server's monitoring page `page` (`connz`, `leafz`, …).
+    fn monitor_count(&self, page: &str, field: &str) -> anyhow::Result<u64> {
+        use std::io::{Read as _, Write as _};
+        let port = self.monitor.context("this server has no monitoring port")?;
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET /{page} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let body = answer.split("\r\n\r\n").nth(1).context("no body in the monitoring answer")?;
+        let json: serde_json::Value = serde_json::from_str(body)?;
+        json[field].as_u64().with_context(|| format!("no {field} in /{page}"))
     }
 }
 
-/// `nats-server` with JetStream on `port`, storing in `store` (which holds its `nats.conf`).
-async fn spawn_nats(port: u16, store: &Path) -> anyhow::Result<Process> {
+/// `nats-server` on `port` with the configuration in `store`, JetStream (storing in `store`)
+/// when `jetstream`, monitoring on `monitor` when given; returns once it accepts clients.
+async fn spawn_node(port: u16, store: &Path, jetstream: bool, monitor: Option<u16>) -> anyhow::Result<Process> {
     let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
     let mut command = Command::new(&bin);
     command.arg("-c").arg(store.join("nats.conf"));
-    command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(store);
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    if jetstream {
+        command.arg("-js").arg("-sd").arg(store);
+    }
+    if let Some(monitor) = monitor {
+        command.args(["-m", &monitor.to_string()]);
+    }
     let mut process = Process::spawn("nats-server", command).with_context(|| format!("is {bin} installed?"))?;
     wait_for_port(port, &mut process).await?;
     Ok(process)
+}
+
+/// Nodes of a NATS cluster joined by routes, each with JetStream and a leaf-node port.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The nodes, in the order they were started.
+    pub nodes: Vec<Arc<NatsServer>>,
+    leaf_ports: Vec<u16>,
+}
+
+impl NatsCluster {
+    /// Start `size` nodes and wait until JetStream can place a stream with `size` replicas.
+    ///
+    /// # Errors
+    /// When a node does not start or JetStream is not ready within 60 s.
+    pub async fn start(size: usize) -> anyhow::Result<Self> {
+        let cluster_ports = (0..size).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let leaf_ports = (0..size).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let mut nodes = Vec::new();
+        for (i, (cluster_port, leaf_port)) in cluster_ports.iter().zip(&leaf_ports).enumerate() {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|p| *p != cluster_port)
+                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            let config = format!(
+                "server_name: \"node{i}\"\ncluster {{\n  name: \"ferry\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{}]\n}}\nleafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"\n}}\n",
+                routes.join(", ")
+            );
+            nodes.push(Arc::new(NatsServer::start_node(&config, true, Some(free_port()?)).await?));
+        }
+        let cluster = Self { nodes, leaf_ports };
+        cluster.wait_for_jetstream(size).await?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated: what each Ferry process is given.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// A leaf node of the cluster (no JetStream of its own: it reaches the cluster's).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_leaf(&self) -> anyhow::Result<NatsServer> {
+        let remotes: Vec<String> = self.leaf_ports.iter().map(|p| format!("\"nats-leaf://127.0.0.1:{p}\"")).collect();
+        let config =
+            format!("server_name: \"leaf\"\nleafnodes {{\n  remotes: [ {{ urls: [{}] }} ]\n}}\n", remotes.join(", "));
+        let leaf = NatsServer::start_node(&config, false, Some(free_port()?)).await?;
+        // Ready once its connection to the cluster is up: before, JetStream is out of reach.
+        let start = Instant::now();
+        while leaf.monitor_count("leafz", "leafnodes")? == 0 {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("the leaf node never connected to the cluster:\n{}", leaf.process.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(leaf)
+    }
+
+    /// Wait until JetStream places (and removes) a stream with `replicas` replicas: the cluster
+    /// has elected its leader and every node has joined.
+    async fn wait_for_jetstream(&self, replicas: usize) -> anyhow::Result<()> {
+        let client = async_nats::connect(self.nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>()).await?;
+        let js = async_nats::jetstream::new(client);
+        let start = Instant::now();
+        loop {
+            let config = async_nats::jetstream::kv::Config {
+                bucket: "ferry-test-ready".into(),
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            match js.create_key_value(config).await {
+                Ok(_) => {
+                    let _ = js.delete_key_value("ferry-test-ready").await;
+                    return Ok(());
+                }
+                Err(err) if start.elapsed() > Duration::from_secs(60) => {
+                    bail!("the cluster's JetStream never got ready: {err}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
 }
 
 impl Drop for NatsServer {

@@ -1,7 +1,9 @@
 //! Per-link backend choice, from the link's target config: `backend` (`fs`, the default, or
-//! `nats`), `root` for the filesystem, `bucket_prefix` for the NATS object store.
+//! `nats`), `root` for the filesystem, `bucket_prefix` and `replicas` for the NATS object store.
 
 use std::{collections::BTreeMap, path::PathBuf};
+
+use ferry_provider_sdk::parse_replicas;
 
 /// Root directory of the filesystem backend when neither the link nor the provider names one.
 pub(crate) const DEFAULT_ROOT: &str = "ferry-blobstore";
@@ -12,8 +14,9 @@ pub(crate) enum BackendConfig {
     /// Directories and files under `root`.
     Fs { root: PathBuf },
     /// JetStream object stores on the lattice's NATS, one per container, named
-    /// `{bucket_prefix}{container}` when the link sets a prefix, scoped by lattice otherwise.
-    Nats { bucket_prefix: Option<String> },
+    /// `{bucket_prefix}{container}` when the link sets a prefix, scoped by lattice otherwise,
+    /// created with `replicas` copies (1 unless the link says; 3 on a NATS cluster).
+    Nats { bucket_prefix: Option<String>, replicas: usize },
 }
 
 impl BackendConfig {
@@ -23,7 +26,7 @@ impl BackendConfig {
         config: &BTreeMap<String, String>,
         provider: &BTreeMap<String, String>,
     ) -> Result<Self, String> {
-        let known = ["backend", "root", "bucket_prefix"];
+        let known = ["backend", "root", "bucket_prefix", "replicas"];
         if let Some(unknown) = config.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!("unknown link setting {unknown:?} (known: {})", known.join(", ")));
         }
@@ -42,7 +45,8 @@ impl BackendConfig {
                 {
                     return Err(format!("invalid bucket_prefix {prefix:?} (letters, digits, _ and -)"));
                 }
-                Ok(Self::Nats { bucket_prefix })
+                let replicas = config.get("replicas").map_or(Ok(1), |r| parse_replicas(r))?;
+                Ok(Self::Nats { bucket_prefix, replicas })
             }
             other => Err(format!("unknown backend {other:?} (expected `fs` or `nats`)")),
         }
@@ -69,8 +73,13 @@ mod tests {
         );
         assert_eq!(
             BackendConfig::from_link(&cfg(&[("backend", "nats")]), &cfg(&[])).unwrap(),
-            BackendConfig::Nats { bucket_prefix: None }
+            BackendConfig::Nats { bucket_prefix: None, replicas: 1 }
         );
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[("backend", "nats"), ("replicas", "3")]), &cfg(&[])).unwrap(),
+            BackendConfig::Nats { bucket_prefix: None, replicas: 3 }
+        );
+        assert!(BackendConfig::from_link(&cfg(&[("backend", "nats"), ("replicas", "0")]), &cfg(&[])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("backend", "s3")]), &cfg(&[])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b"), ("backend", "nats")]), &cfg(&[])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("colour", "red")]), &cfg(&[])).is_err());

@@ -54,13 +54,13 @@ impl Provider for BlobstoreProvider {
         let config = BackendConfig::from_link(&put.target_config, ctx.config())?;
         let backend: LinkBackend = match &config {
             BackendConfig::Fs { root } => Box::new(FsBackend::new(root)?),
-            BackendConfig::Nats { bucket_prefix } => {
+            BackendConfig::Nats { bucket_prefix, replicas } => {
                 let names = match bucket_prefix {
                     Some(prefix) => ComponentStoreNames::Prefixed(prefix.clone()),
                     None => ComponentStoreNames::lattice(ComponentStoreKind::Blob, ctx.lattice())
                         .map_err(|e| e.to_string())?,
                 };
-                Box::new(NatsBackend::new(ctx.nats().clone(), names))
+                Box::new(NatsBackend::new(ctx.nats().clone(), names, *replicas))
             }
         };
         info!(component = %link.source_id, name = %link.name, backend = ?config, "blobstore link ready");

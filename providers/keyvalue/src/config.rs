@@ -2,18 +2,22 @@
 
 use std::collections::BTreeMap;
 
+use ferry_provider_sdk::parse_replicas;
+
 /// Which backend serves a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BackendConfig {
     /// JetStream KV on the lattice's NATS (or `nats_url`). Buckets are created on first use,
-    /// named `{bucket_prefix}{bucket}` when the link sets a prefix, scoped by lattice otherwise.
-    Nats { url: Option<String>, bucket_prefix: Option<String> },
+    /// named `{bucket_prefix}{bucket}` when the link sets a prefix, scoped by lattice otherwise,
+    /// with `replicas` copies (1 unless the link says; 3 on a NATS cluster).
+    Nats { url: Option<String>, bucket_prefix: Option<String>, replicas: usize },
     /// A Redis server at `url`.
     Redis { url: String },
 }
 
 impl BackendConfig {
-    /// Parse the link's target config: `backend` (`nats` or `redis`), `url`, `bucket_prefix`.
+    /// Parse the link's target config: `backend` (`nats` or `redis`), `url`, `bucket_prefix`,
+    /// `replicas`.
     pub(crate) fn from_link(config: &BTreeMap<String, String>) -> Result<Self, String> {
         let url = config.get("url").cloned();
         let backend = match config.get("backend") {
@@ -29,7 +33,8 @@ impl BackendConfig {
                 {
                     return Err(format!("invalid bucket_prefix {prefix:?} (letters, digits, _ and -)"));
                 }
-                Ok(BackendConfig::Nats { url: config.get("nats_url").cloned(), bucket_prefix })
+                let replicas = config.get("replicas").map_or(Ok(1), |r| parse_replicas(r))?;
+                Ok(BackendConfig::Nats { url: config.get("nats_url").cloned(), bucket_prefix, replicas })
             }
             "redis" => {
                 let url = url.ok_or("backend=redis needs a `url` (redis://host:port/db)")?;
@@ -55,11 +60,16 @@ mod tests {
     fn backend_is_chosen_from_link_config() {
         assert_eq!(
             BackendConfig::from_link(&cfg(&[])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: None }
+            BackendConfig::Nats { url: None, bucket_prefix: None, replicas: 1 }
         );
         assert_eq!(
+            BackendConfig::from_link(&cfg(&[("replicas", "3")])).unwrap(),
+            BackendConfig::Nats { url: None, bucket_prefix: None, replicas: 3 }
+        );
+        assert!(BackendConfig::from_link(&cfg(&[("replicas", "7")])).is_err());
+        assert_eq!(
             BackendConfig::from_link(&cfg(&[("bucket_prefix", "")])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: Some(String::new()) }
+            BackendConfig::Nats { url: None, bucket_prefix: Some(String::new()), replicas: 1 }
         );
         assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b")])).is_err());
         assert_eq!(

@@ -43,10 +43,10 @@ impl Provider for KeyValueProvider {
             }
         };
         let backend: LinkBackend = match &config {
-            BackendConfig::Nats { url: None, bucket_prefix } => {
-                Box::new(NatsBackend::new(ctx.nats().clone(), names(bucket_prefix)?))
+            BackendConfig::Nats { url: None, bucket_prefix, replicas } => {
+                Box::new(NatsBackend::new(ctx.nats().clone(), names(bucket_prefix)?, *replicas))
             }
-            BackendConfig::Nats { url: Some(url), bucket_prefix } => {
+            BackendConfig::Nats { url: Some(url), bucket_prefix, replicas } => {
                 let nats = NatsOptions::new(url, "ferry-keyvalue-backend")
                     .connect()
                     .await
@@ -57,7 +57,7 @@ impl Provider for KeyValueProvider {
                     .query_account()
                     .await
                     .map_err(|e| format!("JetStream unavailable at {}: {e}", redact::url(url)))?;
-                Box::new(NatsBackend::new(nats, names(bucket_prefix)?))
+                Box::new(NatsBackend::new(nats, names(bucket_prefix)?, *replicas))
             }
             BackendConfig::Redis { url } => Box::new(RedisBackend::connect(url).await?),
         };

@@ -51,6 +51,10 @@ struct HostArgs {
     /// A label describing this host, key=value; repeatable.
     #[arg(long = "label", value_parser = parse_pair)]
     labels: Vec<(String, String)>,
+    /// Copies JetStream keeps of the lattice's own stores (1 to 5): 3 on a NATS cluster, so a
+    /// node can die with nothing lost. Stores that exist with fewer are raised.
+    #[arg(long, env = "FERRY_JETSTREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    jetstream_replicas: u8,
     /// Timeout of capability calls to providers, in milliseconds.
     #[arg(long, env = "FERRY_RPC_TIMEOUT_MS", default_value_t = 10_000)]
     rpc_timeout_ms: u64,
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             ferry_lattice::telemetry::init_logging(None);
             let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice)
                 .rpc_timeout(Duration::from_millis(args.rpc_timeout_ms))
+                .jetstream_replicas(usize::from(args.jetstream_replicas))
                 .limits(ferry_host::Limits {
                     memory_bytes: args.memory_mib << 20,
                     host_memory_bytes: args.host_memory_mib << 20,

@@ -42,14 +42,16 @@ const WRITE_CHUNK: usize = 128 * 1024;
 pub(crate) struct NatsBackend {
     js: jetstream::Context,
     names: ComponentStoreNames,
+    /// JetStream replicas of the object stores it creates.
+    replicas: usize,
     /// Containers found to exist, with their object store's name, so each call does not look
     /// the name up again.
     found: Mutex<HashMap<String, String>>,
 }
 
 impl NatsBackend {
-    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames) -> Self {
-        Self { js: jetstream::new(nats), names, found: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames, replicas: usize) -> Self {
+        Self { js: jetstream::new(nats), names, replicas, found: Mutex::new(HashMap::new()) }
     }
 
     /// The object store of `container`: the existing one (its primary name first, then the name
@@ -252,7 +254,7 @@ impl Backend for NatsBackend {
         self.forget(container);
         let bucket = self.bucket(container).await?;
         self.js
-            .create_object_store(object_store::Config { bucket, ..Default::default() })
+            .create_object_store(object_store::Config { bucket, num_replicas: self.replicas, ..Default::default() })
             .await
             .map(|_| ())
             .map_err(|e| RpcError::provider(format!("cannot create container {container}: {e}")))

@@ -21,6 +21,19 @@ const LISTING_CONSUMER_IDLE: Duration = Duration::from_secs(30);
 /// How long a page waits for entries the stream has not delivered yet.
 const LISTING_FETCH_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a put or delete is repeated while JetStream cannot take it (see [`repeated`]):
+/// longer than a cluster takes to elect a stream's new leader.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(8);
+/// The first wait before repeating a write; it doubles up to [`WRITE_RETRY_MAX_WAIT`].
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between two attempts of a write.
+const WRITE_RETRY_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// How many times a page of a listing is read before its failure is the listing's.
+const LISTING_ATTEMPTS: u32 = 4;
+/// How long the first read of a failed page waits; each next waits as much longer.
+const LISTING_RETRY_AFTER: Duration = Duration::from_millis(250);
+
 /// How often an increment retries after losing a race with another writer.
 const INCREMENT_ATTEMPTS: usize = 100;
 
@@ -28,13 +41,15 @@ pub(crate) struct NatsBackend {
     nats: async_nats::Client,
     js: jetstream::Context,
     names: ComponentStoreNames,
+    /// JetStream replicas of the buckets it creates.
+    replicas: usize,
     /// Opened buckets by bucket identifier, so each call does not look the bucket up again.
     stores: Mutex<HashMap<String, kv::Store>>,
 }
 
 impl NatsBackend {
-    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames) -> Self {
-        Self { js: jetstream::new(nats.clone()), nats, names, stores: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames, replicas: usize) -> Self {
+        Self { js: jetstream::new(nats.clone()), nats, names, replicas, stores: Mutex::new(HashMap::new()) }
     }
 
     /// The JetStream KV bucket behind `bucket`: the existing one (the primary name first, then
@@ -51,7 +66,12 @@ impl NatsBackend {
                 Some(store) => store,
                 None => self
                     .js
-                    .create_key_value(kv::Config { bucket: name.clone(), history: 1, ..Default::default() })
+                    .create_key_value(kv::Config {
+                        bucket: name.clone(),
+                        history: 1,
+                        num_replicas: self.replicas,
+                        ..Default::default()
+                    })
                     .await
                     .map_err(|e| RpcError::provider(format!("cannot create JetStream KV bucket {name}: {e}")))?,
             },
@@ -140,6 +160,30 @@ fn decode_key(stored: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// Run `write` (a put or a delete: doing it twice leaves what doing it once does) until it
+/// succeeds, repeating it while it fails in a way `transient` accepts — the stream has no
+/// leader for a moment (a cluster node died and its streams elect new ones), the request timed
+/// out — for up to [`WRITE_RETRY_FOR`]. The invocation's deadline bounds it too.
+async fn repeated<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut write: impl FnMut() -> F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, RpcError> {
+    let start = tokio::time::Instant::now();
+    let mut wait = WRITE_RETRY_FIRST;
+    loop {
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(err) if transient(&err) && start.elapsed() + wait < WRITE_RETRY_FOR => {
+                tracing::debug!(cause = %err, retry_in = ?wait, "JetStream KV {what} failed; repeating it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(WRITE_RETRY_MAX_WAIT);
+            }
+            Err(err) => return Err(backend_err(what, err)),
+        }
+    }
+}
+
 fn backend_err(what: &str, err: impl std::fmt::Display) -> RpcError {
     RpcError::provider(format!("JetStream KV {what} failed: {err}"))
 }
@@ -173,13 +217,21 @@ impl Backend for NatsBackend {
             ));
         }
         let store = self.store(bucket).await?;
-        store.put(encode_key(key), value.into()).await.map_err(|e| backend_err("put", e))?;
-        Ok(())
+        let (stored, value) = (encode_key(key), bytes::Bytes::from(value));
+        repeated("put", || store.put(&stored, value.clone()), |e: &kv::PutError| e.kind() == kv::PutErrorKind::Publish)
+            .await
+            .map(drop)
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), RpcError> {
         let store = self.store(bucket).await?;
-        store.delete(encode_key(key)).await.map_err(|e| backend_err("delete", e))
+        let stored = encode_key(key);
+        repeated(
+            "delete",
+            || store.delete(&stored),
+            |e: &kv::DeleteError| matches!(e.kind(), kv::DeleteErrorKind::TimedOut | kv::DeleteErrorKind::Other),
+        )
+        .await
     }
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, RpcError> {
@@ -224,7 +276,25 @@ impl Backend for NatsBackend {
 /// holds exactly the current entry of each key, so a page is the next [`PAGE_SIZE`] entries from
 /// the cursor's stream sequence, read headers only by a short-lived consumer. A key rewritten
 /// while a listing runs moves forward and may be listed twice; none is missed.
+///
+/// A page whose consumer fails (the stream just moved to another leader after a cluster node
+/// died, say) is read again, up to [`LISTING_ATTEMPTS`] times.
 async fn list_keys_by_sequence(store: &kv::Store, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
+    let mut attempt = 1;
+    loop {
+        match list_page_by_sequence(store, cursor).await {
+            Err(err) if attempt < LISTING_ATTEMPTS => {
+                warn!(bucket = %store.name, attempt, cause = %err, "listing a page failed; reading it again");
+                tokio::time::sleep(LISTING_RETRY_AFTER * attempt).await;
+                attempt += 1;
+            }
+            page => return page,
+        }
+    }
+}
+
+/// One attempt of [`list_keys_by_sequence`].
+async fn list_page_by_sequence(store: &kv::Store, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), RpcError> {
     let start_sequence = cursor.unwrap_or(1).max(1);
     let consumer = store
         .stream
@@ -235,6 +305,8 @@ async fn list_keys_by_sequence(store: &kv::Store, cursor: Option<u64>) -> Result
             ack_policy: AckPolicy::None,
             inactive_threshold: LISTING_CONSUMER_IDLE,
             memory_storage: true,
+            // Lives for one page: one copy, placed at once, with no election of its own.
+            num_replicas: 1,
             ..Default::default()
         })
         .await

@@ -1,0 +1,103 @@
+//! Ferry on a NATS cluster: three nats-server nodes joined by routes, JetStream keeping three
+//! replicas of the lattice's stores and of components' key-value buckets, hosts and providers
+//! given every node's URL. A node killed under a stream of calls: clients move to the others,
+//! no call is lost or hangs, the node restarted rejoins.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use ferry_proto::{ErrorKind, ctl::HostPing, link::Link};
+use ferry_tests::{Lattice, NatsCluster, TEST_CLIENT_ID};
+use serde_json::json;
+
+use crate::{
+    faults::{STREAM, Tally, stored_keys, stream_with_fault},
+    keyvalue::kv_link,
+};
+
+const KV: &str = "ferry-provider-keyvalue";
+
+/// The replicas JetStream keeps of `stream`, and how many of them are current.
+async fn replicas(js: &jetstream::Context, stream: &str) -> anyhow::Result<(usize, usize)> {
+    let info = js.get_stream(stream).await?.info().await?.clone();
+    let current = info
+        .cluster
+        .as_ref()
+        .map_or(0, |c| usize::from(c.leader.is_some()) + c.replicas.iter().filter(|r| r.current).count());
+    Ok((info.config.num_replicas, current))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_node_killed_under_load_loses_nothing_and_rejoins() -> anyhow::Result<()> {
+    let cluster = NatsCluster::start(3).await?;
+    let lattice = Lattice::start_at(
+        cluster.nodes[0].clone(),
+        &cluster.urls(),
+        "test",
+        Duration::from_secs(10),
+        &["--jetstream-replicas", "3"],
+    )
+    .await?;
+    let (_second, second_id) = lattice.start_host().await?;
+    let _kv1 = lattice.start_provider(KV, "kv").await?;
+    let _kv2 = lattice.start_provider(KV, "kv").await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&lattice.host_id)).await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&second_id)).await?;
+    lattice.config("replicated", &[("replicas", "3")]).await?;
+    lattice.link(Link::new(TEST_CLIENT_ID, "kvc", "wasi", "http", vec!["incoming-handler".into()])).await?;
+    lattice.link(kv_link("kvc", "kv", "default", &["replicated"])).await?;
+    lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "warm", "value": "x"})).await?;
+
+    // Control commands reach every host across nodes; the stores keep three copies.
+    let pings = lattice.ctl.gather(&HostPing { request_id: "p".into() }, Duration::from_secs(2)).await?;
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    let js = jetstream::new(lattice.raw.clone());
+    for stream in ["KV_FERRY_test_DATA", "OBJ_FERRY_test_COMPONENTS", "KV_FERRY_test_SEEN", "KV_ferry-kv-4-test-b"] {
+        assert_eq!(replicas(&js, stream).await?.0, 3, "{stream}");
+    }
+    let spread: Vec<u64> = cluster.nodes.iter().map(|n| n.client_connections()).collect::<Result<_, _>>()?;
+    println!("client connections per node before the fault: {spread:?}");
+
+    // The busiest node dies under the stream of calls.
+    let busiest = (0..spread.len()).max_by_key(|i| spread[*i]).unwrap_or(0);
+    let victim = cluster.nodes[busiest].clone();
+    let lattice = Arc::new(lattice);
+    let (calls, fault_at, crashed) = stream_with_fault(&lattice, "kvc", STREAM * 2, victim.crash()).await?;
+    crashed?;
+    let stored = stored_keys(&lattice, "kvc").await?;
+    let tally = Tally::of(&calls, fault_at, &stored);
+    tally.check_allowing(
+        &format!("cluster node {busiest} SIGKILL (of 3)"),
+        &[ErrorKind::Interrupted, ErrorKind::ProviderError, ErrorKind::Unavailable],
+    );
+    let back = tally.back_after.unwrap_or(Duration::MAX);
+    assert!(back < Duration::from_secs(5), "service back after {back:?}");
+    let moved: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != busiest)
+        .map(|(_, n)| n.client_connections())
+        .collect::<Result<_, _>>()?;
+    assert_eq!(moved.iter().sum::<u64>(), spread.iter().sum::<u64>(), "every client moved: {spread:?} -> {moved:?}");
+
+    // Restarted on its store, the node rejoins and catches up: every replica current again.
+    let _restarted = victim.start_again().await?;
+    let start = tokio::time::Instant::now();
+    loop {
+        let mut all = true;
+        for stream in ["KV_FERRY_test_DATA", "KV_ferry-kv-4-test-b"] {
+            all &= replicas(&js, stream).await.is_ok_and(|(want, current)| current == want);
+        }
+        if all {
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "the restarted node never caught up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("the restarted node caught up in {} ms", start.elapsed().as_millis());
+    let links = lattice.ctl.send(&ferry_proto::ctl::LinkGetCommand::default(), None).await?;
+    assert_eq!(links.data.map_or(0, |l| l.len()), 2);
+    assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "warm"})).await?, json!("x"));
+    Ok(())
+}
