@@ -1,7 +1,8 @@
 //! Ferry on a NATS cluster: three nats-server nodes joined by routes, JetStream keeping three
 //! replicas of the lattice's stores and of components' key-value buckets, hosts and providers
 //! given every node's URL. A node killed under a stream of calls: clients move to the others,
-//! no call is lost or hangs, the node restarted rejoins.
+//! no call is lost or hangs, the node restarted rejoins. And an edge host on a leaf node serving
+//! a component whose provider runs on the cluster.
 
 use std::{sync::Arc, time::Duration};
 
@@ -99,5 +100,33 @@ async fn a_cluster_node_killed_under_load_loses_nothing_and_rejoins() -> anyhow:
     let links = lattice.ctl.send(&ferry_proto::ctl::LinkGetCommand::default(), None).await?;
     assert_eq!(links.data.map_or(0, |l| l.len()), 2);
     assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "warm"})).await?, json!("x"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_host_on_a_leaf_node_serves_a_component_whose_provider_runs_on_the_cluster() -> anyhow::Result<()> {
+    let cluster = NatsCluster::start(3).await?;
+    let leaf = cluster.start_leaf().await?;
+    let lattice = Lattice::start_at(
+        cluster.nodes[0].clone(),
+        &cluster.urls(),
+        "test",
+        Duration::from_secs(10),
+        &["--jetstream-replicas", "3"],
+    )
+    .await?;
+    let _kv = lattice.start_provider(KV, "kv").await?;
+    let (_edge, edge_id) = lattice.start_host_at(&leaf.url, &[]).await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&edge_id)).await?;
+    lattice.link(Link::new(TEST_CLIENT_ID, "kvc", "wasi", "http", vec!["incoming-handler".into()])).await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+
+    // The test client is on the cluster, the component on the edge host alone (which reaches
+    // NATS only through the leaf), its provider on the cluster.
+    for i in 0..20 {
+        lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": format!("k{i}"), "value": "v"})).await?;
+    }
+    assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "k19"})).await?, json!("v"));
+    assert!(leaf.client_connections()? >= 1, "the edge host is connected to the leaf");
     Ok(())
 }

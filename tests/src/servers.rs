@@ -173,7 +173,7 @@ impl NatsCluster {
                 .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
                 .collect();
             let config = format!(
-                "server_name: \"node{i}\"\ncluster {{\n  name: \"ferry\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{}]\n}}\nleafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"\n}}\n",
+                "server_name: \"node{i}\"\ncluster {{\n  name: \"ferry\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{}]\n}}\nleafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"\n}}\njetstream {{\n  domain: \"hub\"\n}}\n",
                 routes.join(", ")
             );
             nodes.push(Arc::new(NatsServer::start_node(&config, true, Some(free_port()?)).await?));
@@ -194,8 +194,12 @@ impl NatsCluster {
     /// When it does not start.
     pub async fn start_leaf(&self) -> anyhow::Result<NatsServer> {
         let remotes: Vec<String> = self.leaf_ports.iter().map(|p| format!("\"nats-leaf://127.0.0.1:{p}\"")).collect();
-        let config =
-            format!("server_name: \"leaf\"\nleafnodes {{\n  remotes: [ {{ urls: [{}] }} ]\n}}\n", remotes.join(", "));
+        // Clients of the leaf speak to JetStream as usual (`$JS.API…`); the leaf maps that to the
+        // cluster's domain, so no Ferry process needs to know it runs on a leaf.
+        let config = format!(
+            "server_name: \"leaf\"\nleafnodes {{\n  remotes: [ {{ urls: [{}] }} ]\n}}\nmappings: {{\n  \"$JS.API.>\": \"$JS.hub.API.>\"\n  \"$KV.>\": \"$JS.hub.API.$KV.>\"\n  \"$O.>\": \"$JS.hub.API.$O.>\"\n}}\n",
+            remotes.join(", ")
+        );
         let leaf = NatsServer::start_node(&config, false, Some(free_port()?)).await?;
         // Ready once its connection to the cluster is up: before, JetStream is out of reach.
         let start = Instant::now();
