@@ -189,6 +189,37 @@ async fn every_blobstore_function_works_on_the_nats_object_store() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn more_reads_of_one_nats_container_than_its_servers_default_consumer_limit_all_succeed() -> anyhow::Result<()> {
+    // Each read is a consumer of the object store's stream, kept a few seconds after it ends;
+    // nats-server 2.15 allows a stream 1000 unless it says otherwise.
+    let (lattice, _provider) = blob_lattice(&[("backend", "nats")], Duration::from_secs(10)).await?;
+    lattice.ok("blobs", json!({"op": "create", "container": "busy"})).await?;
+    lattice.ok("blobs", json!({"op": "write", "container": "busy", "object": "o", "text": "hi"})).await?;
+    let lattice = std::sync::Arc::new(lattice);
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let lattice = lattice.clone();
+        readers.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..150 {
+                let read = json!({"op": "read", "container": "busy", "object": "o", "mode": "sync"});
+                match lattice.call("blobs", read).await {
+                    Ok((200, _)) => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = Vec::new();
+    for reader in readers {
+        failed.extend(reader.await?);
+    }
+    assert!(failed.is_empty(), "{} of 1200 reads failed, the first: {}", failed.len(), failed[0]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_256_mib_object_round_trips_in_bounded_memory() -> anyhow::Result<()> {
     let root = temp_dir("big")?;
     let (lattice, provider) = blob_lattice(&[("root", &root.display().to_string())], Duration::from_secs(60)).await?;

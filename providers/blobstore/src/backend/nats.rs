@@ -33,6 +33,9 @@ use tracing::{debug, warn};
 
 use super::Backend;
 
+/// The consumers an object store may hold at once: one per read in progress or just finished.
+const MAX_READERS: i32 = 100_000;
+
 /// Bytes read from an object per chunk of a stream.
 const READ_CHUNK: usize = 128 * 1024;
 /// Bytes per stored chunk: the object store's default, so other clients read what we write.
@@ -88,8 +91,29 @@ impl NatsBackend {
         } else {
             return Ok(primary);
         };
+        self.allow_readers(&bucket).await;
         self.found.lock().unwrap_or_else(|p| p.into_inner()).insert(container.to_owned(), bucket.clone());
         Ok(bucket)
+    }
+
+    /// Let object store `bucket` hold [`MAX_READERS`] consumers. Every read of an object is a
+    /// consumer of its own, which the server keeps a few seconds after the read; nats-server
+    /// 2.15 limits a stream that sets no limit to 1000, which steady reads of one container
+    /// reach (soak run, issue 13). Failing to raise it is logged, not fatal.
+    async fn allow_readers(&self, bucket: &str) {
+        let stream = format!("OBJ_{bucket}");
+        let raised = async {
+            let mut handle = self.js.get_stream(&stream).await.map_err(|e| e.to_string())?;
+            let config = handle.info().await.map_err(|e| e.to_string())?.config.clone();
+            if config.max_consumers >= MAX_READERS {
+                return Ok(());
+            }
+            let config = async_nats::jetstream::stream::Config { max_consumers: MAX_READERS, ..config };
+            self.js.update_stream(config).await.map(drop).map_err(|e| e.to_string())
+        };
+        if let Err(err) = raised.await {
+            warn!(stream, cause = %err, "cannot raise the object store's consumer limit; busy containers may refuse reads");
+        }
     }
 
     /// Whether the object store `bucket` exists.
@@ -254,10 +278,15 @@ impl Backend for NatsBackend {
         self.forget(container);
         let bucket = self.bucket(container).await?;
         self.js
-            .create_object_store(object_store::Config { bucket, num_replicas: self.replicas, ..Default::default() })
+            .create_object_store(object_store::Config {
+                bucket: bucket.clone(),
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
             .await
-            .map(|_| ())
-            .map_err(|e| RpcError::provider(format!("cannot create container {container}: {e}")))
+            .map_err(|e| RpcError::provider(format!("cannot create container {container}: {e}")))?;
+        self.allow_readers(&bucket).await;
+        Ok(())
     }
 
     async fn container_info(&self, container: &str) -> Result<ContainerInfo, RpcError> {
