@@ -31,6 +31,7 @@ use std::{
 
 use ferry_proto::link::Link;
 use ferry_tests::{Lattice, Process, TEST_CLIENT_ID, free_port, http};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -267,13 +268,26 @@ async fn main() -> anyhow::Result<()> {
         caller.await?;
     }
 
-    // Lost: keys and objects whose calls succeeded, missing now.
+    // Lost: keys and objects whose calls succeeded, missing now (read straight from JetStream:
+    // tens of thousands of keys are more than one call through the component should list).
     let seen = Arc::into_inner(seen).expect("callers done").into_inner().unwrap();
-    let listed = lattice.ok("kvc", json!({"op": "list", "bucket": "soak"})).await?;
-    let keys: HashSet<String> = serde_json::from_value(listed["keys"].clone())?;
+    let js = async_nats::jetstream::new(lattice.raw.clone());
+    let bucket = js.get_key_value(ferry_proto::subject::component_kv_bucket(&lattice.name, "soak")?).await?;
+    let mut keys = HashSet::new();
+    let mut listed = bucket.keys().await?;
+    while let Some(key) = listed.next().await {
+        keys.insert(key?);
+    }
     let lost_keys = seen.keys_written.iter().filter(|k| !keys.contains(*k)).count();
-    let listed = lattice.ok("blobs", json!({"op": "list", "container": "soak"})).await?;
-    let objects: HashSet<String> = serde_json::from_value(listed["names"].clone())?;
+    let container = js.get_object_store(ferry_proto::subject::component_object_store(&lattice.name, "soak")?).await?;
+    let mut objects = HashSet::new();
+    let mut listed = container.list().await?;
+    while let Some(info) = listed.next().await {
+        let info = info?;
+        if !info.deleted {
+            objects.insert(info.name);
+        }
+    }
     let lost_objects = seen.objects_written.iter().filter(|o| !objects.contains(*o)).count();
 
     println!("\n| call | outcome | count | first error |\n|---|---|---|---|");
