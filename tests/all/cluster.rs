@@ -28,17 +28,16 @@ async fn replicas(js: &jetstream::Context, stream: &str) -> anyhow::Result<(usiz
     Ok((info.config.num_replicas, current))
 }
 
+/// Lattice `test` on `cluster`, its first host given every node and three replicas.
+async fn on_cluster(cluster: &NatsCluster) -> anyhow::Result<Lattice> {
+    let replicas = ["--jetstream-replicas", "3"];
+    Lattice::start_at(cluster.nodes[0].clone(), &cluster.urls(), "test", Duration::from_secs(10), &replicas).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_node_killed_under_load_loses_nothing_and_rejoins() -> anyhow::Result<()> {
     let cluster = NatsCluster::start(3).await?;
-    let lattice = Lattice::start_at(
-        cluster.nodes[0].clone(),
-        &cluster.urls(),
-        "test",
-        Duration::from_secs(10),
-        &["--jetstream-replicas", "3"],
-    )
-    .await?;
+    let lattice = on_cluster(&cluster).await?;
     let (_second, second_id) = lattice.start_host().await?;
     let _kv1 = lattice.start_provider(KV, "kv").await?;
     let _kv2 = lattice.start_provider(KV, "kv").await?;
@@ -107,14 +106,7 @@ async fn a_cluster_node_killed_under_load_loses_nothing_and_rejoins() -> anyhow:
 async fn an_edge_host_on_a_leaf_node_serves_a_component_whose_provider_runs_on_the_cluster() -> anyhow::Result<()> {
     let cluster = NatsCluster::start(3).await?;
     let leaf = cluster.start_leaf().await?;
-    let lattice = Lattice::start_at(
-        cluster.nodes[0].clone(),
-        &cluster.urls(),
-        "test",
-        Duration::from_secs(10),
-        &["--jetstream-replicas", "3"],
-    )
-    .await?;
+    let lattice = on_cluster(&cluster).await?;
     let _kv = lattice.start_provider(KV, "kv").await?;
     let (_edge, edge_id) = lattice.start_host_at(&leaf.url, &[]).await?;
     lattice.start_component_on("kv-http", "kvc", &[], Some(&edge_id)).await?;

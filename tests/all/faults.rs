@@ -196,6 +196,26 @@ impl Tally {
     }
 }
 
+/// Drive the stream against `kvc` with `fault` injected and account for every call.
+async fn tally_of_fault(lattice: Lattice, stream: Duration, fault: impl Future<Output = ()>) -> anyhow::Result<Tally> {
+    let lattice = Arc::new(lattice);
+    let (calls, fault_at, ()) = stream_with_fault(&lattice, "kvc", stream, fault).await?;
+    let stored = stored_keys(&lattice, "kvc").await?;
+    Ok(Tally::of(&calls, fault_at, &stored))
+}
+
+/// A lattice whose `kvc` component (on its one host) uses two instances of the key-value
+/// provider; returns the lattice and the two instances.
+async fn with_two_kv_instances() -> anyhow::Result<(Lattice, ferry_tests::Process, ferry_tests::Process)> {
+    let lattice = Lattice::start_with_timeout(Duration::from_secs(10)).await?;
+    let first = lattice.start_provider(KV, "kv").await?;
+    let second = lattice.start_provider(KV, "kv").await?;
+    lattice.start_component("kv-http", "kvc", &[]).await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+    lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "warm", "value": "x"})).await?;
+    Ok((lattice, first, second))
+}
+
 /// Every key the component's bucket holds.
 pub(crate) async fn stored_keys(lattice: &Lattice, component: &str) -> anyhow::Result<HashSet<String>> {
     let listed = lattice.ok(component, json!({"op": "list", "bucket": "b"})).await?;
@@ -213,51 +233,28 @@ async fn a_host_killed_under_load_loses_no_call_and_its_peer_carries_on() -> any
     lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
     lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "warm", "value": "x"})).await?;
 
-    let lattice = Arc::new(lattice);
-    let (calls, fault_at, ()) = stream_with_fault(&lattice, "kvc", STREAM, async { second.kill() }).await?;
-    let stored = stored_keys(&lattice, "kvc").await?;
-    let tally = Tally::of(&calls, fault_at, &stored);
-    tally.check("host SIGKILL");
+    tally_of_fault(lattice, STREAM, async { second.kill() }).await?.check("host SIGKILL");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provider_instance_killed_under_load_loses_no_call_and_the_other_carries_on() -> anyhow::Result<()> {
-    let lattice = Lattice::start_with_timeout(Duration::from_secs(10)).await?;
-    let _first = lattice.start_provider(KV, "kv").await?;
-    let mut second = lattice.start_provider(KV, "kv").await?;
-    lattice.start_component("kv-http", "kvc", &[]).await?;
-    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
-    lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "warm", "value": "x"})).await?;
-
-    let lattice = Arc::new(lattice);
-    let (calls, fault_at, ()) = stream_with_fault(&lattice, "kvc", STREAM, async { second.kill() }).await?;
-    let stored = stored_keys(&lattice, "kvc").await?;
-    let tally = Tally::of(&calls, fault_at, &stored);
-    tally.check("provider instance SIGKILL");
+    let (lattice, _first, mut second) = with_two_kv_instances().await?;
+    tally_of_fault(lattice, STREAM, async { second.kill() }).await?.check("provider instance SIGKILL");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provider_instance_frozen_then_killed_fails_only_the_calls_it_took_up() -> anyhow::Result<()> {
-    let lattice = Lattice::start_with_timeout(Duration::from_secs(10)).await?;
-    let _first = lattice.start_provider(KV, "kv").await?;
-    let mut second = lattice.start_provider(KV, "kv").await?;
-    lattice.start_component("kv-http", "kvc", &[]).await?;
-    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
-    lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "warm", "value": "x"})).await?;
-
+    let (lattice, _first, mut second) = with_two_kv_instances().await?;
     // Frozen first (SIGSTOP), as a machine that hangs before it dies: NATS goes on handing it
     // calls, some taken up and some never read, until it is killed half a second later.
-    let lattice = Arc::new(lattice);
     let fault = async {
         second.pause();
         tokio::time::sleep(Duration::from_millis(500)).await;
         second.kill();
     };
-    let (calls, fault_at, ()) = stream_with_fault(&lattice, "kvc", STREAM, fault).await?;
-    let stored = stored_keys(&lattice, "kvc").await?;
-    let tally = Tally::of(&calls, fault_at, &stored);
+    let tally = tally_of_fault(lattice, STREAM, fault).await?;
     tally.check("provider instance SIGSTOP, SIGKILL 0.5 s later");
     assert!(tally.caught > 0, "the frozen instance held calls, which were sent again or failed: {tally:?}");
     Ok(())
