@@ -70,8 +70,9 @@ async fn a_cluster_node_killed_under_load_loses_nothing_and_rejoins() -> anyhow:
         &format!("cluster node {busiest} SIGKILL (of 3)"),
         &[ErrorKind::Interrupted, ErrorKind::ProviderError, ErrorKind::Unavailable],
     );
+    // Calls wait out the elections of the streams the node led: seconds, more on a busy machine.
     let back = tally.back_after.unwrap_or(Duration::MAX);
-    assert!(back < Duration::from_secs(5), "service back after {back:?}");
+    assert!(back < Duration::from_secs(10), "service back after {back:?}");
     let moved: Vec<u64> = cluster
         .nodes
         .iter()

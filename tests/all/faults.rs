@@ -37,8 +37,8 @@ const HANG: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq)]
 enum Ended {
     Succeeded,
-    /// With a typed error of this kind.
-    Failed(ErrorKind),
+    /// With a typed error of this kind, and its message.
+    Failed(ErrorKind, String),
     Hung,
 }
 
@@ -58,12 +58,13 @@ async fn set(lattice: &Lattice, component: &str, key: &str) -> Ended {
     let command = json!({"op": "set", "bucket": "b", "key": key, "value": "x"});
     match tokio::time::timeout(HANG, lattice.call(component, command)).await {
         Err(_) => Ended::Hung,
-        Ok(Err(err)) => Ended::Failed(err.kind),
+        Ok(Err(err)) => Ended::Failed(err.kind, err.message),
         Ok(Ok((200, _))) => Ended::Succeeded,
         Ok(Ok((_, answer))) => {
             let message = answer["error"].as_str().unwrap_or_default();
             let kind = message.split(':').next().unwrap_or_default();
-            Ended::Failed(serde_json::from_value(json!(kind.replace('-', "_"))).unwrap_or(ErrorKind::Unknown))
+            let kind = serde_json::from_value(json!(kind.replace('-', "_"))).unwrap_or(ErrorKind::Unknown);
+            Ended::Failed(kind, message.to_owned())
         }
     }
 }
@@ -110,6 +111,8 @@ pub(crate) struct Tally {
     attempted: usize,
     succeeded: usize,
     failed: BTreeMap<&'static str, usize>,
+    /// The first message of each kind of failure.
+    first_errors: BTreeMap<&'static str, String>,
     hung: usize,
     /// Succeeded, yet their key is not in the store.
     lost: usize,
@@ -136,7 +139,7 @@ impl Tally {
         }
         for call in calls {
             tally.slowest = tally.slowest.max(call.took);
-            tally.caught += usize::from(call.took >= PATIENCE || matches!(call.ended, Ended::Failed(_)));
+            tally.caught += usize::from(call.took >= PATIENCE || matches!(call.ended, Ended::Failed(..)));
             let present = stored.contains(&call.key);
             match &call.ended {
                 Ended::Succeeded => {
@@ -147,8 +150,9 @@ impl Tally {
                         tally.back_after = Some(tally.back_after.map_or(back, |b| b.min(back)));
                     }
                 }
-                Ended::Failed(kind) => {
+                Ended::Failed(kind, message) => {
                     *tally.failed.entry(kind.as_wit_prefix()).or_default() += 1;
+                    tally.first_errors.entry(kind.as_wit_prefix()).or_insert_with(|| message.clone());
                     tally.ran_though_not_run += usize::from(*kind == ErrorKind::Unavailable && present);
                     tally.interrupted_but_ran += usize::from(*kind == ErrorKind::Interrupted && present);
                 }
@@ -173,6 +177,9 @@ impl Tally {
             self.caught,
             self.slowest.as_millis(),
         );
+        for (kind, message) in &self.first_errors {
+            println!("  first {kind} error: {message}");
+        }
     }
 
     /// What every fault test holds to: nothing lost, nothing hung, nothing reported as never run

@@ -218,9 +218,17 @@ impl Backend for NatsBackend {
         }
         let store = self.store(bucket).await?;
         let (stored, value) = (encode_key(key), bytes::Bytes::from(value));
-        repeated("put", || store.put(&stored, value.clone()), |e: &kv::PutError| e.kind() == kv::PutErrorKind::Publish)
-            .await
-            .map(drop)
+        repeated(
+            "put",
+            || store.put(&stored, value.clone()),
+            |e: &kv::PutError| {
+                // A stream without a leader answers the publish with "no responders" or an error in
+                // its acknowledgement: both kinds are worth repeating; a bad key is not.
+                e.kind() != kv::PutErrorKind::InvalidKey
+            },
+        )
+        .await
+        .map(drop)
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), RpcError> {
