@@ -10,6 +10,7 @@
 //! provider SDK: a control client or a dashboard needs only this and `ferry-proto`.
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod body;
 pub mod bucket;
 pub mod client;

@@ -18,17 +18,11 @@ use ferry_proto::{ErrorKind, RpcError, auth::DEFAULT_REPLAY_WINDOW_MS, delivery:
 use sha2::{Digest as _, Sha256};
 use tracing::{debug, warn};
 
+use crate::backoff::Backoff;
+
 /// How long a claim is kept: an invocation can pass the freshness check up to one window after
 /// its issue time, and clocks may differ by up to another window.
 pub const CLAIM_LIFETIME: Duration = Duration::from_millis(4 * DEFAULT_REPLAY_WINDOW_MS);
-
-/// How long a claim that JetStream cannot take is tried again before the invocation is
-/// refused: longer than a cluster takes to elect the record's new leader.
-const CLAIM_RETRY_FOR: Duration = Duration::from_secs(8);
-/// The first wait before trying a claim again; it doubles up to [`CLAIM_RETRY_MAX_WAIT`].
-const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(50);
-/// The longest wait between two tries of a claim.
-const CLAIM_RETRY_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// The record of one lattice, opened (or created) on first use. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -52,9 +46,8 @@ impl ReplayRecord {
     /// when JetStream cannot be reached: the invocation must then not run, since nothing could
     /// tell a replay from the original.
     pub async fn claim(&self, key: &str) -> Result<(), RpcError> {
-        let start = tokio::time::Instant::now();
+        let mut backoff = Backoff::through_election();
         let mut reopen = false;
-        let mut wait = CLAIM_RETRY_FIRST;
         loop {
             let store = self.store(reopen).await?;
             match store.create(record_key(key), bytes::Bytes::new()).await {
@@ -68,13 +61,13 @@ impl ReplayRecord {
                 // The record lives in memory: a NATS server that restarted lost it, and the
                 // handle is stale, so it is opened (or created) again; on a cluster, the
                 // record's stream may be electing a new leader for a few seconds.
-                Err(err) if start.elapsed() + wait < CLAIM_RETRY_FOR => {
-                    debug!(cause = %err, retry_in = ?wait, "claim failed; trying again");
-                    if reopen {
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(CLAIM_RETRY_MAX_WAIT);
-                    }
+                Err(err) if !reopen => {
+                    debug!(cause = %err, "claim failed; opening the record again");
                     reopen = true;
+                }
+                Err(err) if let Some(wait) = backoff.next_wait() => {
+                    debug!(cause = %err, retry_in = ?wait, "claim failed; trying again");
+                    tokio::time::sleep(wait).await;
                 }
                 Err(err) => {
                     warn!(cause = %err, "cannot record a state-changing invocation; refusing it");

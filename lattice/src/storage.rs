@@ -4,23 +4,13 @@
 //! lost and nothing unreachable.
 
 use async_nats::jetstream;
-use ferry_proto::subject;
+use ferry_proto::subject::{self, kv_stream, object_stream};
 use tracing::{info, warn};
 
 use crate::{LatticeError, replay::ReplayRecord};
 
 /// The most replicas JetStream keeps of a stream.
 pub const MAX_REPLICAS: usize = 5;
-
-/// The JetStream stream behind KV bucket `bucket`.
-pub fn kv_stream(bucket: &str) -> String {
-    format!("KV_{bucket}")
-}
-
-/// The JetStream stream behind object store `store`.
-pub fn object_stream(store: &str) -> String {
-    format!("OBJ_{store}")
-}
 
 /// Make `stream` keep at least `replicas` copies: an existing stream with fewer is raised
 /// (JetStream copies its data to more nodes); one with as many or more is left alone.
@@ -52,7 +42,7 @@ pub async fn ensure_replicas(js: &jetstream::Context, stream: &str, replicas: us
 
 /// Make the lattice's own stores — its bucket of links and configs, its uploaded components,
 /// its replay record — exist and keep at least `replicas` copies. A host does this as it
-/// starts.
+/// starts; with one replica there is nothing to do beyond what opening them on first use does.
 ///
 /// # Errors
 /// As [`ensure_replicas`], or when a store cannot be created.
@@ -61,15 +51,15 @@ pub async fn prepare_lattice_storage(
     lattice: &str,
     replicas: usize,
 ) -> Result<(), LatticeError> {
+    if replicas <= 1 {
+        return Ok(());
+    }
     crate::LatticeBucket::open(nats, lattice, true).await?;
     crate::ComponentStore::open(nats, lattice).await?;
     ReplayRecord::new(nats.clone(), lattice)
         .open()
         .await
         .map_err(|e| LatticeError::Nats(format!("cannot open the replay record: {e}")))?;
-    if replicas <= 1 {
-        return Ok(());
-    }
     let js = jetstream::new(nats.clone());
     for stream in [
         kv_stream(&subject::data_bucket(lattice)?),

@@ -344,6 +344,16 @@ impl ComponentStoreNames {
     }
 }
 
+/// The JetStream stream behind KV bucket `bucket` (`KV_{bucket}`).
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The JetStream stream behind object store `store` (`OBJ_{store}`).
+pub fn object_stream(store: &str) -> String {
+    format!("OBJ_{store}")
+}
+
 /// Prefixes of JetStream names that belong to the lattice or to JetStream itself: the lattice's
 /// buckets (`FERRY_…`, in any case) and the streams behind every KV bucket (`KV_…`) and object
 /// store (`OBJ_…`).

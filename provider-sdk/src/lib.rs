@@ -45,8 +45,8 @@ pub use config::StartupArgs;
 pub use error::SdkError;
 /// What the SDK stands on, for authors who need it: NATS connections and body streams.
 pub use ferry_lattice::{
-    LatticeClient, NatsAuth, NatsOptions, async_nats, body::LatticeBody, client, http, nats::sync_subscriptions,
-    shutdown_signal, storage::parse_replicas, stream::ByteStream,
+    LatticeClient, NatsAuth, NatsOptions, async_nats, backoff::Backoff, body::LatticeBody, client, http,
+    nats::sync_subscriptions, shutdown_signal, storage::parse_replicas, stream::ByteStream,
 };
 /// The gRPC contract of the sidecar bridge: messages, clients, servers and the status mapping.
 #[cfg(feature = "grpc")]
@@ -58,7 +58,7 @@ pub use ferry_proto::{
     link::{DEFAULT_LINK_NAME, Link, LinkKey, LinkPut},
     redact,
     startup::ProviderStartup,
-    subject::{ComponentStoreKind, ComponentStoreNames, is_reserved_store_name},
+    subject::{ComponentStoreKind, ComponentStoreNames, is_reserved_store_name, object_stream},
 };
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};

@@ -23,7 +23,7 @@ use ferry_provider_sdk::{
         },
     },
     blobstore::{ContainerInfo, ObjectInfo},
-    is_reserved_store_name,
+    is_reserved_store_name, object_stream,
 };
 use futures::{StreamExt as _, TryStreamExt as _};
 use sha2::{Digest as _, Sha256};
@@ -101,7 +101,7 @@ impl NatsBackend {
     /// 2.15 limits a stream that sets no limit to 1000, which steady reads of one container
     /// reach (soak run, issue 13). Failing to raise it is logged, not fatal.
     async fn allow_readers(&self, bucket: &str) {
-        let stream = format!("OBJ_{bucket}");
+        let stream = object_stream(bucket);
         let raised = async {
             let mut handle = self.js.get_stream(&stream).await.map_err(|e| e.to_string())?;
             let config = handle.info().await.map_err(|e| e.to_string())?.config.clone();
@@ -118,7 +118,7 @@ impl NatsBackend {
 
     /// Whether the object store `bucket` exists.
     async fn exists(&self, bucket: &str) -> Result<bool, RpcError> {
-        match self.js.get_stream(format!("OBJ_{bucket}")).await {
+        match self.js.get_stream(object_stream(bucket)).await {
             Ok(_) => Ok(true),
             Err(err) if stream_missing(&err) => Ok(false),
             Err(err) => Err(unavailable("object store lookup", err)),
@@ -207,7 +207,7 @@ impl NatsBackend {
 
     /// Remove every message on `subject` (chunks nobody will read); failures are logged.
     async fn purge(&self, bucket: &str, subject: &str) {
-        let purged = match self.js.get_stream(format!("OBJ_{bucket}")).await {
+        let purged = match self.js.get_stream(object_stream(bucket)).await {
             Ok(stream) => stream.purge().filter(subject).await.map(|_| ()).map_err(|e| e.to_string()),
             Err(err) => Err(err.to_string()),
         };
@@ -291,7 +291,7 @@ impl Backend for NatsBackend {
 
     async fn container_info(&self, container: &str) -> Result<ContainerInfo, RpcError> {
         self.store(container).await?;
-        let stream = format!("OBJ_{}", self.bucket(container).await?);
+        let stream = object_stream(&self.bucket(container).await?);
         let created_at = match self.js.get_stream(&stream).await {
             Ok(mut stream) => stream.info().await.map_or(0, |i| u64::try_from(i.created.unix_timestamp()).unwrap_or(0)),
             Err(_) => 0,

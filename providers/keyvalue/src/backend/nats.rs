@@ -9,7 +9,7 @@ use async_nats::jetstream::{
     context::{GetStreamError, GetStreamErrorKind, KeyValueError, KeyValueErrorKind},
     kv,
 };
-use ferry_provider_sdk::{ComponentStoreNames, ErrorKind, RpcError, async_nats, is_reserved_store_name};
+use ferry_provider_sdk::{Backoff, ComponentStoreNames, ErrorKind, RpcError, async_nats, is_reserved_store_name};
 use futures::StreamExt as _;
 use tracing::warn;
 
@@ -20,14 +20,6 @@ use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE, parse_counter};
 const LISTING_CONSUMER_IDLE: Duration = Duration::from_secs(30);
 /// How long a page waits for entries the stream has not delivered yet.
 const LISTING_FETCH_WAIT: Duration = Duration::from_secs(1);
-
-/// How long a put or delete is repeated while JetStream cannot take it (see [`repeated`]):
-/// longer than a cluster takes to elect a stream's new leader.
-const WRITE_RETRY_FOR: Duration = Duration::from_secs(8);
-/// The first wait before repeating a write; it doubles up to [`WRITE_RETRY_MAX_WAIT`].
-const WRITE_RETRY_FIRST: Duration = Duration::from_millis(50);
-/// The longest wait between two attempts of a write.
-const WRITE_RETRY_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// How many times a page of a listing is read before its failure is the listing's.
 const LISTING_ATTEMPTS: u32 = 4;
@@ -163,21 +155,23 @@ fn decode_key(stored: &str) -> Option<String> {
 /// Run `write` (a put or a delete: doing it twice leaves what doing it once does) until it
 /// succeeds, repeating it while it fails in a way `transient` accepts — the stream has no
 /// leader for a moment (a cluster node died and its streams elect new ones), the request timed
-/// out — for up to [`WRITE_RETRY_FOR`]. The invocation's deadline bounds it too.
+/// out — for as long as [`Backoff::through_election`] allows. The invocation's deadline bounds it
+/// too.
 async fn repeated<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     what: &str,
     mut write: impl FnMut() -> F,
     transient: impl Fn(&E) -> bool,
 ) -> Result<T, RpcError> {
-    let start = tokio::time::Instant::now();
-    let mut wait = WRITE_RETRY_FIRST;
+    let mut backoff = Backoff::through_election();
     loop {
         match write().await {
             Ok(done) => return Ok(done),
-            Err(err) if transient(&err) && start.elapsed() + wait < WRITE_RETRY_FOR => {
+            Err(err)
+                if transient(&err)
+                    && let Some(wait) = backoff.next_wait() =>
+            {
                 tracing::debug!(cause = %err, retry_in = ?wait, "JetStream KV {what} failed; repeating it");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(WRITE_RETRY_MAX_WAIT);
             }
             Err(err) => return Err(backend_err(what, err)),
         }
