@@ -33,6 +33,12 @@ pub struct NatsOptions {
     /// Messages a subscription buffers before the server counts it as slow (async-nats's
     /// default when `None`).
     pub subscription_capacity: Option<usize>,
+    /// A PEM file of certificate authorities to trust for the server's TLS certificate, on top
+    /// of the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The prefix of the connection's reply subjects (`_INBOX` when `None`), for accounts that
+    /// allow only their own.
+    pub inbox_prefix: Option<String>,
 }
 
 /// How a connection authenticates to NATS.
@@ -55,6 +61,14 @@ pub enum NatsAuth {
     NkeySeed(String),
     /// A `.creds` file (user JWT and seed), as `nsc` writes them.
     CredsFile(std::path::PathBuf),
+    /// A user JWT and the seed that signs the server's nonce for it (a `.creds` file's two
+    /// parts given apart).
+    Jwt {
+        /// The user JWT.
+        jwt: String,
+        /// The user's nkey seed (`SU…`).
+        seed: String,
+    },
 }
 
 impl fmt::Debug for NatsAuth {
@@ -66,6 +80,7 @@ impl fmt::Debug for NatsAuth {
             NatsAuth::UserPassword { .. } => "user/password",
             NatsAuth::NkeySeed(_) => "nkey",
             NatsAuth::CredsFile(_) => "creds file",
+            NatsAuth::Jwt { .. } => "jwt",
         })
     }
 }
@@ -78,6 +93,8 @@ impl fmt::Debug for NatsOptions {
             .field("name", &self.name)
             .field("auth", &self.auth)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -126,7 +143,7 @@ impl NatsOptions {
                 url
             })
             .collect();
-        Self { servers, name: name.into(), auth, subscription_capacity: None }
+        Self { servers, name: name.into(), auth, ..Self::default() }
     }
 
     /// The same options under another connection name.
@@ -178,7 +195,23 @@ impl NatsOptions {
                 .credentials_file(path)
                 .await
                 .map_err(|e| LatticeError::Invalid(format!("cannot read NATS credentials {}: {e}", path.display())))?,
+            NatsAuth::Jwt { jwt, seed } => {
+                let key = std::sync::Arc::new(
+                    nkeys::KeyPair::from_seed(seed)
+                        .map_err(|e| LatticeError::Invalid(format!("invalid NATS user seed: {e}")))?,
+                );
+                options.jwt(jwt.clone(), move |nonce| {
+                    let key = key.clone();
+                    async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+                })
+            }
         };
+        if let Some(path) = &self.tls_ca_file {
+            options = options.add_root_certificates(path.clone());
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
         let options = options.event_callback(move |event| {
             let tx = tx.clone();
             async move {

@@ -106,9 +106,13 @@ impl Link {
         self.interfaces.iter().map(String::as_str).filter(|i| !fans_out(&self.wit_namespace, &self.wit_package, i))
     }
 
-    /// Whether this link covers `namespace:package/interface`.
+    /// Whether this link covers `namespace:package/interface`: it lists the interface, or one
+    /// that carries it ([`carried_by`]).
     pub fn covers(&self, namespace: &str, package: &str, interface: &str) -> bool {
-        self.wit_namespace == namespace && self.wit_package == package && self.interfaces.iter().any(|i| i == interface)
+        let carrier = carried_by(namespace, package, interface);
+        self.wit_namespace == namespace
+            && self.wit_package == package
+            && self.interfaces.iter().any(|i| i == interface || carrier == Some(i.as_str()))
     }
 }
 
@@ -167,6 +171,16 @@ pub struct LinkAck {
     pub pending: bool,
 }
 
+/// The interface whose link also carries calls of `namespace:package/interface`, as wasmCloud
+/// routes them: a component calls `wasi:blobstore/container` methods on a container it got
+/// from `wasi:blobstore/blobstore`, so a link that lists `blobstore` serves all of the package.
+pub fn carried_by(namespace: &str, package: &str, interface: &str) -> Option<&'static str> {
+    match (namespace, package, interface) {
+        ("wasi", "blobstore", "container" | "types") => Some("blobstore"),
+        _ => None,
+    }
+}
+
 /// Whether links over `namespace:package/interface` go from a provider to many components under
 /// one name, the provider choosing among them by its own config (the http-server by host and
 /// path, messaging by subscription): exports the lattice invokes. Links over any other interface
@@ -187,6 +201,19 @@ mod tests {
         let mut link = Link::new("comp", "kv", "wasi", "keyvalue", vec!["store".into(), "atomics".into()]);
         link.target_config = vec!["redis".into()];
         link
+    }
+
+    #[test]
+    fn a_blobstore_link_carries_container_calls_as_in_wasmcloud() {
+        let link = Link::new("comp", "blob", "wasi", "blobstore", vec!["blobstore".into()]);
+        assert!(link.covers("wasi", "blobstore", "blobstore"));
+        assert!(link.covers("wasi", "blobstore", "container"));
+        assert!(link.covers("wasi", "blobstore", "types"));
+        assert!(!link.covers("wasi", "keyvalue", "container"));
+        let container_only = Link::new("comp", "blob", "wasi", "blobstore", vec!["container".into()]);
+        assert!(!container_only.covers("wasi", "blobstore", "blobstore"));
+        let kv = Link::new("comp", "kv", "wasi", "keyvalue", vec!["store".into()]);
+        assert!(!kv.covers("wasi", "keyvalue", "atomics"));
     }
 
     #[test]

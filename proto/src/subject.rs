@@ -300,6 +300,9 @@ pub enum ComponentStoreNames {
     /// `{prefix}{name}` verbatim: the link set `bucket_prefix`. Not scoped by lattice, so an
     /// operator can share or move data on purpose.
     Prefixed(String),
+    /// One store the link names (`bucket`, as wasmCloud's NATS key-value provider reads it),
+    /// verbatim: every bucket a component opens over the link is this store.
+    Fixed(String),
     /// Scoped by lattice ([`component_kv_bucket`], [`component_object_store`]); a store from
     /// before scoping, `{legacy prefix}{name}`, is used while no scoped one exists.
     Lattice {
@@ -324,6 +327,7 @@ impl ComponentStoreNames {
     pub fn primary(&self, name: &str) -> String {
         match self {
             Self::Prefixed(prefix) => format!("{prefix}{name}"),
+            Self::Fixed(store) => store.clone(),
             Self::Lattice { kind: ComponentStoreKind::KeyValue, lattice } => {
                 format!("ferry-kv-{}-{lattice}-{name}", lattice.len())
             }
@@ -338,7 +342,7 @@ impl ComponentStoreNames {
     /// lattice's data through one.
     pub fn legacy(&self, name: &str) -> Option<String> {
         match self {
-            Self::Prefixed(_) => None,
+            Self::Prefixed(_) | Self::Fixed(_) => None,
             Self::Lattice { kind, .. } => Some(format!("{}{name}", kind.legacy_prefix())),
         }
     }
@@ -421,6 +425,8 @@ mod tests {
         assert_eq!(names.legacy("cart").as_deref(), Some("kv-cart"));
         assert_eq!(ComponentStoreNames::Prefixed("team-".into()).primary("cart"), "team-cart");
         assert_eq!(ComponentStoreNames::Prefixed("team-".into()).legacy("cart"), None);
+        assert_eq!(ComponentStoreNames::Fixed("shared".into()).primary("cart"), "shared");
+        assert_eq!(ComponentStoreNames::Fixed("shared".into()).legacy("cart"), None);
         // No legacy name is any lattice's primary name.
         for kind in [ComponentStoreKind::KeyValue, ComponentStoreKind::Blob] {
             assert!(!kind.legacy_prefix().starts_with("ferry-"));

@@ -36,6 +36,7 @@ pub mod blobstore;
 mod config;
 mod error;
 pub mod keyvalue;
+mod link_config;
 mod links;
 pub mod messaging;
 mod provider;
@@ -60,6 +61,7 @@ pub use ferry_proto::{
     startup::ProviderStartup,
     subject::{ComponentStoreKind, ComponentStoreNames, is_reserved_store_name, object_stream},
 };
+pub use link_config::{LINK_NATS_KEYS, LinkConfig, LinkConnection, LinkNats};
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};
 pub use server::{

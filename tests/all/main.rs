@@ -29,3 +29,4 @@ mod supervision;
 mod timeouts;
 mod up;
 mod update;
+mod wasmcloud;

@@ -123,7 +123,9 @@ async fn link_config_travels_sealed_to_its_provider() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let _kv = lattice.start_provider("ferry-provider-keyvalue", "kv").await?;
     lattice.start_component("kv-http", "kvc", &[]).await?;
-    lattice.config("kv-secret", &[("backend", "nats"), ("password", SECRET)]).await?;
+    // A credential in the link's own NATS URL (the lattice's server, which takes any user).
+    let with_password = lattice.nats.url.replacen("nats://", &format!("nats://ferry:{SECRET}@"), 1);
+    lattice.config("kv-secret", &[("backend", "nats"), ("nats_url", &with_password)]).await?;
     let mut capture = lattice.raw.subscribe(ferry_proto::subject::link_put(&lattice.name, "kv")?).await?;
     ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;
 

@@ -23,10 +23,7 @@ use futures::StreamExt as _;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::io::StreamReader;
 use wasmtime::component::{HasSelf, Linker, Resource};
-use wasmtime_wasi::p2::{
-    DynInputStream, DynOutputStream,
-    pipe::{AsyncReadStream, AsyncWriteStream},
-};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, pipe::AsyncReadStream};
 
 use crate::{
     capability::{route::Route, spool::OutgoingData},
@@ -416,8 +413,8 @@ impl types::HostOutgoingValue for HostState {
         this: Resource<OutgoingValue>,
     ) -> wasmtime::Result<Result<Resource<DynOutputStream>, ()>> {
         let value = self.table.get_mut(&this)?;
-        let Some(writer) = value.data.body() else { return Ok(Err(())) };
-        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(64 * 1024, writer));
+        let Some(stream) = value.data.output_stream() else { return Ok(Err(())) };
+        let stream: DynOutputStream = Box::new(stream);
         Ok(Ok(self.table.push(stream)?))
     }
 

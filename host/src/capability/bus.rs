@@ -103,6 +103,19 @@ impl v2::wasmcloud::bus2_0_0::lattice::Host for HostState {
         if let Err(err) = ferry_proto::subject::validate_id("link name", &name) {
             return Ok(Err(err.to_string()));
         }
+        // As the WIT says (and wasmCloud's host does): refused, changing nothing, when an
+        // interface has no link of that name now.
+        let component = self.env.id.clone();
+        for target in &interfaces {
+            let t = self.table.get(target)?;
+            if self.env.lattice.target_of(&component, &name, &t.namespace, &t.package, &t.interface).is_none() {
+                let missing = format!("{}:{}/{}", t.namespace, t.package, t.interface);
+                for target in interfaces {
+                    self.table.delete(target)?;
+                }
+                return Ok(Err(format!("not-linked: interface `{missing}` has no link named `{name}`")));
+            }
+        }
         self.apply_link_name(&name, interfaces)?;
         Ok(Ok(()))
     }

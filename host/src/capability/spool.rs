@@ -20,6 +20,7 @@ use ferry_proto::RpcError;
 use futures::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream};
 use tokio_util::io::ReaderStream;
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, pipe::AsyncWriteStream};
 
 /// Bytes spooled in memory before the spool moves on to a temporary file.
 const MEMORY_SPOOL: usize = 256 * 1024;
@@ -27,6 +28,10 @@ const MEMORY_SPOOL: usize = 256 * 1024;
 const PIPE: usize = 256 * 1024;
 /// Bytes read from the spool or the pipe at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes a component may write to a value's stream before its writes wait for the sink.
+const STREAM_BUFFER: usize = 64 * 1024;
+/// How long dropping a value's stream waits for its buffered writes to reach the value.
+const DRAIN_ON_DROP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the component's writes go now.
 enum Sink {
@@ -117,6 +122,13 @@ impl OutgoingData {
         Some(SinkWriter(self.sink.clone()))
     }
 
+    /// The value's output stream; `None` after the first call. Writes go through a bounded
+    /// buffer; dropping the stream first lets what was written reach the value (see
+    /// [`DrainingWriteStream`]).
+    pub(crate) fn output_stream(&mut self) -> Option<DrainingWriteStream> {
+        self.body().map(|writer| DrainingWriteStream(AsyncWriteStream::new(STREAM_BUFFER, writer)))
+    }
+
     /// Switch to streaming for `write-data`: what was spooled, then what the component writes
     /// from now on, ending when the value is finished.
     ///
@@ -181,6 +193,42 @@ impl OutgoingData {
 impl Drop for OutgoingData {
     fn drop(&mut self) {
         self.close(false);
+    }
+}
+
+/// The output stream a component writes a value's body to. Unlike a plain
+/// [`AsyncWriteStream`], dropping it does not throw away writes still buffered: components
+/// built for other hosts write without a blocking flush and drop the stream at once, and their
+/// data must still reach the value. The wait is bounded by [`DRAIN_ON_DROP`].
+pub(crate) struct DrainingWriteStream(AsyncWriteStream);
+
+#[async_trait::async_trait]
+impl OutputStream for DrainingWriteStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        self.0.flush()
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        self.0.check_write()
+    }
+
+    async fn cancel(&mut self) {
+        // Flushing drains the buffered writes first; a failed or closed sink ends the wait.
+        if self.0.flush().is_ok() {
+            let _ = tokio::time::timeout(DRAIN_ON_DROP, self.0.ready()).await;
+        }
+        self.0.cancel().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for DrainingWriteStream {
+    async fn ready(&mut self) {
+        self.0.ready().await;
     }
 }
 
@@ -261,6 +309,23 @@ mod tests {
         write(&mut writer, &bytes[2 * MEMORY_SPOOL..]).await.expect("live");
         value.finish();
         assert_eq!(reading.await.expect("joined").expect("clean end"), bytes);
+    }
+
+    #[tokio::test]
+    async fn a_body_written_and_dropped_unflushed_before_write_data_is_uploaded() {
+        use wasmtime_wasi::p2::OutputStream as _;
+        // What components built for wasmCloud do: a non-blocking write (and flush), then drop
+        // the stream at once.
+        let mut value = OutgoingData::new(Budget::new(1 << 30));
+        let mut stream = value.output_stream().expect("body");
+        stream.write(bytes::Bytes::from_static(b"meow")).expect("written");
+        stream.flush().expect("flushed");
+        stream.cancel().await;
+        drop(stream);
+        let data = value.upload().await.expect("upload starts");
+        let reading = tokio::spawn(collect(data));
+        value.finish();
+        assert_eq!(reading.await.expect("joined").expect("clean end"), b"meow");
     }
 
     #[tokio::test]

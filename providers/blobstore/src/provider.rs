@@ -54,13 +54,22 @@ impl Provider for BlobstoreProvider {
         let config = BackendConfig::from_link(&put.target_config, ctx.config())?;
         let backend: LinkBackend = match &config {
             BackendConfig::Fs { root } => Box::new(FsBackend::new(root)?),
-            BackendConfig::Nats { bucket_prefix, replicas } => {
+            BackendConfig::Nats { nats, bucket_prefix, store } => {
                 let names = match bucket_prefix {
                     Some(prefix) => ComponentStoreNames::Prefixed(prefix.clone()),
                     None => ComponentStoreNames::lattice(ComponentStoreKind::Blob, ctx.lattice())
                         .map_err(|e| e.to_string())?,
                 };
-                Box::new(NatsBackend::new(ctx.nats().clone(), names, *replicas))
+                let connection = nats.connect(ctx, "ferry-blobstore-backend").await?;
+                if nats.needs_own_connection() || nats.js_domain.is_some() {
+                    // Fail the link now if JetStream is off there, not on the first call.
+                    connection
+                        .jetstream()
+                        .query_account()
+                        .await
+                        .map_err(|e| format!("JetStream unavailable for this link: {e}"))?;
+                }
+                Box::new(NatsBackend::new(connection, names, store.clone()))
             }
         };
         info!(component = %link.source_id, name = %link.name, backend = ?config, "blobstore link ready");

@@ -1,51 +1,105 @@
-//! Per-link configuration of the key-value provider, read from the link's target config.
+//! Per-link configuration of the key-value provider, read from the link's target config. Keys
+//! are matched in any case; wasmCloud's keys for its NATS and Redis key-value providers are
+//! accepted with their meaning (README, "Coming from wasmCloud").
 
 use std::collections::BTreeMap;
 
-use ferry_provider_sdk::parse_replicas;
+use ferry_provider_sdk::{LINK_NATS_KEYS, LinkConfig, LinkNats, parse_replicas};
+
+/// Keys of the NATS backend only.
+const NATS_ONLY: &[&str] =
+    &["nats_url", "cluster_uri", "bucket_prefix", "bucket", "enable_bucket_auto_create", "replicas"];
 
 /// Which backend serves a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BackendConfig {
-    /// JetStream KV on the lattice's NATS (or `nats_url`). Buckets are created on first use,
-    /// named `{bucket_prefix}{bucket}` when the link sets a prefix, scoped by lattice otherwise,
-    /// with `replicas` copies (1 unless the link says; 3 on a NATS cluster).
-    Nats { url: Option<String>, bucket_prefix: Option<String>, replicas: usize },
+    /// JetStream KV on the lattice's NATS, or the NATS the link names.
+    Nats {
+        /// Where: the lattice's connection or the link's own.
+        nats: LinkNats,
+        /// How a component's bucket identifier becomes a JetStream bucket.
+        names: StoreNaming,
+        /// Copies JetStream keeps of the buckets this link creates (1 unless the link says; 3
+        /// on a NATS cluster).
+        replicas: usize,
+        /// Whether a missing bucket is created on first use (`enable_bucket_auto_create`); when
+        /// not, it must exist.
+        auto_create: bool,
+    },
     /// A Redis server at `url`.
     Redis { url: String },
 }
 
+/// How a component's bucket identifier names a JetStream bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreNaming {
+    /// Scoped by lattice (the default).
+    Lattice,
+    /// `{bucket_prefix}{identifier}`, verbatim.
+    Prefixed(String),
+    /// The one bucket the link names (`bucket`), whatever the identifier.
+    Fixed(String),
+}
+
 impl BackendConfig {
-    /// Parse the link's target config: `backend` (`nats` or `redis`), `url`, `bucket_prefix`,
-    /// `replicas`.
+    /// Parse the link's target config: `backend` (`nats` or `redis`), `url`; for NATS
+    /// `nats_url` (or `cluster_uri`), `bucket` or `bucket_prefix`, `enable_bucket_auto_create`,
+    /// `replicas` and the connection settings of [`LinkNats`].
     pub(crate) fn from_link(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        let url = config.get("url").cloned();
+        let known: Vec<&str> = ["backend", "url"].iter().chain(NATS_ONLY).chain(LINK_NATS_KEYS).copied().collect();
+        let config = LinkConfig::parse(config, &known)?;
+        let url = config.get("url");
         let backend = match config.get("backend") {
-            Some(b) => b.as_str(),
-            None if url.as_deref().is_some_and(|u| u.starts_with("redis")) => "redis",
+            Some(b) => b,
+            None if url.is_some_and(|u| u.starts_with("redis") || u.starts_with("unix")) => "redis",
             None => "nats",
         };
         match backend {
             "nats" => {
-                let bucket_prefix = config.get("bucket_prefix").cloned();
-                if let Some(prefix) = &bucket_prefix
-                    && !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return Err(format!("invalid bucket_prefix {prefix:?} (letters, digits, _ and -)"));
+                if url.is_some() {
+                    return Err("`url` names a Redis server (backend=redis); a NATS server is `nats_url`".into());
                 }
-                let replicas = config.get("replicas").map_or(Ok(1), |r| parse_replicas(r))?;
-                Ok(BackendConfig::Nats { url: config.get("nats_url").cloned(), bucket_prefix, replicas })
+                let names = match (config.get("bucket"), config.get("bucket_prefix")) {
+                    (Some(_), Some(_)) => return Err("set `bucket` or `bucket_prefix`, not both".into()),
+                    (Some(bucket), None) => {
+                        check_name("bucket", bucket, false)?;
+                        StoreNaming::Fixed(bucket.to_owned())
+                    }
+                    (None, Some(prefix)) => {
+                        check_name("bucket_prefix", prefix, true)?;
+                        StoreNaming::Prefixed(prefix.to_owned())
+                    }
+                    // An empty prefix, set on purpose, means names used verbatim.
+                    (None, None) if config.is_given("bucket_prefix") => StoreNaming::Prefixed(String::new()),
+                    (None, None) => StoreNaming::Lattice,
+                };
+                // wasmCloud opens a named bucket only when it exists unless told to create it.
+                let auto_create = config.flag("enable_bucket_auto_create", !matches!(names, StoreNaming::Fixed(_)))?;
+                let replicas = config.get("replicas").map_or(Ok(1), parse_replicas)?;
+                let nats = LinkNats::from_config(&config, &["nats_url", "cluster_uri"])?;
+                Ok(BackendConfig::Nats { nats, names, replicas, auto_create })
             }
             "redis" => {
+                if let Some(key) = NATS_ONLY.iter().chain(LINK_NATS_KEYS).find(|k| config.has(k)) {
+                    return Err(format!("`{key}` applies to backend=nats, not redis"));
+                }
                 let url = url.ok_or("backend=redis needs a `url` (redis://host:port/db)")?;
                 if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
                     return Err(format!("`url` must be redis://, rediss:// or unix://, got {url:?}"));
                 }
-                Ok(BackendConfig::Redis { url })
+                Ok(BackendConfig::Redis { url: url.to_owned() })
             }
             other => Err(format!("unknown backend {other:?} (expected `nats` or `redis`)")),
         }
     }
+}
+
+/// A JetStream bucket name, or a prefix of one (`empty_ok`).
+fn check_name(key: &str, name: &str, empty_ok: bool) -> Result<(), String> {
+    if (name.is_empty() && !empty_ok) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(format!("invalid {key} {name:?} (letters, digits, _ and -)"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -56,20 +110,18 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
+    fn nats(names: StoreNaming, replicas: usize, auto_create: bool) -> BackendConfig {
+        BackendConfig::Nats { nats: LinkNats::default(), names, replicas, auto_create }
+    }
+
     #[test]
     fn backend_is_chosen_from_link_config() {
-        assert_eq!(
-            BackendConfig::from_link(&cfg(&[])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: None, replicas: 1 }
-        );
-        assert_eq!(
-            BackendConfig::from_link(&cfg(&[("replicas", "3")])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: None, replicas: 3 }
-        );
+        assert_eq!(BackendConfig::from_link(&cfg(&[])).unwrap(), nats(StoreNaming::Lattice, 1, true));
+        assert_eq!(BackendConfig::from_link(&cfg(&[("replicas", "3")])).unwrap(), nats(StoreNaming::Lattice, 3, true));
         assert!(BackendConfig::from_link(&cfg(&[("replicas", "7")])).is_err());
         assert_eq!(
             BackendConfig::from_link(&cfg(&[("bucket_prefix", "")])).unwrap(),
-            BackendConfig::Nats { url: None, bucket_prefix: Some(String::new()), replicas: 1 }
+            nats(StoreNaming::Prefixed(String::new()), 1, true)
         );
         assert!(BackendConfig::from_link(&cfg(&[("bucket_prefix", "a.b")])).is_err());
         assert_eq!(
@@ -79,5 +131,36 @@ mod tests {
         assert!(BackendConfig::from_link(&cfg(&[("backend", "redis")])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("backend", "etcd")])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("backend", "redis"), ("url", "http://x")])).is_err());
+        assert!(BackendConfig::from_link(&cfg(&[("colour", "blue")])).unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn wasmcloud_keys_keep_their_meaning() {
+        // wasmCloud's NATS key-value link: one named bucket, opened only if it exists unless
+        // auto-creation is asked for.
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[("bucket", "wasmbus"), ("enable_bucket_auto_create", "true")])).unwrap(),
+            nats(StoreNaming::Fixed("wasmbus".into()), 1, true)
+        );
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[("bucket", "wasmbus")])).unwrap(),
+            nats(StoreNaming::Fixed("wasmbus".into()), 1, false)
+        );
+        assert!(BackendConfig::from_link(&cfg(&[("bucket", "a"), ("bucket_prefix", "b")])).is_err());
+        let Ok(BackendConfig::Nats { nats, .. }) =
+            BackendConfig::from_link(&cfg(&[("cluster_uri", "nats://elsewhere:4222"), ("js_domain", "hub")]))
+        else {
+            panic!("not nats")
+        };
+        assert_eq!(nats.servers.as_deref(), Some("nats://elsewhere:4222"));
+        assert_eq!(nats.js_domain.as_deref(), Some("hub"));
+        // wasmCloud's Redis key-value link: `URL`, in capitals.
+        assert_eq!(
+            BackendConfig::from_link(&cfg(&[("URL", "redis://127.0.0.1:6379/1")])).unwrap(),
+            BackendConfig::Redis { url: "redis://127.0.0.1:6379/1".into() }
+        );
+        assert!(
+            BackendConfig::from_link(&cfg(&[("url", "redis://h"), ("bucket", "b")])).unwrap_err().contains("bucket")
+        );
     }
 }

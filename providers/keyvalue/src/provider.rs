@@ -1,10 +1,9 @@
 //! The key-value provider: a backend per link, chosen from the link's target config and held
 //! by the SDK as the link's state.
 
-use ferry_provider_sdk::async_nats::jetstream;
 use ferry_provider_sdk::{
-    ComponentStoreKind, ComponentStoreNames, HealthStatus, InvocationContext, LinkPut, NatsOptions, Provider,
-    ProviderContext, RpcError, async_nats,
+    ComponentStoreKind, ComponentStoreNames, HealthStatus, InvocationContext, LinkPut, Provider, ProviderContext,
+    RpcError, async_nats,
     keyvalue::{self, KeyValue, KeyValuePair},
     redact,
 };
@@ -12,7 +11,7 @@ use tracing::info;
 
 use crate::{
     backend::{Backend, NatsBackend, RedisBackend},
-    config::BackendConfig,
+    config::{BackendConfig, StoreNaming},
 };
 
 /// Serves `wasi:keyvalue` for every link to it.
@@ -36,34 +35,27 @@ impl Provider for KeyValueProvider {
 
     async fn on_link_put(&self, ctx: &ProviderContext, link: &LinkPut) -> Result<LinkBackend, String> {
         let config = BackendConfig::from_link(&link.target_config)?;
-        let names = |prefix: &Option<String>| match prefix {
-            Some(prefix) => Ok(ComponentStoreNames::Prefixed(prefix.clone())),
-            None => {
-                ComponentStoreNames::lattice(ComponentStoreKind::KeyValue, ctx.lattice()).map_err(|e| e.to_string())
+        let (backend, kind): (LinkBackend, &str) = match config {
+            BackendConfig::Nats { nats, names, replicas, auto_create } => {
+                let names = match names {
+                    StoreNaming::Lattice => ComponentStoreNames::lattice(ComponentStoreKind::KeyValue, ctx.lattice())
+                        .map_err(|e| e.to_string())?,
+                    StoreNaming::Prefixed(prefix) => ComponentStoreNames::Prefixed(prefix),
+                    StoreNaming::Fixed(bucket) => ComponentStoreNames::Fixed(bucket),
+                };
+                let connection = nats.connect(ctx, "ferry-keyvalue-backend").await?;
+                if nats.needs_own_connection() || nats.js_domain.is_some() {
+                    // Fail the link now if JetStream is off there, not on the first call.
+                    connection.jetstream().query_account().await.map_err(|e| {
+                        let at = nats.servers.as_deref().map_or_else(|| "the lattice's NATS".into(), redact::url);
+                        format!("JetStream unavailable at {at}: {e}")
+                    })?;
+                }
+                let backend = NatsBackend::new(connection, names, replicas, auto_create);
+                backend.check_bucket().await?;
+                (Box::new(backend), "nats")
             }
-        };
-        let backend: LinkBackend = match &config {
-            BackendConfig::Nats { url: None, bucket_prefix, replicas } => {
-                Box::new(NatsBackend::new(ctx.nats().clone(), names(bucket_prefix)?, *replicas))
-            }
-            BackendConfig::Nats { url: Some(url), bucket_prefix, replicas } => {
-                let nats = NatsOptions::new(url, "ferry-keyvalue-backend")
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(url)))?
-                    .client;
-                // Fail the link now if JetStream is off, not on the first call.
-                jetstream::new(nats.clone())
-                    .query_account()
-                    .await
-                    .map_err(|e| format!("JetStream unavailable at {}: {e}", redact::url(url)))?;
-                Box::new(NatsBackend::new(nats, names(bucket_prefix)?, *replicas))
-            }
-            BackendConfig::Redis { url } => Box::new(RedisBackend::connect(url).await?),
-        };
-        let kind = match config {
-            BackendConfig::Nats { .. } => "nats",
-            BackendConfig::Redis { .. } => "redis",
+            BackendConfig::Redis { url } => (Box::new(RedisBackend::connect(&url).await?), "redis"),
         };
         info!(source = %link.link.source_id, name = %link.link.name, backend = kind, "key-value link ready");
         Ok(backend)

@@ -1,25 +1,40 @@
-//! Per-link settings: a consumer link's target config (`cluster_uris`) and a handler link's
-//! source config (`subscriptions`, `queue_group`, `cluster_uris`, `max_concurrency`,
-//! `timeout_ms`).
+//! Per-link settings: a consumer link's target config (`cluster_uris` and the NATS connection
+//! settings) and a handler link's source config (`subscriptions`, `queue_group`,
+//! `cluster_uris`, `max_concurrency`, `timeout_ms` and the connection settings). Keys are
+//! matched in any case; wasmCloud's keys for its NATS messaging provider keep their meaning.
 
 use std::{collections::BTreeMap, time::Duration};
+
+use ferry_provider_sdk::{LINK_NATS_KEYS, LinkConfig, LinkNats};
 
 /// Messages of one handler link delivered at once when the link does not say.
 pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 64;
 /// Messages a subscription buffers while every delivery slot is busy.
 pub(crate) const SUBSCRIPTION_CAPACITY: usize = 256;
 
+/// The connection keys a messaging link takes: wasmCloud's messaging provider reads all of
+/// [`LINK_NATS_KEYS`] but the JetStream domain, which core NATS messaging has no use for.
+fn connection_keys() -> impl Iterator<Item = &'static str> {
+    ["cluster_uris"].into_iter().chain(LINK_NATS_KEYS.iter().copied().filter(|k| *k != "js_domain"))
+}
+
 /// Where a component's publishes and requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConsumerConfig {
-    /// Another NATS (comma-separated URLs); `None` means the lattice's NATS.
-    pub(crate) cluster_uris: Option<String>,
+    /// The lattice's NATS, or the one (and credentials) the link names.
+    pub(crate) nats: LinkNats,
 }
 
 impl ConsumerConfig {
+    /// Read a consumer link's target config. `subscriptions` is accepted and unused, as in
+    /// wasmCloud, where one named config often serves both sides of a messaging provider.
     pub(crate) fn from_link(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        check_keys(config, &["cluster_uris"])?;
-        Ok(Self { cluster_uris: non_empty(config.get("cluster_uris")) })
+        let known: Vec<&str> = connection_keys().chain(["subscriptions"]).collect();
+        let config = LinkConfig::parse(config, &known)?;
+        if config.has("subscriptions") {
+            tracing::info!("a consumer link's `subscriptions` are not used: subscriptions belong to handler links");
+        }
+        Ok(Self { nats: LinkNats::from_config(&config, &["cluster_uris"])? })
     }
 }
 
@@ -28,14 +43,17 @@ impl ConsumerConfig {
 pub(crate) struct HandlerConfig {
     pub(crate) subscriptions: Vec<String>,
     pub(crate) queue_group: Option<String>,
-    pub(crate) cluster_uris: Option<String>,
+    /// The lattice's NATS, or the one (and credentials) the link names.
+    pub(crate) nats: LinkNats,
     pub(crate) max_concurrency: usize,
     pub(crate) timeout: Option<Duration>,
 }
 
 impl HandlerConfig {
     pub(crate) fn from_link(config: &BTreeMap<String, String>) -> Result<Self, String> {
-        check_keys(config, &["subscriptions", "queue_group", "cluster_uris", "max_concurrency", "timeout_ms"])?;
+        let known: Vec<&str> =
+            connection_keys().chain(["subscriptions", "queue_group", "max_concurrency", "timeout_ms"]).collect();
+        let config = LinkConfig::parse(config, &known)?;
         let subscriptions: Vec<String> = config
             .get("subscriptions")
             .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -46,21 +64,21 @@ impl HandlerConfig {
         for subject in &subscriptions {
             validate_subject(subject, true)?;
         }
-        let queue_group = non_empty(config.get("queue_group"));
+        let queue_group = config.get("queue_group").map(str::to_owned);
         if let Some(group) = &queue_group
             && group.contains(char::is_whitespace)
         {
             return Err(format!("invalid queue_group {group:?}"));
         }
         let max_concurrency = match config.get("max_concurrency") {
-            Some(v) => match v.trim().parse::<usize>() {
+            Some(v) => match v.parse::<usize>() {
                 Ok(n) if n > 0 => n,
                 _ => return Err(format!("invalid max_concurrency {v:?} (a number above 0)")),
             },
             None => DEFAULT_MAX_CONCURRENCY,
         };
         let timeout = match config.get("timeout_ms") {
-            Some(v) => match v.trim().parse::<u64>() {
+            Some(v) => match v.parse::<u64>() {
                 Ok(ms) if ms > 0 => Some(Duration::from_millis(ms)),
                 _ => return Err(format!("invalid timeout_ms {v:?}")),
             },
@@ -69,21 +87,10 @@ impl HandlerConfig {
         Ok(Self {
             subscriptions,
             queue_group,
-            cluster_uris: non_empty(config.get("cluster_uris")),
+            nats: LinkNats::from_config(&config, &["cluster_uris"])?,
             max_concurrency,
             timeout,
         })
-    }
-}
-
-fn non_empty(value: Option<&String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
-fn check_keys(config: &BTreeMap<String, String>, known: &[&str]) -> Result<(), String> {
-    match config.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(format!("unknown link setting {unknown:?} (known: {})", known.join(", "))),
-        None => Ok(()),
     }
 }
 
@@ -142,7 +149,24 @@ mod tests {
         ] {
             assert!(HandlerConfig::from_link(&bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(ConsumerConfig::from_link(&cfg(&[])).unwrap().cluster_uris, None);
+        assert_eq!(ConsumerConfig::from_link(&cfg(&[])).unwrap().nats.servers, None);
+    }
+
+    #[test]
+    fn wasmcloud_keys_keep_their_meaning() {
+        // One named config on both sides of the provider, as wasmCloud manifests often have it.
+        let consumer = ConsumerConfig::from_link(&cfg(&[("subscriptions", "a.b"), ("cluster_uris", "nats://x:4222")]));
+        assert_eq!(consumer.unwrap().nats.servers.as_deref(), Some("nats://x:4222"));
+        let handler = HandlerConfig::from_link(&cfg(&[
+            ("SUBSCRIPTIONS", "a.b"),
+            ("client_jwt", "eyJ"),
+            ("client_seed", "SUA"),
+            ("custom_inbox_prefix", "_MINE"),
+        ]))
+        .unwrap();
+        assert_eq!(handler.subscriptions, ["a.b"]);
+        assert!(handler.nats.needs_own_connection());
+        assert!(HandlerConfig::from_link(&cfg(&[("subscriptions", "a"), ("js_domain", "hub")])).is_err());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(crate) enum LinkState {
 pub(crate) struct Consumer {
     nats: async_nats::Client,
     on_lattice: bool,
+    /// Keeps the link's own connection settings (a CA file) alive with the client.
+    _connection: ferry_provider_sdk::LinkConnection,
 }
 
 /// A handler link's subscriptions, stopped together.
@@ -47,6 +49,8 @@ pub(crate) struct Handler {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     slots: Arc<Semaphore>,
     max_concurrency: usize,
+    /// Keeps the link's own connection settings (a CA file) alive with its subscriptions.
+    _connection: Option<ferry_provider_sdk::LinkConnection>,
 }
 
 type Ctx = InvocationContext<LinkState>;
@@ -115,18 +119,21 @@ impl Messaging for MessagingProvider {
 impl MessagingProvider {
     async fn put_consumer(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<LinkState, String> {
         let config = ConsumerConfig::from_link(&put.target_config)?;
-        let consumer = match &config.cluster_uris {
-            None => Consumer { nats: ctx.nats().clone(), on_lattice: true },
-            Some(uris) => Consumer { nats: connect(uris, "consumer").await?, on_lattice: false },
+        let connection = if config.nats.needs_own_connection() {
+            config.nats.connect_own(ctx, "ferry-messaging-consumer", Some(SUBSCRIPTION_CAPACITY)).await?
+        } else {
+            config.nats.connect(ctx, "ferry-messaging-consumer").await?
         };
-        let nats = config.cluster_uris.as_deref().map_or_else(|| "lattice".to_owned(), redact::url);
+        let on_lattice = config.nats.servers.is_none();
+        let consumer = Consumer { nats: connection.client.clone(), on_lattice, _connection: connection };
+        let nats = config.nats.servers.as_deref().map_or_else(|| "lattice".to_owned(), redact::url);
         info!(component = %put.link.source_id, name = %put.link.name, %nats, "consumer link ready");
         Ok(LinkState::Consumer(consumer))
     }
 
     async fn put_handler(&self, ctx: &ProviderContext, put: &LinkPut) -> Result<LinkState, String> {
         let config = HandlerConfig::from_link(&put.source_config)?;
-        let on_lattice = config.cluster_uris.is_none();
+        let on_lattice = config.nats.servers.is_none();
         if on_lattice && let Some(reserved) = config.subscriptions.iter().find(|s| reserved_subscription_on_lattice(s))
         {
             return Err(format!(
@@ -134,8 +141,8 @@ impl MessagingProvider {
             ));
         }
         // A connection of its own, so the buffer of a busy link is bounded and its own.
-        let url = config.cluster_uris.clone().unwrap_or_else(|| ctx.nats_url().to_owned());
-        let nats = connect(&url, "handler").await?;
+        let connection = config.nats.connect_own(ctx, "ferry-messaging-handler", Some(SUBSCRIPTION_CAPACITY)).await?;
+        let nats = connection.client.clone();
         let key = put.link.key();
         let stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
@@ -177,7 +184,9 @@ impl MessagingProvider {
             max_concurrency = config.max_concurrency,
             "handler link subscribed"
         );
-        Ok(LinkState::Handler(Handler::new(stop, tasks, slots, config.max_concurrency)))
+        let handler =
+            Handler { _connection: Some(connection), ..Handler::new(stop, tasks, slots, config.max_concurrency) };
+        Ok(LinkState::Handler(handler))
     }
 }
 
@@ -188,7 +197,7 @@ impl Handler {
         slots: Arc<Semaphore>,
         max_concurrency: usize,
     ) -> Self {
-        Self { stop, tasks: Mutex::new(tasks), slots, max_concurrency }
+        Self { stop, tasks: Mutex::new(tasks), slots, max_concurrency, _connection: None }
     }
 
     /// Stop reading; wait (bounded) for deliveries in flight.
@@ -204,15 +213,6 @@ impl Handler {
 }
 
 /// Connect to a NATS of the link's choosing, with a bounded subscription buffer.
-async fn connect(uris: &str, role: &str) -> Result<async_nats::Client, String> {
-    ferry_provider_sdk::NatsOptions::new(uris, format!("ferry-messaging-{role}"))
-        .with_subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .connect()
-        .await
-        .map(|connection| connection.client)
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact::url(uris)))
-}
-
 fn check_subject(consumer: &Consumer, subject: &str) -> Result<(), RpcError> {
     validate_subject(subject, false).map_err(RpcError::bad_request)?;
     if consumer.on_lattice && reserved_on_lattice(subject) {

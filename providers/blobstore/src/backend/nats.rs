@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::Mutex};
 use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE};
 use ferry_provider_sdk::{
-    ByteStream, ComponentStoreNames, ErrorKind, RpcError,
+    ByteStream, ComponentStoreNames, ErrorKind, LinkConnection, RpcError,
     async_nats::{
         self,
         jetstream::{
@@ -32,6 +32,7 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::{debug, warn};
 
 use super::Backend;
+use crate::config::StoreSettings;
 
 /// The consumers an object store may hold at once: one per read in progress or just finished.
 const MAX_READERS: i32 = 100_000;
@@ -43,18 +44,24 @@ const WRITE_CHUNK: usize = 128 * 1024;
 
 /// Containers as object stores on one NATS.
 pub(crate) struct NatsBackend {
+    /// The link's connection (the lattice's, or its own, which it keeps open).
+    _connection: LinkConnection,
     js: jetstream::Context,
     names: ComponentStoreNames,
-    /// JetStream replicas of the object stores it creates.
-    replicas: usize,
+    /// How the object stores it creates are set up.
+    settings: StoreSettings,
     /// Containers found to exist, with their object store's name, so each call does not look
     /// the name up again.
     found: Mutex<HashMap<String, String>>,
 }
 
 impl NatsBackend {
-    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames, replicas: usize) -> Self {
-        Self { js: jetstream::new(nats), names, replicas, found: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(connection: LinkConnection, names: ComponentStoreNames, settings: StoreSettings) -> Self {
+        let mut js = connection.jetstream();
+        if let Some(wait) = settings.write_wait {
+            js.set_timeout(wait);
+        }
+        Self { _connection: connection, js, names, settings, found: Mutex::new(HashMap::new()) }
     }
 
     /// The object store of `container`: the existing one (its primary name first, then the name
@@ -280,7 +287,15 @@ impl Backend for NatsBackend {
         self.js
             .create_object_store(object_store::Config {
                 bucket: bucket.clone(),
-                num_replicas: self.replicas,
+                num_replicas: self.settings.replicas,
+                max_age: self.settings.max_age.unwrap_or_default(),
+                max_bytes: self.settings.max_bytes.unwrap_or(-1),
+                storage: if self.settings.memory {
+                    async_nats::jetstream::stream::StorageType::Memory
+                } else {
+                    async_nats::jetstream::stream::StorageType::File
+                },
+                compression: self.settings.compression,
                 ..Default::default()
             })
             .await

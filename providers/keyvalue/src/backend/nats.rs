@@ -9,7 +9,9 @@ use async_nats::jetstream::{
     context::{GetStreamError, GetStreamErrorKind, KeyValueError, KeyValueErrorKind},
     kv,
 };
-use ferry_provider_sdk::{Backoff, ComponentStoreNames, ErrorKind, RpcError, async_nats, is_reserved_store_name};
+use ferry_provider_sdk::{
+    Backoff, ComponentStoreNames, ErrorKind, LinkConnection, RpcError, async_nats, is_reserved_store_name,
+};
 use futures::StreamExt as _;
 use tracing::warn;
 
@@ -30,18 +32,45 @@ const LISTING_RETRY_AFTER: Duration = Duration::from_millis(250);
 const INCREMENT_ATTEMPTS: usize = 100;
 
 pub(crate) struct NatsBackend {
-    nats: async_nats::Client,
+    /// The link's connection (the lattice's, or its own, which it keeps open).
+    connection: LinkConnection,
     js: jetstream::Context,
     names: ComponentStoreNames,
     /// JetStream replicas of the buckets it creates.
     replicas: usize,
+    /// Whether a missing bucket is created (else it is `no-such-store`).
+    auto_create: bool,
     /// Opened buckets by bucket identifier, so each call does not look the bucket up again.
     stores: Mutex<HashMap<String, kv::Store>>,
 }
 
 impl NatsBackend {
-    pub(crate) fn new(nats: async_nats::Client, names: ComponentStoreNames, replicas: usize) -> Self {
-        Self { js: jetstream::new(nats.clone()), nats, names, replicas, stores: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        connection: LinkConnection,
+        names: ComponentStoreNames,
+        replicas: usize,
+        auto_create: bool,
+    ) -> Self {
+        Self {
+            js: connection.jetstream(),
+            connection,
+            names,
+            replicas,
+            auto_create,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// For a link that may not create its bucket: that the bucket every identifier maps to
+    /// exists, so the link fails now rather than its first call (as wasmCloud's does).
+    pub(crate) async fn check_bucket(&self) -> Result<(), String> {
+        match (&self.names, self.auto_create) {
+            (ComponentStoreNames::Fixed(name), false) => match self.store(name).await {
+                Ok(_) => Ok(()),
+                Err(err) => Err(err.message),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// The JetStream KV bucket behind `bucket`: the existing one (the primary name first, then
@@ -56,6 +85,14 @@ impl NatsBackend {
             Some(store) => store,
             None => match self.legacy(bucket).await? {
                 Some(store) => store,
+                None if !self.auto_create => {
+                    return Err(RpcError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "JetStream KV bucket {name} does not exist; create it, or set enable_bucket_auto_create=true on the link"
+                        ),
+                    ));
+                }
                 None => self
                     .js
                     .create_key_value(kv::Config {
@@ -200,7 +237,7 @@ impl Backend for NatsBackend {
 
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<(), RpcError> {
         // A JetStream KV value is one message: the server's max payload is the backend's limit.
-        let limit = self.nats.server_info().max_payload;
+        let limit = self.connection.client.server_info().max_payload;
         if value.len() > limit {
             return Err(RpcError::new(
                 ErrorKind::TooLarge,
