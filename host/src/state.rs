@@ -13,9 +13,11 @@ use std::{
 use ferry_proto::{link::DEFAULT_LINK_NAME, state::ConfigValues};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::{budget::Budget, engine::StoreLimiter, lattice::LatticeView, rpc::client::RpcClient};
+use crate::{
+    budget::Budget, capability::OutgoingHttp, engine::StoreLimiter, lattice::LatticeView, rpc::client::RpcClient,
+};
 
 /// What every instance of one component shares.
 #[derive(Debug)]
@@ -68,7 +70,8 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
-    hooks: DenyOutgoingHttp,
+    /// Where outgoing HTTP requests go (`wasi:http/outgoing-handler`).
+    hooks: OutgoingHttp,
     /// Link names chosen with `wasmcloud:bus/lattice`, by (namespace, package, interface).
     link_names: HashMap<(String, String, String), String>,
     /// The component's config, merged once at instantiation.
@@ -97,13 +100,14 @@ impl HostState {
         let limiter = StoreLimiter::new(env.id.as_str().into(), env.memory_bytes, env.host_memory.clone());
         let mut table = ResourceTable::new();
         table.set_max_capacity(env.resource_entries);
+        let hooks = OutgoingHttp::new(env.clone(), causes.clone(), deadline_ms);
         Self {
             limiter,
             env,
             wasi,
             http: WasiHttpCtx::new(),
             table,
-            hooks: DenyOutgoingHttp,
+            hooks,
             link_names: HashMap::new(),
             config,
             causes,
@@ -120,6 +124,11 @@ impl HostState {
     }
 
     pub(crate) fn set_link_name(&mut self, name: &str, namespace: String, package: String, interface: String) {
+        if (namespace.as_str(), package.as_str(), interface.as_str())
+            == (ferry_proto::http::WIT_NAMESPACE, ferry_proto::http::WIT_PACKAGE, ferry_proto::http::OUTGOING_INTERFACE)
+        {
+            name.clone_into(&mut self.hooks.link_name);
+        }
         self.link_names.insert((namespace, package, interface), name.to_owned());
     }
 }
@@ -133,29 +142,5 @@ impl WasiView for HostState {
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-/// Outgoing HTTP is not a host capability: a component gets `HTTP-request-denied`.
-struct DenyOutgoingHttp;
-
-impl WasiHttpHooks for DenyOutgoingHttp {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

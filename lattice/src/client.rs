@@ -19,7 +19,6 @@ use crate::{
     http::{self, HttpCallOptions},
     request::Requester,
     signed::send_signed,
-    stream,
 };
 
 /// A signed connection to a lattice under one provider identity.
@@ -180,9 +179,6 @@ impl LatticeClient {
     {
         let (parts, body) = request.into_parts();
         let mut head = http::request_head(&parts);
-        let (inline, rest) =
-            stream::split_inline(body::body_stream(body), options.chunk_size, body::INLINE_WAIT).await?;
-        head.body = inline.to_vec();
         let subject = subject::rpc(&self.inner.lattice, component).map_err(RpcError::from)?;
         let mut inv = Invocation::new(self.origin(), component, &options.link_name, OP_HANDLE, Vec::new());
         let key = self
@@ -190,24 +186,16 @@ impl LatticeClient {
             .credential
             .key_at(inv.issued_at_ms)
             .map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
-        let offer = match rest {
-            Some(rest) => {
-                let id = stream::new_stream_id();
-                let offer = stream::offer(
-                    &self.inner.nats,
-                    &self.inner.lattice,
-                    &id,
-                    key.clone(),
-                    rest,
-                    options.chunk_size,
-                    options.timeout,
-                )
-                .await?;
-                head.body_stream = Some(id);
-                Some(offer)
-            }
-            None => None,
-        };
+        let offer = http::attach_body(
+            &self.inner.nats,
+            &self.inner.lattice,
+            &mut head,
+            body,
+            &key,
+            options.chunk_size,
+            options.timeout,
+        )
+        .await?;
         inv.payload = codec::encode(&head).map_err(RpcError::from)?;
         inv.set_timeout(options.timeout);
         let answer = send_signed(&self.inner.requester, &self.inner.lattice, subject, &mut inv, &key)

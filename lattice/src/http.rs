@@ -12,10 +12,13 @@ use ferry_proto::{
 };
 
 pub use crate::body::request_authority;
-use crate::body::{LatticeBody, headers_from_wire, headers_to_wire};
+use crate::{
+    body::{INLINE_WAIT, LatticeBody, body_stream, headers_from_wire, headers_to_wire},
+    stream,
+};
 
 /// The parts of an HTTP request that go on the wire before its body.
-pub(crate) fn request_head(parts: &http::request::Parts) -> HttpRequest {
+pub fn request_head(parts: &http::request::Parts) -> HttpRequest {
     let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
     let authority = request_authority(&parts.uri, &parts.headers).unwrap_or_default().to_owned();
     let path_with_query = parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
@@ -30,8 +33,36 @@ pub(crate) fn request_head(parts: &http::request::Parts) -> HttpRequest {
     }
 }
 
+/// Put `body` on the wire with `head`, for an invocation whose MAC key is `key`: its first
+/// part (up to `chunk_size`) inline, the rest offered as a stream the receiver pulls. Returns
+/// the offer, to abort when the invocation fails.
+///
+/// # Errors
+/// The body's own error while reading its first part, or the stream cannot be offered.
+pub async fn attach_body<B>(
+    nats: &async_nats::Client,
+    lattice: &str,
+    head: &mut HttpRequest,
+    body: B,
+    key: &MacKey,
+    chunk_size: usize,
+    idle: Duration,
+) -> Result<Option<tokio::task::JoinHandle<()>>, RpcError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (inline, rest) = stream::split_inline(body_stream(body), chunk_size, INLINE_WAIT).await?;
+    head.body = inline.to_vec();
+    let Some(rest) = rest else { return Ok(None) };
+    let id = stream::new_stream_id();
+    let offer = stream::offer(nats, lattice, &id, key.clone(), rest, chunk_size, idle).await?;
+    head.body_stream = Some(id);
+    Ok(Some(offer))
+}
+
 /// Turn a response off the wire into an `http::Response` whose body pulls the rest.
-pub(crate) fn response_from_wire(
+pub fn response_from_wire(
     nats: &async_nats::Client,
     lattice: &str,
     response: HttpResponse,

@@ -11,7 +11,7 @@ use ferry_proto::{
     codec::{encode, hex_dump},
     envelope::{Invocation, InvocationResponse},
     health::HealthAnswer,
-    http::{Header, HttpRequest, HttpResponse},
+    http::{Header, HttpError, HttpErrorCode, HttpRequest, HttpResponse, OutgoingRequest, OutgoingResponse},
     keyvalue::{GetResponse, KeyRequest, SetRequest},
     link::{Link, LinkAck, LinkPut},
     stream::{StreamChunk, StreamPull},
@@ -79,6 +79,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show(
         "HttpResponse",
         &encode(&HttpResponse { status: 200, headers: vec![], body: b"ok".to_vec(), body_stream: None })?,
+    );
+    show(
+        "OutgoingRequest (wasi:http/outgoing-handler.handle payload)",
+        &encode(&OutgoingRequest {
+            request: HttpRequest { authority: "api.example.com".into(), scheme: "https".into(), ..request.clone() },
+            connect_timeout_ms: None,
+            first_byte_timeout_ms: Some(5000),
+            between_bytes_timeout_ms: None,
+        })?,
+    );
+    show(
+        "OutgoingResponse (refused)",
+        &encode(&OutgoingResponse {
+            response: None,
+            error: Some(HttpError::new(HttpErrorCode::HttpRequestDenied, "not allowed")),
+        })?,
     );
     show("StreamPull (chunk 1)", &StreamPull::new("0123456789abcdef0123456789abcdef", 1, false, &key).encode()?);
     show(

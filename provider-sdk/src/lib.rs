@@ -35,6 +35,7 @@
 pub mod blobstore;
 mod config;
 mod error;
+pub mod http_client;
 pub mod keyvalue;
 mod link_config;
 mod links;

@@ -13,6 +13,7 @@ mod faults;
 mod health;
 mod hostile;
 mod http;
+mod http_client;
 mod isolation;
 mod keyvalue;
 mod kv_large;

@@ -4,6 +4,7 @@
 mod blobstore;
 mod bus;
 mod config;
+mod http;
 mod keyvalue;
 mod logging;
 mod messaging;
@@ -11,6 +12,8 @@ mod route;
 mod spool;
 
 use wasmtime::component::Linker;
+
+pub(crate) use http::OutgoingHttp;
 
 use crate::state::HostState;
 
