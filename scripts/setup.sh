@@ -104,6 +104,14 @@ PY
     fi
     export FERRY_REDIS_SERVER="$(command -v redis-server)"
 
+    # The HTTPS test makes its certificate with openssl and fetches with curl, as a user would.
+    for tool in openssl curl; do
+        if ! command -v "$tool" >/dev/null; then
+            echo "setup: installing $tool" >&2
+            ferry_apt_install "$tool"
+        fi
+    done
+
     ferry_setup_examples "$root"
     echo "setup: nats-server $("$FERRY_NATS_SERVER" --version | sed 's/.*v/v/'), $("$FERRY_REDIS_SERVER" --version | cut -d' ' -f3)" >&2
 }

@@ -176,3 +176,101 @@ async fn link_config_wasmcloud_would_refuse_or_nobody_knows_is_refused_with_the_
     assert_eq!(compat.ok("GET", "/config/greeting", "").await?, "hello");
     Ok(())
 }
+
+/// Run `curl` (the machine's, as a user would) with `args`; its stdout.
+async fn curl(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = tokio::process::Command::new("curl").args(["-sS", "--max-time", "5"]).args(args).output().await?;
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wasmclouds_http_server_settings_keep_their_meaning() -> anyhow::Result<()> {
+    let compat = Compat::start().await?;
+
+    // wasmCloud's `port`, `readonly_mode`, `cache_control` and CORS keys on a second route.
+    let port = free_port()?;
+    compat
+        .lattice
+        .config(
+            "strict-http",
+            &[
+                ("port", &port.to_string()),
+                ("readonly_mode", "true"),
+                ("cache_control", "max-age=60"),
+                ("cors_allowed_origins", r#"["https://app.example"]"#),
+            ],
+        )
+        .await?;
+    let mut strict = link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["strict-http"], &[]);
+    strict.name = "strict".into();
+    compat.lattice.link(strict).await?;
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    wait_for_route(address, "localhost", "/config/greeting").await?;
+
+    let mut get = request("GET", "localhost", "/config/greeting", empty())?;
+    get.headers_mut().insert("origin", "https://app.example".parse()?);
+    let (status, headers, body) = fetch(address, get).await?;
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"hello"[..]));
+    assert_eq!(headers["cache-control"], "max-age=60");
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
+    let mut other = request("GET", "localhost", "/config/greeting", empty())?;
+    other.headers_mut().insert("origin", "https://elsewhere.example".parse()?);
+    let (_, headers, _) = fetch(address, other).await?;
+    assert!(!headers.contains_key("access-control-allow-origin"), "an origin not listed is not allowed");
+
+    let mut preflight = request("OPTIONS", "localhost", "/publish/x", empty())?;
+    preflight.headers_mut().insert("origin", "https://app.example".parse()?);
+    preflight.headers_mut().insert("access-control-request-method", "POST".parse()?);
+    let (status, headers, _) = fetch(address, preflight).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["access-control-allow-methods"], "GET, POST, PUT, DELETE, HEAD, OPTIONS");
+
+    let (status, headers, _) = fetch(address, request("POST", "localhost", "/publish/x", full("no"))?).await?;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "read-only mode lets only GET and HEAD through");
+    assert_eq!(headers["allow"], "GET, HEAD");
+    // The first route has none of these settings.
+    let (status, headers, _) = fetch(compat.address, request("POST", "localhost", "/publish/y", full("yes"))?).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key("cache-control"));
+
+    // wasmCloud's `tls_cert_file` and `tls_priv_key_file`: the route is served over HTTPS.
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = tokio::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .await?;
+    anyhow::ensure!(made.status.success(), "openssl failed: {}", String::from_utf8_lossy(&made.stderr));
+    let tls_port = free_port()?.to_string();
+    let (cert_path, key_path) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    compat
+        .lattice
+        .config("tls-http", &[("port", &tls_port), ("tls_cert_file", &cert_path), ("tls_priv_key_file", &key_path)])
+        .await?;
+    let mut secure = link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["tls-http"], &[]);
+    secure.name = "secure".into();
+    compat.lattice.link(secure).await?;
+    let url = format!("https://localhost:{tls_port}/config/greeting");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let (ok, text) = curl(&["--cacert", &cert_path, &url]).await?;
+        if ok || tokio::time::Instant::now() > deadline {
+            break (ok, text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer, (true, "hello".to_owned()), "the component answers over HTTPS");
+    let (ok, _) = curl(&[&format!("http://127.0.0.1:{tls_port}/config/greeting")]).await?;
+    assert!(!ok, "plain HTTP is not served on the HTTPS listener");
+    // Another link cannot put a plain route on that listener.
+    compat.lattice.config("plain-on-tls", &[("port", &tls_port), ("path", "/other")]).await?;
+    let mut clash = link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["plain-on-tls"], &[]);
+    clash.name = "clash".into();
+    let refused = compat.lattice.try_link(clash).await?;
+    assert!(!refused.success, "a plain route on an HTTPS listener was accepted");
+    Ok(())
+}

@@ -1,6 +1,11 @@
 //! Settings of the provider (its start-up config) and of each link (the link's source config).
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use ferry_provider_sdk::LinkConfig;
+use http::HeaderValue;
+
+use crate::cors::Cors;
 
 /// Address of the shared listener when neither the link nor the provider names one.
 pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1:8000";
@@ -47,7 +52,7 @@ impl Settings {
 /// Where and how one link is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RouteConfig {
-    /// The listener: the link's `address`, else the provider's.
+    /// The listener: the link's `address` (or `port` on 127.0.0.1), else the provider's.
     pub(crate) address: SocketAddr,
     /// Only requests for this host name (lower case, no port), when set.
     pub(crate) host: Option<String>,
@@ -55,18 +60,59 @@ pub(crate) struct RouteConfig {
     pub(crate) path: String,
     pub(crate) timeout: Duration,
     pub(crate) max_body: u64,
+    /// Only `GET` and `HEAD` reach the component; others get 405 (`readonly_mode`).
+    pub(crate) readonly: bool,
+    /// Appended to every response (`cache_control`).
+    pub(crate) cache_control: Option<HeaderValue>,
+    /// Cross-origin policy, when the link sets any `cors_*` key.
+    pub(crate) cors: Option<Arc<Cors>>,
+    /// The listener serves HTTPS with this certificate and key (`tls_cert_file`,
+    /// `tls_priv_key_file`).
+    pub(crate) tls: Option<TlsFiles>,
 }
 
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+/// Every key a route takes: Ferry's routing keys and wasmCloud's http-server settings.
+const ROUTE_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "host",
+    "path",
+    "timeout_ms",
+    "max_body_bytes",
+    "cache_control",
+    "readonly_mode",
+    "cors_allowed_origins",
+    "cors_allowed_headers",
+    "cors_allowed_methods",
+    "cors_exposed_headers",
+    "cors_max_age_secs",
+    "tls_cert_file",
+    "tls_priv_key_file",
+    "config_json",
+    "config_b64",
+];
+
 impl RouteConfig {
-    /// Read a link's source config: `address`, `host`, `path`, `timeout_ms`, `max_body_bytes`.
+    /// Read a link's source config: `address` (or `port`), `host`, `path`, `timeout_ms`,
+    /// `max_body_bytes`, and wasmCloud's `cache_control`, `readonly_mode`, `cors_*`,
+    /// `tls_cert_file`/`tls_priv_key_file`, all of which may also come as `config_json` or
+    /// `config_b64` (a JSON object, as wasmCloud takes it). Keys are matched in any case.
     pub(crate) fn from_link(config: &BTreeMap<String, String>, defaults: &Settings) -> Result<Self, String> {
-        let known = ["address", "host", "path", "timeout_ms", "max_body_bytes"];
-        if let Some(unknown) = config.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!("unknown link setting {unknown:?} (known: {})", known.join(", ")));
-        }
-        let address = match config.get("address") {
-            Some(address) => parse_address(address)?,
-            None => defaults.address,
+        let config = LinkConfig::parse(&expand_json(config)?, ROUTE_KEYS)?;
+        let address = match (config.get("address"), config.get("port")) {
+            (Some(address), _) => parse_address(address)?,
+            (None, Some(port)) => SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                port.parse::<u16>().map_err(|_| format!("invalid port {port:?}"))?,
+            )),
+            (None, None) => defaults.address,
         };
         let host = match config.get("host") {
             Some(host) => Some(normalize_host(host).ok_or_else(|| format!("invalid host {host:?}"))?),
@@ -76,25 +122,118 @@ impl RouteConfig {
             Some(path) => normalize_prefix(path)?,
             None => "/".to_owned(),
         };
+        let cache_control = match config.get("cache_control") {
+            Some(value) => Some(HeaderValue::from_str(value).map_err(|_| format!("invalid cache_control {value:?}"))?),
+            None => None,
+        };
+        let cors_keys = [
+            "cors_allowed_origins",
+            "cors_allowed_methods",
+            "cors_allowed_headers",
+            "cors_exposed_headers",
+            "cors_max_age_secs",
+        ];
+        let cors = if cors_keys.iter().any(|k| config.has(k)) {
+            let [origins, methods, headers, exposed, max_age] = cors_keys.map(|k| config.get(k));
+            Some(Arc::new(Cors::from_values(origins, methods, headers, exposed, max_age)?))
+        } else {
+            None
+        };
+        let tls = match (config.get("tls_cert_file"), config.get("tls_priv_key_file")) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+            (None, None) => None,
+            _ => return Err("for TLS, set both tls_cert_file and tls_priv_key_file".into()),
+        };
         Ok(Self {
             address,
             host,
             path,
-            timeout: parse_ms(config, "timeout_ms")?.unwrap_or(defaults.timeout),
-            max_body: parse_u64(config, "max_body_bytes")?.unwrap_or(defaults.max_body),
+            timeout: parse_ms(&config, "timeout_ms")?.unwrap_or(defaults.timeout),
+            max_body: parse_u64(&config, "max_body_bytes")?.unwrap_or(defaults.max_body),
+            readonly: config.flag("readonly_mode", false)?,
+            cache_control,
+            cors,
+            tls,
         })
     }
+}
+
+/// `config_json` or `config_b64` (base64 of the same JSON) spread into keys, as wasmCloud's
+/// http-server reads them: top-level fields by name, `tls` and `cors` objects as `tls_*` and
+/// `cors_*`, lists as JSON text. Keys given directly win.
+fn expand_json(config: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
+    let find = |name: &str| config.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
+    let text = match (find("config_b64"), find("config_json")) {
+        (Some(b64), _) => {
+            use base64::Engine as _;
+            let engine = base64::engine::general_purpose::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            );
+            let bytes = engine.decode(b64).map_err(|e| format!("invalid config_b64: {e}"))?;
+            String::from_utf8(bytes).map_err(|_| "config_b64 is not UTF-8 JSON".to_owned())?
+        }
+        (None, Some(json)) => json.to_owned(),
+        (None, None) => return Ok(config.clone()),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("invalid config_json: {e}"))?;
+    let serde_json::Value::Object(fields) = value else { return Err("config_json must be a JSON object".into()) };
+    let mut out: BTreeMap<String, String> = config
+        .iter()
+        .filter(|(k, _)| !matches!(k.to_ascii_lowercase().as_str(), "config_b64" | "config_json"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    let text_of = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    for (key, value) in fields {
+        match (key.as_str(), &value) {
+            ("tls" | "cors", serde_json::Value::Object(inner)) => {
+                for (name, value) in inner {
+                    if let Some(text) = text_of(value) {
+                        out.entry(format!("{key}_{name}")).or_insert(text);
+                    }
+                }
+            }
+            _ => {
+                if let Some(text) = text_of(&value) {
+                    out.entry(key.to_ascii_lowercase()).or_insert(text);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn parse_address(text: &str) -> Result<SocketAddr, String> {
     text.trim().parse().map_err(|e| format!("invalid address {text:?} (expected IP:PORT): {e}"))
 }
 
-fn parse_u64(config: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, String> {
-    config.get(key).map(|v| v.trim().parse::<u64>().map_err(|e| format!("invalid {key} {v:?}: {e}"))).transpose()
+fn parse_u64(config: &impl Lookup, key: &str) -> Result<Option<u64>, String> {
+    config.value(key).map(|v| v.trim().parse::<u64>().map_err(|e| format!("invalid {key} {v:?}: {e}"))).transpose()
 }
 
-fn parse_ms(config: &BTreeMap<String, String>, key: &str) -> Result<Option<Duration>, String> {
+/// A settings map the parsers read from: the provider's start-up config or a link's.
+trait Lookup {
+    fn value(&self, key: &str) -> Option<&str>;
+}
+
+impl Lookup for BTreeMap<String, String> {
+    fn value(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Lookup for LinkConfig {
+    fn value(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+fn parse_ms(config: &impl Lookup, key: &str) -> Result<Option<Duration>, String> {
     match parse_u64(config, key)? {
         Some(0) => Err(format!("{key} must be more than 0")),
         Some(ms) => Ok(Some(Duration::from_millis(ms))),
@@ -176,6 +315,40 @@ mod tests {
             assert!(err.contains(key) || err.contains(value), "{err}");
         }
         assert!(Settings::from_config(&cfg(&[("address", "x")])).is_err());
+    }
+
+    #[test]
+    fn wasmclouds_settings_keep_their_meaning() {
+        let defaults = Settings::from_config(&BTreeMap::new()).unwrap();
+        let route = RouteConfig::from_link(
+            &cfg(&[("PORT", "8081"), ("readonly_mode", "true"), ("cache_control", "max-age=60")]),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(route.address, "127.0.0.1:8081".parse().unwrap());
+        assert!(route.readonly);
+        assert_eq!(route.cache_control.as_ref().map(|v| v.to_str().unwrap()), Some("max-age=60"));
+        assert!(route.cors.is_none(), "no cors_* key, no CORS");
+        let json = r#"{"address": "0.0.0.0:9001", "timeout_ms": 2500, "cors": {"allowed_origins": ["https://a.example"]}, "tls": {"cert_file": "/c.pem", "priv_key_file": "/k.pem"}}"#;
+        let route = RouteConfig::from_link(&cfg(&[("config_json", json), ("path", "/x")]), &defaults).unwrap();
+        assert_eq!(route.address, "0.0.0.0:9001".parse().unwrap());
+        assert_eq!(route.timeout, Duration::from_millis(2500));
+        assert_eq!(route.path, "/x");
+        assert!(route.cors.is_some());
+        assert_eq!(route.tls, Some(TlsFiles { cert: "/c.pem".into(), key: "/k.pem".into() }));
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(r#"{"readonly_mode": true}"#);
+        assert!(RouteConfig::from_link(&cfg(&[("config_b64", &b64)]), &defaults).unwrap().readonly);
+        for bad in [
+            cfg(&[("tls_cert_file", "/c.pem")]),
+            cfg(&[("config_json", "[1]")]),
+            cfg(&[("config_b64", "%%%")]),
+            cfg(&[("port", "http")]),
+            cfg(&[("cors_allowed_origins", "ftp://x")]),
+            cfg(&[("cache_control", "a\nb")]),
+        ] {
+            assert!(RouteConfig::from_link(&bad, &defaults).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -10,9 +10,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
+mod cors;
 mod provider;
 mod router;
 mod serve;
+mod tls;
 
 fn main() -> anyhow::Result<()> {
     ferry_provider_sdk::run_process(provider::HttpServerProvider::default())?;

@@ -10,13 +10,17 @@ use std::{
 
 use ferry_provider_sdk::{LatticeClient, LinkKey};
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
-    config::{RouteConfig, Settings, under_prefix},
+    config::{RouteConfig, Settings, TlsFiles, under_prefix},
     serve::{self, Shared},
 };
+
+/// Time a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one link's requests go.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ pub(crate) fn select(routes: &[Arc<Route>], host: Option<&str>, path: &str) -> O
 
 struct Listener {
     routes: RouteTable,
+    /// The certificate it serves HTTPS with; `None` for plain HTTP.
+    tls: Option<TlsFiles>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -91,6 +97,16 @@ impl Router {
             }
         }
         if let Some(listener) = listeners.get(&address) {
+            if listener.tls != route.config.tls {
+                let has = |tls: &Option<TlsFiles>| {
+                    tls.as_ref().map_or_else(|| "plain HTTP".to_owned(), |t| format!("HTTPS with {}", t.cert.display()))
+                };
+                return Err(format!(
+                    "{address} serves {} for other links; this link asks for {}",
+                    has(&listener.tls),
+                    has(&route.config.tls)
+                ));
+            }
             let routes = listener.routes.read().unwrap_or_else(|p| p.into_inner());
             if let Some(other) =
                 routes.iter().find(|r| r.config.host == route.config.host && r.config.path == route.config.path)
@@ -107,7 +123,7 @@ impl Router {
         let listener = match listeners.get(&address) {
             Some(listener) => listener,
             None => {
-                let listener = self.open(address).await?;
+                let listener = self.open(address, route.config.tls.clone()).await?;
                 listeners.entry(address).or_insert(listener)
             }
         };
@@ -143,15 +159,28 @@ impl Router {
         }
     }
 
-    async fn open(&self, address: SocketAddr) -> Result<Listener, String> {
+    async fn open(&self, address: SocketAddr, tls: Option<TlsFiles>) -> Result<Listener, String> {
+        let acceptor = tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let tcp = TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?;
         let routes: RouteTable = Arc::default();
         let stop = CancellationToken::new();
-        let shared =
-            Arc::new(Shared { routes: routes.clone(), client: self.client.clone(), body_idle: self.body_idle });
-        let task = tokio::spawn(accept_loop(tcp, address, shared, self.connections.clone(), stop.clone(), self.drain));
-        info!(address = %address, "listening");
-        Ok(Listener { routes, stop, task })
+        let shared = Arc::new(Shared {
+            routes: routes.clone(),
+            client: self.client.clone(),
+            body_idle: self.body_idle,
+            https: acceptor.is_some(),
+        });
+        let task = tokio::spawn(accept_loop(
+            tcp,
+            acceptor,
+            address,
+            shared,
+            self.connections.clone(),
+            stop.clone(),
+            self.drain,
+        ));
+        info!(address = %address, https = tls.is_some(), "listening");
+        Ok(Listener { routes, tls, stop, task })
     }
 
     fn close(&self, address: SocketAddr, listener: Listener) {
@@ -183,6 +212,7 @@ fn remove_route(listeners: &mut HashMap<SocketAddr, Listener>, key: &LinkKey) ->
 
 async fn accept_loop(
     tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
     address: SocketAddr,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
@@ -207,10 +237,17 @@ async fn accept_loop(
                         connections.spawn(serve::refuse(stream));
                         continue;
                     };
-                    let serving = serve::connection(stream, peer, shared.clone(), stop.clone());
+                    let (shared, stop, tls) = (shared.clone(), stop.clone(), tls.clone());
                     connections.spawn(async move {
                         let _slot = slot;
-                        serving.await;
+                        match tls {
+                            None => serve::connection(stream, peer, shared, stop).await,
+                            Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => serve::connection(stream, peer, shared, stop).await,
+                                Ok(Err(err)) => debug!(peer = %peer, cause = %err, "TLS handshake failed"),
+                                Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
+                            },
+                        }
                     });
                 }
                 Err(err) => {

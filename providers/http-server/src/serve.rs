@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) client: LatticeClient,
     /// Longest pause while reading a request body ([`crate::config::Settings::body_idle`]).
     pub(crate) body_idle: Duration,
+    /// The listener serves HTTPS: components see `https` requests.
+    pub(crate) https: bool,
 }
 
 /// Answer a connection over the limit with a 503 and close it, without reading its request.
@@ -58,7 +60,10 @@ pub(crate) async fn refuse(mut stream: TcpStream) {
 
 /// Serve HTTP/1.1 on one connection until the client leaves or `stop` asks for a graceful close
 /// (in-flight requests finish, idle keep-alive ends).
-pub(crate) async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, request).await) }
@@ -81,7 +86,8 @@ pub(crate) async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBody> {
-    let host = ferry_provider_sdk::http::request_authority(request.uri(), request.headers()).and_then(normalize_host);
+    let authority = ferry_provider_sdk::http::request_authority(request.uri(), request.headers()).map(str::to_owned);
+    let host = authority.as_deref().and_then(normalize_host);
     let path = request.uri().path().to_owned();
     let route = {
         let routes = shared.routes.read().unwrap_or_else(|p| p.into_inner());
@@ -91,6 +97,52 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Respons
         debug!(host = host.as_deref().unwrap_or("-"), path = %path, "no route");
         return status(StatusCode::NOT_FOUND, "no route for this host and path");
     };
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    if let Some(cors) = &route.config.cors
+        && let Some((code, headers)) = cors.preflight(request.method(), request.headers())
+    {
+        let mut response = status(code, "");
+        response.headers_mut().extend(headers);
+        return response;
+    }
+    let mut response = deliver(shared, &route, request, authority.as_deref(), &path).await;
+    if let Some(cors) = &route.config.cors {
+        cors.decorate(origin.as_ref(), response.headers_mut());
+    }
+    if let Some(cache_control) = &route.config.cache_control {
+        response.headers_mut().append(header::CACHE_CONTROL, cache_control.clone());
+    }
+    response
+}
+
+/// The component's answer to `request` on `route`, or the status that says why there is none.
+async fn deliver(
+    shared: &Shared,
+    route: &crate::router::Route,
+    request: Request<Incoming>,
+    authority: Option<&str>,
+    path: &str,
+) -> Response<ResponseBody> {
+    if route.config.readonly && request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        debug!(component = %route.component(), method = %request.method(), "read-only route refused a method");
+        linger(request.into_body());
+        let mut response = status(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD allowed in read-only mode");
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let mut request = request;
+    if shared.https
+        && let Some(authority) = authority
+        && let Ok(authority) = http::uri::Authority::try_from(authority)
+    {
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(authority);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    let path = path.to_owned();
     let limit = route.config.max_body;
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
