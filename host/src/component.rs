@@ -18,6 +18,7 @@ use ferry_lattice::{
 use ferry_proto::{
     ErrorKind, RpcError,
     http::{HttpRequest, HttpResponse},
+    keyvalue::WatchEvent,
     messaging::BrokerMessage,
 };
 use futures::StreamExt as _;
@@ -35,6 +36,7 @@ use wasmtime_wasi_http::{
 
 use crate::{
     HostError, Limits,
+    capability::keyvalue::Bucket,
     engine::time_slices,
     state::{Causes, ComponentEnv, HostState},
 };
@@ -48,6 +50,16 @@ mod handler {
     });
 
     pub(crate) use wasmcloud::messaging::types::BrokerMessage;
+}
+
+/// Bindings of the key-value watcher export.
+mod watcher {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ferry:host/keyvalue-watcher",
+        exports: { default: async },
+        with: { "wasi:keyvalue/store": crate::capability::keyvalue::bindings::wasi::keyvalue::store },
+    });
 }
 
 /// Default bound of concurrently running instances of one component on one host.
@@ -73,6 +85,8 @@ pub(crate) struct RunningComponent {
     proxy: Option<ProxyPre<HostState>>,
     /// Present when the component exports `wasmcloud:messaging/handler@0.2.0`.
     messaging: Option<handler::MessagingHandlerPre<HostState>>,
+    /// Present when the component exports `wasi:keyvalue/watcher@0.2.0-draft`.
+    watcher: Option<watcher::KeyvalueWatcherPre<HostState>>,
     /// One permit per running instance: the `max_instances` bound.
     permits: Arc<Semaphore>,
     /// One permit per admitted invocation, running or waiting for an instance:
@@ -96,10 +110,11 @@ impl RunningComponent {
     ) -> Result<Self, HostError> {
         let pre = linker.instantiate_pre(component)?;
         let proxy = ProxyPre::new(pre.clone()).ok();
-        let messaging = handler::MessagingHandlerPre::new(pre).ok();
-        if proxy.is_none() && messaging.is_none() {
+        let messaging = handler::MessagingHandlerPre::new(pre.clone()).ok();
+        let watcher = watcher::KeyvalueWatcherPre::new(pre).ok();
+        if proxy.is_none() && messaging.is_none() && watcher.is_none() {
             return Err(HostError::Invalid(format!(
-                "component {} exports neither wasi:http/incoming-handler@0.2.x nor wasmcloud:messaging/handler@0.2.0",
+                "component {} exports none of wasi:http/incoming-handler@0.2.x, wasmcloud:messaging/handler@0.2.0, wasi:keyvalue/watcher@0.2.0-draft",
                 spec.id
             )));
         }
@@ -112,6 +127,7 @@ impl RunningComponent {
             engine: engine.clone(),
             proxy,
             messaging,
+            watcher,
             permits,
             admission,
             shed: AtomicU64::new(0),
@@ -181,6 +197,39 @@ impl RunningComponent {
             Ok(Err(err)) => Err(trap(err)),
             Ok(Ok(Err(message))) => Err(RpcError::new(ErrorKind::ComponentError, message)),
             Ok(Ok(Ok(()))) => Ok(()),
+        }
+    }
+
+    /// Deliver one key-value change to the component's `wasi:keyvalue/watcher` in a fresh
+    /// instance: `on-set` with a value, `on-delete` without.
+    pub(crate) async fn handle_watch(
+        &self,
+        event: WatchEvent,
+        remaining: Option<Duration>,
+        causes: Causes,
+    ) -> Result<(), RpcError> {
+        let Some(pre) = self.watcher.clone() else {
+            return Err(RpcError::new(ErrorKind::UnknownOperation, "component does not export wasi:keyvalue/watcher"));
+        };
+        let (deadline, why) = self.time_limit(remaining);
+        let deadline_ms = deadline_ms(deadline);
+        let _permit = self.permit(deadline).await?;
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
+        store.limiter(|state| &mut state.limiter);
+        time_slices(&mut store, deadline);
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let bucket = store.data_mut().table.push(Bucket::new(event.bucket))?;
+            let watcher = instance.wasi_keyvalue_watcher();
+            match event.value {
+                Some(value) => watcher.call_on_set(&mut store, bucket, &event.key, &value).await,
+                None => watcher.call_on_delete(&mut store, bucket, &event.key).await,
+            }
+        };
+        match tokio::time::timeout(deadline + Duration::from_millis(100), call).await {
+            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("{why}: component stopped after {deadline:?}"))),
+            Ok(Err(err)) => Err(trap(err)),
+            Ok(Ok(())) => Ok(()),
         }
     }
 

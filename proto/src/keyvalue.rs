@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub const WIT_NAMESPACE: &str = "wasi";
 /// WIT package of key-value.
 pub const WIT_PACKAGE: &str = "keyvalue";
+/// WIT interface a component exports to hear of changes (`on-set`, `on-delete`); links over it
+/// go from the key-value provider to the component.
+pub const WATCHER_INTERFACE: &str = "watcher";
 
 /// Operation names.
 pub mod op {
@@ -32,11 +35,29 @@ pub mod op {
     /// `batch.delete-many`.
     pub const DELETE_MANY: &str = "wasi:keyvalue/batch.delete-many";
 
+    /// `watcher.on-set`, invoked on a component: [`super::WatchEvent`] with a value.
+    pub const ON_SET: &str = "wasi:keyvalue/watcher.on-set";
+    /// `watcher.on-delete`, invoked on a component: [`super::WatchEvent`] without a value.
+    pub const ON_DELETE: &str = "wasi:keyvalue/watcher.on-delete";
+
     /// Whether `operation` only reads: replaying it changes nothing, so it needs no entry in the
     /// lattice-wide replay record.
     pub fn is_read_only(operation: &str) -> bool {
         matches!(operation, GET | EXISTS | LIST_KEYS | GET_MANY)
     }
+}
+
+/// A change a watcher link selects, delivered to the component's `wasi:keyvalue/watcher`:
+/// `on-set` carries the new value, `on-delete` none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// The bucket identifier the component opens to reach the key.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// The value set; absent for a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
 }
 
 /// Names one key: `get`, `delete`, `exists`.
@@ -177,6 +198,9 @@ mod tests {
         round_trip(ListKeysResponse { keys: vec!["a".into()], cursor: None });
         round_trip(IncrementResponse { value: 9 });
         round_trip(GetManyResponse { items: vec![None, Some(KeyValue { key: "a".into(), value: vec![] })] });
+        round_trip(WatchEvent { bucket: "b".into(), key: "k".into(), value: Some(vec![7]) });
+        round_trip(WatchEvent { bucket: "b".into(), key: "k".into(), value: None });
+        assert!(decode::<WatchEvent>(b"\x81").is_err());
     }
 
     #[test]

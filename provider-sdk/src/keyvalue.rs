@@ -152,3 +152,22 @@ fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RpcError> {
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
     codec::encode(value).map_err(RpcError::from)
 }
+
+/// What a watcher link reports to its component: the interface's names and payload.
+pub use ferry_proto::keyvalue::{WATCHER_INTERFACE, WIT_NAMESPACE, WIT_PACKAGE, WatchEvent};
+
+/// Hand `event` to `component`'s `wasi:keyvalue/watcher` over the link named `link_name`:
+/// `on-set` when it carries a value, `on-delete` when not. Returns once the component has run.
+///
+/// # Errors
+/// The invocation's typed error (the component trapped, is not linked, …).
+pub async fn notify(
+    client: &crate::LatticeClient,
+    component: &str,
+    link_name: &str,
+    event: &WatchEvent,
+) -> Result<(), RpcError> {
+    let operation = if event.value.is_some() { op::ON_SET } else { op::ON_DELETE };
+    let payload = codec::encode(event).map_err(RpcError::from)?;
+    client.invoke(component, link_name, operation, payload).await.map(|_| ())
+}

@@ -17,6 +17,7 @@ mod http_client;
 mod isolation;
 mod keyvalue;
 mod kv_large;
+mod kv_watch;
 mod lattice_state;
 mod lattices;
 mod lifecycle;

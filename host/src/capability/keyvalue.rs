@@ -19,7 +19,14 @@ pub struct Bucket {
     identifier: String,
 }
 
-mod bindings {
+impl Bucket {
+    /// The bucket `identifier` names, as `open` makes it (a watcher's events carry one).
+    pub(crate) fn new(identifier: String) -> Self {
+        Self { identifier }
+    }
+}
+
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "ferry:host/keyvalue",

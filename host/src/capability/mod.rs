@@ -5,7 +5,7 @@ mod blobstore;
 mod bus;
 mod config;
 mod http;
-mod keyvalue;
+pub(crate) mod keyvalue;
 mod logging;
 mod messaging;
 mod route;

@@ -16,7 +16,7 @@ use ferry_proto::{
     delivery::too_late_to_take_up,
     envelope::{Invocation, InvocationResponse},
     http::{self as wit_http, HttpRequest, HttpResponse},
-    keyvalue::Empty,
+    keyvalue::{self as kv, Empty},
     messaging::{self as msg, BrokerMessage},
     stream::DEFAULT_CHUNK_SIZE,
     subject::{self, Channel},
@@ -235,6 +235,7 @@ async fn taken_up(
                 Err(err) => Err(err),
             },
             msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv).await,
+            kv::op::ON_SET | kv::op::ON_DELETE => watch(ctx, component, &inv).await,
             other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {other:?}"))),
         }
     };
@@ -325,6 +326,18 @@ async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocat
     require_link(ctx, component, inv, msg::WIT_NAMESPACE, msg::WIT_PACKAGE, msg::HANDLER_INTERFACE)?;
     let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
     component.handle_message(message, inv.remaining(), Causes::new(inv.replay_key())).await?;
+    codec::encode(&Empty {}).map_err(RpcError::from)
+}
+
+/// A change a key-value provider's watcher link selected, for the component's
+/// `wasi:keyvalue/watcher`.
+async fn watch(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+    require_link(ctx, component, inv, kv::WIT_NAMESPACE, kv::WIT_PACKAGE, kv::WATCHER_INTERFACE)?;
+    let event: kv::WatchEvent = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
+    if (inv.operation == kv::op::ON_SET) != event.value.is_some() {
+        return Err(RpcError::bad_request(format!("{} carries a value only for on-set", inv.operation)));
+    }
+    component.handle_watch(event, inv.remaining(), Causes::new(inv.replay_key())).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)
 }
 

@@ -94,6 +94,33 @@ impl BackendConfig {
     }
 }
 
+/// What a watcher link (provider → component over `wasi:keyvalue/watcher`, source config)
+/// watches: `watch_bucket`, the identifier the component would open (default `default`), and
+/// `watch_keys`, comma-separated key patterns in the backend's syntax (NATS: `*` one token,
+/// `>` the rest; Redis: glob), every key when absent. The other keys choose the backend as for
+/// a store link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WatchConfig {
+    pub(crate) bucket: String,
+    pub(crate) patterns: Vec<String>,
+}
+
+impl WatchConfig {
+    /// Split a watcher link's source config into its watch settings and its backend's.
+    pub(crate) fn split(config: &BTreeMap<String, String>) -> (Self, BTreeMap<String, String>) {
+        let mut rest = config.clone();
+        let mut take = |name: &str| {
+            let key = rest.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned()?;
+            rest.remove(&key)
+        };
+        let bucket = take("watch_bucket").map(|b| b.trim().to_owned()).filter(|b| !b.is_empty());
+        let patterns = take("watch_keys")
+            .map(|p| p.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        (Self { bucket: bucket.unwrap_or_else(|| "default".to_owned()), patterns }, rest)
+    }
+}
+
 /// A JetStream bucket name, or a prefix of one (`empty_ok`).
 fn check_name(key: &str, name: &str, empty_ok: bool) -> Result<(), String> {
     if (name.is_empty() && !empty_ok) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -132,6 +159,15 @@ mod tests {
         assert!(BackendConfig::from_link(&cfg(&[("backend", "etcd")])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("backend", "redis"), ("url", "http://x")])).is_err());
         assert!(BackendConfig::from_link(&cfg(&[("colour", "blue")])).unwrap_err().contains("colour"));
+    }
+
+    #[test]
+    fn a_watcher_link_names_what_it_watches_beside_its_backend() {
+        let (watch, rest) = WatchConfig::split(&cfg(&[("WATCH_KEYS", "user.*, order.>"), ("url", "redis://h")]));
+        assert_eq!(watch, WatchConfig { bucket: "default".into(), patterns: vec!["user.*".into(), "order.>".into()] });
+        assert_eq!(rest, cfg(&[("url", "redis://h")]));
+        let (watch, _) = WatchConfig::split(&cfg(&[("watch_bucket", "cart")]));
+        assert_eq!(watch, WatchConfig { bucket: "cart".into(), patterns: vec![] });
     }
 
     #[test]

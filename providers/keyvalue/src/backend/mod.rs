@@ -12,6 +12,16 @@ pub(crate) const PAGE_SIZE: usize = 100;
 /// Longest wait for a backend's answer to a health probe.
 pub(crate) const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// One change a watch saw: the new value of `key`, or `None` when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) key: String,
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+/// The changes a watch reports, until the store goes away (then an error) or it is dropped.
+pub(crate) type Changes = futures::stream::BoxStream<'static, Result<Change, String>>;
+
 /// A key-value store behind one link.
 #[async_trait::async_trait]
 pub(crate) trait Backend: Send + Sync {
@@ -24,6 +34,9 @@ pub(crate) trait Backend: Send + Sync {
     async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, RpcError>;
     /// Whether the store answers now (one cheap round trip); why not, when it does not.
     async fn health(&self) -> Result<(), String>;
+    /// Every later change in `bucket` to a key matching one of `patterns` (the backend's own
+    /// pattern syntax; empty for every key).
+    async fn watch(&self, bucket: &str, patterns: &[String]) -> Result<Changes, String>;
 
     async fn get_many(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<Option<KeyValuePair>>, RpcError> {
         let mut out = Vec::with_capacity(keys.len());

@@ -15,7 +15,7 @@ use ferry_provider_sdk::{
 use futures::StreamExt as _;
 use tracing::warn;
 
-use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE, parse_counter};
+use super::{Backend, Change, Changes, HEALTH_TIMEOUT, PAGE_SIZE, parse_counter};
 
 /// A listing's consumer is removed after the page; should that fail, the server drops it after
 /// this long unused.
@@ -221,6 +221,33 @@ fn backend_err(what: &str, err: impl std::fmt::Display) -> RpcError {
 
 #[async_trait::async_trait]
 impl Backend for NatsBackend {
+    async fn watch(&self, bucket: &str, patterns: &[String]) -> Result<Changes, String> {
+        let store = self.store(bucket).await.map_err(|e| e.message)?;
+        // NATS key patterns: `*` one token, `>` the rest. Stored keys may be hex-escaped, so a
+        // pattern matches keys NATS holds verbatim.
+        let failed = |e: async_nats::jetstream::kv::WatchError| format!("cannot watch bucket {bucket:?}: {e}");
+        let mut watches = Vec::new();
+        if patterns.is_empty() {
+            watches.push(store.watch_all().await.map_err(failed)?);
+        }
+        for pattern in patterns {
+            watches.push(store.watch(pattern).await.map_err(failed)?);
+        }
+        let changes = futures::stream::select_all(watches).filter_map(|entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(err) => return Some(Err(format!("watch ended: {err}"))),
+            };
+            // A key no component could have written (not valid hex after `=`) is not reported.
+            let key = decode_key(&entry.key)?;
+            Some(Ok(match entry.operation {
+                kv::Operation::Put => Change { key, value: Some(entry.value.to_vec()) },
+                kv::Operation::Delete | kv::Operation::Purge => Change { key, value: None },
+            }))
+        });
+        Ok(changes.boxed())
+    }
+
     async fn health(&self) -> Result<(), String> {
         match tokio::time::timeout(HEALTH_TIMEOUT, self.js.query_account()).await {
             Ok(Ok(_)) => Ok(()),

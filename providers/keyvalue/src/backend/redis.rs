@@ -4,18 +4,51 @@
 use ferry_provider_sdk::{RpcError, keyvalue::KeyValuePair};
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 
-use super::{Backend, HEALTH_TIMEOUT, PAGE_SIZE};
+use futures::StreamExt as _;
+
+use super::{Backend, Change, Changes, HEALTH_TIMEOUT, PAGE_SIZE};
 
 pub(crate) struct RedisBackend {
+    client: redis::Client,
     conn: ConnectionManager,
 }
+
+/// The keyspace events a watch needs: key-space channels (`K`), string commands (`$`: SET,
+/// INCRBY, …), generic ones (`g`: DEL, …), expiry (`x`) and eviction (`e`).
+const WATCH_EVENTS: &str = "K$gxe";
 
 impl RedisBackend {
     /// Connect to `url`; the connection manager reconnects on its own after failures.
     pub(crate) async fn connect(url: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis url: {e}"))?;
-        let conn = ConnectionManager::new(client).await.map_err(|e| format!("cannot connect to Redis: {e}"))?;
-        Ok(Self { conn })
+        let conn = ConnectionManager::new(client.clone()).await.map_err(|e| format!("cannot connect to Redis: {e}"))?;
+        Ok(Self { client, conn })
+    }
+
+    /// Make the server publish the keyspace events a watch needs, keeping those it already does.
+    async fn enable_keyspace_events(&self) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let (_, current): (String, String) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("cannot read notify-keyspace-events: {e}"))?;
+        // `A` stands for every class of event (`$gxe` among them), not for `K`.
+        let covered = |c: char| current.contains(c) || (c != 'K' && current.contains('A'));
+        let missing: String = WATCH_EVENTS.chars().filter(|c| !covered(*c)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg(format!("{current}{missing}"))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| {
+                format!("cannot enable keyspace events (set notify-keyspace-events {WATCH_EVENTS} on the server): {e}")
+            })
     }
 }
 
@@ -32,6 +65,37 @@ impl Backend for RedisBackend {
             Ok(Err(err)) => Err(format!("Redis does not answer: {err}")),
             Err(_) => Err(format!("Redis did not answer within {HEALTH_TIMEOUT:?}")),
         }
+    }
+
+    async fn watch(&self, _bucket: &str, patterns: &[String]) -> Result<Changes, String> {
+        self.enable_keyspace_events().await?;
+        let db = self.client.get_connection_info().redis.db;
+        let prefix = format!("__keyspace@{db}__:");
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        let all = ["*".to_owned()];
+        for pattern in if patterns.is_empty() { &all[..] } else { patterns } {
+            pubsub.psubscribe(format!("{prefix}{pattern}")).await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        }
+        let conn = self.conn.clone();
+        let changes = pubsub.into_on_message().filter_map(move |msg| {
+            let (mut conn, prefix) = (conn.clone(), prefix.clone());
+            async move {
+                let key = msg.get_channel_name().strip_prefix(&prefix)?.to_owned();
+                let event: String = msg.get_payload().ok()?;
+                match event.as_str() {
+                    "del" | "expired" | "evicted" | "unlink" => Some(Ok(Change { key, value: None })),
+                    // Every write of a string value: read what it is now.
+                    "set" | "setrange" | "append" | "incrby" | "incrbyfloat" | "decrby" | "getset" | "mset"
+                    | "msetnx" => match conn.get::<_, Option<Vec<u8>>>(&key).await {
+                        Ok(Some(value)) => Some(Ok(Change { key, value: Some(value) })),
+                        Ok(None) => Some(Ok(Change { key, value: None })),
+                        Err(err) => Some(Err(format!("cannot read {key:?} after {event}: {err}"))),
+                    },
+                    _ => None,
+                }
+            }
+        });
+        Ok(changes.boxed())
     }
 
     async fn get(&self, _bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RpcError> {
