@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 use wasmtime::{
     Engine, Store,
-    component::{Component, Linker},
+    component::{Component, InstancePre, Linker, Type, Val},
 };
 use wasmtime_wasi_http::{
     WasiHttpView as _,
@@ -36,9 +36,10 @@ use wasmtime_wasi_http::{
 
 use crate::{
     HostError, Limits,
-    capability::keyvalue::Bucket,
+    capability::{custom, keyvalue::Bucket},
     engine::time_slices,
     state::{Causes, ComponentEnv, HostState},
+    wit_value,
 };
 
 /// Bindings of the messaging export.
@@ -60,6 +61,14 @@ mod watcher {
         exports: { default: async },
         with: { "wasi:keyvalue/store": crate::capability::keyvalue::bindings::wasi::keyvalue::store },
     });
+}
+
+/// See [`RunningComponent::run`].
+struct Run {
+    store: Store<HostState>,
+    deadline: Duration,
+    why: &'static str,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Default bound of concurrently running instances of one component on one host.
@@ -87,6 +96,10 @@ pub(crate) struct RunningComponent {
     messaging: Option<handler::MessagingHandlerPre<HostState>>,
     /// Present when the component exports `wasi:keyvalue/watcher@0.2.0-draft`.
     watcher: Option<watcher::KeyvalueWatcherPre<HostState>>,
+    /// Interfaces of its own it exports for other components (`ns:pkg/iface@version`), and
+    /// what calls them.
+    custom: Vec<String>,
+    pre: InstancePre<HostState>,
     /// One permit per running instance: the `max_instances` bound.
     permits: Arc<Semaphore>,
     /// One permit per admitted invocation, running or waiting for an instance:
@@ -108,13 +121,17 @@ impl RunningComponent {
         spec: ComponentSpec,
         limits: &Limits,
     ) -> Result<Self, HostError> {
+        // Its imports of other components' interfaces are its own: a linker of its own.
+        let mut linker = linker.clone();
+        custom::link_imports(&mut linker, component, engine)?;
         let pre = linker.instantiate_pre(component)?;
+        let custom = custom::custom_exports(component, engine)?;
         let proxy = ProxyPre::new(pre.clone()).ok();
         let messaging = handler::MessagingHandlerPre::new(pre.clone()).ok();
-        let watcher = watcher::KeyvalueWatcherPre::new(pre).ok();
-        if proxy.is_none() && messaging.is_none() && watcher.is_none() {
+        let watcher = watcher::KeyvalueWatcherPre::new(pre.clone()).ok();
+        if proxy.is_none() && messaging.is_none() && watcher.is_none() && custom.is_empty() {
             return Err(HostError::Invalid(format!(
-                "component {} exports none of wasi:http/incoming-handler@0.2.x, wasmcloud:messaging/handler@0.2.0, wasi:keyvalue/watcher@0.2.0-draft",
+                "component {} exports none of wasi:http/incoming-handler@0.2.x, wasmcloud:messaging/handler@0.2.0, wasi:keyvalue/watcher@0.2.0-draft, nor an interface of its own",
                 spec.id
             )));
         }
@@ -128,6 +145,8 @@ impl RunningComponent {
             proxy,
             messaging,
             watcher,
+            custom,
+            pre,
             permits,
             admission,
             shed: AtomicU64::new(0),
@@ -167,6 +186,18 @@ impl RunningComponent {
             .map_err(|_| RpcError::internal("component is stopping"))
     }
 
+    /// What one invocation in a fresh instance runs with: its store (limits and time slices
+    /// set), its time limit and why it would stop, and the instance permit it holds.
+    async fn run(&self, remaining: Option<Duration>, causes: Causes) -> Result<Run, RpcError> {
+        let (deadline, why) = self.time_limit(remaining);
+        let deadline_ms = deadline_ms(deadline);
+        let permit = self.permit(deadline).await?;
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
+        store.limiter(|state| &mut state.limiter);
+        time_slices(&mut store, deadline);
+        Ok(Run { store, deadline, why, _permit: permit })
+    }
+
     /// Deliver one message to the component's `wasmcloud:messaging/handler` in a fresh instance.
     pub(crate) async fn handle_message(
         &self,
@@ -180,12 +211,7 @@ impl RunningComponent {
                 "component does not export wasmcloud:messaging/handler",
             ));
         };
-        let (deadline, why) = self.time_limit(remaining);
-        let deadline_ms = deadline_ms(deadline);
-        let _permit = self.permit(deadline).await?;
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
-        store.limiter(|state| &mut state.limiter);
-        time_slices(&mut store, deadline);
+        let Run { mut store, deadline, why, _permit } = self.run(remaining, causes).await?;
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let message =
@@ -211,12 +237,7 @@ impl RunningComponent {
         let Some(pre) = self.watcher.clone() else {
             return Err(RpcError::new(ErrorKind::UnknownOperation, "component does not export wasi:keyvalue/watcher"));
         };
-        let (deadline, why) = self.time_limit(remaining);
-        let deadline_ms = deadline_ms(deadline);
-        let _permit = self.permit(deadline).await?;
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), causes, deadline_ms));
-        store.limiter(|state| &mut state.limiter);
-        time_slices(&mut store, deadline);
+        let Run { mut store, deadline, why, _permit } = self.run(remaining, causes).await?;
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let bucket = store.data_mut().table.push(Bucket::new(event.bucket))?;
@@ -230,6 +251,54 @@ impl RunningComponent {
             Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("{why}: component stopped after {deadline:?}"))),
             Ok(Err(err)) => Err(trap(err)),
             Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Call `func` of the custom interface `ns:pkg/iface` the component exports, in a fresh
+    /// instance: arguments and results in the MessagePack form of [`crate::wit_value`], read
+    /// with the types the component declares.
+    pub(crate) async fn call_custom(
+        &self,
+        interface: (&str, &str, &str),
+        func: &str,
+        payload: &[u8],
+        remaining: Option<Duration>,
+        causes: Causes,
+    ) -> Result<Vec<u8>, RpcError> {
+        let (ns, pkg, iface) = interface;
+        let Some(export) = self.custom.iter().find(|e| custom::interface_parts(e) == Some(interface)) else {
+            return Err(RpcError::new(
+                ErrorKind::UnknownOperation,
+                format!("component {} does not export {ns}:{pkg}/{iface}", self.spec.id),
+            ));
+        };
+        let Run { mut store, deadline, why, _permit } = self.run(remaining, causes).await?;
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let found = instance
+                .get_export_index(&mut store, None, export)
+                .and_then(|iface| instance.get_export_index(&mut store, Some(&iface), func))
+                .and_then(|index| instance.get_func(&mut store, index));
+            let Some(function) = found else {
+                return Ok(Err(RpcError::new(
+                    ErrorKind::UnknownOperation,
+                    format!("{export} has no function {func:?}"),
+                )));
+            };
+            let ty = function.ty(&store);
+            let params: Vec<Type> = ty.params().map(|(_, t)| t).collect();
+            let args = match wit_value::decode(payload, &params) {
+                Ok(args) => args,
+                Err(err) => return Ok(Err(RpcError::bad_request(format!("arguments of {export}.{func}: {err}")))),
+            };
+            let mut results = vec![Val::Bool(false); ty.results().len()];
+            function.call_async(&mut store, &args, &mut results).await?;
+            Ok(wit_value::encode(&results).map_err(|e| RpcError::internal(format!("results of {export}.{func}: {e}"))))
+        };
+        match tokio::time::timeout(deadline + Duration::from_millis(100), call).await {
+            Err(_) => Err(RpcError::new(ErrorKind::Timeout, format!("{why}: component stopped after {deadline:?}"))),
+            Ok(Err(err)) => Err(trap(err)),
+            Ok(Ok(answer)) => answer,
         }
     }
 

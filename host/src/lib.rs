@@ -33,6 +33,7 @@ mod links;
 mod rpc;
 mod state;
 mod supervisor;
+mod wit_value;
 mod workers;
 
 pub use engine::{Limits, new_engine};

@@ -8,6 +8,7 @@ mod bridge_calls;
 mod cluster;
 mod control;
 mod ctl_cli;
+mod custom_calls;
 mod events;
 mod faults;
 mod health;

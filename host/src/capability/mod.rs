@@ -4,6 +4,7 @@
 mod blobstore;
 mod bus;
 mod config;
+pub(crate) mod custom;
 mod http;
 pub(crate) mod keyvalue;
 mod logging;

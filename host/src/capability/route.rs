@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferry_proto::{RpcError, codec};
+use ferry_proto::{RpcError, auth::MacKey, codec, envelope::Invocation};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::state::{Causes, ComponentEnv, HostState};
@@ -37,19 +37,36 @@ impl HostState {
 }
 
 impl Route {
+    /// Invoke `operation` with an encoded `payload` on the linked component (a call between
+    /// components, signed as the caller); its answer's payload.
+    pub(crate) async fn call_component(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let prepared = self.env.rpc.prepare_from(&self.env.id, &self.target, &self.name, operation);
+        self.send(prepared, operation, payload).await
+    }
+
+    /// Send a prepared invocation of `operation` carrying `payload` with this route's cause and
+    /// deadline.
+    async fn send(
+        &self,
+        prepared: (Invocation, MacKey),
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RpcError> {
+        let (mut inv, key) = prepared;
+        inv.payload = payload;
+        inv.cause = self.causes.of(operation);
+        inv.deadline_ms = self.deadline_ms;
+        self.env.rpc.send(inv, &key, self.env.rpc.timeout()).await
+    }
+
     /// Invoke `operation` with `request` on the linked provider and decode its answer.
     pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         operation: &str,
         request: &Req,
     ) -> Result<Resp, RpcError> {
-        let payload = codec::encode(request)?;
-        let cause = self.causes.of(operation);
-        let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, operation);
-        inv.payload = payload;
-        inv.cause = cause;
-        inv.deadline_ms = self.deadline_ms;
-        let bytes = self.env.rpc.send(inv, &key, self.env.rpc.timeout()).await?;
+        let prepared = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, operation);
+        let bytes = self.send(prepared, operation, codec::encode(request)?).await?;
         codec::decode(&bytes)
             .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")))
     }

@@ -78,6 +78,21 @@ impl RpcClient {
         (inv, key)
     }
 
+    /// [`Self::prepare`] for a call from component `origin` to another component: a host
+    /// serving a component checks an invocation with its origin's key (as it does a
+    /// provider's), so the call is signed with the calling component's key.
+    pub(crate) fn prepare_from(
+        &self,
+        origin: &str,
+        target: &str,
+        link_name: &str,
+        operation: &str,
+    ) -> (Invocation, MacKey) {
+        let inv = Invocation::new(origin, target, link_name, operation, Vec::new());
+        let key = self.cluster.provider_key(&self.lattice, origin, period_of(inv.issued_at_ms));
+        (inv, key)
+    }
+
     /// The calling thread's NATS connection (see [`RpcClient`]).
     pub(crate) fn nats(&self) -> &async_nats::Client {
         &self.lane().nats

@@ -26,8 +26,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
 use crate::{
-    HostError, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient, state::Causes,
-    workers::Workers,
+    HostError, capability::custom, component::RunningComponent, lattice::LatticeView, rpc::client::RpcClient,
+    state::Causes, workers::Workers,
 };
 
 /// What a component's server loop needs from its host.
@@ -236,6 +236,15 @@ async fn taken_up(
             },
             msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv).await,
             kv::op::ON_SET | kv::op::ON_DELETE => watch(ctx, component, &inv).await,
+            other if let Some((ns, pkg, iface, func)) = custom::parse_operation(other) => {
+                match require_link(ctx, component, &inv, ns, pkg, iface) {
+                    Err(err) => Err(err),
+                    Ok(()) => {
+                        let causes = Causes::new(inv.replay_key());
+                        component.call_custom((ns, pkg, iface), func, &inv.payload, inv.remaining(), causes).await
+                    }
+                }
+            }
             other => Err(RpcError::new(ErrorKind::UnknownOperation, format!("component does not serve {other:?}"))),
         }
     };
