@@ -36,6 +36,12 @@ async fn a_component_calls_another_components_interface_on_one_host() -> anyhow:
     lattice.link(greet_link("caller")).await?;
     check(&lattice.ok("caller", json!({})).await?);
 
+    // A callee slower than the host's 2 s capability-call timeout: the call waits as long as
+    // the caller's own invocation may.
+    let slow = lattice.client.handle_http("caller", &ferry_tests::get("/slow")).await?;
+    let answer: Value = serde_json::from_slice(&slow.body)?;
+    assert_eq!((slow.status, &answer["ok"]["slow"]), (200, &json!(3000)), "{answer}");
+
     // `ferry call` as the CLI's identity, over a link of its own.
     lattice.link(greet_link("ferry-cli")).await?;
     let dir = tempfile::tempdir()?;

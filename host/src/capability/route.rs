@@ -38,25 +38,30 @@ impl HostState {
 
 impl Route {
     /// Invoke `operation` with an encoded `payload` on the linked component (a call between
-    /// components, signed as the caller); its answer's payload.
+    /// components, signed as the caller); its answer's payload. The other component may take
+    /// as long as the invocation being served has left (the host's RPC timeout when it has no
+    /// deadline): it is work, not a capability's quick answer.
     pub(crate) async fn call_component(&self, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, RpcError> {
         let prepared = self.env.rpc.prepare_from(&self.env.id, &self.target, &self.name, operation);
-        self.send(prepared, operation, payload).await
+        let left = self.deadline_ms.saturating_sub(ferry_proto::time::now_ms());
+        let wait = if left > 0 { std::time::Duration::from_millis(left) } else { self.env.rpc.timeout() };
+        self.send(prepared, operation, payload, wait).await
     }
 
     /// Send a prepared invocation of `operation` carrying `payload` with this route's cause and
-    /// deadline.
+    /// deadline, waiting at most `wait`.
     async fn send(
         &self,
         prepared: (Invocation, MacKey),
         operation: &str,
         payload: Vec<u8>,
+        wait: std::time::Duration,
     ) -> Result<Vec<u8>, RpcError> {
         let (mut inv, key) = prepared;
         inv.payload = payload;
         inv.cause = self.causes.of(operation);
         inv.deadline_ms = self.deadline_ms;
-        self.env.rpc.send(inv, &key, self.env.rpc.timeout()).await
+        self.env.rpc.send(inv, &key, wait).await
     }
 
     /// Invoke `operation` with `request` on the linked provider and decode its answer.
@@ -66,7 +71,7 @@ impl Route {
         request: &Req,
     ) -> Result<Resp, RpcError> {
         let prepared = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, operation);
-        let bytes = self.send(prepared, operation, codec::encode(request)?).await?;
+        let bytes = self.send(prepared, operation, codec::encode(request)?, self.env.rpc.timeout()).await?;
         codec::decode(&bytes)
             .map_err(|e| RpcError::bad_request(format!("provider answered with an undecodable payload: {e}")))
     }

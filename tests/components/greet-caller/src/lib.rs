@@ -1,6 +1,6 @@
 //! Test component: on any HTTP request it calls every function of the
 //! `ferry-test:greeter/greet` interface it imports (another component exports it) and answers
-//! with what came back, as JSON: `{"ok": {…}}`.
+//! with what came back, as JSON: `{"ok": {…}}`; `/slow` calls only its slow function.
 
 mod bindings {
     wit_bindgen::generate!({ path: "../greeter/wit", world: "caller" });
@@ -15,8 +15,12 @@ struct Component;
 wasi::http::proxy::export!(Component);
 
 impl wasi::exports::http::incoming_handler::Guest for Component {
-    fn handle(_request: IncomingRequest, out: ResponseOutparam) {
-        let answer = json!({ "ok": call_everything() });
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let answer = match request.path_with_query().as_deref() {
+            // A callee slower than the host's capability-call timeout.
+            Some("/slow") => json!({ "ok": { "slow": greet::slow(3000) } }),
+            _ => json!({ "ok": call_everything() }),
+        };
         respond(out, 200, &serde_json::to_vec(&answer).unwrap_or_default());
     }
 }

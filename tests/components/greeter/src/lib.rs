@@ -44,4 +44,9 @@ impl Guest for Component {
     fn pass_through(o: Option<Option<u32>>, f: Perms, c: char) -> (Option<Option<u32>>, Perms, char) {
         (o, f, c)
     }
+
+    fn slow(ms: u32) -> u32 {
+        wasi::clocks::monotonic_clock::subscribe_duration(u64::from(ms) * 1_000_000).block();
+        ms
+    }
 }
