@@ -46,6 +46,21 @@ impl AllowedDirs {
         }
         Ok(resolved)
     }
+
+    /// `path` checked as [`AllowedDirs::check`] does; a bare file name (no `/`) is looked up in
+    /// each allowed directory in turn, so a command can name a binary without knowing where a
+    /// host keeps it.
+    pub(crate) fn find(&self, what: &str, path: &str, host: &str) -> Result<PathBuf, String> {
+        if path.contains('/') || path.is_empty() || path == "." || path == ".." {
+            return self.check(what, Path::new(path), host);
+        }
+        let found = self.dirs.iter().map(|dir| dir.join(path)).find(|candidate| candidate.is_file());
+        match found {
+            Some(candidate) => self.check(what, &candidate, host),
+            None if self.dirs.is_empty() => self.check(what, Path::new(path), host),
+            None => Err(format!("host {host} has no {what} named {path} in the directories it allows")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +84,8 @@ mod tests {
                 .unwrap_err()
                 .contains("--allow-file-dir")
         );
+        assert_eq!(dirs.find("component", "ok.wasm", "h").unwrap(), allowed.join("ok.wasm").canonicalize().unwrap());
+        assert!(dirs.find("component", "missing", "h").unwrap_err().contains("no component named missing"));
+        assert!(dirs.find("component", "..", "h").is_err());
     }
 }

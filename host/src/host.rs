@@ -15,6 +15,7 @@ use wasmtime::component::Linker;
 use crate::{
     HostError, Limits,
     allowed::AllowedDirs,
+    app::{AppStore, reconciler::Reconciler},
     capability,
     components::{Components, Runtime, Sources},
     ctl::{self, CommandAuth, Services},
@@ -33,6 +34,8 @@ use crate::{
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight invocations may finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the reconciler waits for a host to carry out a command (a first start compiles).
+const RECONCILER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Configures a [`Host`].
 #[derive(Debug, Clone)]
@@ -48,6 +51,7 @@ pub struct HostBuilder {
     operators: Vec<String>,
     workers: usize,
     replicas: usize,
+    reconcile: bool,
 }
 
 /// Workers a host runs unless told otherwise: one per core the process may use.
@@ -70,7 +74,15 @@ impl HostBuilder {
             operators: Vec::new(),
             workers: default_workers(),
             replicas: 1,
+            reconcile: true,
         }
+    }
+
+    /// Whether this host competes to run the lattice's application reconciler (default yes;
+    /// one host at a time runs it, under a lease in the lattice bucket).
+    pub fn reconciler(mut self, reconcile: bool) -> Self {
+        self.reconcile = reconcile;
+        self
     }
 
     /// Threads that run invocations (default [`default_workers`], at least 1). Each has its own
@@ -208,19 +220,31 @@ impl HostBuilder {
             allowed_dirs: allowed,
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
-        let auth = CommandAuth::new(self.operators, ReplayRecord::new(nats.clone(), &self.lattice));
+        // Hosts obey the lattice operator key their cluster key derives, as they obey the
+        // operators they were given: the reconciler commands them with it.
+        let lattice_operator = rpc.cluster().lattice_operator(&self.lattice)?;
+        let mut operators = self.operators;
+        if !operators.is_empty() {
+            operators.push(lattice_operator.public_key());
+        }
+        let apps = AppStore::new(view.bucket().clone(), lattice_operator);
+        let auth = CommandAuth::new(operators, ReplayRecord::new(nats.clone(), &self.lattice));
+        let starts_providers = !self.allowed_dirs.is_empty();
         let services = Arc::new(Services {
-            identity: Arc::new(Identity::new(id, self.lattice, self.labels)),
+            identity: Arc::new(Identity::new(id, self.lattice, self.labels, starts_providers)),
             components,
             providers,
             links,
+            apps,
             events,
             auth,
             stop_requested: CancellationToken::new(),
             stop_request_id: std::sync::Mutex::default(),
         });
-        let health = self.health;
-        Ok(Host { inner: Arc::new(HostInner { services, runtime, nats, workers, view, rpc, tasks, stop, health }) })
+        let (health, reconcile) = (self.health, self.reconcile);
+        Ok(Host {
+            inner: Arc::new(HostInner { services, runtime, nats, workers, view, rpc, tasks, stop, health, reconcile }),
+        })
     }
 }
 
@@ -244,6 +268,8 @@ struct HostInner {
     /// Cancelled when the host stops.
     stop: CancellationToken,
     health: HealthConfig,
+    /// Whether this host competes to run the lattice's reconciler.
+    reconcile: bool,
 }
 
 impl HostInner {
@@ -300,6 +326,15 @@ impl Host {
             events: services.events.clone(),
         }
         .spawn(inner.stop.clone());
+        let reconciler = inner.reconcile.then(|| {
+            let ctl = ferry_lattice::CtlClient::new(inner.nats.clone(), &services.identity.lattice, RECONCILER_TIMEOUT);
+            let ctl = match inner.rpc.cluster().lattice_operator(&services.identity.lattice) {
+                Ok(key) => ctl.with_operator(key),
+                Err(_) => ctl,
+            };
+            Reconciler { host_id: services.identity.id.clone(), store: services.apps.clone(), ctl }
+                .spawn(inner.stop.clone())
+        });
         let identity = &inner.services.identity;
         if !inner.services.auth.required() {
             warn!("no operator key given: this host obeys anyone who can publish on its control subjects");
@@ -308,7 +343,7 @@ impl Host {
         let started =
             HostStarted { host_id: identity.id.clone(), labels: identity.labels(), version: VERSION.to_owned() };
         inner.services.events.emit(&Event::HostStarted(started)).await;
-        Ok(RunningHost { inner, ticker, watch, control, monitor })
+        Ok(RunningHost { inner, ticker, watch, control, monitor, reconciler })
     }
 }
 
@@ -319,6 +354,7 @@ pub struct RunningHost {
     watch: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
+    reconciler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningHost {
@@ -340,6 +376,9 @@ impl RunningHost {
         inner.stop.cancel();
         let _ = self.control.await;
         let _ = self.monitor.await;
+        if let Some(reconciler) = self.reconciler {
+            let _ = reconciler.await;
+        }
         // Front to back: providers first (they may be calling in), then components.
         inner.services.providers.stop_all().await;
         inner.services.components.stop_all().await;

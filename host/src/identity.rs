@@ -15,11 +15,13 @@ pub(crate) struct Identity {
     pub(crate) lattice: String,
     labels: Mutex<BTreeMap<String, String>>,
     started: Instant,
+    /// Whether it may start providers (it allows a directory of binaries).
+    pub(crate) starts_providers: bool,
 }
 
 impl Identity {
-    pub(crate) fn new(id: String, lattice: String, labels: BTreeMap<String, String>) -> Self {
-        Self { id, lattice, labels: Mutex::new(labels), started: Instant::now() }
+    pub(crate) fn new(id: String, lattice: String, labels: BTreeMap<String, String>, starts_providers: bool) -> Self {
+        Self { id, lattice, labels: Mutex::new(labels), started: Instant::now(), starts_providers }
     }
 
     /// The labels now.
@@ -51,6 +53,7 @@ impl Identity {
             uptime_seconds: self.started.elapsed().as_secs(),
             components: u32::try_from(components).unwrap_or(u32::MAX),
             providers: u32::try_from(providers).unwrap_or(u32::MAX),
+            starts_providers: self.starts_providers,
         }
     }
 

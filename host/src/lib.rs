@@ -17,6 +17,7 @@
 //! ```
 
 mod allowed;
+pub mod app;
 mod budget;
 mod capability;
 mod component;

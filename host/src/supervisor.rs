@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
@@ -236,10 +236,7 @@ impl Supervisor {
 
     /// `binary`, resolved, if it lies under an allowed directory.
     fn allowed_binary(&self, binary: &str) -> Result<PathBuf, SupervisorError> {
-        self.config
-            .allowed_dirs
-            .check("provider binary", Path::new(binary), &self.config.host_id)
-            .map_err(SupervisorError::Invalid)
+        self.config.allowed_dirs.find("provider binary", binary, &self.config.host_id).map_err(SupervisorError::Invalid)
     }
 }
 

@@ -304,6 +304,85 @@ impl LatticeBucket {
         }))
     }
 
+    /// The JSON document under `key` with its revision; `None` when absent or deleted.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when the bucket cannot be read, [`LatticeError::Invalid`] when
+    /// the entry is not a `T`.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, LatticeError> {
+        match self.kv.entry(key).await.map_err(LatticeError::nats)? {
+            Some(entry) if entry.operation == kv::Operation::Put => serde_json::from_slice(&entry.value)
+                .map(|value| Some((value, entry.revision)))
+                .map_err(|e| LatticeError::Invalid(format!("unreadable entry {key}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Write `value` under `key` only if the key is at `revision` (`None`: absent or
+    /// deleted); the new revision, or `None` when another write came first.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when the bucket cannot be written for another reason.
+    pub async fn swap_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, LatticeError> {
+        let bytes: bytes::Bytes = serde_json::to_vec(value).map_err(|e| LatticeError::Invalid(e.to_string()))?.into();
+        let result = match revision {
+            Some(revision) => self
+                .kv
+                .update(key, bytes, revision)
+                .await
+                .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())),
+            None => self
+                .kv
+                .create(key, bytes)
+                .await
+                .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())),
+        };
+        match result {
+            Ok(revision) => Ok(Some(revision)),
+            Err((true, _)) => Ok(None),
+            Err((false, err)) => Err(LatticeError::Nats(format!("cannot write {key}: {err}"))),
+        }
+    }
+
+    /// Watch the keys matching `filter` (NATS wildcards): the current entry of each first, then
+    /// every change, as (key, whether it is a put). An error item means the watch is no longer
+    /// reliable: start a new one.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when the watch cannot be created.
+    pub async fn watch_keys(
+        &self,
+        filter: &str,
+    ) -> Result<impl futures::Stream<Item = Result<(String, bool), LatticeError>> + Send + use<>, LatticeError> {
+        let watch = self.kv.watch_with_history(filter).await.map_err(LatticeError::nats)?;
+        Ok(watch.map(|entry| {
+            let entry = entry.map_err(LatticeError::nats)?;
+            Ok((entry.key, entry.operation == kv::Operation::Put))
+        }))
+    }
+
+    /// Every key that starts with `prefix`, sorted.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when the bucket cannot be read.
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, LatticeError> {
+        let mut keys = self.kv.keys().await.map_err(LatticeError::nats)?;
+        let mut found = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(LatticeError::nats)?;
+            if key.starts_with(prefix) {
+                found.push(key);
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     /// Every named config.
     ///
     /// # Errors

@@ -317,6 +317,18 @@ impl ClusterKey {
         &self.public_key
     }
 
+    /// The operator key every host of `lattice` derives from the cluster secret: hosts obey it
+    /// as they obey the operators they were given, so the lattice's reconciler can command
+    /// them, and they sign the application records they store with it.
+    ///
+    /// # Errors
+    /// Only if the derived bytes are not a key (never in practice).
+    pub fn lattice_operator(&self, lattice: &str) -> Result<crate::ctl::operator::OperatorKey, ProtoError> {
+        crate::ctl::operator::OperatorKey::from_raw(
+            MacKey(self.secret).mac(&[b"ferry/v1/lattice-operator", lattice.as_bytes()]),
+        )
+    }
+
     /// The MAC key of `provider_id` in `lattice` for key period `period`.
     pub fn provider_key(&self, lattice: &str, provider_id: &str, period: u64) -> MacKey {
         MacKey(MacKey(self.secret).mac(&[

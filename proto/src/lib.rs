@@ -14,6 +14,7 @@
 //! assert_eq!(subject::rpc("default", "kv-provider").unwrap(), "ferry.rpc.default.kv-provider");
 //! ```
 
+pub mod app;
 pub mod auth;
 pub mod blobstore;
 pub mod codec;

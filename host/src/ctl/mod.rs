@@ -4,6 +4,7 @@
 //! one host (a host refuses a command addressed to another). A router here and a file per
 //! resource; no lifecycle lives in this module.
 
+mod app;
 mod auth;
 mod component;
 mod host;
@@ -34,6 +35,8 @@ pub(crate) struct Services {
     pub(crate) components: Arc<Components>,
     pub(crate) providers: Arc<Supervisor>,
     pub(crate) links: Links,
+    /// The lattice's applications.
+    pub(crate) apps: crate::app::AppStore,
     pub(crate) events: Events,
     /// The operators this host obeys.
     pub(crate) auth: CommandAuth,
@@ -163,6 +166,11 @@ async fn route(services: &Services, subject: &str, payload: &[u8]) -> Option<Ctl
         CommandKind::ConfigPut => handle(payload, |cmd| link::config_put(services, cmd)).await,
         CommandKind::ConfigGet => handle(payload, |cmd| link::config_get(services, cmd)).await,
         CommandKind::ConfigDel => handle(payload, |cmd| link::config_del(services, cmd)).await,
+        CommandKind::AppDeploy => handle(payload, |cmd| app::deploy(services, cmd)).await,
+        CommandKind::AppUndeploy => handle(payload, |cmd| app::undeploy(services, cmd)).await,
+        CommandKind::AppList => handle(payload, |cmd| app::list(services, cmd)).await,
+        CommandKind::AppStatus => handle(payload, |cmd| app::status(services, cmd)).await,
+        CommandKind::AppHistory => handle(payload, |cmd| app::history(services, cmd)).await,
         CommandKind::ComponentAuction | CommandKind::ProviderAuction => return None,
     };
     Some(response)

@@ -29,6 +29,10 @@ pub struct HostInfo {
     pub components: u32,
     /// Providers it manages.
     pub providers: u32,
+    /// Whether it starts providers (it allows a directory of binaries): where the reconciler
+    /// may place them.
+    #[serde(default)]
+    pub starts_providers: bool,
 }
 
 /// `host.inventory`: what a host runs, in full.

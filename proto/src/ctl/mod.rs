@@ -6,6 +6,7 @@
 //! command lives here ([`CommandKind`]); a host routes on it and a client sends through it, so
 //! no subject or verb string is written anywhere else.
 
+mod app;
 mod auction;
 mod component;
 mod config;
@@ -16,7 +17,7 @@ mod provider;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use self::{auction::*, component::*, config::*, host::*, link::*, provider::*};
+pub use self::{app::*, auction::*, component::*, config::*, host::*, link::*, provider::*};
 use crate::{ProtoError, subject};
 
 /// Who answers a command.
@@ -114,6 +115,9 @@ macro_rules! commands {
                         | CommandKind::ProviderAuction
                         | CommandKind::LinkGet
                         | CommandKind::ConfigGet
+                        | CommandKind::AppList
+                        | CommandKind::AppStatus
+                        | CommandKind::AppHistory
                 )
             }
         }
@@ -155,6 +159,11 @@ commands! {
     ConfigPut: ConfigPutCommand => "config"."put", AnyHost, ConfigStored;
     ConfigGet: ConfigGetCommand => "config"."get", AnyHost, std::collections::BTreeMap<String, String>;
     ConfigDel: ConfigDelCommand => "config"."del", AnyHost, ConfigStored;
+    AppDeploy: AppDeploy => "app"."deploy", AnyHost, AppDeployed;
+    AppUndeploy: AppUndeploy => "app"."undeploy", AnyHost, AppUndeployed;
+    AppList: AppList => "app"."list", AnyHost, Vec<AppSummary>;
+    AppStatus: AppStatusQuery => "app"."status", AnyHost, AppStatus;
+    AppHistory: AppHistory => "app"."history", AnyHost, Vec<AppVersionInfo>;
 }
 
 /// The reply to every control command: what happened, not just "accepted".

@@ -61,6 +61,24 @@ impl OperatorKey {
         self.pair.public_key()
     }
 
+    /// The operator key whose secret is `raw`: for keys derived from another secret
+    /// ([`crate::auth::ClusterKey::lattice_operator`]).
+    pub(crate) fn from_raw(raw: [u8; 32]) -> Result<Self, ProtoError> {
+        let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::Operator, raw)
+            .map_err(|e| ProtoError::Credential(e.to_string()))?;
+        Ok(Self { pair })
+    }
+
+    /// Sign a record (not a command) that others verify with [`verify_record`]: URL-safe
+    /// base64 of the Ed25519 signature.
+    ///
+    /// # Errors
+    /// [`ProtoError::Credential`] if signing fails (never for a valid key).
+    pub fn sign_record(&self, bytes: &[u8]) -> Result<String, ProtoError> {
+        let signature = self.pair.sign(bytes).map_err(|e| ProtoError::Credential(e.to_string()))?;
+        Ok(URL_SAFE_NO_PAD.encode(signature))
+    }
+
     /// The signature headers for `body` sent on `subject` now, as (name, value) pairs.
     ///
     /// # Errors
@@ -130,6 +148,12 @@ impl CommandSignature {
 
 /// What an operator signs: the subject (so a command cannot be moved to another command or
 /// host), the time, the nonce and the body.
+/// Whether `signature` (from [`OperatorKey::sign_record`]) is `public_key`'s over `bytes`.
+pub fn verify_record(public_key: &str, bytes: &[u8], signature: &str) -> bool {
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else { return false };
+    nkeys::KeyPair::from_public_key(public_key).is_ok_and(|key| key.verify(bytes, &signature).is_ok())
+}
+
 fn signed_bytes(subject: &str, issued_at: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(subject.len() + issued_at.len() + nonce.len() + body.len() + 16);
     for part in [b"ferry-ctl-v1".as_slice(), subject.as_bytes(), issued_at.as_bytes(), nonce.as_bytes()] {

@@ -70,7 +70,10 @@ impl BackendConfig {
         // A link written for wasmCloud's NATS blobstore provider names no backend but carries
         // its settings.
         let nats_keys = NATS_ONLY.iter().chain(LINK_NATS_KEYS).find(|k| config.has(k));
-        let default = if nats_keys.is_some() { "nats" } else { "fs" };
+        // Otherwise the provider-wide `backend` (as a manifest's blobstore-nats image sets it).
+        let provider_backend =
+            provider.iter().find(|(k, _)| k.eq_ignore_ascii_case("backend")).map(|(_, v)| v.as_str());
+        let default = if nats_keys.is_some() { "nats" } else { provider_backend.unwrap_or("fs") };
         match config.get("backend").unwrap_or(default) {
             "fs" => {
                 if let Some(key) = nats_keys {

@@ -94,6 +94,39 @@ impl BackendConfig {
     }
 }
 
+/// The link's config with the provider-wide defaults under it: `backend` and `url` from the
+/// provider's start-up config (as wasmCloud's Redis provider takes a default `URL`) apply to a
+/// link that chooses no backend of its own, and `url` to a Redis link that names none.
+pub(crate) fn with_provider_defaults(
+    link: &BTreeMap<String, String>,
+    provider: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let find = |map: &BTreeMap<String, String>, key: &str| {
+        map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.clone())
+    };
+    let mut merged = link.clone();
+    let link_backend = find(link, "backend");
+    let chooses = link_backend.is_some()
+        || find(link, "url").is_some()
+        || NATS_ONLY.iter().chain(LINK_NATS_KEYS).any(|k| find(link, k).is_some());
+    let default_backend = find(provider, "backend");
+    let redis = match (&link_backend, chooses) {
+        (Some(b), _) => b.eq_ignore_ascii_case("redis"),
+        (None, true) => false,
+        (None, false) => default_backend.as_deref().is_some_and(|b| b.eq_ignore_ascii_case("redis")),
+    };
+    if !chooses && let Some(backend) = default_backend {
+        merged.insert("backend".into(), backend);
+    }
+    if redis
+        && find(link, "url").is_none()
+        && let Some(url) = find(provider, "url")
+    {
+        merged.insert("url".into(), url);
+    }
+    merged
+}
+
 /// What a watcher link (provider → component over `wasi:keyvalue/watcher`, source config)
 /// watches: `watch_bucket`, the identifier the component would open (default `default`), and
 /// `watch_keys`, comma-separated key patterns in the backend's syntax (NATS: `*` one token,
@@ -139,6 +172,26 @@ mod tests {
 
     fn nats(names: StoreNaming, replicas: usize, auto_create: bool) -> BackendConfig {
         BackendConfig::Nats { nats: LinkNats::default(), names, replicas, auto_create }
+    }
+
+    #[test]
+    fn provider_defaults_apply_to_links_that_choose_nothing() {
+        let redis = cfg(&[("backend", "redis"), ("URL", "redis://10.0.0.1:6379")]);
+        let merged = with_provider_defaults(&cfg(&[]), &redis);
+        assert_eq!(
+            BackendConfig::from_link(&merged).unwrap(),
+            BackendConfig::Redis { url: "redis://10.0.0.1:6379".into() }
+        );
+        let own = with_provider_defaults(&cfg(&[("url", "redis://own:6379")]), &redis);
+        assert_eq!(BackendConfig::from_link(&own).unwrap(), BackendConfig::Redis { url: "redis://own:6379".into() });
+        let nats_link = with_provider_defaults(&cfg(&[("bucket", "b")]), &redis);
+        assert!(matches!(BackendConfig::from_link(&nats_link).unwrap(), BackendConfig::Nats { .. }));
+        let named = with_provider_defaults(&cfg(&[("backend", "redis")]), &redis);
+        assert_eq!(
+            BackendConfig::from_link(&named).unwrap(),
+            BackendConfig::Redis { url: "redis://10.0.0.1:6379".into() }
+        );
+        assert_eq!(with_provider_defaults(&cfg(&[]), &cfg(&[])), cfg(&[]));
     }
 
     #[test]

@@ -118,7 +118,7 @@ async fn open_backend(
     ctx: &ProviderContext,
     config: &std::collections::BTreeMap<String, String>,
 ) -> Result<(Arc<dyn Backend>, &'static str), String> {
-    Ok(match BackendConfig::from_link(config)? {
+    Ok(match BackendConfig::from_link(&crate::config::with_provider_defaults(config, ctx.config()))? {
         BackendConfig::Nats { nats, names, replicas, auto_create } => {
             let names = match names {
                 StoreNaming::Lattice => ComponentStoreNames::lattice(ComponentStoreKind::KeyValue, ctx.lattice())

@@ -29,6 +29,9 @@ enum Command {
     Host(HostArgs),
     /// Send control commands to the hosts of a lattice.
     Ctl(ctl::CtlArgs),
+    /// Deploy wadm application manifests and follow them (`deploy`, `list`, `status`,
+    /// `undeploy`, `history`).
+    App(ctl::AppArgs),
     /// Generate cluster keys, operator keys and provider credentials.
     Keys(keys::KeysArgs),
     /// Start a local lattice (NATS, host, key-value provider) serving a component.
@@ -107,6 +110,9 @@ struct HostArgs {
     /// Threads that run invocations, each with its own NATS connection (default: one per core).
     #[arg(long, env = "FERRY_HOST_WORKERS")]
     workers: Option<std::num::NonZeroUsize>,
+    /// Do not compete to run the lattice's application reconciler (one host at a time runs it).
+    #[arg(long)]
+    no_reconciler: bool,
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -138,7 +144,8 @@ async fn main() -> anyhow::Result<()> {
                     args.health_restart_after,
                 )
                 .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
-                .workers(args.workers.map_or_else(ferry_host::default_workers, std::num::NonZeroUsize::get));
+                .workers(args.workers.map_or_else(ferry_host::default_workers, std::num::NonZeroUsize::get))
+                .reconciler(!args.no_reconciler);
             if let Some(seed) = args.seed.resolve()? {
                 builder = builder.cluster_seed(seed);
             }
@@ -156,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ctl(args) => ctl::run(args).await,
+        Command::App(args) => ctl::run(args.into()).await,
         Command::Keys(args) => keys::run(args),
         Command::Up(args) => {
             ferry_lattice::telemetry::init_logging(None);

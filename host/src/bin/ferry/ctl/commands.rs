@@ -36,6 +36,9 @@ pub(crate) enum Resource {
     /// Stop a host.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Deploy wadm manifests and follow them (also `ferry app`).
+    #[command(subcommand)]
+    App(super::app::AppCmd),
     /// Print the lattice's events as they happen, one a line, until Ctrl-C.
     Watch {
         /// Only events of this name (`component_scaled`); repeatable.
@@ -181,6 +184,7 @@ pub(crate) async fn run(
     let request_id = ctx.request_id.clone();
     match command {
         Resource::Get(cmd) => get::run(ctx, host, cmd).await,
+        Resource::App(cmd) => super::app::run(ctx, nats, lattice, cmd, ctx.timeout).await,
         Resource::Watch { events } => super::watch::run(nats, lattice, &events, ctx.json).await,
         Resource::Component(cmd) => component(ctx, nats, lattice, host, cmd).await,
         Resource::Provider(ProviderCmd::Start { id, binary, config, constraints }) => {

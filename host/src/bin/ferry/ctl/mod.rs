@@ -5,6 +5,7 @@
 //! Where a host is optional, an auction decides (starts) or every host that runs the id is
 //! addressed (scale, update, stop); a host may be named by a unique prefix of its id.
 
+pub(crate) mod app;
 mod commands;
 mod get;
 mod table;
@@ -27,8 +28,9 @@ const EXIT_FAILED: i32 = 1;
 /// Exit code: no host answered (none runs, none bid, NATS unreachable).
 const EXIT_UNANSWERED: i32 = 3;
 
+/// Where and how `ferry ctl` and `ferry app` reach a lattice.
 #[derive(Args)]
-pub(crate) struct CtlArgs {
+pub(crate) struct Connection {
     /// NATS server URL.
     #[arg(long, env = "FERRY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
@@ -47,8 +49,29 @@ pub(crate) struct CtlArgs {
     /// The operator key commands are signed with.
     #[command(flatten)]
     operator: crate::secret::OperatorSeedArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct CtlArgs {
+    #[command(flatten)]
+    conn: Connection,
     #[command(subcommand)]
     command: commands::Resource,
+}
+
+/// `ferry app …`: the same as `ferry ctl app …`.
+#[derive(Args)]
+pub(crate) struct AppArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: app::AppCmd,
+}
+
+impl From<AppArgs> for CtlArgs {
+    fn from(args: AppArgs) -> Self {
+        Self { conn: args.conn, command: commands::Resource::App(args.command) }
+    }
 }
 
 /// What a command came to: whether it took effect, what to tell people, what to tell scripts.
@@ -111,6 +134,8 @@ pub(crate) struct Ctx {
     client: CtlClient,
     request_id: String,
     json: bool,
+    /// `--timeout-ms`.
+    timeout: Duration,
 }
 
 impl Ctx {
@@ -165,7 +190,7 @@ impl Ctx {
 }
 
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let json = args.json;
+    let json = args.conn.json;
     let code = match execute(args).await {
         Ok(outcome) => {
             print(&outcome, json);
@@ -184,17 +209,19 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
 }
 
 async fn execute(args: CtlArgs) -> anyhow::Result<Outcome> {
+    let CtlArgs { conn: args, command } = args;
     let nats = ferry_lattice::NatsOptions::new(&args.nats_url, "ferry-ctl").connect().await?.client;
-    let mut client = CtlClient::new(nats.clone(), &args.lattice, Duration::from_millis(args.timeout_ms));
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut client = CtlClient::new(nats.clone(), &args.lattice, timeout);
     if let Some(operator) = args.operator.resolve()? {
         client = client.with_operator(operator);
     }
-    let ctx = Ctx { client, request_id: uuid::Uuid::new_v4().to_string(), json: args.json };
+    let ctx = Ctx { client, request_id: uuid::Uuid::new_v4().to_string(), json: args.json, timeout };
     let host = match &args.host_id {
         Some(given) => Some(ctx.resolve_host(given).await?),
         None => None,
     };
-    let outcome = commands::run(&ctx, &nats, &args.lattice, host.as_deref(), args.command).await;
+    let outcome = commands::run(&ctx, &nats, &args.lattice, host.as_deref(), command).await;
     let _ = ferry_lattice::nats::close(&nats).await;
     outcome
 }
