@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use ferry_proto::{
+    app::{LEASE_KEY, Lease},
     ctl::{HostInventory, LinkGetCommand},
     link::Link,
 };
@@ -163,12 +165,7 @@ async fn get(address: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, Str
 async fn ferry_app(lattice: &Lattice, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
     let mut all = vec!["app"];
     all.extend_from_slice(args);
-    let out = tokio::process::Command::from(lattice.ctl_command(&all)?).output().await?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    lattice.ferry_ctl(&all).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,13 +173,16 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     let bins = bin_dir()?;
     let nats = std::sync::Arc::new(ferry_tests::NatsServer::start().await?);
     let url = nats.url.clone();
-    let lattice = Lattice::start_at(nats, &url, "apps", Duration::from_secs(5), &["--allow-file-dir", &bins]).await?;
+    let mut lattice =
+        Lattice::start_at(nats, &url, "apps", Duration::from_secs(5), &["--allow-file-dir", &bins]).await?;
     let (mut second, second_id) = lattice.start_host_with(&["--allow-file-dir", &bins]).await?;
 
     // What is not the application's: a component with its config and a link, which undeploy
-    // must leave alone.
+    // must leave alone (started on both hosts, so one survives whichever is killed).
     lattice.config("bystander-config", &[("name", "bystander")]).await?;
-    lattice.start_component_on("messaging-echo", "bystander", &["bystander-config"], Some(&lattice.host_id)).await?;
+    for host in [&lattice.host_id, &second_id] {
+        lattice.start_component_on("messaging-echo", "bystander", &["bystander-config"], Some(host)).await?;
+    }
     let bystander_link = Link::new("bystander", "shop-nats", "wasmcloud", "messaging", vec!["consumer".into()]);
     lattice.link(bystander_link.clone()).await?;
 
@@ -215,14 +215,25 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     let (ok, out, _) = ferry_app(&lattice, &["list"]).await?;
     assert!(ok && out.contains("shop") && out.contains("v0.1.0"), "{out}");
 
-    // Kill the second host: what it ran is placed on the first.
+    // Kill the host that holds the reconciler's lease — the worst case: the lease must pass to
+    // the other host before anything is re-placed. Both run the compat component (2 instances).
+    let bucket = ferry_lattice::LatticeBucket::open(&lattice.raw, &lattice.name, false).await?;
+    let (lease, _) = bucket.get_json::<Lease>(LEASE_KEY).await?.context("nobody holds the reconciler lease")?;
     let before = placed(&lattice).await?;
     let lost: Vec<&String> =
-        before.get(&second_id).into_iter().flatten().filter(|id| IDS.contains(&id.as_str())).collect();
-    assert!(!lost.is_empty(), "the second host ran none of the application: {before:?}");
-    println!("the second host ran {lost:?}");
-    second.kill();
+        before.get(&lease.holder).into_iter().flatten().filter(|id| IDS.contains(&id.as_str())).collect();
+    assert!(!lost.is_empty(), "the reconciling host ran none of the application: {before:?}");
+    println!("the reconciling host ran {lost:?}");
+    let survivor = if lease.holder == second_id {
+        second.kill();
+        lattice.host_id.clone()
+    } else {
+        lattice.host.kill();
+        second_id.clone()
+    };
     let took = until_all_run(&lattice, &IDS, Duration::from_secs(10)).await?;
+    let after = placed(&lattice).await?;
+    assert_eq!(after.keys().collect::<Vec<_>>(), vec![&survivor], "only the survivor answers");
     println!("RECONCILE: re-placed {} parts of a lost host in {took:?}", lost.len());
     wait_for_route(address, "localhost", "/config/greeting").await?;
     assert_eq!(get(address, "/counter/visits").await?, (StatusCode::OK, "2".into()), "the count survived");

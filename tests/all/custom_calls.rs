@@ -12,7 +12,7 @@ fn greet_link(source: &str) -> Link {
 }
 
 /// What the caller component must get back from the greeter.
-fn check(answer: &Value) {
+pub(crate) fn check(answer: &Value) {
     assert_eq!(answer["hello"], "hello, Ferry");
     assert_eq!(answer["describe"], r#"Ok("Ada (36) circle 1.5 happy [math,engines]")"#);
     assert_eq!(answer["describe_err"], r#"Err("Bo is too young")"#);

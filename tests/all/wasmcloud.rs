@@ -1,6 +1,7 @@
-//! Compatibility with wasmCloud: a component written the way wasmCloud's documentation shows
-//! (the `wasmcloud-component` crate, `tests/components/wasmcloud-compat`), linked with the
-//! interfaces and the config keys wasmCloud's first-party providers read, served over real HTTP.
+//! Compatibility with wasmCloud: components written the way wasmCloud's documentation shows
+//! (the `wasmcloud-component` crate, `tests/components/wasmcloud-compat`, and plain wit-bindgen
+//! ones), deployed from wadm manifests written as wasmCloud's documentation writes them —
+//! wasmCloud's provider images, link config keys and config — with `ferry app deploy`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,16 +9,13 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use ferry_proto::link::Link;
 use ferry_tests::{
-    Lattice, Process, free_port,
+    Lattice, RedisServer, TEST_CLIENT_ID, build_component, free_port,
     http::{empty, fetch, full, request, wait_for_route},
+    origin::Origin,
 };
 use futures::StreamExt as _;
 use hyper::StatusCode;
-
-const HTTP: &str = "ferry-provider-http-server";
-const KV: &str = "ferry-provider-keyvalue";
-const BLOB: &str = "ferry-provider-blobstore";
-const MESSAGING: &str = "ferry-provider-messaging";
+use serde_json::json;
 
 /// A link from `source` to `target` over `namespace:package/{interfaces}`, with named configs.
 fn link(
@@ -35,45 +33,126 @@ fn link(
     link
 }
 
-/// The compat component behind the http-server provider, its config `greeting=hello`, and the
-/// providers it imports; every link written as a wasmCloud manifest writes it.
+/// Ids the compat manifest's parts run under (wadm's `{application}-{name}`).
+const COMPAT: &str = "compat-compat";
+const HTTP_ID: &str = "compat-http";
+const KV_ID: &str = "compat-kv";
+const BLOB_ID: &str = "compat-blob";
+const MSG_ID: &str = "compat-msg";
+
+/// The compat component and the four providers it uses, written as wasmCloud's documentation
+/// writes a manifest (its examples' provider images and link config keys); only the component's
+/// path, the listen address and the blob root are the test's.
+fn compat_manifest(wasm: &str, address: SocketAddr, blob_root: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: compat
+  annotations:
+    version: v0.0.1
+    description: 'A component built with wasmcloud-component, with every capability it uses'
+spec:
+  components:
+    - name: compat
+      type: component
+      properties:
+        image: file://{wasm}
+        config:
+          - name: compat-config
+            properties:
+              greeting: hello
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        # wasmCloud's NATS key-value link: one bucket, named, created on demand.
+        - type: link
+          properties:
+            target:
+              name: kv
+              config:
+                - name: kv-bucket
+                  properties:
+                    bucket: compat_counts
+                    enable_bucket_auto_create: 'true'
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+        # `blobstore` alone serves the container methods too; the filesystem provider's ROOT.
+        - type: link
+          properties:
+            target:
+              name: blob
+              config:
+                - name: blob-root
+                  properties:
+                    ROOT: {blob_root}
+            namespace: wasi
+            package: blobstore
+            interfaces: [blobstore]
+        # The consumer side of a messaging link often carries `subscriptions` it does not use.
+        - type: link
+          properties:
+            target:
+              name: msg
+              config:
+                - name: msg-subs
+                  properties:
+                    subscriptions: compat.in
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+    - name: http
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/http-server:0.23.2
+      traits:
+        - type: link
+          properties:
+            target:
+              name: compat
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config:
+                - name: default-http
+                  properties:
+                    address: {address}
+    - name: kv
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/keyvalue-nats:0.3.1
+    - name: blob
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/blobstore-fs:0.10.2
+    - name: msg
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/messaging-nats:0.27.0
+"#
+    )
+}
+
+/// The compat application, deployed from [`compat_manifest`] with `ferry app deploy`.
 struct Compat {
     lattice: Lattice,
     address: SocketAddr,
     blob_root: std::path::PathBuf,
-    _providers: Vec<Process>,
 }
 
 impl Compat {
     async fn start() -> anyhow::Result<Self> {
-        let lattice = Lattice::start().await?;
-        let providers = vec![
-            lattice.start_provider(HTTP, "http").await?,
-            lattice.start_provider(KV, "kv").await?,
-            lattice.start_provider(BLOB, "blob").await?,
-            lattice.start_provider(MESSAGING, "msg").await?,
-        ];
-        lattice.config("compat-config", &[("greeting", "hello")]).await?;
-        lattice.start_component("wasmcloud-compat", "compat", &["compat-config"]).await?;
-
+        let lattice = Lattice::start_for_apps().await?;
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        lattice.config("default-http", &[("address", &address.to_string())]).await?;
-        lattice.link(link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["default-http"], &[])).await?;
-        // wasmCloud's NATS key-value link: one bucket, named, created on demand.
-        lattice.config("kv-bucket", &[("bucket", "compat_counts"), ("enable_bucket_auto_create", "true")]).await?;
-        lattice.link(link("compat", "kv", ("wasi", "keyvalue"), &["store", "atomics"], &[], &["kv-bucket"])).await?;
-        // wasmCloud's blobstore link: `blobstore` alone serves the container methods too; its
-        // filesystem provider's `ROOT`.
         let blob_root = std::env::temp_dir().join(format!("ferry-compat-{}-{}", std::process::id(), free_port()?));
         std::fs::create_dir_all(&blob_root)?;
-        lattice.config("blob-root", &[("ROOT", &blob_root.to_string_lossy())]).await?;
-        lattice.link(link("compat", "blob", ("wasi", "blobstore"), &["blobstore"], &[], &["blob-root"])).await?;
-        // One named config on both sides of the messaging provider, as wasmCloud manifests
-        // often share it: the consumer side carries `subscriptions` it does not use.
-        lattice.config("msg-subs", &[("subscriptions", "compat.in")]).await?;
-        lattice.link(link("compat", "msg", ("wasmcloud", "messaging"), &["consumer"], &[], &["msg-subs"])).await?;
+        let wasm = build_component("wasmcloud-compat")?;
+        lattice.deploy(&compat_manifest(&wasm.display().to_string(), address, &blob_root.to_string_lossy())).await?;
         wait_for_route(address, "localhost", "/config/greeting").await?;
-        Ok(Self { lattice, address, blob_root, _providers: providers })
+        Ok(Self { lattice, address, blob_root })
     }
 
     async fn send(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(StatusCode, String)> {
@@ -135,7 +214,7 @@ async fn a_bucket_opened_before_the_link_is_picked_goes_where_the_link_in_force_
         js.create_key_value(jetstream::kv::Config { bucket: "compat_other".into(), ..Default::default() }).await?;
     other.put("colour", Bytes::from_static(b"from-other")).await?;
     compat.lattice.config("kv-other", &[("bucket", "compat_other")]).await?;
-    let mut named = link("compat", "kv", ("wasi", "keyvalue"), &["store"], &[], &["kv-other"]);
+    let mut named = link(COMPAT, KV_ID, ("wasi", "keyvalue"), &["store"], &[], &["kv-other"]);
     named.name = "other".into();
     compat.lattice.link(named).await?;
     compat.ok("PUT", "/kv/colour", "from-default").await?;
@@ -153,16 +232,16 @@ async fn a_bucket_opened_before_the_link_is_picked_goes_where_the_link_in_force_
 async fn link_config_wasmcloud_would_refuse_or_nobody_knows_is_refused_with_the_reason() -> anyhow::Result<()> {
     let compat = Compat::start().await?;
     let refused = |config: &'static str, target: &'static str, package: (&'static str, &'static str), interface| {
-        let mut link = link("compat", target, package, &[interface], &[], &[config]);
+        let mut link = link(COMPAT, target, package, &[interface], &[], &[config]);
         link.name = config.to_owned();
         link
     };
     let cases = [
-        ("kv-missing", &[("bucket", "no_such_bucket")][..], "kv", ("wasi", "keyvalue"), "store", "does not exist"),
-        ("kv-colour", &[("colour", "red")][..], "kv", ("wasi", "keyvalue"), "store", "\"colour\""),
-        ("kv-jwt", &[("client_jwt", "eyJ")][..], "kv", ("wasi", "keyvalue"), "store", "client_seed"),
-        ("blob-colour", &[("Colour", "red")][..], "blob", ("wasi", "blobstore"), "blobstore", "\"Colour\""),
-        ("msg-domain", &[("js_domain", "hub")][..], "msg", ("wasmcloud", "messaging"), "consumer", "\"js_domain\""),
+        ("kv-missing", &[("bucket", "no_such_bucket")][..], KV_ID, ("wasi", "keyvalue"), "store", "does not exist"),
+        ("kv-colour", &[("colour", "red")][..], KV_ID, ("wasi", "keyvalue"), "store", "\"colour\""),
+        ("kv-jwt", &[("client_jwt", "eyJ")][..], KV_ID, ("wasi", "keyvalue"), "store", "client_seed"),
+        ("blob-colour", &[("Colour", "red")][..], BLOB_ID, ("wasi", "blobstore"), "blobstore", "\"Colour\""),
+        ("msg-domain", &[("js_domain", "hub")][..], MSG_ID, ("wasmcloud", "messaging"), "consumer", "\"js_domain\""),
     ];
     for (name, values, target, package, interface, reason) in cases {
         compat.lattice.config(name, values).await?;
@@ -201,7 +280,7 @@ async fn wasmclouds_http_server_settings_keep_their_meaning() -> anyhow::Result<
             ],
         )
         .await?;
-    let mut strict = link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["strict-http"], &[]);
+    let mut strict = link(HTTP_ID, COMPAT, ("wasi", "http"), &["incoming-handler"], &["strict-http"], &[]);
     strict.name = "strict".into();
     compat.lattice.link(strict).await?;
     let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -251,7 +330,7 @@ async fn wasmclouds_http_server_settings_keep_their_meaning() -> anyhow::Result<
         .lattice
         .config("tls-http", &[("port", &tls_port), ("tls_cert_file", &cert_path), ("tls_priv_key_file", &key_path)])
         .await?;
-    let mut secure = link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["tls-http"], &[]);
+    let mut secure = link(HTTP_ID, COMPAT, ("wasi", "http"), &["incoming-handler"], &["tls-http"], &[]);
     secure.name = "secure".into();
     compat.lattice.link(secure).await?;
     let url = format!("https://localhost:{tls_port}/config/greeting");
@@ -268,9 +347,156 @@ async fn wasmclouds_http_server_settings_keep_their_meaning() -> anyhow::Result<
     assert!(!ok, "plain HTTP is not served on the HTTPS listener");
     // Another link cannot put a plain route on that listener.
     compat.lattice.config("plain-on-tls", &[("port", &tls_port), ("path", "/other")]).await?;
-    let mut clash = link("http", "compat", ("wasi", "http"), &["incoming-handler"], &["plain-on-tls"], &[]);
+    let mut clash = link(HTTP_ID, COMPAT, ("wasi", "http"), &["incoming-handler"], &["plain-on-tls"], &[]);
     clash.name = "clash".into();
     let refused = compat.lattice.try_link(clash).await?;
     assert!(!refused.success, "a plain route on an HTTPS listener was accepted");
+    Ok(())
+}
+
+/// Components built with plain wit-bindgen — a key-value writer, a watcher, an outgoing HTTP
+/// client, a custom interface and its caller — with wasmCloud's Redis key-value and HTTP
+/// client provider images, the Redis URL given as the provider's own config.
+fn plain_manifest(wasm: &dyn Fn(&str) -> String, redis: &str) -> String {
+    let (writer, watcher, fetch) = (wasm("kv-http"), wasm("kv-watcher"), wasm("http-fetch"));
+    let (greeter, caller) = (wasm("greeter"), wasm("greet-caller"));
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: plain
+  annotations:
+    version: 1.0.0
+spec:
+  components:
+    - name: writer
+      type: component
+      properties:
+        image: file://{writer}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            target: kvredis
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics, batch]
+    - name: watcher
+      type: component
+      properties:
+        image: file://{watcher}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+    - name: fetch
+      type: component
+      properties:
+        image: file://{fetch}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            target: httpclient
+            namespace: wasi
+            package: http
+            interfaces: [outgoing-handler]
+    - name: greeter
+      type: component
+      properties:
+        image: file://{greeter}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+    - name: caller
+      type: component
+      properties:
+        image: file://{caller}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            target: greeter
+            namespace: ferry-test
+            package: greeter
+            interfaces: [greet]
+    - name: kvredis
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/keyvalue-redis:0.28.2
+        config:
+          - name: redis-default
+            properties:
+              URL: {redis}
+      traits:
+        - type: link
+          properties:
+            target: watcher
+            namespace: wasi
+            package: keyvalue
+            interfaces: [watcher]
+            source:
+              config:
+                - name: watch-keys
+                  properties:
+                    watch_bucket: b
+                    watch_keys: 'watched:*'
+    - name: httpclient
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/http-client:0.12.1
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_wit_bindgen_components_from_a_manifest_watch_fetch_and_call_each_other() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let origin = Origin::start().await?;
+    let lattice = Lattice::start_for_apps().await?;
+    let wasm = |name: &str| build_component(name).map(|p| p.display().to_string()).unwrap_or_default();
+    lattice.deploy(&plain_manifest(&wasm, &redis.url)).await?;
+    // The test calls components as HTTP invocations of its own.
+    for id in ["plain-writer", "plain-fetch", "plain-caller"] {
+        lattice.link(Link::new(TEST_CLIENT_ID, id, "wasi", "http", vec!["incoming-handler".into()])).await?;
+    }
+
+    // Key-value on the Redis the provider's own config names, and a watcher of some keys.
+    let seen = |line: String| {
+        let host = &lattice.host;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !host.logs().contains(&line) {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "the watcher never logged {line:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let set = |key: &str, value: &str| json!({"op": "set", "bucket": "b", "key": key, "value": value});
+    lattice.ok("plain-writer", set("other:1", "unwatched")).await?;
+    lattice.ok("plain-writer", set("watched:1", "one")).await?;
+    seen("watch on-set watched:1=one".into()).await?;
+    lattice.ok("plain-writer", json!({"op": "delete", "bucket": "b", "key": "watched:1"})).await?;
+    seen("watch on-delete watched:1".into()).await?;
+    assert!(!lattice.host.logs().contains("watch on-set other:1"), "a key the link does not select was reported");
+    let stored = tokio::process::Command::new("redis-cli").args(["-u", &redis.url, "GET", "other:1"]).output().await;
+    if let Ok(out) = stored {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unwatched", "the value is in the test's Redis");
+    }
+
+    // Outgoing HTTP through the http-client provider.
+    let answer = lattice.ok("plain-fetch", json!({"url": format!("http://{}/teapot", origin.address)})).await?;
+    assert_eq!(answer["status"], 418, "{answer}");
+
+    // A custom interface between two components, over the manifest's link.
+    crate::custom_calls::check(&lattice.ok("plain-caller", json!({})).await?);
     Ok(())
 }

@@ -165,6 +165,45 @@ impl Lattice {
         Ok(Self { nats, url, host, host_id, name, seed, cluster, operator_seed, ctl, client, raw, rpc_timeout })
     }
 
+    /// Start NATS and a host that starts providers from the workspace's binaries
+    /// (`--allow-file-dir`), as deployed applications need.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start_for_apps() -> anyhow::Result<Self> {
+        let nats = Arc::new(NatsServer::start().await?);
+        let url = nats.url.clone();
+        Self::start_at(nats, &url, "test", Duration::from_secs(5), &["--allow-file-dir", &crate::bin_dir()?]).await
+    }
+
+    /// Run `ferry ctl ARGS` to the end: whether it succeeded, its stdout and stderr.
+    ///
+    /// # Errors
+    /// When the binary cannot run.
+    pub async fn ferry_ctl(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = tokio::process::Command::from(self.ctl_command(args)?).output().await?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Deploy the wadm manifest `text` with `ferry app deploy --wait`, as a user would.
+    ///
+    /// # Errors
+    /// When the deploy fails or does not finish.
+    pub async fn deploy(&self, text: &str) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("wadm.yaml");
+        std::fs::write(&file, text)?;
+        let (ok, out, err) = self.ferry_ctl(&["app", "deploy", &file.display().to_string(), "--wait"]).await?;
+        if !ok {
+            bail!("ferry app deploy failed: {out}{err}");
+        }
+        Ok(())
+    }
+
     /// Start one more host on this lattice; returns the process and its host id.
     ///
     /// # Errors

@@ -362,7 +362,11 @@ impl Reconciler {
                     if !missing.is_empty() {
                         status.message = format!("missing config {}", missing.join(", "));
                     }
-                    config.extend(values);
+                    // The manifest's keys replace the table's defaults whatever their case.
+                    for (key, value) in values {
+                        config.retain(|default, _| !default.eq_ignore_ascii_case(&key));
+                        config.insert(key, value);
+                    }
                     let cmd = ProviderStart {
                         request_id,
                         provider_id: part.id.clone(),
