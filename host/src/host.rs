@@ -332,7 +332,8 @@ impl Host {
                 Ok(key) => ctl.with_operator(key),
                 Err(_) => ctl,
             };
-            Reconciler { host_id: services.identity.id.clone(), store: services.apps.clone(), ctl }
+            let events = services.events.clone();
+            Reconciler { host_id: services.identity.id.clone(), store: services.apps.clone(), ctl, events }
                 .spawn(inner.stop.clone())
         });
         let identity = &inner.services.identity;

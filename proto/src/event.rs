@@ -74,6 +74,9 @@ events! {
     HealthCheckPassed(ProviderHealth) => "health_check_passed";
     HealthCheckFailed(ProviderHealth) => "health_check_failed";
     HealthCheckStatus(ProviderHealth) => "health_check_status";
+    AppDeployed(AppChanged) => "app_deployed";
+    AppUndeployed(AppChanged) => "app_undeployed";
+    AppStatusChanged(AppStatusChanged) => "app_status_changed";
 }
 
 impl Event {
@@ -93,6 +96,8 @@ impl Event {
             Event::ProviderStartFailed(e) => &e.request_id,
             Event::LinkSet(e) | Event::LinkSetFailed(e) | Event::LinkDeleted(e) => &e.request_id,
             Event::ConfigSet(e) | Event::ConfigDeleted(e) => &e.request_id,
+            Event::AppDeployed(e) | Event::AppUndeployed(e) => &e.request_id,
+            Event::AppStatusChanged(e) => &e.request_id,
         }
     }
 }
@@ -271,6 +276,36 @@ pub struct ConfigChanged {
     pub name: String,
     /// The bucket revision of the put or delete.
     pub revision: u64,
+}
+
+/// `app_deployed` / `app_undeployed`: a deploy or undeploy command took effect (the reconciler
+/// then does the placing or removing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppChanged {
+    /// The command.
+    #[serde(default)]
+    pub request_id: String,
+    /// The application.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// `app_status_changed`: the reconciler found an application in a new state (or with a new
+/// reason), including `undeployed` once an undeploy has removed everything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatusChanged {
+    /// The deploy or undeploy whose work this is.
+    #[serde(default)]
+    pub request_id: String,
+    /// The application.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The state now.
+    pub state: crate::ctl::AppState,
+    /// Why, when not deployed.
+    pub message: String,
 }
 
 /// A CloudEvents 1.0 envelope.

@@ -12,12 +12,14 @@ use anyhow::Context as _;
 use ferry_proto::{
     app::{LEASE_KEY, Lease},
     ctl::{HostInventory, LinkGetCommand},
+    event::{CloudEvent, Event},
     link::Link,
 };
 use ferry_tests::{
     Lattice, bin_dir, build_component, free_port,
     http::{empty, fetch, request, wait_for_route},
 };
+use futures::StreamExt as _;
 use hyper::StatusCode;
 
 /// Two components (the wasmcloud-compat HTTP component and the messaging echo), three
@@ -199,6 +201,8 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     assert!(!ok, "a manifest linking to no component was deployed");
     assert!(err.contains("line ") && err.contains("spec.components[4].traits[0].properties.target"), "{err}");
 
+    let mut events = lattice.raw.subscribe("ferry.evt.apps.>").await?;
+    lattice.raw.flush().await?;
     let file = dir.path().join("wadm.yaml");
     std::fs::write(&file, &text)?;
     let (ok, out, err) = ferry_app(&lattice, &["deploy", &file.display().to_string(), "--wait"]).await?;
@@ -214,6 +218,13 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     assert!(ok && out.contains("deployed") && out.contains("shop-httpserver"), "{out}");
     let (ok, out, _) = ferry_app(&lattice, &["list"]).await?;
     assert!(ok && out.contains("shop") && out.contains("v0.1.0"), "{out}");
+
+    // One reconciler acted: exactly one host took the lease.
+    let took_lease = [lattice.host.logs(), second.logs()]
+        .iter()
+        .filter(|logs| logs.contains("this host now reconciles the lattice's applications"))
+        .count();
+    assert_eq!(took_lease, 1, "hosts that took the reconciler lease");
 
     // Kill the host that holds the reconciler's lease — the worst case: the lease must pass to
     // the other host before anything is re-placed. Both run the compat component (2 instances).
@@ -261,5 +272,18 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     assert!(reply.success, "the bystander's config was removed");
     let (ok, out, _) = ferry_app(&lattice, &["history", "shop"]).await?;
     assert!(ok && out.contains("v0.1.0"), "{out}");
+
+    // The deploy and undeploy, and the states the reconciler reached, were announced.
+    let mut seen = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        match serde_json::from_slice::<CloudEvent>(&msg.payload)?.event()? {
+            Event::AppDeployed(e) | Event::AppUndeployed(e) => seen.push(format!("{} {}", e.name, e.version)),
+            Event::AppStatusChanged(e) => seen.push(format!("{} {:?}", e.name, e.state)),
+            _ => {}
+        }
+    }
+    for expected in ["shop v0.1.0", "shop Deployed", "shop Undeployed"] {
+        assert!(seen.iter().any(|s| s == expected), "no {expected:?} event among {seen:?}");
+    }
     Ok(())
 }

@@ -79,6 +79,20 @@ spec:
             namespace: wasi
             package: keyvalue
             interfaces: [store, atomics]
+        # A second key-value link, named: the component picks it with wasmcloud:bus/lattice.
+        - type: link
+          properties:
+            target:
+              name: kv
+              config:
+                - name: kv-other
+                  properties:
+                    bucket: compat_other
+                    enable_bucket_auto_create: 'true'
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store]
+            name: other
         # `blobstore` alone serves the container methods too; the filesystem provider's ROOT.
         - type: link
           properties:
@@ -208,15 +222,15 @@ async fn a_component_built_with_wasmcloud_component_runs_with_wasmcloud_link_con
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bucket_opened_before_the_link_is_picked_goes_where_the_link_in_force_says() -> anyhow::Result<()> {
     let compat = Compat::start().await?;
-    // A second key-value link, named `other`, over a bucket that already holds the key.
+    // The manifest's second key-value link, named `other`, over a bucket that holds the key.
     let js = jetstream::new(compat.lattice.raw.clone());
-    let other =
-        js.create_key_value(jetstream::kv::Config { bucket: "compat_other".into(), ..Default::default() }).await?;
+    let other = match js.get_key_value("compat_other").await {
+        Ok(store) => store,
+        Err(_) => {
+            js.create_key_value(jetstream::kv::Config { bucket: "compat_other".into(), ..Default::default() }).await?
+        }
+    };
     other.put("colour", Bytes::from_static(b"from-other")).await?;
-    compat.lattice.config("kv-other", &[("bucket", "compat_other")]).await?;
-    let mut named = link(COMPAT, KV_ID, ("wasi", "keyvalue"), &["store"], &[], &["kv-other"]);
-    named.name = "other".into();
-    compat.lattice.link(named).await?;
     compat.ok("PUT", "/kv/colour", "from-default").await?;
 
     // The component opens `default`, then picks `other`, then reads: the read goes to `other`.

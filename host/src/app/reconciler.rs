@@ -21,6 +21,7 @@ use ferry_proto::{
         ConfigPutCommand, HostInventory, LinkDelCommand, LinkPutCommand, LinkStatus, PartStatus, ProviderStart,
         ProviderStop,
     },
+    event::{AppStatusChanged, Event},
     link::Link,
     state,
 };
@@ -50,6 +51,7 @@ pub(crate) struct Reconciler {
     pub(crate) host_id: String,
     pub(crate) store: AppStore,
     pub(crate) ctl: CtlClient,
+    pub(crate) events: crate::events::Events,
 }
 
 impl Reconciler {
@@ -445,6 +447,7 @@ impl Reconciler {
                 bucket.delete(&key.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
             }
             info!(app = %name, "application undeployed");
+            self.announce(deployed, AppState::Undeployed, String::new()).await;
             return Ok(());
         }
         let left = owned.components.len() + owned.providers.len() + owned.links.len() + owned.configs.len();
@@ -540,11 +543,26 @@ impl Reconciler {
         };
         let key = records::status_key(&status.name).map_err(|e| e.to_string())?;
         let previous = self.store.status(&status.name).await.ok().flatten();
-        if previous.as_ref().is_none_or(|p| p.state != status.state || p.message != status.message) {
+        if previous
+            .as_ref()
+            .is_none_or(|p| p.state != status.state || p.message != status.message || p.version != status.version)
+        {
             info!(app = %status.name, version = %status.version, state = ?status.state, message = %status.message, "application status");
+            self.announce(deployed, status.state, status.message.clone()).await;
         }
         let value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
         self.store.bucket().put_json(&key, &value).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn announce(&self, deployed: &Deployed, state: AppState, message: String) {
+        let changed = AppStatusChanged {
+            request_id: deployed.record.request_id.clone(),
+            name: deployed.app.name.clone(),
+            version: deployed.record.version.clone(),
+            state,
+            message,
+        };
+        self.events.emit(&Event::AppStatusChanged(changed)).await;
     }
 
     /// Send a command; a reply that says it failed is an error with the host's message.

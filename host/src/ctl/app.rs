@@ -6,11 +6,19 @@ use ferry_proto::ctl::{
     AppVersionInfo, CtlResponse,
 };
 
+use ferry_proto::event::{AppChanged, Event};
+
 use super::Services;
 
 pub(super) async fn deploy(services: &Services, cmd: AppDeploy) -> CtlResponse<AppDeployed> {
     match services.apps.deploy(&cmd).await {
         Ok(done) => {
+            let changed = AppChanged {
+                request_id: cmd.request_id.clone(),
+                name: done.name.clone(),
+                version: done.version.clone(),
+            };
+            services.events.emit(&Event::AppDeployed(changed)).await;
             let what = if done.new_version { "stored and deployed" } else { "deployed (already stored)" };
             let message = format!("application {} version {} {what}", done.name, done.version);
             CtlResponse::ok(cmd.request_id, message, done)
@@ -22,6 +30,12 @@ pub(super) async fn deploy(services: &Services, cmd: AppDeploy) -> CtlResponse<A
 pub(super) async fn undeploy(services: &Services, cmd: AppUndeploy) -> CtlResponse<AppUndeployed> {
     match services.apps.undeploy(&cmd.name, &cmd.request_id).await {
         Ok(done) => {
+            let changed = AppChanged {
+                request_id: cmd.request_id.clone(),
+                name: done.name.clone(),
+                version: done.version.clone(),
+            };
+            services.events.emit(&Event::AppUndeployed(changed)).await;
             let message = format!("application {} is being undeployed", done.name);
             CtlResponse::ok(cmd.request_id, message, done)
         }
