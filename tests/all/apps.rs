@@ -287,3 +287,97 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     }
     Ok(())
 }
+
+/// A small application: component `a` with an inline config, and optionally component `b`.
+fn versioned(version: &str, a: &str, b: Option<&str>, instances: u32, greeting: &str) -> String {
+    let b = b.map_or_else(String::new, |b| {
+        format!(
+            r#"    - name: b
+      type: component
+      properties:
+        image: file://{b}
+"#
+        )
+    });
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: upgrade
+  annotations:
+    version: {version}
+spec:
+  components:
+    - name: a
+      type: component
+      properties:
+        image: file://{a}
+        config:
+          - name: upgrade-a
+            properties:
+              greeting: {greeting}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: {instances}
+{b}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_replaces_the_old_and_a_stored_one_is_never_rewritten() -> anyhow::Result<()> {
+    let lattice = Lattice::start_for_apps().await?;
+    let a = build_component("http-echo")?.display().to_string();
+    let b = build_component("hello")?.display().to_string();
+    let running = |lattice: &Lattice| {
+        let ctl = lattice.ctl.clone();
+        async move {
+            let replies = ctl.gather(&HostInventory::default(), Duration::from_millis(500)).await?;
+            let found: BTreeMap<String, u32> = replies
+                .into_iter()
+                .filter_map(|r| r.data)
+                .flat_map(|inv| inv.components)
+                .map(|c| (c.component_id, c.max_instances))
+                .collect();
+            anyhow::Ok(found)
+        }
+    };
+    let config = |lattice: &Lattice| {
+        let ctl = lattice.ctl.clone();
+        async move {
+            let cmd = ferry_proto::ctl::ConfigGetCommand { request_id: String::new(), name: "upgrade-a".into() };
+            anyhow::Ok(ctl.send(&cmd, None).await?.data.unwrap_or_default())
+        }
+    };
+
+    lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one")).await?;
+    assert_eq!(running(&lattice).await?, BTreeMap::from([("upgrade-a".into(), 1), ("upgrade-b".into(), 1)]));
+
+    // v2 drops b, scales a and changes its config: the reconciler follows.
+    lattice.deploy(&versioned("v2", &a, None, 3, "two")).await?;
+    assert_eq!(running(&lattice).await?, BTreeMap::from([("upgrade-a".into(), 3)]));
+    assert_eq!(config(&lattice).await?.get("greeting").map(String::as_str), Some("two"));
+
+    // A stored version is never rewritten with other content...
+    let dir = tempfile::tempdir()?;
+    let changed = dir.path().join("changed.yaml");
+    std::fs::write(&changed, versioned("v1", &a, Some(&b), 2, "one"))?;
+    let (ok, out, err) = ferry_app(&lattice, &["deploy", &changed.display().to_string()]).await?;
+    assert!(!ok, "v1 was rewritten: {out}");
+    assert!(err.contains("give the changed manifest a new version"), "{err}");
+    // ...and deploying it again as it was rolls back.
+    lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one")).await?;
+    assert_eq!(running(&lattice).await?, BTreeMap::from([("upgrade-a".into(), 1), ("upgrade-b".into(), 1)]));
+    assert_eq!(config(&lattice).await?.get("greeting").map(String::as_str), Some("one"));
+    let (ok, out, _) = ferry_app(&lattice, &["--json", "history", "upgrade"]).await?;
+    assert!(ok, "{out}");
+    let history: serde_json::Value = serde_json::from_str(&out)?;
+    let versions: Vec<(String, bool)> = history["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| (v["version"].as_str().unwrap_or_default().to_owned(), v["deployed"] == true))
+        .collect();
+    assert_eq!(versions, vec![("v1".to_owned(), true), ("v2".to_owned(), false)]);
+    Ok(())
+}
