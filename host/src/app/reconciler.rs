@@ -182,6 +182,11 @@ impl Reconciler {
             return Ok(());
         }
         let hosts = self.inventory().await?;
+        if hosts.is_empty() {
+            // Not even this host answered: NATS is away. Nothing can be placed, and removing
+            // now would forget what silent hosts still run.
+            return Err("no host answered the inventory; waiting".into());
+        }
         for deployed in &deployments {
             let name = &deployed.record.name;
             let result = if deployed.record.deployed {
@@ -475,28 +480,16 @@ impl Reconciler {
             }
         }
         for id in std::mem::take(&mut stale.components) {
-            let mut left = false;
-            for host in hosts.iter().filter(|h| h.components.contains_key(&id)) {
-                let cmd = ComponentStop { request_id: request_id.clone(), component_id: id.clone() };
-                if let Err(err) = self.send(&cmd, Some(&host.id)).await {
-                    warn!(component = %id, host = %host.id, cause = %err, "could not stop an application's component");
-                    left = true;
-                }
-            }
-            if !left {
+            let running = hosts.iter().filter(|h| h.components.contains_key(&id));
+            let stop = |_: &String| ComponentStop { request_id: request_id.clone(), component_id: id.clone() };
+            if self.stop_on(running, stop, "component", &id).await {
                 owned.components.remove(&id);
             }
         }
         for id in std::mem::take(&mut stale.providers) {
-            let mut left = false;
-            for host in hosts.iter().filter(|h| h.providers.contains(&id)) {
-                let cmd = ProviderStop { request_id: request_id.clone(), provider_id: id.clone() };
-                if let Err(err) = self.send(&cmd, Some(&host.id)).await {
-                    warn!(provider = %id, host = %host.id, cause = %err, "could not stop an application's provider");
-                    left = true;
-                }
-            }
-            if !left {
+            let running = hosts.iter().filter(|h| h.providers.contains(&id));
+            let stop = |_: &String| ProviderStop { request_id: request_id.clone(), provider_id: id.clone() };
+            if self.stop_on(running, stop, "provider", &id).await {
                 owned.providers.remove(&id);
             }
         }
@@ -515,6 +508,24 @@ impl Reconciler {
         if let Err(err) = self.save_owned(&deployed.app.name, owned).await {
             warn!(app = %deployed.app.name, cause = %err, "could not record what is left of an application");
         }
+    }
+
+    /// Send `stop` to each of `hosts`; whether every one obeyed.
+    async fn stop_on<'h, C: Command>(
+        &self,
+        hosts: impl Iterator<Item = &'h HostState>,
+        stop: impl Fn(&String) -> C,
+        kind: &str,
+        id: &str,
+    ) -> bool {
+        let mut all = true;
+        for host in hosts {
+            if let Err(err) = self.send(&stop(&host.id), Some(&host.id)).await {
+                warn!(kind, id, host = %host.id, cause = %err, "could not stop part of an application");
+                all = false;
+            }
+        }
+        all
     }
 
     async fn save_owned(&self, name: &str, owned: &AppOwned) -> Result<(), String> {
