@@ -76,6 +76,8 @@ struct Child {
 /// One supervised provider, as the task that runs it reports.
 struct Supervised {
     binary: PathBuf,
+    /// [`ferry_proto::ctl::config_digest`] of its start-up config.
+    config_digest: String,
     pid: Option<u32>,
     restarts: u32,
     stop: CancellationToken,
@@ -118,6 +120,7 @@ impl Supervisor {
                 binary: s.binary.display().to_string(),
                 pid: s.pid,
                 restarts: s.restarts,
+                config_digest: s.config_digest.clone(),
             })
             .collect();
         list.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
@@ -154,6 +157,7 @@ impl Supervisor {
             }
             let entry = Supervised {
                 binary: binary.clone(),
+                config_digest: ferry_proto::ctl::config_digest(&cmd.config),
                 pid: None,
                 restarts: 0,
                 stop: stop.clone(),
@@ -188,6 +192,7 @@ impl Supervisor {
             binary: run.binary.display().to_string(),
             pid: child.process.id(),
             restarts: 0,
+            config_digest: ferry_proto::ctl::config_digest(&cmd.config),
         };
         let task = tokio::spawn(run.supervise(child));
         if let Some(entry) = lock(&self.providers).get_mut(&cmd.provider_id) {

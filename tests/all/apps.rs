@@ -288,8 +288,9 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     Ok(())
 }
 
-/// A small application: component `a` with an inline config, and optionally component `b`.
-fn versioned(version: &str, a: &str, b: Option<&str>, instances: u32, greeting: &str) -> String {
+/// A small application: component `a` with an inline config, optionally component `b`, and a
+/// key-value provider whose own config names its default backend.
+fn versioned(version: &str, a: &str, b: Option<&str>, instances: u32, greeting: &str, backend: &str) -> String {
     let b = b.map_or_else(String::new, |b| {
         format!(
             r#"    - name: b
@@ -320,6 +321,14 @@ spec:
         - type: spreadscaler
           properties:
             instances: {instances}
+    - name: kv
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/keyvalue-nats:0.3.1
+        config:
+          - name: upgrade-kv
+            properties:
+              backend: {backend}
 {b}"#
     )
 }
@@ -342,6 +351,14 @@ async fn a_new_version_replaces_the_old_and_a_stored_one_is_never_rewritten() ->
             anyhow::Ok(found)
         }
     };
+    let provider_pid = |lattice: &Lattice| {
+        let ctl = lattice.ctl.clone();
+        async move {
+            let replies = ctl.gather(&HostInventory::default(), Duration::from_millis(500)).await?;
+            let pid = replies.into_iter().filter_map(|r| r.data).flat_map(|inv| inv.providers).find_map(|p| p.pid);
+            pid.context("the provider does not run")
+        }
+    };
     let config = |lattice: &Lattice| {
         let ctl = lattice.ctl.clone();
         async move {
@@ -350,25 +367,32 @@ async fn a_new_version_replaces_the_old_and_a_stored_one_is_never_rewritten() ->
         }
     };
 
-    lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one")).await?;
+    lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one", "nats")).await?;
     assert_eq!(running(&lattice).await?, BTreeMap::from([("upgrade-a".into(), 1), ("upgrade-b".into(), 1)]));
+    let first_pid = provider_pid(&lattice).await?;
 
-    // v2 drops b, scales a and changes its config: the reconciler follows.
-    lattice.deploy(&versioned("v2", &a, None, 3, "two")).await?;
+    // v2 drops b, scales a, changes its config and the provider's: the reconciler follows,
+    // starting the provider again with its new config, once.
+    lattice.deploy(&versioned("v2", &a, None, 3, "two", "redis")).await?;
     assert_eq!(running(&lattice).await?, BTreeMap::from([("upgrade-a".into(), 3)]));
     assert_eq!(config(&lattice).await?.get("greeting").map(String::as_str), Some("two"));
+    let second_pid = provider_pid(&lattice).await?;
+    assert_ne!(first_pid, second_pid, "the provider still runs with its old config");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(provider_pid(&lattice).await?, second_pid, "the provider was started again with nothing changed");
 
     // A stored version is never rewritten with other content...
     let dir = tempfile::tempdir()?;
     let changed = dir.path().join("changed.yaml");
-    std::fs::write(&changed, versioned("v1", &a, Some(&b), 2, "one"))?;
+    std::fs::write(&changed, versioned("v1", &a, Some(&b), 2, "one", "nats"))?;
     let (ok, out, err) = ferry_app(&lattice, &["deploy", &changed.display().to_string()]).await?;
     assert!(!ok, "v1 was rewritten: {out}");
     assert!(err.contains("give the changed manifest a new version"), "{err}");
     // ...and deploying it again as it was rolls back.
-    lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one")).await?;
+    lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one", "nats")).await?;
     assert_eq!(running(&lattice).await?, BTreeMap::from([("upgrade-a".into(), 1), ("upgrade-b".into(), 1)]));
     assert_eq!(config(&lattice).await?.get("greeting").map(String::as_str), Some("one"));
+    assert_ne!(provider_pid(&lattice).await?, second_pid, "the rollback's provider config was not applied");
     let (ok, out, _) = ferry_app(&lattice, &["--json", "history", "upgrade"]).await?;
     assert!(ok, "{out}");
     let history: serde_json::Value = serde_json::from_str(&out)?;

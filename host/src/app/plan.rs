@@ -22,6 +22,8 @@ pub(crate) struct HostState {
     pub(crate) runs_providers: bool,
     /// Component id → SHA-256 (hex) of what it runs.
     pub(crate) digests: BTreeMap<String, String>,
+    /// Provider id → digest of the config it was started with.
+    pub(crate) provider_configs: BTreeMap<String, String>,
 }
 
 impl HostState {

@@ -212,6 +212,11 @@ impl Reconciler {
                 labels: inv.host.labels,
                 components: inv.components.iter().map(|c| (c.component_id.clone(), c.max_instances)).collect(),
                 providers: inv.providers.iter().map(|p| p.provider_id.clone()).collect(),
+                provider_configs: inv
+                    .providers
+                    .iter()
+                    .map(|p| (p.provider_id.clone(), p.config_digest.clone()))
+                    .collect(),
                 runs_providers: inv.host.starts_providers,
                 digests: inv.components.into_iter().map(|c| (c.component_id, c.digest)).collect(),
             })
@@ -355,6 +360,25 @@ impl Reconciler {
             };
         }
         let request_id = request_id(deployed);
+        // A provider's start-up config: the table's defaults, the manifest's configs over them
+        // (whatever the case of their keys).
+        let provider_config = match &part.kind {
+            PartKind::Provider { binary, .. } => {
+                let mut config = binary.defaults.clone();
+                let (values, missing) = self.store.bucket().resolve(&part.config).await.map_err(|e| e.to_string())?;
+                if !missing.is_empty() {
+                    status.message = format!("missing config {}", missing.join(", "));
+                }
+                for (key, value) in values {
+                    config.retain(|default, _| !default.eq_ignore_ascii_case(&key));
+                    config.insert(key, value);
+                }
+                config
+            }
+            PartKind::Component { .. } => BTreeMap::new(),
+        };
+        let config_digest = ferry_proto::ctl::config_digest(&provider_config);
+        let mut restarting = false;
         let mut actions = Vec::new();
         for host in hosts {
             let want = target.get(&host.id).copied();
@@ -363,24 +387,36 @@ impl Reconciler {
             let request_id = request_id.clone();
             let action: Option<Action<'_>> = match (&part.kind, want, have) {
                 (PartKind::Provider { binary, .. }, Some(_), None) => {
-                    let mut config = binary.defaults.clone();
-                    let (values, missing) =
-                        self.store.bucket().resolve(&part.config).await.map_err(|e| e.to_string())?;
-                    if !missing.is_empty() {
-                        status.message = format!("missing config {}", missing.join(", "));
-                    }
-                    // The manifest's keys replace the table's defaults whatever their case.
-                    for (key, value) in values {
-                        config.retain(|default, _| !default.eq_ignore_ascii_case(&key));
-                        config.insert(key, value);
-                    }
                     let cmd = ProviderStart {
                         request_id,
                         provider_id: part.id.clone(),
                         binary: binary.binary.clone(),
-                        config,
+                        config: provider_config.clone(),
                     };
                     Some(Box::pin(async move { self.send(&cmd, Some(&host_id)).await }))
+                }
+                // Started with other config (a new version changed it): start it again with
+                // what the manifest says now — one host per pass, so the others keep serving.
+                (PartKind::Provider { binary, .. }, Some(_), Some(_))
+                    if !restarting
+                        && owned.providers.contains(&part.id)
+                        && host
+                            .provider_configs
+                            .get(&part.id)
+                            .is_some_and(|d| !d.is_empty() && *d != config_digest) =>
+                {
+                    restarting = true;
+                    let stop = ProviderStop { request_id: request_id.clone(), provider_id: part.id.clone() };
+                    let start = ProviderStart {
+                        request_id,
+                        provider_id: part.id.clone(),
+                        binary: binary.binary.clone(),
+                        config: provider_config.clone(),
+                    };
+                    Some(Box::pin(async move {
+                        self.send(&stop, Some(&host_id)).await?;
+                        self.send(&start, Some(&host_id)).await
+                    }))
                 }
                 (PartKind::Provider { .. }, None, Some(_)) if owned.providers.contains(&part.id) => {
                     let cmd = ProviderStop { request_id, provider_id: part.id.clone() };

@@ -31,6 +31,23 @@ pub struct ProviderDescription {
     pub pid: Option<u32>,
     /// Restarts after a crash so far.
     pub restarts: u32,
+    /// [`config_digest`] of the config it was started with: whoever started it can tell
+    /// whether it runs with the config it should.
+    #[serde(default)]
+    pub config_digest: String,
+}
+
+/// SHA-256 (hex) of a provider's start-up config, length-prefixed key by key.
+pub fn config_digest(config: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    for (key, value) in config {
+        for part in [key, value] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The answer to `provider.start`.
