@@ -8,6 +8,7 @@ pub mod images;
 pub mod manifest;
 pub(crate) mod plan;
 pub(crate) mod reconciler;
+mod teardown;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! bucket acts. Each pass reads the signed deployments, asks every host what it runs, and sends
 //! the control commands that close the gap — configs, links, providers, components — signed
 //! with the lattice operator key, as an operator's would be. What it creates is recorded for
-//! its application before it is created, so undeploy removes exactly that.
+//! its application before it is created, so undeploy removes exactly that (teardown.rs).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,9 +17,8 @@ use ferry_lattice::CtlClient;
 use ferry_proto::{
     app::{self as records, AppOwned, LEASE_KEY, Lease},
     ctl::{
-        AppState, AppStatus, Command, ComponentScale, ComponentStart, ComponentStop, ComponentUpdate, ConfigDelCommand,
-        ConfigPutCommand, HostInventory, LinkDelCommand, LinkPutCommand, LinkStatus, PartStatus, ProviderStart,
-        ProviderStop,
+        AppState, AppStatus, Command, ComponentScale, ComponentStart, ComponentStop, ComponentUpdate, ConfigPutCommand,
+        HostInventory, LinkPutCommand, LinkStatus, PartStatus, ProviderStart, ProviderStop,
     },
     event::{AppStatusChanged, Event},
     link::Link,
@@ -476,101 +475,13 @@ impl Reconciler {
         Ok(status)
     }
 
-    /// Remove an undeployed application's creations; the records go once nothing is left.
-    async fn remove(&self, deployed: &Deployed, hosts: &[HostState]) -> Result<(), String> {
-        let name = &deployed.app.name;
-        let (mut owned, _) = self.store.owned(name).await?;
-        let mut all = owned.clone();
-        self.tear_down(deployed, hosts, &mut all, &mut owned).await;
-        if owned.is_empty() {
-            let bucket = self.store.bucket();
-            for key in [records::owned_key(name), records::status_key(name), records::deployment_key(name)] {
-                bucket.delete(&key.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-            }
-            info!(app = %name, "application undeployed");
-            self.announce(deployed, AppState::Undeployed, String::new()).await;
-            return Ok(());
-        }
-        let left = owned.components.len() + owned.providers.len() + owned.links.len() + owned.configs.len();
-        self.report(deployed, AppState::Undeploying, format!("{left} things left to remove"), Vec::new(), Vec::new())
-            .await
-    }
-
-    /// Remove what `stale` lists (all of it owned), dropping from `owned` what is gone.
-    async fn tear_down(&self, deployed: &Deployed, hosts: &[HostState], stale: &mut AppOwned, owned: &mut AppOwned) {
-        let request_id = request_id(deployed);
-        for key in std::mem::take(&mut stale.links) {
-            let Some(link_key) = state::parse_link_key(&key) else {
-                owned.links.remove(&key);
-                continue;
-            };
-            let cmd = LinkDelCommand { request_id: request_id.clone(), key: link_key };
-            match self.send(&cmd, None).await {
-                Ok(()) => {
-                    owned.links.remove(&key);
-                }
-                Err(err) if err.contains("no link") || err.contains("not found") => {
-                    owned.links.remove(&key);
-                }
-                Err(err) => warn!(%key, cause = %err, "could not delete an application's link"),
-            }
-        }
-        for id in std::mem::take(&mut stale.components) {
-            let running = hosts.iter().filter(|h| h.components.contains_key(&id));
-            let stop = |_: &String| ComponentStop { request_id: request_id.clone(), component_id: id.clone() };
-            if self.stop_on(running, stop, "component", &id).await {
-                owned.components.remove(&id);
-            }
-        }
-        for id in std::mem::take(&mut stale.providers) {
-            let running = hosts.iter().filter(|h| h.providers.contains(&id));
-            let stop = |_: &String| ProviderStop { request_id: request_id.clone(), provider_id: id.clone() };
-            if self.stop_on(running, stop, "provider", &id).await {
-                owned.providers.remove(&id);
-            }
-        }
-        for name in std::mem::take(&mut stale.configs) {
-            let cmd = ConfigDelCommand { request_id: request_id.clone(), name: name.clone() };
-            match self.send(&cmd, None).await {
-                Ok(()) => {
-                    owned.configs.remove(&name);
-                }
-                Err(err) if err.contains("no config") || err.contains("not found") => {
-                    owned.configs.remove(&name);
-                }
-                Err(err) => warn!(config = %name, cause = %err, "could not delete an application's config"),
-            }
-        }
-        if let Err(err) = self.save_owned(&deployed.app.name, owned).await {
-            warn!(app = %deployed.app.name, cause = %err, "could not record what is left of an application");
-        }
-    }
-
-    /// Send `stop` to each of `hosts`; whether every one obeyed.
-    async fn stop_on<'h, C: Command>(
-        &self,
-        hosts: impl Iterator<Item = &'h HostState>,
-        stop: impl Fn(&String) -> C,
-        kind: &str,
-        id: &str,
-    ) -> bool {
-        let mut all = true;
-        for host in hosts {
-            if let Err(err) = self.send(&stop(&host.id), Some(&host.id)).await {
-                warn!(kind, id, host = %host.id, cause = %err, "could not stop part of an application");
-                all = false;
-            }
-        }
-        all
-    }
-
-    async fn save_owned(&self, name: &str, owned: &AppOwned) -> Result<(), String> {
+    pub(super) async fn save_owned(&self, name: &str, owned: &AppOwned) -> Result<(), String> {
         let key = records::owned_key(name).map_err(|e| e.to_string())?;
         let value = serde_json::to_value(owned).map_err(|e| e.to_string())?;
         self.store.bucket().put_json(&key, &value).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn report(
+    pub(super) async fn report(
         &self,
         deployed: &Deployed,
         state: AppState,
@@ -601,7 +512,7 @@ impl Reconciler {
         self.store.bucket().put_json(&key, &value).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn announce(&self, deployed: &Deployed, state: AppState, message: String) {
+    pub(super) async fn announce(&self, deployed: &Deployed, state: AppState, message: String) {
         let changed = AppStatusChanged {
             request_id: deployed.record.request_id.clone(),
             name: deployed.app.name.clone(),
@@ -613,7 +524,7 @@ impl Reconciler {
     }
 
     /// Send a command; a reply that says it failed is an error with the host's message.
-    async fn send<C: Command>(&self, cmd: &C, host: Option<&str>) -> Result<(), String> {
+    pub(super) async fn send<C: Command>(&self, cmd: &C, host: Option<&str>) -> Result<(), String> {
         let reply = self.ctl.send(cmd, host).await.map_err(|e| e.to_string())?;
         if reply.success { Ok(()) } else { Err(reply.message) }
     }
@@ -621,7 +532,7 @@ impl Reconciler {
 
 /// The request id of everything a pass does for a deployment: its own, so events show which
 /// deploy caused them.
-fn request_id(deployed: &Deployed) -> String {
+pub(super) fn request_id(deployed: &Deployed) -> String {
     if deployed.record.request_id.is_empty() {
         format!("app-{}-{}", deployed.app.name, deployed.record.version)
     } else {
