@@ -169,7 +169,7 @@ fn is_replay_refusal(msg: &async_nats::Message, id: &str) -> bool {
 }
 
 /// Run `work`, the handling of invocation `id` that the receiver has taken up, telling its
-/// caller on `reply` so: a progress message signed under `key` before `work` starts (the
+/// caller on `reply` so: a progress message signed under `key` when `ack` says (the
 /// acknowledgement), then one every [`PROGRESS_EVERY`] until it ends
 /// ([`ferry_proto::delivery`]). Shared by host and SDK.
 pub async fn with_progress<F: Future>(
@@ -177,36 +177,66 @@ pub async fn with_progress<F: Future>(
     reply: Option<&async_nats::Subject>,
     id: &str,
     key: &MacKey,
+    ack: Ack,
     work: F,
 ) -> F::Output {
     let Some(reply) = reply else { return work.await };
-    let mut progress = InvocationResponse::progress(id);
-    progress.sign(key);
-    let bytes: bytes::Bytes = match progress.encode() {
-        Ok(bytes) => bytes.into(),
-        Err(err) => {
-            warn!(invocation = %id, cause = %err, "could not encode a progress message");
-            return work.await;
+    // Made when first needed: work that answers before its acknowledgement is due costs no
+    // MAC and no message.
+    let mut bytes: Option<bytes::Bytes> = None;
+    let tell = |bytes: &mut Option<bytes::Bytes>| {
+        let bytes = match bytes {
+            Some(bytes) => Some(bytes.clone()),
+            None => {
+                let mut progress = InvocationResponse::progress(id);
+                progress.sign(key);
+                match progress.encode() {
+                    Ok(encoded) => Some(bytes.insert(encoded.into()).clone()),
+                    Err(err) => {
+                        warn!(invocation = %id, cause = %err, "could not encode a progress message");
+                        None
+                    }
+                }
+            }
+        };
+        async move {
+            let Some(bytes) = bytes else { return };
+            if let Err(err) = nats.publish(reply.clone(), bytes).await {
+                debug!(invocation = %id, cause = %err, "could not send a progress message");
+            }
         }
     };
-    let tell = || async {
-        if let Err(err) = nats.publish(reply.clone(), bytes.clone()).await {
-            debug!(invocation = %id, cause = %err, "could not send a progress message");
+    let mut next = match ack {
+        Ack::BeforeWork => {
+            tell(&mut bytes).await;
+            Instant::now() + PROGRESS_EVERY
         }
+        Ack::After(due) => Instant::now() + due,
     };
-    tell().await;
     let mut work = std::pin::pin!(work);
-    let mut next = Instant::now() + PROGRESS_EVERY;
     loop {
         tokio::select! {
             biased;
             out = &mut work => return out,
             () = tokio::time::sleep_until(next) => {
-                tell().await;
-                next += PROGRESS_EVERY;
+                tell(&mut bytes).await;
+                next = Instant::now() + PROGRESS_EVERY;
             }
         }
     }
+}
+
+/// When a receiver acknowledges an invocation it took up ([`ferry_proto::delivery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Before any of its work: for a call whose repeat would run it twice (a component's
+    /// invocation), the caller must know it was taken up as soon as it is.
+    BeforeWork,
+    /// Only if the work still runs this long after it was taken up (at most
+    /// [`ferry_proto::delivery::ACK_WITHIN`]): for a call a repeat cannot run twice (a read, or a
+    /// write whose replay key is already claimed), whose answer is sign enough when it comes
+    /// first.
+    After(Duration),
 }
 
 /// The response in `msg` if it is a signed answer to request `id` under `key`, else why not.

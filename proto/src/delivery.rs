@@ -4,10 +4,12 @@
 //! receiver may die with it unanswered. So that a caller can tell "never ran" (safe to send
 //! again, to another member) from "may have run" (not safe: an HTTP POST, a key-value set), a
 //! receiver **takes up** an invocation only within [`TAKE_UP_WINDOW`] of its issue time, and
-//! acknowledges it as it does, before any of its work (at the latest [`ACK_WITHIN`] after): a
-//! progress message
+//! acknowledges it at the latest [`ACK_WITHIN`] after: a progress message
 //! ([`crate::envelope::InvocationResponse::progress`]), repeated every [`PROGRESS_EVERY`] while
-//! the work runs.
+//! the work runs. A host acknowledges a component's invocation before any of its work (a repeat
+//! would run the component again); a provider, whose repeats cannot run a call twice (reads are
+//! harmless twice, writes are claimed first), only when the work outlasts [`ACK_WITHIN`], so a
+//! fast call is answered with one message.
 //!
 //! A caller that hears nothing for [`PATIENCE`] after sending knows the invocation was not taken
 //! up, and will not be: it sends it again under a new id with the same replay key

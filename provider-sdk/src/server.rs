@@ -26,7 +26,12 @@ use tracing::{debug, error, info, warn};
 mod links;
 
 use ferry_lattice::{
-    NatsOptions, nats::Reconnects, overflow, replay::ReplayRecord, signed::with_progress, view::LatticeView,
+    NatsOptions,
+    nats::Reconnects,
+    overflow,
+    replay::ReplayRecord,
+    signed::{Ack, with_progress},
+    view::LatticeView,
 };
 
 use crate::{
@@ -318,8 +323,15 @@ impl<P: Provider> Server<P> {
             return None;
         }
         let (id, progress_key) = (inv.id.clone(), key.clone());
+        let taken_up_at = tokio::time::Instant::now();
+        // A read may run twice, and a write is claimed first, so a repeat cannot run it twice:
+        // the answer is the only sign a call that ends within ACK_WITHIN needs
+        // ([`ferry_proto::delivery`]).
+        let ack = || Ack::After(ACK_WITHIN.saturating_sub(taken_up_at.elapsed()));
         if ferry_proto::is_read_only(&inv.operation) {
-            return Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, self.taken_up(inv, key)).await);
+            return Some(
+                with_progress(self.ctx.nats(), reply, &id, &progress_key, ack(), self.taken_up(inv, key)).await,
+            );
         }
         // Claimed before it is acknowledged, so that a caller that hears no acknowledgement
         // and sends the call again finds this claim should this process die in between. A
@@ -337,11 +349,11 @@ impl<P: Provider> Server<P> {
                         Err(err) => refused(inv, err),
                     }
                 };
-                return Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, work).await);
+                return Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, Ack::BeforeWork, work).await);
             }
         };
         Some(match claimed {
-            Ok(()) => with_progress(self.ctx.nats(), reply, &id, &progress_key, self.taken_up(inv, key)).await,
+            Ok(()) => with_progress(self.ctx.nats(), reply, &id, &progress_key, ack(), self.taken_up(inv, key)).await,
             Err(err) => refused(inv, err),
         })
     }

@@ -1,5 +1,6 @@
 //! Ferry's end-to-end tests: real processes, one module per area.
 
+mod acks;
 mod apps;
 mod blob_durability;
 mod blobstore;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferry_lattice::{
     body::LatticeBody,
     overflow,
-    signed::with_progress,
+    signed::{Ack, with_progress},
     stream::{self, ByteStream},
 };
 use ferry_proto::{
@@ -212,7 +212,10 @@ async fn handle(
         return None;
     }
     let (id, progress_key) = (inv.id.clone(), key.clone());
-    Some(with_progress(ctx.rpc.nats(), reply, &id, &progress_key, taken_up(ctx, component, inv, key)).await)
+    Some(
+        with_progress(ctx.rpc.nats(), reply, &id, &progress_key, Ack::BeforeWork, taken_up(ctx, component, inv, key))
+            .await,
+    )
 }
 
 /// Run an invocation that was taken up, to its signed answer.
