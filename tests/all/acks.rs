@@ -10,7 +10,6 @@ use ferry_proto::{
     envelope::{Invocation, InvocationResponse},
     http::OP_HANDLE,
     keyvalue::{self as kv, op},
-    link::Link,
     subject,
 };
 use ferry_tests::{Lattice, RedisServer, TEST_CLIENT_ID};
@@ -52,12 +51,7 @@ async fn a_fast_provider_call_is_one_message_a_slow_one_is_acknowledged_and_a_co
 -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let redis_server = RedisServer::start().await?;
-    let _provider = lattice.start_provider("ferry-provider-keyvalue", "kv-redis").await?;
-    lattice.config("redis", &[("url", &redis_server.url)]).await?;
-    lattice.start_component("kv-http", "kvc", &[]).await?;
-    let mut link = Link::new("kvc", "kv-redis", "wasi", "keyvalue", vec!["store".into()]);
-    link.target_config = vec!["redis".into()];
-    lattice.link(link).await?;
+    let _provider = lattice.kv_on_redis(&redis_server).await?;
     lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "k", "value": "v"})).await?;
 
     // Fast: the answer alone, every time.

@@ -73,12 +73,7 @@ pub(crate) async fn health_of(lattice: &Lattice, provider: &str) -> anyhow::Resu
 async fn keyvalue_health_reports_a_backend_that_does_not_answer() -> anyhow::Result<()> {
     let lattice = Lattice::start().await?;
     let mut redis_server = ferry_tests::RedisServer::start().await?;
-    let _provider = lattice.start_provider("ferry-provider-keyvalue", "kv-redis").await?;
-    lattice.config("redis", &[("url", &redis_server.url)]).await?;
-    lattice.start_component("kv-http", "kvc", &[]).await?;
-    let mut link = ferry_proto::link::Link::new("kvc", "kv-redis", "wasi", "keyvalue", vec!["store".into()]);
-    link.target_config = vec!["redis".into()];
-    lattice.link(link).await?;
+    let _provider = lattice.kv_on_redis(&redis_server).await?;
 
     let answers = health_of(&lattice, "kv-redis").await?;
     assert!(answers.len() == 1 && answers[0].healthy, "{answers:?}");

@@ -54,12 +54,7 @@ async fn the_http_timeout_holds_exactly_and_stops_the_component() -> anyhow::Res
 async fn the_host_rpc_timeout_holds_beyond_ten_seconds() -> anyhow::Result<()> {
     let lattice = Lattice::start_with_timeout(Duration::from_secs(20)).await?;
     let redis_server = RedisServer::start().await?;
-    let _provider = lattice.start_provider("ferry-provider-keyvalue", "kv-redis").await?;
-    lattice.config("redis", &[("url", &redis_server.url)]).await?;
-    lattice.start_component("kv-http", "kvc", &[]).await?;
-    let mut link = Link::new("kvc", "kv-redis", "wasi", "keyvalue", vec!["store".into()]);
-    link.target_config = vec!["redis".into()];
-    lattice.link(link).await?;
+    let _provider = lattice.kv_on_redis(&redis_server).await?;
     lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "k", "value": "slow"})).await?;
 
     // Redis answers nobody for 12 s.

@@ -365,6 +365,22 @@ impl Lattice {
         Ok(process)
     }
 
+    /// The key-value provider as `kv-redis` on `redis` (its URL in config `redis`), and the
+    /// `kv-http` component as `kvc` linked to it for `wasi:keyvalue/store` under the default
+    /// link name; returns the provider.
+    ///
+    /// # Errors
+    /// When a process does not start or the link fails.
+    pub async fn kv_on_redis(&self, redis: &crate::RedisServer) -> anyhow::Result<Process> {
+        let provider = self.start_provider("ferry-provider-keyvalue", "kv-redis").await?;
+        self.config("redis", &[("url", &redis.url)]).await?;
+        self.start_component("kv-http", "kvc", &[]).await?;
+        let mut link = ferry_proto::link::Link::new("kvc", "kv-redis", "wasi", "keyvalue", vec!["store".into()]);
+        link.target_config = vec!["redis".into()];
+        self.link(link).await?;
+        Ok(provider)
+    }
+
     /// Build test component `name`, start it as `id`, and link [`TEST_CLIENT_ID`] to it.
     ///
     /// # Errors
