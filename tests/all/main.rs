@@ -18,6 +18,7 @@ mod hostile;
 mod http;
 mod http_client;
 mod isolation;
+mod keys;
 mod keyvalue;
 mod kv_large;
 mod kv_watch;

@@ -1,7 +1,10 @@
-//! `ferry keys`: cluster seeds, operator keys and provider credentials.
+//! `ferry keys`: new key pairs of every kind a lattice uses, cluster seeds, operator keys and
+//! provider credentials.
 
-use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
 use ferry_proto::auth::ClusterKey;
 
 #[derive(Args)]
@@ -12,6 +15,9 @@ pub(crate) struct KeysArgs {
 
 #[derive(Subcommand)]
 enum KeysCommand {
+    /// Generate a key pair of one kind (nkeys, as NATS and wasmCloud write them): prints the
+    /// seed (secret) and the public key, or writes the seed to a file with --out.
+    Gen(GenArgs),
     /// Generate a cluster seed for a new lattice; prints the seed (secret) and its public key.
     Cluster,
     /// Generate an operator key, which signs control commands; prints the seed (secret: give it
@@ -34,8 +40,108 @@ enum KeysCommand {
     },
 }
 
+/// `ferry keys gen`.
+#[derive(Args)]
+struct GenArgs {
+    /// What the key is for.
+    kind: KeyKind,
+    /// Print JSON (`kind`, `public_key`, and `seed` unless --out is given).
+    #[arg(long)]
+    json: bool,
+    /// Write the seed alone to FILE (created with mode 0600; an existing file is never
+    /// overwritten), usable as a `--…-seed-file`; only the public key is printed.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+/// The kinds of key pair, by the nkeys prefix of their public key.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KeyKind {
+    /// An account (`A…`): a NATS account that owns a lattice's users.
+    Account,
+    /// A cluster (`C…`): the lattice's root secret, from which hosts derive every MAC key.
+    Cluster,
+    /// A host (`N…`).
+    Host,
+    /// A component (`M…`, a module key, as wasmCloud signs components with).
+    Component,
+    /// A provider (`V…`, a service key, as wasmCloud identifies providers).
+    Provider,
+    /// An operator (`O…`): signs control commands and issues claims.
+    Operator,
+}
+
+impl KeyKind {
+    fn generate(self) -> nkeys::KeyPair {
+        match self {
+            Self::Account => nkeys::KeyPair::new_account(),
+            Self::Cluster => nkeys::KeyPair::new_cluster(),
+            Self::Host => nkeys::KeyPair::new_server(),
+            Self::Component => nkeys::KeyPair::new_module(),
+            Self::Provider => nkeys::KeyPair::new_service(),
+            Self::Operator => nkeys::KeyPair::new_operator(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Cluster => "cluster",
+            Self::Host => "host",
+            Self::Component => "component",
+            Self::Provider => "provider",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+fn generate(args: GenArgs) -> anyhow::Result<()> {
+    let pair = args.kind.generate();
+    let seed = pair.seed().context("failed to encode the new seed")?;
+    let public_key = pair.public_key();
+    if let Some(path) = &args.out {
+        write_secret(path, &seed)?;
+    }
+    let shown_seed = args.out.is_none().then_some(seed.as_str());
+    if args.json {
+        let mut value = serde_json::json!({ "kind": args.kind.name(), "public_key": public_key });
+        if let Some(seed) = shown_seed {
+            value["seed"] = seed.into();
+        }
+        println!("{value}");
+    } else {
+        if let Some(seed) = shown_seed {
+            println!("seed:       {seed}");
+        }
+        println!("public key: {public_key}");
+    }
+    if let Some(path) = &args.out {
+        eprintln!("seed of {} key {public_key} written to {} (mode 0600)", args.kind.name(), path.display());
+    }
+    Ok(())
+}
+
+/// Create `path` readable by its owner only and write `secret` to it; an existing file is an
+/// error, never overwritten (it may hold the only copy of another key).
+fn write_secret(path: &PathBuf, secret: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} exists; not overwriting it (it may hold another key)", path.display())
+        } else {
+            anyhow::anyhow!("cannot create {}: {err}", path.display())
+        }
+    })?;
+    if let Err(err) = file.write_all(format!("{secret}\n").as_bytes()).and_then(|()| file.sync_all()) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        bail!("cannot write {}: {err}", path.display());
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
+        KeysCommand::Gen(args) => generate(args)?,
         KeysCommand::Cluster => {
             let (key, seed) = ClusterKey::generate().context("failed to generate cluster key")?;
             println!("seed:       {seed}");

@@ -32,7 +32,7 @@ enum Command {
     /// Deploy wadm application manifests and follow them (`deploy`, `list`, `status`,
     /// `undeploy`, `history`).
     App(ctl::AppArgs),
-    /// Generate cluster keys, operator keys and provider credentials.
+    /// Generate key pairs of every kind a lattice uses and provider credentials.
     Keys(keys::KeysArgs),
     /// Start a local lattice (NATS, host, key-value provider) serving a component.
     Up(up::UpArgs),
