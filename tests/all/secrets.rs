@@ -18,6 +18,8 @@ async fn put_link(lattice: &Lattice, link: Link) -> anyhow::Result<(bool, String
 
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_in_urls_and_config_values_never_reach_logs_replies_or_events() -> anyhow::Result<()> {
+    // Every process of every test is scanned for it from now on (ferry_tests::leaks).
+    ferry_tests::leaks::register_secret(SECRET);
     let lattice = Lattice::start().await?;
     let mut events = lattice.raw.subscribe(format!("ferry.evt.{}.>", lattice.name)).await?;
     ferry_lattice::nats::sync_subscriptions(&lattice.raw).await?;

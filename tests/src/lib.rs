@@ -13,6 +13,7 @@
 
 pub mod http;
 mod lattice;
+pub mod leaks;
 pub mod origin;
 mod process;
 mod servers;

@@ -11,12 +11,16 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// A child process whose output goes to a log file, killed (SIGTERM, then SIGKILL) on drop.
-/// (Providers a host runs are the host's supervisor's business, not this harness's.)
+/// (Providers a host runs are the host's supervisor's business, not this harness's.) On drop
+/// its argument list and output are scanned for secrets ([`crate::leaks`]), and a secret found
+/// fails the test.
 #[derive(Debug)]
 pub struct Process {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// The command line, as `ps` shows it to every user of the machine.
+    command_line: String,
 }
 
 impl Process {
@@ -39,6 +43,11 @@ impl Process {
     fn spawn_inner(name: &str, mut command: Command, line: Option<&str>) -> anyhow::Result<Self> {
         use std::io::Write as _;
         let log = std::env::temp_dir().join(format!("ferry-test-{name}-{}-{}.log", std::process::id(), unique()));
+        let command_line = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         let file = std::fs::File::create(&log).with_context(|| format!("failed to create {}", log.display()))?;
         let mut child = command
             .stdin(if line.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -50,7 +59,7 @@ impl Process {
         if let (Some(mut pipe), Some(line)) = (child.stdin.take(), line) {
             writeln!(pipe, "{line}").context("failed to write to stdin")?;
         }
-        Ok(Self { name: name.to_owned(), child: Some(child), log })
+        Ok(Self { name: name.to_owned(), child: Some(child), log, command_line })
     }
 
     /// Wait up to `timeout` for the process to exit by itself; its exit status, if it did.
@@ -158,8 +167,17 @@ impl Drop for Process {
         if self.child.is_some() {
             self.terminate(Duration::from_secs(5));
         }
-        if std::env::var_os("FERRY_KEEP_LOGS").is_none() {
+        let leaks: Vec<String> = [("its argument list", self.command_line.clone()), ("its output", self.logs())]
+            .into_iter()
+            .flat_map(|(place, text)| {
+                crate::leaks::find_secrets(&text).into_iter().map(move |f| format!("{f} of {place}"))
+            })
+            .collect();
+        if std::env::var_os("FERRY_KEEP_LOGS").is_none() && leaks.is_empty() {
             let _ = std::fs::remove_file(&self.log);
+        }
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!("{} showed a secret: {} (log kept: {})", self.name, leaks.join("; "), self.log.display());
         }
     }
 }
