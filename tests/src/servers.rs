@@ -12,12 +12,22 @@ use anyhow::{Context as _, bail};
 
 use crate::Process;
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, never one this test run has handed out before: ports are
+/// chosen before the servers that bind them start, and the kernel may offer a port it just
+/// released again (a cluster node's monitor once got its own route port).
 ///
 /// # Errors
 /// When no port can be bound.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("every free port the kernel offered was handed out already")
 }
 
 async fn wait_for_port(port: u16, process: &mut Process) -> anyhow::Result<()> {
