@@ -30,7 +30,7 @@ impl LatticeBucket {
     /// # Errors
     /// [`LatticeError::Nats`] when JetStream is unavailable or the bucket is missing.
     pub async fn open(nats: &async_nats::Client, lattice: &str, create: bool) -> Result<Self, LatticeError> {
-        let js = jetstream::new(nats.clone());
+        let js = crate::nats::jetstream(nats, None);
         let name = subject::data_bucket(lattice)?;
         let kv = match js.get_key_value(&name).await {
             Ok(kv) => kv,

@@ -4,7 +4,7 @@
 //! against it, so a host never runs what it was not asked to and never reads a path it was
 //! told to read.
 
-use async_nats::jetstream::{self, object_store};
+use async_nats::jetstream::object_store;
 use ferry_proto::{
     image::{ImageRef, MAX_COMPONENT_BYTES, sha256_hex},
     subject,
@@ -26,7 +26,7 @@ impl ComponentStore {
     /// [`LatticeError::Nats`] when JetStream is unreachable.
     pub async fn open(nats: &async_nats::Client, lattice: &str) -> Result<Self, LatticeError> {
         let bucket = subject::component_store(lattice)?;
-        let js = jetstream::new(nats.clone());
+        let js = crate::nats::jetstream(nats, None);
         let store = match js.get_object_store(&bucket).await {
             Ok(store) => store,
             Err(_) => js

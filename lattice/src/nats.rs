@@ -2,7 +2,8 @@
 //!
 //! Every connection is made from [`NatsOptions`]: async-nats's own request timeout (10 s)
 //! is off, because every Ferry request carries its own deadline and must be able to wait for
-//! exactly that long, shorter or longer.
+//! exactly that long, shorter or longer. JetStream contexts are made by [`jetstream`], which
+//! bounds each JetStream request by [`JETSTREAM_TIMEOUT`] instead.
 //!
 //! A client's `flush` only empties its socket buffer; the server may not have processed the
 //! subscriptions yet, and a request sent on another connection in that moment meets "no
@@ -112,6 +113,25 @@ fn split_credentials(url: &str) -> (String, Option<NatsAuth>) {
         None => NatsAuth::Token(rest[..at].to_owned()),
     };
     (format!("{scheme}{}", &rest[at + 1..]), Some(auth))
+}
+
+/// How long one JetStream API request (a stream's info, a direct get, a bucket's creation) or a
+/// publish's acknowledgement is waited for.
+///
+/// Ferry's connections have no request timeout of their own, so a JetStream context without one
+/// would wait forever for a request that is never answered — one that reached a cluster node as
+/// it died, or a stream leader's subscription in the moment it went away. Callers that retry
+/// through an election ([`crate::backoff::Backoff::through_election`]) retry after this.
+pub const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A JetStream context on `client` (in JetStream domain `domain` when given) whose requests give
+/// up after [`JETSTREAM_TIMEOUT`]. Every JetStream context Ferry uses is made here.
+pub fn jetstream(client: &async_nats::Client, domain: Option<&str>) -> async_nats::jetstream::Context {
+    let builder = async_nats::jetstream::context::ContextBuilder::new();
+    match domain {
+        Some(domain) => builder.domain(domain).timeout(JETSTREAM_TIMEOUT).build(client.clone()),
+        None => builder.timeout(JETSTREAM_TIMEOUT).build(client.clone()),
+    }
 }
 
 /// A connection and the handle that reports when it is established again.

@@ -41,42 +41,61 @@ impl ReplayRecord {
     /// Claim `key` (an invocation's [`replay_key`](ferry_proto::envelope::Invocation::replay_key))
     /// for the one run it may have.
     ///
+    /// Each claim writes a token of its own, so an attempt whose write landed though its
+    /// acknowledgement was lost (a cluster node died under it) is known as this claim's own when
+    /// the next attempt finds the key taken, not mistaken for a replay.
+    ///
     /// # Errors
     /// [`ErrorKind::Denied`] when it was claimed before (a replay), [`ErrorKind::Unavailable`]
     /// when JetStream cannot be reached: the invocation must then not run, since nothing could
     /// tell a replay from the original.
     pub async fn claim(&self, key: &str) -> Result<(), RpcError> {
+        let (record, token) = (record_key(key), bytes::Bytes::from(uuid::Uuid::new_v4().simple().to_string()));
         let mut backoff = Backoff::through_election();
         let mut reopen = false;
         loop {
-            let store = self.store(reopen).await?;
-            match store.create(record_key(key), bytes::Bytes::new()).await {
-                Ok(_) => return Ok(()),
-                Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+            let failed = match self.try_claim(&record, &token, reopen).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
                     return Err(RpcError::new(
                         ErrorKind::Denied,
                         format!("{REPLAYED} {key} (already carried out on the lattice)"),
                     ));
                 }
-                // The record lives in memory: a NATS server that restarted lost it, and the
-                // handle is stale, so it is opened (or created) again; on a cluster, the
-                // record's stream may be electing a new leader for a few seconds.
-                Err(err) if !reopen => {
-                    debug!(cause = %err, "claim failed; opening the record again");
-                    reopen = true;
-                }
-                Err(err) if let Some(wait) = backoff.next_wait() => {
-                    debug!(cause = %err, retry_in = ?wait, "claim failed; trying again");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(err) => {
-                    warn!(cause = %err, "cannot record a state-changing invocation; refusing it");
-                    return Err(RpcError::new(
-                        ErrorKind::Unavailable,
-                        format!("the lattice's replay record is unavailable: {err}"),
-                    ));
-                }
+                Err(failed) => failed,
+            };
+            // The record lives in memory: a NATS server that restarted lost it, and the handle
+            // is stale, so it is opened (or created) again; on a cluster, the record's stream
+            // may be electing a new leader for a few seconds.
+            if !reopen {
+                debug!(cause = %failed, "claim failed; opening the record again");
+                reopen = true;
+            } else if let Some(wait) = backoff.next_wait() {
+                debug!(cause = %failed, retry_in = ?wait, "claim failed; trying again");
+                tokio::time::sleep(wait).await;
+            } else {
+                warn!(cause = %failed, "cannot record a state-changing invocation; refusing it");
+                return Err(RpcError::new(
+                    ErrorKind::Unavailable,
+                    format!("the lattice's replay record is unavailable: {failed}"),
+                ));
             }
+        }
+    }
+
+    /// One attempt at claiming `record` with `token`: whether it is this claim's (`false`: another
+    /// claim's), or why JetStream did not say.
+    async fn try_claim(&self, record: &str, token: &bytes::Bytes, reopen: bool) -> Result<bool, String> {
+        let store = self.store(reopen).await.map_err(|e| e.message)?;
+        match store.create(record, token.clone()).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == CreateErrorKind::AlreadyExists => match store.get(record).await {
+                Ok(Some(held)) => Ok(held == *token),
+                // Gone again (expired) since: the next attempt creates it.
+                Ok(None) => Err("the claim vanished as it was read".to_owned()),
+                Err(err) => Err(err.to_string()),
+            },
+            Err(err) => Err(err.to_string()),
         }
     }
 
@@ -94,7 +113,7 @@ impl ReplayRecord {
             return Ok(store);
         }
         let name = subject::seen_bucket(&self.lattice).map_err(RpcError::from)?;
-        let js = jetstream::new(self.nats.clone());
+        let js = crate::nats::jetstream(&self.nats, None);
         let store = match js.get_key_value(&name).await {
             Ok(store) => store,
             Err(_) => {

@@ -60,7 +60,7 @@ pub async fn prepare_lattice_storage(
         .open()
         .await
         .map_err(|e| LatticeError::Nats(format!("cannot open the replay record: {e}")))?;
-    let js = jetstream::new(nats.clone());
+    let js = crate::nats::jetstream(nats, None);
     for stream in [
         kv_stream(&subject::data_bucket(lattice)?),
         object_stream(&subject::component_store(lattice)?),

@@ -213,12 +213,10 @@ pub struct LinkConnection {
 }
 
 impl LinkConnection {
-    /// A JetStream context on the link's domain.
+    /// A JetStream context on the link's domain, whose requests give up after
+    /// [`JETSTREAM_TIMEOUT`](ferry_lattice::nats::JETSTREAM_TIMEOUT) unless set otherwise.
     pub fn jetstream(&self) -> async_nats::jetstream::Context {
-        match &self.js_domain {
-            Some(domain) => async_nats::jetstream::with_domain(self.client.clone(), domain),
-            None => async_nats::jetstream::new(self.client.clone()),
-        }
+        ferry_lattice::nats::jetstream(&self.client, self.js_domain.as_deref())
     }
 }
 

@@ -337,8 +337,17 @@ impl<P: Provider> Server<P> {
         // and sends the call again finds this claim should this process die in between. A
         // claim still waiting on JetStream (electing a new leader, say) after ACK_WITHIN is
         // acknowledged anyway: the caller then waits, rather than sending the call again.
-        let replay_key = inv.replay_key().to_owned();
-        let claim = self.record.claim(&replay_key);
+        // The claim waits out an election for no longer than the caller does.
+        let (replay_key, deadline) = (inv.replay_key().to_owned(), inv.remaining());
+        let claim = async {
+            let Some(left) = deadline else { return self.record.claim(&replay_key).await };
+            tokio::time::timeout(left, self.record.claim(&replay_key)).await.unwrap_or_else(|_| {
+                Err(RpcError::new(
+                    ErrorKind::Timeout,
+                    format!("the caller's deadline passed after {left:?} while the lattice's replay record was unavailable; not run"),
+                ))
+            })
+        };
         tokio::pin!(claim);
         let claimed = match tokio::time::timeout(ACK_WITHIN, &mut claim).await {
             Ok(claimed) => claimed,
