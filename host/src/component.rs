@@ -83,6 +83,8 @@ pub(crate) struct ComponentSpec {
     pub(crate) image: String,
     pub(crate) max_instances: u32,
     pub(crate) config: Vec<String>,
+    /// Its verified claims, when it is signed.
+    pub(crate) claims: Option<Arc<ferry_proto::claims::ComponentClaims>>,
 }
 
 /// A component ready to serve invocations.

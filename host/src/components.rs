@@ -15,11 +15,14 @@ use std::{
 
 use ferry_lattice::ComponentStore;
 use ferry_proto::{
+    claims::ClaimsError,
     ctl::{
         ComponentDescription, ComponentScale, ComponentScaled, ComponentStart, ComponentStarted, ComponentStopped,
         ComponentUpdate, ComponentUpdated,
     },
-    event::{ComponentScaleFailed, ComponentScaled as ScaledEvent, ComponentUpdated as UpdatedEvent, Event},
+    event::{
+        ComponentScaleFailed, ComponentScaled as ScaledEvent, ComponentUpdated as UpdatedEvent, Event, PolicyDenied,
+    },
     image::{ImageRef, MAX_COMPONENT_BYTES},
     state::{ComponentRecord, component_key},
     subject::validate_id,
@@ -37,10 +40,11 @@ use crate::{
     Limits,
     allowed::AllowedDirs,
     budget::Budget,
+    claims::ClaimsPolicy,
     component::{ComponentSpec, DEFAULT_MAX_INSTANCES, RunningComponent},
     events::Events,
     rpc::{self, server::ServeContext},
-    state::{ComponentEnv, HostState},
+    state::{ComponentEnv, Grants, HostState},
 };
 
 /// Why a component command failed.
@@ -58,6 +62,9 @@ pub(crate) enum ComponentError {
     /// Its bytes could not be fetched, read or compiled, or it could not be served.
     #[error("{0}")]
     Load(String),
+    /// Its claims do not admit it here ([`crate::claims::ClaimsPolicy`]).
+    #[error("denied: {0}")]
+    Denied(#[from] ClaimsError),
 }
 
 /// Where a host takes component bytes from.
@@ -66,6 +73,8 @@ pub(crate) struct Sources {
     pub(crate) store: ComponentStore,
     /// Directories `file:` references may name.
     pub(crate) allowed: AllowedDirs,
+    /// Which components may run, by their claims.
+    pub(crate) policy: ClaimsPolicy,
 }
 
 /// wasmtime pieces shared by every component of the host.
@@ -187,12 +196,14 @@ impl Components {
             return Err(self.already_running(&cmd.component_id));
         }
         let (image, bytes) = self.fetch(&cmd.image).await?;
+        let claims = self.sources.policy.admit(&bytes)?.map(Arc::new);
         let (compiled, digest) = self.runtime.compile(bytes).await?;
         let spec = ComponentSpec {
             id: cmd.component_id.clone(),
             image: image.to_string(),
             max_instances,
             config: cmd.config.clone(),
+            claims,
         };
         let running = Arc::new(self.prepare(&compiled, spec.clone())?);
         let (current, versions) = watch::channel(running);
@@ -230,13 +241,10 @@ impl Components {
         match &result {
             Ok((scaled, description)) => {
                 info!(component = %cmd.component_id, from = scaled.previous, to = scaled.max_instances, "component scaled");
-                self.record(&ComponentSpec {
-                    id: description.component_id.clone(),
-                    image: description.image.clone(),
-                    max_instances: description.max_instances,
-                    config: description.config.clone(),
-                })
-                .await;
+                let spec = self.lock().get(&cmd.component_id).map(|e| e.current.borrow().spec.clone());
+                if let Some(spec) = spec {
+                    self.record(&spec).await;
+                }
                 self.announce_scaled(&cmd.request_id, description).await;
             }
             Err(err) => self.announce_failed(&cmd.request_id, &cmd.component_id, "", cmd.max_instances, err).await,
@@ -270,6 +278,13 @@ impl Components {
             return Err(self.not_running(&cmd.component_id));
         }
         let (image, bytes) = self.fetch(&cmd.image).await?;
+        let claims = match self.sources.policy.admit(&bytes) {
+            Ok(claims) => claims.map(Arc::new),
+            Err(err) => {
+                self.announce_denied(&cmd.request_id, &cmd.component_id, &err).await;
+                return Err(err.into());
+            }
+        };
         let (compiled, digest) = self.runtime.compile(bytes).await?;
         let digest = hex(&digest);
         let (updated, spec) = {
@@ -279,6 +294,7 @@ impl Components {
             let (previous_image, previous_digest) = (spec.image.clone(), entry.digest.clone());
             if previous_digest != digest {
                 spec.image = image.to_string();
+                spec.claims = claims;
                 let next = Arc::new(self.prepare(&compiled, spec.clone())?);
                 entry.compiled = compiled;
                 entry.digest = digest.clone();
@@ -381,6 +397,11 @@ impl Components {
             memory_bytes: runtime.limits.memory_bytes,
             host_memory: runtime.host_memory.clone(),
             resource_entries: runtime.limits.resource_entries,
+            grants: spec.claims.as_ref().and_then(|c| c.capabilities()).map(|capabilities| Grants {
+                capabilities,
+                events: self.events.clone(),
+                host_id: self.host_id.clone(),
+            }),
         });
         RunningComponent::new(&runtime.engine, &runtime.linker, compiled, env, spec, &runtime.limits)
             .map_err(|e| ComponentError::Load(e.to_string()))
@@ -394,6 +415,7 @@ impl Components {
             max_instances: spec.max_instances,
             config: spec.config.clone(),
             hosts: vec![self.host_id.clone()],
+            claims: spec.claims.as_deref().cloned(),
         };
         let stored = match (component_key(&spec.id), serde_json::to_value(&record)) {
             (Ok(key), Ok(value)) => self.serve.lattice.bucket().put_json(&key, &value).await.map_err(|e| e.to_string()),
@@ -432,6 +454,23 @@ impl Components {
             image: image.to_owned(),
             max_instances,
             error: err.to_string(),
+        });
+        self.events.emit(&event).await;
+        if let ComponentError::Denied(denied) = err {
+            self.announce_denied(request_id, component_id, denied).await;
+        }
+    }
+
+    /// `policy_denied` for a component its claims do not admit.
+    async fn announce_denied(&self, request_id: &str, component_id: &str, err: &ClaimsError) {
+        warn!(component = %component_id, reason = err.reason(), cause = %err, "component refused by its claims");
+        let event = Event::PolicyDenied(PolicyDenied {
+            request_id: request_id.to_owned(),
+            host_id: self.host_id.clone(),
+            component_id: component_id.to_owned(),
+            reason: err.reason().to_owned(),
+            capability: None,
+            message: err.to_string(),
         });
         self.events.emit(&event).await;
     }

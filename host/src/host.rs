@@ -17,6 +17,7 @@ use crate::{
     allowed::AllowedDirs,
     app::{AppStore, reconciler::Reconciler},
     capability,
+    claims::ClaimsPolicy,
     components::{Components, Runtime, Sources},
     ctl::{self, CommandAuth, Services},
     engine,
@@ -49,6 +50,7 @@ pub struct HostBuilder {
     allowed_dirs: Vec<std::path::PathBuf>,
     health: HealthConfig,
     operators: Vec<String>,
+    claims: ClaimsPolicy,
     workers: usize,
     replicas: usize,
     reconcile: bool,
@@ -72,6 +74,7 @@ impl HostBuilder {
             allowed_dirs: Vec::new(),
             health: HealthConfig::default(),
             operators: Vec::new(),
+            claims: ClaimsPolicy::default(),
             workers: default_workers(),
             replicas: 1,
             reconcile: true,
@@ -97,6 +100,20 @@ impl HostBuilder {
     /// given none, it obeys anyone who can publish on its control subjects.
     pub fn operator_key(mut self, public_key: impl Into<String>) -> Self {
         self.operators.push(public_key.into());
+        self
+    }
+
+    /// Refuse components that carry no signed claims (`ferry claims sign`).
+    pub fn require_signed(mut self, required: bool) -> Self {
+        self.claims.require_signed = required;
+        self
+    }
+
+    /// An account public key (`A…`) whose component claims this host accepts; repeatable. Given
+    /// one, a signed component from any other issuer is refused; given none, any issuer whose
+    /// signature verifies is accepted.
+    pub fn allowed_issuer(mut self, public_key: impl Into<String>) -> Self {
+        self.claims.allowed_issuers.push(public_key.into());
         self
     }
 
@@ -170,6 +187,11 @@ impl HostBuilder {
                 return Err(HostError::Invalid(format!("{key:?} is not an operator public key (O…)")));
             }
         }
+        for key in &self.claims.allowed_issuers {
+            if !key.starts_with('A') || nkeys::KeyPair::from_public_key(key).is_err() {
+                return Err(HostError::Invalid(format!("{key:?} is not an account public key (A…)")));
+            }
+        }
         let cluster = match &self.cluster_seed {
             Some(seed) => ClusterKey::from_seed(seed)?,
             None => {
@@ -209,6 +231,7 @@ impl HostBuilder {
         let sources = Sources {
             store: ferry_lattice::ComponentStore::open(&nats, &self.lattice).await?,
             allowed: allowed.clone(),
+            policy: self.claims,
         };
         let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone(), sources));
         let links = Links::new(&id, &self.lattice, view.clone(), rpc.clone(), events.clone());

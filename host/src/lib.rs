@@ -20,6 +20,7 @@ mod allowed;
 pub mod app;
 mod budget;
 mod capability;
+pub mod claims;
 mod component;
 mod components;
 mod ctl;

@@ -37,6 +37,16 @@ pub(crate) struct ComponentEnv {
     pub(crate) host_memory: Arc<Budget>,
     /// [`crate::Limits::resource_entries`].
     pub(crate) resource_entries: usize,
+    /// What its claims let it call; `None` when they restrict nothing (unsigned, or no caps).
+    pub(crate) grants: Option<Grants>,
+}
+
+/// The capabilities a signed component's claims grant, and where a refused call is reported.
+#[derive(Debug)]
+pub(crate) struct Grants {
+    pub(crate) capabilities: ferry_proto::claims::Capabilities,
+    pub(crate) events: crate::events::Events,
+    pub(crate) host_id: String,
 }
 
 /// Numbers the state-changing calls made while serving one invocation: the n-th carries the

@@ -77,6 +77,7 @@ events! {
     AppDeployed(AppChanged) => "app_deployed";
     AppUndeployed(AppChanged) => "app_undeployed";
     AppStatusChanged(AppStatusChanged) => "app_status_changed";
+    PolicyDenied(PolicyDenied) => "policy_denied";
 }
 
 impl Event {
@@ -98,6 +99,7 @@ impl Event {
             Event::ConfigSet(e) | Event::ConfigDeleted(e) => &e.request_id,
             Event::AppDeployed(e) | Event::AppUndeployed(e) => &e.request_id,
             Event::AppStatusChanged(e) => &e.request_id,
+            Event::PolicyDenied(e) => &e.request_id,
         }
     }
 }
@@ -170,6 +172,27 @@ pub struct ComponentScaleFailed {
     pub max_instances: u32,
     /// Why it failed.
     pub error: String,
+}
+
+/// `policy_denied`: a host refused a component its claims do not admit (at start or update), or
+/// a call its claims do not grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDenied {
+    /// The command refused; empty for a refused call.
+    #[serde(default)]
+    pub request_id: String,
+    /// The host.
+    pub host_id: String,
+    /// The component.
+    pub component_id: String,
+    /// Why, machine-readable: a [`crate::claims::ClaimsError::reason`], or `capability` for a
+    /// call the claims do not grant.
+    pub reason: String,
+    /// For a refused call, the interface called (`wasi:blobstore/blobstore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Why, for people.
+    pub message: String,
 }
 
 /// `component_updated`: a new version of a component runs on a host in place of the old one.

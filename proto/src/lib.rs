@@ -17,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod blobstore;
+pub mod claims;
 pub mod codec;
 pub mod ctl;
 pub mod delivery;

@@ -97,6 +97,9 @@ pub struct ComponentRecord {
     pub config: Vec<String>,
     /// Hosts running it.
     pub hosts: Vec<String>,
+    /// The verified claims it carries, if it is signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<crate::claims::ComponentClaims>,
 }
 
 #[cfg(test)]

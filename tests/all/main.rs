@@ -7,6 +7,7 @@ mod blobstore;
 mod bounded;
 mod bridge;
 mod bridge_calls;
+mod claims;
 mod cluster;
 mod control;
 mod ctl_cli;

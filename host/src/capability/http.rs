@@ -46,6 +46,9 @@ impl WasiHttpHooks for OutgoingHttp {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let component = self.env.id.clone();
+        if self.env.granted(WIT_NAMESPACE, WIT_PACKAGE, OUTGOING_INTERFACE).is_err() {
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
         let target =
             self.env.lattice.target_of(&component, &self.link_name, WIT_NAMESPACE, WIT_PACKAGE, OUTGOING_INTERFACE);
         let Some(target) = target else {

@@ -5,10 +5,18 @@
 
 use std::sync::Arc;
 
-use ferry_proto::{RpcError, auth::MacKey, codec, envelope::Invocation};
+use ferry_proto::{
+    ErrorKind, RpcError,
+    auth::MacKey,
+    claims::Capabilities,
+    codec,
+    envelope::Invocation,
+    event::{Event, PolicyDenied},
+};
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::warn;
 
-use crate::state::{Causes, ComponentEnv, HostState};
+use crate::state::{Causes, ComponentEnv, Grants, HostState};
 
 /// The linked provider and the link name in force for one interface.
 #[derive(Clone)]
@@ -24,9 +32,12 @@ pub(crate) struct Route {
 
 impl HostState {
     /// Resolve the link for `namespace:package/interface` now.
+    /// A call the component's claims do not grant is refused `denied`, and reported as
+    /// `policy_denied`.
     pub(crate) fn route(&self, namespace: &str, package: &str, interface: &str) -> Result<Route, RpcError> {
-        let name = self.link_name(namespace, package, interface);
+        self.env.granted(namespace, package, interface)?;
         let component = &self.env.id;
+        let name = self.link_name(namespace, package, interface);
         let target = self.env.lattice.target_of(component, &name, namespace, package, interface).ok_or_else(|| {
             RpcError::not_linked(format!(
                 "{component} has no link named {name:?} for {namespace}:{package}/{interface}"
@@ -34,6 +45,41 @@ impl HostState {
         })?;
         Ok(Route { env: self.env.clone(), name, target, causes: self.causes.clone(), deadline_ms: self.deadline_ms })
     }
+}
+
+impl ComponentEnv {
+    /// Whether the component's claims grant a call to `namespace:package/interface`; one they
+    /// do not is refused `denied` and reported as `policy_denied`.
+    pub(crate) fn granted(&self, namespace: &str, package: &str, interface: &str) -> Result<(), RpcError> {
+        match &self.grants {
+            Some(grants) if !grants.capabilities.allows(namespace, package, interface) => {
+                Err(refuse(grants, &self.id, namespace, package, interface))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The refusal of a call to `namespace:package/interface` that `grants` do not cover; the
+/// event goes out on its own task, so the refusal does not wait for NATS.
+fn refuse(grants: &Grants, component: &str, namespace: &str, package: &str, interface: &str) -> RpcError {
+    let capability = format!("{namespace}:{package}/{interface}");
+    let message = format!(
+        "{component} may not call {capability}: its claims do not grant {}",
+        Capabilities::needed(namespace, package, interface)
+    );
+    warn!(component, %capability, "call refused by the component's claims");
+    let event = Event::PolicyDenied(PolicyDenied {
+        request_id: String::new(),
+        host_id: grants.host_id.clone(),
+        component_id: component.to_owned(),
+        reason: "capability".to_owned(),
+        capability: Some(capability),
+        message: message.clone(),
+    });
+    let events = grants.events.clone();
+    tokio::spawn(async move { events.emit(&event).await });
+    RpcError::new(ErrorKind::Denied, message)
 }
 
 impl Route {

@@ -6,6 +6,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod call;
+mod claims;
 mod ctl;
 mod keys;
 mod secret;
@@ -34,6 +35,9 @@ enum Command {
     App(ctl::AppArgs),
     /// Generate key pairs of every kind a lattice uses and provider credentials.
     Keys(keys::KeysArgs),
+    /// Sign a component with claims (who it is, who vouches for it, what it may call), or show
+    /// a component's claims.
+    Claims(claims::ClaimsArgs),
     /// Start a local lattice (NATS, host, key-value provider) serving a component.
     Up(up::UpArgs),
     /// Send an HTTP request to a component through the lattice.
@@ -104,6 +108,13 @@ struct HostArgs {
     /// control subjects.
     #[arg(long = "operator-key", env = "FERRY_OPERATOR_KEYS", value_delimiter = ',', value_name = "KEY")]
     operator_keys: Vec<String>,
+    /// Refuse components that carry no signed claims (`ferry claims sign`).
+    #[arg(long, env = "FERRY_REQUIRE_SIGNED")]
+    require_signed: bool,
+    /// An account public key (A…) whose component claims this host accepts; repeatable or
+    /// comma-separated. Given one, components signed by any other issuer are refused.
+    #[arg(long = "allowed-issuer", env = "FERRY_ALLOWED_ISSUERS", value_delimiter = ',', value_name = "KEY")]
+    allowed_issuers: Vec<String>,
     /// Time between host_heartbeat events, in milliseconds.
     #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
     heartbeat_interval_ms: u64,
@@ -158,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
             for key in args.operator_keys {
                 builder = builder.operator_key(key);
             }
+            builder = builder.require_signed(args.require_signed);
+            for key in args.allowed_issuers {
+                builder = builder.allowed_issuer(key);
+            }
             let host = builder.build().await.context("failed to start host")?;
             host.run(ferry_lattice::shutdown_signal()).await.context("host failed")?;
             Ok(())
@@ -165,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ctl(args) => ctl::run(args).await,
         Command::App(args) => ctl::run(args.into()).await,
         Command::Keys(args) => keys::run(args),
+        Command::Claims(args) => claims::run(args),
         Command::Up(args) => {
             ferry_lattice::telemetry::init_logging(None);
             up::run(args).await
