@@ -44,6 +44,7 @@ pub struct HostBuilder {
     nats_url: String,
     lattice: String,
     cluster_seed: Option<String>,
+    accepted_cluster_seeds: Vec<String>,
     labels: BTreeMap<String, String>,
     rpc_timeout: Duration,
     limits: Limits,
@@ -68,6 +69,7 @@ impl HostBuilder {
             nats_url: nats_url.into(),
             lattice: lattice.into(),
             cluster_seed: None,
+            accepted_cluster_seeds: Vec::new(),
             labels: BTreeMap::new(),
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             limits: Limits::default(),
@@ -121,6 +123,15 @@ impl HostBuilder {
     /// suits a lattice of one host.
     pub fn cluster_seed(mut self, seed: impl Into<String>) -> Self {
         self.cluster_seed = Some(seed.into());
+        self
+    }
+
+    /// A further cluster seed whose messages this host accepts, for rotating the cluster key
+    /// (docs/security.md); repeatable. It signs with [`HostBuilder::cluster_seed`] only, hands
+    /// the providers it supervises credentials from every seed, and obeys the lattice operator
+    /// each derives.
+    pub fn accept_cluster_seed(mut self, seed: impl Into<String>) -> Self {
+        self.accepted_cluster_seeds.push(seed.into());
         self
     }
 
@@ -203,6 +214,8 @@ impl HostBuilder {
                 key
             }
         };
+        let accepted: Vec<ClusterKey> =
+            self.accepted_cluster_seeds.iter().map(|seed| ClusterKey::from_seed(seed)).collect::<Result<_, _>>()?;
         let id = nkeys::KeyPair::new_server().public_key();
         let options = ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}"));
         let connection = options.connect().await?;
@@ -213,8 +226,9 @@ impl HostBuilder {
         let mut linker = Linker::new(&engine);
         capability::add_to_linker(&mut linker)?;
         let workers = Arc::new(Workers::start(self.workers, &options, &options.name).await?);
-        let rpc =
-            RpcClient::new(nats.clone(), &self.lattice, cluster, self.rpc_timeout).with_workers(workers.connections());
+        let rpc = RpcClient::new(nats.clone(), &self.lattice, cluster, self.rpc_timeout)
+            .accepting(accepted)
+            .with_workers(workers.connections());
         let events = Events::new(nats.clone(), &self.lattice, &id);
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -239,18 +253,23 @@ impl HostBuilder {
             host_id: id.clone(),
             lattice: self.lattice.clone(),
             nats_url: self.nats_url.clone(),
-            cluster: rpc.cluster().clone(),
+            cluster_keys: rpc.cluster_keys().cloned().collect(),
             allowed_dirs: allowed,
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
         // Hosts obey the lattice operator key their cluster key derives, as they obey the
         // operators they were given: the reconciler commands them with it.
+        // While the cluster key is rotated, the operators of the old and the new key both.
         let lattice_operator = rpc.cluster().lattice_operator(&self.lattice)?;
+        let lattice_operators: Vec<String> = rpc
+            .cluster_keys()
+            .map(|key| key.lattice_operator(&self.lattice).map(|op| op.public_key()))
+            .collect::<Result<_, _>>()?;
         let mut operators = self.operators;
         if !operators.is_empty() {
-            operators.push(lattice_operator.public_key());
+            operators.extend(lattice_operators.iter().cloned());
         }
-        let apps = AppStore::new(view.bucket().clone(), lattice_operator);
+        let apps = AppStore::new(view.bucket().clone(), lattice_operator, lattice_operators);
         let auth = CommandAuth::new(operators, ReplayRecord::new(nats.clone(), &self.lattice));
         let starts_providers = !self.allowed_dirs.is_empty();
         let services = Arc::new(Services {

@@ -15,7 +15,7 @@ use std::{
 };
 
 use ferry_proto::{
-    auth::ClusterKey,
+    auth::{ClusterKey, CredentialSet},
     ctl::{ProviderDescription, ProviderStart},
     event::{Event, ProviderStartFailed, ProviderStarted, ProviderStopped},
     startup::{ProviderStartup, STARTUP_VERSION},
@@ -61,7 +61,8 @@ pub(crate) struct SupervisorConfig {
     pub(crate) host_id: String,
     pub(crate) lattice: String,
     pub(crate) nats_url: String,
-    pub(crate) cluster: ClusterKey,
+    /// The cluster keys: supervised providers get a credential from each, the signing one first.
+    pub(crate) cluster_keys: Vec<ClusterKey>,
     /// Directories provider binaries may come from; none: `provider.start` is refused.
     pub(crate) allowed_dirs: AllowedDirs,
 }
@@ -259,6 +260,19 @@ struct Run {
 }
 
 impl Run {
+    /// The provider's credentials: one from each cluster key, valid [`CREDENTIAL_HOURS`] from now.
+    fn credentials(&self) -> Result<CredentialSet, ferry_proto::ProtoError> {
+        let now = ferry_proto::time::now_ms();
+        let (lattice, id) = (&self.config.lattice, &self.provider_id);
+        CredentialSet::new(
+            self.config
+                .cluster_keys
+                .iter()
+                .map(|key| key.issue_credential(lattice, id, now, CREDENTIAL_HOURS))
+                .collect(),
+        )
+    }
+
     /// Start the provider's process with its start-up data on stdin (left open).
     async fn spawn(&self, restarts: u32) -> Result<Child, SupervisorError> {
         let failed = |reason: String| SupervisorError::Spawn { provider: self.provider_id.clone(), reason };
@@ -267,16 +281,7 @@ impl Run {
             lattice: self.config.lattice.clone(),
             provider_id: self.provider_id.clone(),
             nats_url: self.config.nats_url.clone(),
-            credential: self
-                .config
-                .cluster
-                .issue_credential(
-                    &self.config.lattice,
-                    &self.provider_id,
-                    ferry_proto::time::now_ms(),
-                    CREDENTIAL_HOURS,
-                )
-                .encode(),
+            credential: self.credentials().map_err(|e| failed(e.to_string()))?.encode(),
             rpc_timeout_ms: None,
             log_level: None,
             config: self.provider_config.clone(),

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::ProviderCredential,
+    auth::CredentialSet,
     codec,
     envelope::Invocation,
     http::{HttpRequest, HttpResponse, OP_HANDLE},
@@ -32,7 +32,7 @@ struct Inner {
     /// Request/reply that waits for an authentic answer.
     requester: Requester,
     lattice: String,
-    credential: ProviderCredential,
+    credential: CredentialSet,
     timeout: Duration,
 }
 
@@ -47,16 +47,18 @@ impl fmt::Debug for LatticeClient {
 }
 
 impl LatticeClient {
-    /// A client on an existing NATS connection, calling as the credential's provider.
+    /// A client on an existing NATS connection, calling as the credential's provider (signing
+    /// with the first of a [`CredentialSet`], taking answers under any).
     ///
     /// # Errors
     /// [`LatticeError::Startup`] when the credential is for another lattice.
     pub fn new(
         nats: async_nats::Client,
         lattice: &str,
-        credential: ProviderCredential,
+        credential: impl Into<CredentialSet>,
         timeout: Option<Duration>,
     ) -> Result<Self, LatticeError> {
+        let credential = credential.into();
         subject::validate_id("lattice", lattice)?;
         if credential.lattice() != lattice {
             return Err(LatticeError::Invalid(format!(
@@ -85,7 +87,7 @@ impl LatticeClient {
         credential: &str,
         timeout: Option<Duration>,
     ) -> Result<Self, LatticeError> {
-        let credential = ProviderCredential::parse(credential)?;
+        let credential = CredentialSet::parse(credential)?;
         let nats = NatsOptions::new(url, format!("ferry-client-{}", credential.provider_id())).connect().await?.client;
         Self::new(nats, lattice, credential, timeout)
     }
@@ -110,8 +112,8 @@ impl LatticeClient {
         &self.inner.nats
     }
 
-    /// The credential invocations are signed under.
-    pub fn credential(&self) -> &ProviderCredential {
+    /// The credentials invocations are signed under (the first) and verified under (any).
+    pub fn credential(&self) -> &CredentialSet {
         &self.inner.credential
     }
 

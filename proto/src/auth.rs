@@ -460,6 +460,119 @@ impl ProviderCredential {
     }
 }
 
+/// The credentials a provider (or client) holds: one per cluster key its lattice's hosts may
+/// use, the first the one it signs with. More than one only while the cluster key is rotated
+/// (docs/security.md): a receiver verifies under each, so calls signed under the old key or the
+/// new one are taken up alike. Written as the credentials' encodings joined by commas.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialSet {
+    credentials: Vec<ProviderCredential>,
+}
+
+impl fmt::Debug for CredentialSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.credentials).finish()
+    }
+}
+
+impl From<ProviderCredential> for CredentialSet {
+    fn from(credential: ProviderCredential) -> Self {
+        Self { credentials: vec![credential] }
+    }
+}
+
+impl CredentialSet {
+    /// The set of `credentials`, the first signing.
+    ///
+    /// # Errors
+    /// [`ProtoError::Credential`] when there are none, or they name different providers or
+    /// lattices.
+    pub fn new(credentials: Vec<ProviderCredential>) -> Result<Self, ProtoError> {
+        let Some(first) = credentials.first() else {
+            return Err(ProtoError::Credential("no credential given".into()));
+        };
+        if let Some(other) =
+            credentials.iter().find(|c| c.provider_id != first.provider_id || c.lattice != first.lattice)
+        {
+            return Err(ProtoError::Credential(format!(
+                "credentials for {}/{} and {}/{} cannot be held together",
+                first.lattice, first.provider_id, other.lattice, other.provider_id
+            )));
+        }
+        Ok(Self { credentials })
+    }
+
+    /// Parse one credential or several joined by commas (or white space).
+    ///
+    /// # Errors
+    /// [`ProtoError::Credential`] when one is not a credential, or as [`CredentialSet::new`].
+    pub fn parse(text: &str) -> Result<Self, ProtoError> {
+        let parts = text.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty());
+        Self::new(parts.map(ProviderCredential::parse).collect::<Result<_, _>>()?)
+    }
+
+    /// The credentials joined by commas, for start-up data or an environment variable.
+    pub fn encode(&self) -> String {
+        self.credentials.iter().map(ProviderCredential::encode).collect::<Vec<_>>().join(",")
+    }
+
+    /// The provider id the credentials belong to.
+    pub fn provider_id(&self) -> &str {
+        &self.credentials[0].provider_id
+    }
+
+    /// The lattice they are for.
+    pub fn lattice(&self) -> &str {
+        &self.credentials[0].lattice
+    }
+
+    /// The public keys of the cluster keys that issued them, the signing one first.
+    pub fn issuers(&self) -> Vec<&str> {
+        self.credentials.iter().map(ProviderCredential::issuer).collect()
+    }
+
+    /// The key to sign a message issued at `at_ms` with: the first credential's that is valid
+    /// then.
+    ///
+    /// # Errors
+    /// [`AuthError::CredentialExpired`] (of the first credential) when none is valid then.
+    pub fn key_at(&self, at_ms: u64) -> Result<MacKey, AuthError> {
+        let first = self.credentials[0].key_at(at_ms);
+        first.or_else(|err| self.credentials[1..].iter().find_map(|c| c.key_at(at_ms).ok()).ok_or(err))
+    }
+
+    /// Every key a message issued at `at_ms` may be signed with, the signing one first.
+    pub fn keys_at(&self, at_ms: u64) -> Vec<MacKey> {
+        self.credentials.iter().filter_map(|c| c.key_at(at_ms).ok()).collect()
+    }
+}
+
+/// [`verify_invocation`] under whichever of `keys` signed it (tried in order); returns that key,
+/// which the answer must be signed with.
+///
+/// # Errors
+/// The first [`AuthError`] found; [`AuthError::BadMac`] when no key verifies.
+pub fn verify_invocation_under(
+    inv: &Invocation,
+    channel: Channel,
+    keys: &[MacKey],
+    guard: &ReplayGuard,
+) -> Result<MacKey, AuthError> {
+    let [first, rest @ ..] = keys else { return Err(AuthError::BadMac) };
+    if rest.is_empty() {
+        return verify_invocation(inv, channel, first, guard).map(|()| first.clone());
+    }
+    if !channel.admits(&inv.operation) {
+        return Err(AuthError::WrongChannel { operation: inv.operation.clone(), channel: channel.name() });
+    }
+    guard.check_fresh(inv.issued_at_ms)?;
+    let Some(key) = keys.iter().find(|key| inv.verify_mac(key).is_ok()) else {
+        return Err(inv.verify_mac(first).err().unwrap_or(AuthError::BadMac));
+    };
+    guard.record(&inv.id, inv.issued_at_ms)?;
+    Ok(key.clone())
+}
+
 /// Full check of an incoming invocation that arrived on a subject of kind `channel`: the
 /// operation belongs there, freshness, MAC under `key`, then replay. The operation is under the
 /// MAC, so a captured message cannot be moved to another kind of subject.

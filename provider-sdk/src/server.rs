@@ -9,7 +9,7 @@ use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use clap::Parser as _;
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{MacKey, ProviderCredential, ReplayGuard, verify_invocation},
+    auth::{CredentialSet, MacKey, ReplayGuard, verify_invocation_under},
     codec,
     delivery::{ACK_WITHIN, too_late_to_take_up},
     envelope::{Invocation, InvocationResponse},
@@ -112,7 +112,7 @@ pub async fn run_provider_with<P: Provider>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SdkError> {
     ferry_lattice::telemetry::init_logging(startup.log_level.as_deref());
-    let credential = ProviderCredential::parse(&startup.credential)?;
+    let credential = CredentialSet::parse(&startup.credential)?;
     if credential.provider_id() != startup.provider_id {
         return Err(SdkError::Startup(format!(
             "credential is for provider {:?}, not {:?}",
@@ -492,7 +492,17 @@ impl<P: Provider> Server<P> {
             warn!(id = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
             return Err(Box::new(InvocationResponse::err(inv.id, err)));
         }
-        let key = match self.ctx.client().credential().key_at(inv.issued_at_ms) {
+        // More than one key only while the lattice's cluster key is rotated: any of them signs.
+        let keys = self.ctx.client().credential().keys_at(inv.issued_at_ms);
+        if keys.is_empty() {
+            let err = match self.ctx.client().credential().key_at(inv.issued_at_ms) {
+                Err(err) => RpcError::new(ErrorKind::Denied, err.to_string()),
+                Ok(_) => RpcError::new(ErrorKind::Denied, "no credential is valid at the invocation's issue time"),
+            };
+            warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+            return Err(Box::new(InvocationResponse::err(inv.id, err)));
+        }
+        let key = match verify_invocation_under(&inv, channel, &keys, &self.guard) {
             Ok(key) => key,
             Err(err) => {
                 let err = RpcError::new(ErrorKind::Denied, err.to_string());
@@ -500,11 +510,6 @@ impl<P: Provider> Server<P> {
                 return Err(Box::new(InvocationResponse::err(inv.id, err)));
             }
         };
-        if let Err(err) = verify_invocation(&inv, channel, &key, &self.guard) {
-            let err = RpcError::new(ErrorKind::Denied, err.to_string());
-            warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-            return Err(Box::new(InvocationResponse::err(inv.id, err)));
-        }
         Ok((inv, key))
     }
 

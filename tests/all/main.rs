@@ -30,6 +30,7 @@ mod limits;
 mod messaging;
 mod operator;
 mod replay;
+mod rotation;
 mod secrets;
 mod security;
 mod supervision;

@@ -74,6 +74,8 @@ struct HostSetup<'a> {
     url: &'a str,
     lattice: &'a str,
     seed: &'a str,
+    /// Further cluster seeds it accepts, comma-separated (empty: none).
+    accepted: &'a str,
     operator: &'a str,
     rpc_timeout: Duration,
 }
@@ -81,13 +83,14 @@ struct HostSetup<'a> {
 /// Start `ferry host` (with `extra` arguments), obeying the operator `setup.operator`, and wait
 /// until it is ready; returns it with its host id.
 async fn spawn_host(setup: &HostSetup<'_>, extra: &[&str]) -> anyhow::Result<(Process, String)> {
-    let HostSetup { url, lattice, seed, operator, rpc_timeout } = *setup;
+    let HostSetup { url, lattice, seed, accepted, operator, rpc_timeout } = *setup;
     let mut command = Command::new(binary("ferry")?);
     command
         .args(["host", "--nats-url", url, "--lattice", lattice, "--operator-key", operator, "--rpc-timeout-ms"])
         .arg(rpc_timeout.as_millis().to_string())
         .args(extra)
         .env("FERRY_CLUSTER_SEED", seed)
+        .env("FERRY_ACCEPT_CLUSTER_SEEDS", accepted)
         .env("FERRY_LOG", log_filter("info,ferry_host=debug"));
     let mut host = Process::spawn("ferry-host", command)?;
     host.wait_for_log("host ready", Duration::from_secs(30)).await?;
@@ -152,7 +155,8 @@ impl Lattice {
         let (cluster, seed) = ClusterKey::generate()?;
         let (operator, operator_seed) = OperatorKey::generate()?;
         let name = name.to_owned();
-        let setup = HostSetup { url, lattice: &name, seed: &seed, operator: &operator.public_key(), rpc_timeout };
+        let setup =
+            HostSetup { url, lattice: &name, seed: &seed, accepted: "", operator: &operator.public_key(), rpc_timeout };
         let (host, host_id) = spawn_host(&setup, host_args).await?;
         let raw = async_nats::connect(url.split(',').collect::<Vec<_>>()).await?;
         let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60)).with_operator(operator);
@@ -226,11 +230,28 @@ impl Lattice {
     /// # Errors
     /// When it does not start.
     pub async fn start_host_at(&self, url: &str, extra: &[&str]) -> anyhow::Result<(Process, String)> {
+        self.start_host_keyed(url, &self.seed, &[], extra).await
+    }
+
+    /// [`Lattice::start_host_at`], the host signing with cluster seed `seed` and accepting the
+    /// further seeds `accepted` (a rotation of the cluster key).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_host_keyed(
+        &self,
+        url: &str,
+        seed: &str,
+        accepted: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<(Process, String)> {
         let operator = OperatorKey::from_seed(&self.operator_seed)?.public_key();
+        let accepted = accepted.join(",");
         let setup = HostSetup {
             url,
             lattice: &self.name,
-            seed: &self.seed,
+            seed,
+            accepted: &accepted,
             operator: &operator,
             rpc_timeout: self.rpc_timeout,
         };
@@ -340,7 +361,8 @@ impl Lattice {
     }
 
     /// [`Lattice::start_provider_with`], with variables added to the provider's environment
-    /// (which a bridge hands on to the process it starts).
+    /// (which a bridge hands on to the process it starts), or replacing the harness's own
+    /// (`FERRY_PROVIDER_CREDENTIAL`).
     ///
     /// # Errors
     /// When it does not start.
@@ -354,12 +376,12 @@ impl Lattice {
         let mut command = Command::new(binary(bin)?);
         command
             .args(args)
-            .envs(env.iter().copied())
             .env("FERRY_NATS_URL", &self.url)
             .env("FERRY_LATTICE", &self.name)
             .env("FERRY_PROVIDER_ID", provider_id)
             .env("FERRY_PROVIDER_CREDENTIAL", self.credential(provider_id))
-            .env("FERRY_LOG", log_filter("info,ferry_provider_sdk=debug,ferry_lattice=debug"));
+            .env("FERRY_LOG", log_filter("info,ferry_provider_sdk=debug,ferry_lattice=debug"))
+            .envs(env.iter().copied());
         let mut process = Process::spawn(provider_id, command)?;
         process.wait_for_log("provider ready", Duration::from_secs(30)).await?;
         Ok(process)

@@ -29,6 +29,9 @@ use self::manifest::{Application, PartKind};
 pub(crate) struct AppStore {
     bucket: LatticeBucket,
     operator: Arc<OperatorKey>,
+    /// Lattice operators whose records are trusted: this host's, and during a rotation of the
+    /// cluster key the other key's.
+    trusted: Arc<[String]>,
 }
 
 /// A deployment the reconciler may act on: its signature holds and its version is stored.
@@ -40,8 +43,8 @@ pub(crate) struct Deployed {
 }
 
 impl AppStore {
-    pub(crate) fn new(bucket: LatticeBucket, operator: OperatorKey) -> Self {
-        Self { bucket, operator: Arc::new(operator) }
+    pub(crate) fn new(bucket: LatticeBucket, operator: OperatorKey, trusted: Vec<String>) -> Self {
+        Self { bucket, operator: Arc::new(operator), trusted: trusted.into() }
     }
 
     pub(crate) fn bucket(&self) -> &LatticeBucket {
@@ -126,6 +129,24 @@ impl AppStore {
         Ok(())
     }
 
+    /// Sign `record` (stored under `key` at `revision`, signed under a cluster key being rotated
+    /// out) with this host's lattice operator, unless it changed meanwhile: it stays valid once
+    /// the old key is dropped.
+    async fn sign_again(&self, key: &str, record: &mut AppDeployment, revision: u64) {
+        match self.operator.sign_record(&record.signed_bytes()) {
+            Ok(signature) => record.signature = signature,
+            Err(err) => {
+                tracing::warn!(%key, cause = %err, "cannot sign an application deployment again");
+                return;
+            }
+        }
+        match self.bucket.swap_json(key, &*record, Some(revision)).await {
+            Ok(Some(_)) => tracing::info!(%key, "signed an application deployment under the lattice's new cluster key"),
+            Ok(None) => tracing::debug!(%key, "a deployment changed while it was signed again; left to the next pass"),
+            Err(err) => tracing::warn!(%key, cause = %err, "cannot store an application deployment signed again"),
+        }
+    }
+
     /// Every stored version of `name`, oldest first.
     pub(crate) async fn versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, String> {
         ferry_proto::subject::validate_id("application name", name).map_err(|e| e.to_string())?;
@@ -157,15 +178,19 @@ impl AppStore {
         let mut found = Vec::new();
         for key in self.bucket.keys_with_prefix(records::APP_PREFIX).await.map_err(|e| e.to_string())? {
             let Some(name) = records::parse_deployment_key(&key) else { continue };
-            let Some((record, _)) = self.bucket.get_json::<AppDeployment>(&key).await.map_err(|e| e.to_string())?
+            let Some((mut record, revision)) =
+                self.bucket.get_json::<AppDeployment>(&key).await.map_err(|e| e.to_string())?
             else {
                 continue;
             };
-            if record.name != name
-                || !verify_record(&self.operator.public_key(), &record.signed_bytes(), &record.signature)
-            {
+            let signer =
+                self.trusted.iter().position(|key| verify_record(key, &record.signed_bytes(), &record.signature));
+            if record.name != name || signer.is_none() {
                 tracing::warn!(%key, "ignored an application deployment not signed by this lattice's hosts");
                 continue;
+            }
+            if signer != Some(0) {
+                self.sign_again(&key, &mut record, revision).await;
             }
             let version_key = records::version_key(name, record.seq).map_err(|e| e.to_string())?;
             let Some((version, _)) =

@@ -28,6 +28,8 @@ pub(crate) struct RpcClient {
     workers: Arc<[Lane]>,
     lattice: String,
     cluster: ClusterKey,
+    /// Further cluster keys whose messages are accepted (a rotation in progress).
+    accepted: Arc<[ClusterKey]>,
     timeout: Duration,
 }
 
@@ -48,7 +50,25 @@ impl Lane {
 impl RpcClient {
     /// A client on the control plane's connection `nats` only.
     pub(crate) fn new(nats: async_nats::Client, lattice: &str, cluster: ClusterKey, timeout: Duration) -> Self {
-        Self { control: Lane::new(nats), workers: Arc::new([]), lattice: lattice.to_owned(), cluster, timeout }
+        Self {
+            control: Lane::new(nats),
+            workers: Arc::new([]),
+            lattice: lattice.to_owned(),
+            cluster,
+            accepted: Arc::new([]),
+            timeout,
+        }
+    }
+
+    /// The same client, also accepting messages under `keys`.
+    pub(crate) fn accepting(mut self, keys: Vec<ClusterKey>) -> Self {
+        self.accepted = keys.into();
+        self
+    }
+
+    /// Every cluster key messages are accepted under, the signing one first.
+    pub(crate) fn cluster_keys(&self) -> impl Iterator<Item = &ClusterKey> {
+        std::iter::once(&self.cluster).chain(self.accepted.iter())
     }
 
     /// The same client with the workers' connections, by worker index.

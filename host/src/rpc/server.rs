@@ -11,7 +11,7 @@ use ferry_lattice::{
 };
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{MacKey, ReplayGuard, period_of, verify_invocation},
+    auth::{MacKey, ReplayGuard, period_of, verify_invocation_under},
     codec,
     delivery::too_late_to_take_up,
     envelope::{Invocation, InvocationResponse},
@@ -179,7 +179,9 @@ fn authenticate(
             return Err(Box::new(InvocationResponse::err("", err)));
         }
     };
-    let key = ctx.rpc.cluster().provider_key(&ctx.lattice_name, &inv.origin, period_of(inv.issued_at_ms));
+    let period = period_of(inv.issued_at_ms);
+    let keys: Vec<MacKey> =
+        ctx.rpc.cluster_keys().map(|cluster| cluster.provider_key(&ctx.lattice_name, &inv.origin, period)).collect();
     // Refusals are not signed: a MACed refusal for a request id anyone may choose would let a
     // bus client fail the real request with a genuine-looking error.
     if inv.target != *id {
@@ -187,12 +189,14 @@ fn authenticate(
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
         return Err(Box::new(InvocationResponse::err(inv.id, err)));
     }
-    if let Err(err) = verify_invocation(&inv, Channel::Rpc, &key, &ctx.guard) {
-        let err = RpcError::new(ErrorKind::Denied, err.to_string());
-        warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
-        return Err(Box::new(InvocationResponse::err(inv.id, err)));
+    match verify_invocation_under(&inv, Channel::Rpc, &keys, &ctx.guard) {
+        Ok(key) => Ok((inv, key)),
+        Err(err) => {
+            let err = RpcError::new(ErrorKind::Denied, err.to_string());
+            warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
+            Err(Box::new(InvocationResponse::err(inv.id, err)))
+        }
     }
-    Ok((inv, key))
 }
 
 /// The answer to an invocation of `component`; `None` for one that arrived too late to be

@@ -133,3 +133,29 @@ fn bad_seeds_are_rejected() {
     let account = nkeys::KeyPair::new_account().seed().unwrap();
     assert!(ClusterKey::from_seed(&account).is_err());
 }
+
+#[test]
+fn a_credential_set_signs_with_its_first_and_verifies_under_any() {
+    let (old, old_cred) = setup();
+    let (new, _) = ClusterKey::generate().unwrap();
+    let now = crate::time::now_ms();
+    let new_cred = new.issue_credential("lat", "kv", now, 1);
+    let set = CredentialSet::parse(&format!("{},{}", new_cred.encode(), old_cred.encode())).unwrap();
+    assert_eq!(set.issuers(), vec![new.public_key(), old.public_key()]);
+    assert_eq!(CredentialSet::parse(&set.encode()).unwrap(), set);
+    assert_eq!(set.key_at(now).unwrap(), new.provider_key("lat", "kv", period_of(now)));
+    let other = new.issue_credential("lat", "kv2", now, 1);
+    assert!(CredentialSet::parse(&format!("{},{}", new_cred.encode(), other.encode())).is_err());
+
+    // An invocation signed under the old key is taken up, and answered under it.
+    let guard = ReplayGuard::default();
+    let mut inv = Invocation::new("kv", "comp", "default", "wasi:keyvalue/store.get", vec![1]);
+    inv.sign(&old.provider_key("lat", "kv", period_of(inv.issued_at_ms)));
+    let keys = set.keys_at(inv.issued_at_ms);
+    let key = verify_invocation_under(&inv, Channel::Rpc, &keys, &guard).unwrap();
+    assert_eq!(key, old.provider_key("lat", "kv", period_of(inv.issued_at_ms)));
+    let (stranger, _) = ClusterKey::generate().unwrap();
+    let mut forged = Invocation::new("kv", "comp", "default", "wasi:keyvalue/store.get", vec![1]);
+    forged.sign(&stranger.provider_key("lat", "kv", period_of(forged.issued_at_ms)));
+    assert_eq!(verify_invocation_under(&forged, Channel::Rpc, &keys, &guard), Err(AuthError::BadMac));
+}

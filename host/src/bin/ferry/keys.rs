@@ -37,6 +37,10 @@ enum KeysCommand {
         /// Validity in hours, counted from the start of the current hour.
         #[arg(long, default_value_t = 24)]
         hours: u32,
+        /// While the cluster key is rotated: also a credential from the cluster seed in FILE
+        /// (repeatable), so the provider is taken up under either key (docs/security.md).
+        #[arg(long = "also-cluster-seed-file", value_name = "FILE")]
+        also: Vec<PathBuf>,
     },
 }
 
@@ -153,16 +157,27 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
             println!("seed:       {seed}");
             println!("public key: {}", key.public_key());
         }
-        KeysCommand::Credential { seed, lattice, provider_id, hours } => {
+        KeysCommand::Credential { seed, lattice, provider_id, hours, also } => {
             let cluster_seed =
                 seed.resolve()?.context("a cluster seed is needed: FERRY_CLUSTER_SEED or --cluster-seed-file")?;
             ferry_proto::subject::validate_id("provider id", &provider_id)?;
             ferry_proto::subject::validate_id("lattice", &lattice)?;
-            let key = ClusterKey::from_seed(&cluster_seed).context("failed to read cluster seed")?;
-            let credential = key.issue_credential(&lattice, &provider_id, ferry_proto::time::now_ms(), hours);
+            let mut seeds = vec![cluster_seed];
+            for path in &also {
+                seeds.push(crate::secret::read_source(path)?.trim().to_owned());
+            }
+            let now = ferry_proto::time::now_ms();
+            let issued = seeds
+                .iter()
+                .map(|seed| {
+                    let key = ClusterKey::from_seed(seed).context("failed to read cluster seed")?;
+                    Ok(key.issue_credential(&lattice, &provider_id, now, hours))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let credential = ferry_proto::auth::CredentialSet::new(issued)?;
             eprintln!(
-                "credential for {provider_id} in {lattice}, valid until {} (ms since epoch)",
-                credential.valid_until_ms()
+                "credential for {provider_id} in {lattice} from {}, valid for {hours} h from the start of this hour",
+                credential.issuers().join(" and ")
             );
             println!("{}", credential.encode());
         }

@@ -55,6 +55,19 @@ struct HostArgs {
     /// The cluster seed; generated when absent (single-host lattices only).
     #[command(flatten)]
     seed: secret::SeedArgs,
+    /// A further cluster seed whose messages this host accepts, while the cluster key is rotated
+    /// (docs/security.md): read from FILE; repeatable. The host signs with --cluster-seed only.
+    #[arg(long = "accept-cluster-seed-file", value_name = "FILE")]
+    accept_cluster_seed_files: Vec<std::path::PathBuf>,
+    /// Further cluster seeds to accept, comma-separated (as --accept-cluster-seed-file).
+    #[arg(
+        long = "accept-cluster-seeds",
+        env = "FERRY_ACCEPT_CLUSTER_SEEDS",
+        hide = true,
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    accept_cluster_seeds: Vec<String>,
     /// A label describing this host, key=value; repeatable.
     #[arg(long = "label", value_parser = parse_pair)]
     labels: Vec<(String, String)>,
@@ -159,6 +172,12 @@ async fn main() -> anyhow::Result<()> {
                 .reconciler(!args.no_reconciler);
             if let Some(seed) = args.seed.resolve()? {
                 builder = builder.cluster_seed(seed);
+            }
+            for path in &args.accept_cluster_seed_files {
+                builder = builder.accept_cluster_seed(secret::read_source(path)?.trim());
+            }
+            for seed in args.accept_cluster_seeds.iter().filter(|s| !s.trim().is_empty()) {
+                builder = builder.accept_cluster_seed(seed.trim());
             }
             for (k, v) in args.labels {
                 builder = builder.label(k, v);

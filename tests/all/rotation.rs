@@ -1,0 +1,171 @@
+//! Rotating the lattice's cluster key under a stream of calls, as docs/security.md tells an
+//! operator to: hosts first accept the new key, providers then hold credentials from both,
+//! hosts then sign with the new key, clients and providers move to it, and at last hosts drop
+//! the old one. Each step replaces processes by new ones before stopping the old (a rolling
+//! restart); not one call fails, and the old key is refused at the end.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use ferry_lattice::LatticeClient;
+use ferry_proto::{
+    auth::{ClusterKey, CredentialSet},
+    http::{Header, HttpRequest},
+};
+use ferry_tests::{Lattice, Process, TEST_CLIENT_ID};
+use serde_json::json;
+use tokio::sync::RwLock;
+
+use crate::keyvalue::kv_link;
+
+const KV: &str = "ferry-provider-keyvalue";
+const CALLERS: usize = 4;
+
+/// Credentials for `id` from `keys`, the first signing.
+fn credentials(lattice: &Lattice, id: &str, keys: &[&ClusterKey]) -> anyhow::Result<CredentialSet> {
+    let now = ferry_proto::time::now_ms();
+    Ok(CredentialSet::new(keys.iter().map(|k| k.issue_credential(&lattice.name, id, now, 2)).collect())?)
+}
+
+/// One `set` through `kvc` as the test client; an error for anything but a 200.
+async fn set(client: &LatticeClient, key: &str) -> Result<(), String> {
+    let command = json!({"op": "set", "bucket": "b", "key": key, "value": "x"});
+    let request = HttpRequest {
+        method: "POST".into(),
+        scheme: "http".into(),
+        authority: "localhost".into(),
+        path_with_query: "/".into(),
+        headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
+        body: serde_json::to_vec(&command).unwrap_or_default(),
+        body_stream: None,
+    };
+    match client.handle_http("kvc", &request).await {
+        Ok(response) if response.status == 200 => Ok(()),
+        Ok(response) => Err(format!("{} {}", response.status, String::from_utf8_lossy(&response.body))),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Stop `processes` as an operator would (SIGTERM, in-flight work finishes), one at a time.
+async fn stop_all(processes: Vec<Process>) {
+    for mut process in processes {
+        let _ = tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(15))).await;
+    }
+}
+
+/// Two hosts signing with `seed` and accepting `accepted`, each running `kvc`.
+async fn hosts(lattice: &Lattice, seed: &str, accepted: &[&str]) -> anyhow::Result<Vec<Process>> {
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        let (host, id) = lattice.start_host_keyed(&lattice.url, seed, accepted, &[]).await?;
+        lattice.start_component_on("kv-http", "kvc", &[], Some(&id)).await?;
+        started.push(host);
+    }
+    Ok(started)
+}
+
+/// Two key-value provider instances holding `creds`.
+async fn providers(lattice: &Lattice, creds: &CredentialSet) -> anyhow::Result<Vec<Process>> {
+    let encoded = creds.encode();
+    let env = [("FERRY_PROVIDER_CREDENTIAL", encoded.as_str())];
+    Ok(vec![
+        lattice.start_provider_env(KV, "kv", &[], &env).await?,
+        lattice.start_provider_env(KV, "kv", &[], &env).await?,
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_key_is_rotated_under_a_stream_of_calls_and_no_call_fails() -> anyhow::Result<()> {
+    let mut lattice = Lattice::start_with_timeout(Duration::from_secs(10)).await?;
+    let (old, old_seed) = (lattice.cluster.clone(), lattice.seed.clone());
+    let (new, new_seed) = ClusterKey::generate()?;
+
+    // Before: two hosts and two provider instances on the old key.
+    let mut running_hosts = hosts(&lattice, &old_seed, &[]).await?;
+    let mut running_providers = providers(&lattice, &credentials(&lattice, "kv", &[&old])?).await?;
+    lattice
+        .link(ferry_proto::link::Link::new(TEST_CLIENT_ID, "kvc", "wasi", "http", vec!["incoming-handler".into()]))
+        .await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+    // The harness's first host, on the old key alone, goes too.
+    tokio::task::block_in_place(|| lattice.host.terminate(Duration::from_secs(15)));
+
+    let client_on = |keys: &[&ClusterKey]| -> anyhow::Result<LatticeClient> {
+        let creds = credentials(&lattice, TEST_CLIENT_ID, keys)?;
+        Ok(LatticeClient::new(lattice.raw.clone(), &lattice.name, creds, Some(Duration::from_secs(10)))?)
+    };
+    let client = Arc::new(RwLock::new(client_on(&[&old])?));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let (client, stop) = (client.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            for seq in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let current = client.read().await.clone();
+                match set(&current, &format!("c{caller}-{seq}")).await {
+                    Ok(()) => ok += 1,
+                    Err(err) => failed.push(err),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let settle = || tokio::time::sleep(Duration::from_millis(700));
+    settle().await;
+
+    // 1. Hosts accept the new key, still signing with the old.
+    let next = hosts(&lattice, &old_seed, &[&new_seed]).await?;
+    stop_all(std::mem::replace(&mut running_hosts, next)).await;
+    settle().await;
+    // 2. Providers hold credentials from both keys.
+    let next = providers(&lattice, &credentials(&lattice, "kv", &[&old, &new])?).await?;
+    stop_all(std::mem::replace(&mut running_providers, next)).await;
+    settle().await;
+    // 3. Hosts sign with the new key, still accepting the old.
+    let next = hosts(&lattice, &new_seed, &[&old_seed]).await?;
+    stop_all(std::mem::replace(&mut running_hosts, next)).await;
+    settle().await;
+    // 4. Clients and providers move to the new key alone.
+    *client.write().await = client_on(&[&new])?;
+    let next = providers(&lattice, &credentials(&lattice, "kv", &[&new])?).await?;
+    stop_all(std::mem::replace(&mut running_providers, next)).await;
+    settle().await;
+    // 5. Hosts drop the old key.
+    let next = hosts(&lattice, &new_seed, &[]).await?;
+    stop_all(std::mem::replace(&mut running_hosts, next)).await;
+    settle().await;
+
+    stop.store(true, Ordering::Relaxed);
+    let (mut succeeded, mut failures) = (0, Vec::new());
+    for caller in callers {
+        let (ok, failed) = caller.await?;
+        succeeded += ok;
+        failures.extend(failed);
+    }
+    println!(
+        "cluster key rotated in five rolling steps under {CALLERS} callers: {succeeded} calls, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} calls failed during the rotation: {failures:?}", failures.len());
+    assert!(succeeded > 100, "too few calls to show anything: {succeeded}");
+
+    // The old key no longer opens anything.
+    let stale = LatticeClient::new(
+        lattice.raw.clone(),
+        &lattice.name,
+        credentials(&lattice, TEST_CLIENT_ID, &[&old])?,
+        Some(Duration::from_secs(2)),
+    )?;
+    assert!(set(&stale, "stale").await.is_err(), "a call under the old key must be refused");
+    assert!(set(&client_on(&[&new])?, "fresh").await.is_ok());
+    Ok(())
+}
