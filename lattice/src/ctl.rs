@@ -64,6 +64,38 @@ impl CtlClient {
         decode_reply::<C>(&reply)
     }
 
+    /// `config.get` for config `name` (as request `request_id`; a fresh id when empty), its
+    /// values sealed for this request and opened here: a reply that crosses NATS never shows
+    /// them.
+    ///
+    /// # Errors
+    /// As [`CtlClient::send`]; [`LatticeError::Invalid`] when the values cannot be opened.
+    pub async fn config_get(
+        &self,
+        request_id: &str,
+        name: &str,
+        host: Option<&str>,
+    ) -> Result<CtlResponse<std::collections::BTreeMap<String, String>>, LatticeError> {
+        let opener = ferry_proto::seal::reply::Opener::new().map_err(|e| LatticeError::Invalid(e.to_string()))?;
+        let command = ferry_proto::ctl::ConfigGetCommand {
+            request_id: if request_id.is_empty() {
+                uuid::Uuid::new_v4().simple().to_string()
+            } else {
+                request_id.to_owned()
+            },
+            name: name.to_owned(),
+            reply_key: Some(opener.public_key()),
+        };
+        let mut reply = self.send(&command, host).await?;
+        if let Some(sealed) = reply.data.take() {
+            let opened = opener
+                .open(&command.binding(), &sealed)
+                .map_err(|e| LatticeError::Invalid(format!("cannot open the config's values: {e}")))?;
+            reply.data = Some(opened);
+        }
+        Ok(reply)
+    }
+
     /// Send `command` to every host and gather the replies that arrive within `wait`: for
     /// lattice-wide queries (`host.ping`) and auctions. No host answering is an empty list.
     ///

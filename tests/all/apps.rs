@@ -259,16 +259,10 @@ async fn a_manifest_deploys_survives_a_lost_host_and_undeploys_only_what_it_crea
     let links = lattice.ctl.send(&LinkGetCommand::default(), None).await?.data.unwrap_or_default();
     assert_eq!(links, vec![bystander_link], "only the bystander's link is left");
     for config in ["shop-greeting", "shop-kv", "shop-echo", "shop-http", "shop-subscriptions"] {
-        let reply = lattice
-            .ctl
-            .send(&ferry_proto::ctl::ConfigGetCommand { request_id: String::new(), name: config.into() }, None)
-            .await?;
+        let reply = lattice.ctl.config_get("", config, None).await?;
         assert!(!reply.success, "config {config} is still there");
     }
-    let reply = lattice
-        .ctl
-        .send(&ferry_proto::ctl::ConfigGetCommand { request_id: String::new(), name: "bystander-config".into() }, None)
-        .await?;
+    let reply = lattice.ctl.config_get("", "bystander-config", None).await?;
     assert!(reply.success, "the bystander's config was removed");
     let (ok, out, _) = ferry_app(&lattice, &["history", "shop"]).await?;
     assert!(ok && out.contains("v0.1.0"), "{out}");
@@ -361,10 +355,7 @@ async fn a_new_version_replaces_the_old_and_a_stored_one_is_never_rewritten() ->
     };
     let config = |lattice: &Lattice| {
         let ctl = lattice.ctl.clone();
-        async move {
-            let cmd = ferry_proto::ctl::ConfigGetCommand { request_id: String::new(), name: "upgrade-a".into() };
-            anyhow::Ok(ctl.send(&cmd, None).await?.data.unwrap_or_default())
-        }
+        async move { anyhow::Ok(ctl.config_get("", "upgrade-a", None).await?.data.unwrap_or_default()) }
     };
 
     lattice.deploy(&versioned("v1", &a, Some(&b), 1, "one", "nats")).await?;

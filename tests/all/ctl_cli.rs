@@ -139,10 +139,7 @@ async fn every_command_on_raw_nats_refuses_malformed_input_and_changes_nothing()
 async fn state(lattice: &Lattice) -> anyhow::Result<String> {
     let inventory = lattice.ctl.send(&HostInventory::default(), Some(&lattice.host_id)).await?.data.expect("inventory");
     let links = lattice.ctl.send(&LinkGetCommand::default(), None).await?.data.unwrap_or_default();
-    let config = lattice
-        .ctl
-        .send(&ferry_proto::ctl::ConfigGetCommand { request_id: String::new(), name: "cfg".into() }, None)
-        .await?;
+    let config = lattice.ctl.config_get("", "cfg", None).await?;
     let components: Vec<_> =
         inventory.components.iter().map(|c| (&c.component_id, c.max_instances, &c.digest)).collect();
     Ok(format!("{components:?} {:?} {:?} {:?}", inventory.host.labels, links, config.data))

@@ -10,12 +10,7 @@ use std::{
     time::Duration,
 };
 
-use ferry_proto::{
-    ErrorKind,
-    ctl::{ConfigGetCommand, LinkGetCommand},
-    delivery::PATIENCE,
-    link::Link,
-};
+use ferry_proto::{ErrorKind, ctl::LinkGetCommand, delivery::PATIENCE, link::Link};
 use ferry_tests::{Lattice, TEST_CLIENT_ID};
 use serde_json::json;
 use tokio::time::Instant;
@@ -290,7 +285,7 @@ async fn nats_killed_and_restarted_under_load_loses_no_link_config_or_key() -> a
     assert!(back < Duration::from_secs(5), "service back after {back:?}: {tally:?}");
 
     // Nothing the lattice stores was lost: the config, both links, the key written before.
-    let config = lattice.ctl.send(&ConfigGetCommand { request_id: "r".into(), name: "kept".into() }, None).await?;
+    let config = lattice.ctl.config_get("r", "kept", None).await?;
     assert!(config.success, "{config:?}");
     assert_eq!(config.data, Some([("answer".to_owned(), "42".to_owned())].into()));
     let links = lattice.ctl.send(&LinkGetCommand { request_id: "r".into(), id: Some("kvc".into()) }, None).await?;

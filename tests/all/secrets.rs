@@ -78,16 +78,17 @@ async fn the_cli_takes_secrets_from_files_stdin_and_the_environment() -> anyhow:
         anyhow::Ok(())
     };
     ctl(&["db", "--from-file", &file.display().to_string(), "--from-env", "token=FERRY_TEST_TOKEN", "mode=plain"])?;
-    let got = lattice
-        .ctl
-        .send(&ferry_proto::ctl::ConfigGetCommand { request_id: "t".into(), name: "db".into() }, None)
-        .await?;
+    let got = lattice.ctl.config_get("", "db", None).await?;
     assert!(got.success, "{}", got.message);
     let values = got.data.unwrap_or_default();
     assert_eq!(values["password"], SECRET, "{values:?}");
     assert_eq!(values["user"], "app");
     assert_eq!(values["token"], "from-env");
     assert_eq!(values["mode"], "plain");
+    // Asked without a reply key, a host withholds the values: its reply crosses NATS.
+    let plain = ferry_proto::ctl::ConfigGetCommand { request_id: "p".into(), name: "db".into(), reply_key: None };
+    let withheld = lattice.ctl.send(&plain, None).await?.data.unwrap_or_default();
+    assert_eq!(withheld.get("password").map(String::as_str), Some(ferry_proto::ctl::WITHHELD), "{withheld:?}");
 
     // A host takes its cluster seed from a file.
     let seed_file = dir.join("seed");
@@ -141,5 +142,37 @@ async fn link_config_travels_sealed_to_its_provider() -> anyhow::Result<()> {
         "the link put shows the config value on the bus"
     );
     lattice.ok("kvc", serde_json::json!({"op": "set", "bucket": "b", "key": "k", "value": "v"})).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_harness_tap_finds_secrets_in_events_and_control_replies_only() -> anyhow::Result<()> {
+    let nats = ferry_tests::NatsServer::start().await?;
+    let raw = async_nats::connect(&nats.url).await?;
+    let tap = ferry_tests::leaks::Tap::start(&raw).await?;
+    ferry_lattice::nats::sync_subscriptions(&raw).await?;
+    let (_, seed) = ferry_proto::auth::ClusterKey::generate()?;
+    let publisher = async_nats::connect(&nats.url).await?;
+    publisher.publish("ferry.evt.test.host_started", format!("{{\"note\":\"{seed}\"}}").into()).await?;
+    let reply = serde_json::json!({"request_id": "r", "success": false, "message": format!("bad seed {seed}")});
+    publisher.publish("_INBOX.abc.1", serde_json::to_vec(&reply)?.into()).await?;
+    // An invocation's answer may carry what the component read (a config value): not scanned.
+    publisher.publish("_INBOX.abc.2", seed.clone().into_bytes().into()).await?;
+    publisher.publish("ferry.rpc.test.kv", seed.clone().into_bytes().into()).await?;
+    ferry_lattice::nats::sync_subscriptions(&publisher).await?;
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found.extend(tap.take_found());
+        if found.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    found.extend(tap.take_found());
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found.iter().any(|f| f.contains("in an event on ferry.evt.test.host_started")), "{found:#?}");
+    assert!(found.iter().any(|f| f.contains("in a control reply on _INBOX.abc.1")), "{found:#?}");
+    assert!(found.iter().all(|f| !f.contains(&seed)), "a find never repeats the secret: {found:#?}");
     Ok(())
 }

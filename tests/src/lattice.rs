@@ -67,6 +67,8 @@ pub struct Lattice {
     /// A plain NATS connection.
     pub raw: async_nats::Client,
     rpc_timeout: Duration,
+    /// Scans the lattice's events and control replies for secrets ([`crate::leaks::Tap`]).
+    _tap: crate::leaks::Tap,
 }
 
 /// How a test lattice's hosts are started.
@@ -159,6 +161,7 @@ impl Lattice {
             HostSetup { url, lattice: &name, seed: &seed, accepted: "", operator: &operator.public_key(), rpc_timeout };
         let (host, host_id) = spawn_host(&setup, host_args).await?;
         let raw = async_nats::connect(url.split(',').collect::<Vec<_>>()).await?;
+        let _tap = crate::leaks::Tap::start(&raw).await?;
         let ctl = CtlClient::new(raw.clone(), &name, Duration::from_secs(60)).with_operator(operator);
         let credential = cluster.issue_credential(&name, TEST_CLIENT_ID, ferry_proto::time::now_ms(), 2).encode();
         // The client waits at least as long as the host lets a capability call take: a call that
@@ -166,7 +169,7 @@ impl Lattice {
         let call_timeout = rpc_timeout.max(Duration::from_secs(30));
         let client = LatticeClient::connect(url, &name, &credential, Some(call_timeout)).await?;
         let url = url.to_owned();
-        Ok(Self { nats, url, host, host_id, name, seed, cluster, operator_seed, ctl, client, raw, rpc_timeout })
+        Ok(Self { nats, url, host, host_id, name, seed, cluster, operator_seed, ctl, client, raw, rpc_timeout, _tap })
     }
 
     /// Start NATS and a host that starts providers from the workspace's binaries

@@ -1,9 +1,15 @@
 //! Secrets where they must not be: every process the harness starts has its argument list and
-//! its whole output scanned when it is dropped, and a test whose processes printed a seed, a
-//! provider credential or a secret the test registered fails (issue 15: no seed, credential or
-//! config secret in any log line or argument list the suite produces).
+//! its whole output scanned when it is dropped, every lattice the harness starts has its events
+//! and control replies scanned as they pass ([`Tap`]), and a test where a seed, a provider
+//! credential or a secret the test registered shows up fails (issue 15: no seed, credential or
+//! config secret in any log line, event, ctl reply or argument list the suite produces).
 
-use std::sync::Mutex;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use futures::StreamExt as _;
 
 /// Secrets a test put into the lattice (config values, passwords), which no process may print.
 static REGISTERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -45,6 +51,82 @@ pub fn find_secrets(text: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Whether lattices get a [`Tap`]; benchmarks turn it off ([`no_taps`]) so that it costs their
+/// figures nothing.
+static TAPS: AtomicBool = AtomicBool::new(true);
+
+/// Start no [`Tap`] from now on (for benchmarks).
+pub fn no_taps() {
+    TAPS.store(false, Ordering::Relaxed);
+}
+
+/// A listener on a lattice's NATS that scans every event (`ferry.evt.>`) and every control
+/// reply (a JSON `CtlResponse` on a reply inbox) for secrets while the test runs; dropped at the
+/// test's end, it fails the test on a find.
+pub struct Tap {
+    task: Option<tokio::task::JoinHandle<()>>,
+    found: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tap {
+    /// Listen on `nats` (nothing, after [`no_taps`]).
+    ///
+    /// # Errors
+    /// When the subscriptions cannot be made.
+    pub async fn start(nats: &async_nats::Client) -> anyhow::Result<Self> {
+        let found = Arc::new(Mutex::new(Vec::new()));
+        if !TAPS.load(Ordering::Relaxed) {
+            return Ok(Self { task: None, found });
+        }
+        let events = nats.subscribe("ferry.evt.>").await?;
+        let replies = nats.subscribe("_INBOX.>").await?;
+        let sink = found.clone();
+        let task = tokio::spawn(async move {
+            let mut both = futures::stream::select(events, replies);
+            while let Some(msg) = both.next().await {
+                let subject = msg.subject.as_str();
+                let what = if subject.starts_with("ferry.evt.") {
+                    "an event"
+                } else if is_ctl_reply(&msg.payload) {
+                    "a control reply"
+                } else {
+                    continue;
+                };
+                for find in find_secrets(&String::from_utf8_lossy(&msg.payload)) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{find} in {what} on {subject}"));
+                }
+            }
+        });
+        Ok(Self { task: Some(task), found })
+    }
+}
+
+impl Tap {
+    /// What it found so far, taken (so its drop no longer fails the test for them).
+    pub fn take_found(&self) -> Vec<String> {
+        std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Whether `payload` is a control reply: a JSON object with `request_id` and `success`.
+fn is_ctl_reply(payload: &[u8]) -> bool {
+    payload.first() == Some(&b'{')
+        && serde_json::from_slice::<serde_json::Value>(payload)
+            .is_ok_and(|v| v.get("request_id").is_some() && v.get("success").is_some())
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let found = std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()));
+        if !found.is_empty() && !std::thread::panicking() {
+            panic!("secrets went over the lattice in the clear: {found:#?}");
+        }
+    }
 }
 
 /// The fewest base64url characters after `ferrycred1.` taken for a credential (one key alone

@@ -64,9 +64,22 @@ pub(super) async fn config_put(services: &Services, cmd: ConfigPutCommand) -> Ct
 }
 
 pub(super) async fn config_get(services: &Services, cmd: ConfigGetCommand) -> CtlResponse<BTreeMap<String, String>> {
-    match services.links.get_config(&cmd.name).await {
-        Ok(values) => CtlResponse::ok(cmd.request_id, format!("config {}", cmd.name), values),
-        Err(err) => failure(cmd.request_id, err),
+    let values = match services.links.get_config(&cmd.name).await {
+        Ok(values) => values,
+        Err(err) => return failure(cmd.request_id, err),
+    };
+    // Values may be secrets, and the reply crosses NATS: sealed for the requester, or withheld.
+    let Some(reply_key) = &cmd.reply_key else {
+        let withheld = values.into_keys().map(|k| (k, ferry_proto::ctl::WITHHELD.to_owned())).collect();
+        return CtlResponse::ok(
+            cmd.request_id,
+            format!("config {} (values withheld: no reply key)", cmd.name),
+            withheld,
+        );
+    };
+    match ferry_proto::seal::reply::seal_values(reply_key, &cmd.binding(), &values) {
+        Ok(sealed) => CtlResponse::ok(cmd.request_id, format!("config {} (values sealed)", cmd.name), sealed),
+        Err(_) => CtlResponse::fail(cmd.request_id, "bad_request: reply_key is not an X25519 public key (base64url)"),
     }
 }
 

@@ -25,7 +25,22 @@ pub struct ConfigGetCommand {
     pub request_id: String,
     /// Config name.
     pub name: String,
+    /// The requester's ephemeral X25519 public key (base64url,
+    /// [`crate::seal::reply::Opener`]): the values come back sealed for it. Without one they
+    /// are withheld, since a reply crosses NATS where others may read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_key: Option<String>,
 }
+
+impl ConfigGetCommand {
+    /// What the sealed values of the reply are bound to: the request and the config.
+    pub fn binding(&self) -> String {
+        format!("{}\0{}", self.request_id, self.name)
+    }
+}
+
+/// What `config.get` answers for each value when the request carries no reply key.
+pub const WITHHELD: &str = "(withheld: ask with a reply key, as ferry ctl does)";
 
 /// `config.del`: delete a named config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,9 +1,7 @@
 //! `ferry ctl get …`: what the lattice runs, as tables.
 
 use clap::Subcommand;
-use ferry_proto::ctl::{
-    ComponentList, ConfigGetCommand, CtlResponse, HostInventory, HostPing, Inventory, LinkGetCommand,
-};
+use ferry_proto::ctl::{ComponentList, CtlResponse, HostInventory, HostPing, Inventory, LinkGetCommand};
 
 use super::{
     Ctx, Outcome,
@@ -137,7 +135,7 @@ pub(crate) async fn run(ctx: &Ctx, host: Option<&str>, cmd: GetCmd) -> anyhow::R
             Ok(Outcome::reply(reply).with_table(table))
         }
         GetCmd::Config { name } => {
-            let reply = ctx.client.send(&ConfigGetCommand { request_id, name }, host).await?;
+            let reply = ctx.client.config_get(&request_id, &name, host).await?;
             let mut table = Table::new(&["KEY", "VALUE"]);
             for (key, value) in reply.data.iter().flatten() {
                 table.row(vec![key.clone(), value.clone()]);
