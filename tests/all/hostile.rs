@@ -155,3 +155,80 @@ async fn forged_replies_from_a_bus_client_do_not_fail_calls() -> anyhow::Result<
     attack.abort();
     Ok(())
 }
+
+/// Send `bytes` on `subject` and collect the answers that come within a moment.
+async fn answers_to(lattice: &Lattice, subject: &str, bytes: Vec<u8>) -> anyhow::Result<Vec<InvocationResponse>> {
+    let inbox = lattice.raw.new_inbox();
+    let mut replies = lattice.raw.subscribe(inbox.clone()).await?;
+    lattice.raw.publish_with_reply(subject.to_owned(), inbox, bytes.into()).await?;
+    let mut answers = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(1500), replies.next()).await {
+        match InvocationResponse::decode(&msg.payload) {
+            Ok(answer) => answers.push(answer),
+            Err(err) => anyhow::bail!("an answer that is not a response: {err}"),
+        }
+    }
+    Ok(answers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_nested_oversized_misencoded_and_unknown_invocations_are_refused_and_serving_goes_on()
+-> anyhow::Result<()> {
+    let (lattice, providers) = kv_lattice(1).await?;
+    lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": "before", "value": "v"})).await?;
+    // For the component (signed as the test client) and for the provider (signed as a host).
+    for (target, origin, signer) in
+        [("kvc", ferry_tests::TEST_CLIENT_ID, ferry_tests::TEST_CLIENT_ID), ("kv-nats", "kvc", "kv-nats")]
+    {
+        let subject = subject::rpc(&lattice.name, target)?;
+        let signed = |operation: &str, payload: Vec<u8>, version: u16| -> anyhow::Result<Vec<u8>> {
+            let mut inv = Invocation::new(origin, target, "default", operation, payload);
+            inv.version = version;
+            inv.set_timeout(Duration::from_secs(2));
+            inv.sign(&lattice.cluster.provider_key(&lattice.name, signer, period_of(inv.issued_at_ms)));
+            Ok(inv.encode()?)
+        };
+        let genuine = signed(
+            "wasi:keyvalue/store.get",
+            codec::encode(&json!({"bucket": "b", "key": "k"}))?,
+            ferry_proto::PROTOCOL_VERSION,
+        )?;
+        let mut bad_utf8 = signed("wasi:keyvalue/store.get", Vec::new(), ferry_proto::PROTOCOL_VERSION)?;
+        let at = bad_utf8.windows(origin.len()).position(|w| w == origin.as_bytes()).expect("the origin is in it");
+        bad_utf8[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+        let mut deep = vec![0x91; 200_000];
+        deep.push(0xc0);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("never-used MessagePack marker", vec![0xc1; 64]),
+            ("truncated", genuine[..genuine.len() / 2].to_vec()),
+            ("200 000 levels of nesting", deep),
+            ("invalid UTF-8 in a field", bad_utf8),
+            ("protocol version 999", signed("wasi:keyvalue/store.get", Vec::new(), 999)?),
+            ("unknown operation", signed("wasi:nothing/here.at-all", Vec::new(), ferry_proto::PROTOCOL_VERSION)?),
+            ("900 KB of garbage", vec![0xa5; 900 * 1024]),
+        ];
+        for (case, bytes) in cases {
+            let answers = answers_to(&lattice, &subject, bytes).await?;
+            // Refusals are unsigned; an authentic call to an unknown operation may get a signed
+            // error saying so. Never a success.
+            assert!(answers.len() <= 1, "{target}, {case}: {answers:?}");
+            for answer in &answers {
+                let kind = answer.error.as_ref().map(|e| e.kind);
+                assert!(kind.is_some(), "{target}, {case}: answered with success: {answer:?}");
+                assert!(
+                    answer.mac.is_empty() || case == "unknown operation",
+                    "{target}, {case}: a signed refusal {answer:?}"
+                );
+            }
+        }
+    }
+    // Everyone still serves.
+    for i in 0..5 {
+        lattice.ok("kvc", json!({"op": "set", "bucket": "b", "key": format!("after{i}"), "value": "v"})).await?;
+    }
+    assert_eq!(lattice.ok("kvc", json!({"op": "get", "bucket": "b", "key": "before"})).await?, json!("v"));
+    assert!(lattice.host.logs().contains("rejected"), "nothing was logged as rejected:\n{}", lattice.host.logs());
+    assert!(providers[0].logs().contains("rejected"), "{}", providers[0].logs());
+    Ok(())
+}
