@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope stream ctl claims http)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope stream ctl claims http link_config)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 export CARGO_TARGET_DIR="$PWD/target/fuzz"
 # Coverage instrumentation as cargo-fuzz applies it, minus the sanitizer (nightly only); the
