@@ -45,6 +45,7 @@ pub struct HostBuilder {
     lattice: String,
     cluster_seed: Option<String>,
     accepted_cluster_seeds: Vec<String>,
+    nats_security: ferry_lattice::NatsSecurity,
     labels: BTreeMap<String, String>,
     rpc_timeout: Duration,
     limits: Limits,
@@ -70,6 +71,7 @@ impl HostBuilder {
             lattice: lattice.into(),
             cluster_seed: None,
             accepted_cluster_seeds: Vec::new(),
+            nats_security: ferry_lattice::NatsSecurity::default(),
             labels: BTreeMap::new(),
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             limits: Limits::default(),
@@ -132,6 +134,13 @@ impl HostBuilder {
     /// each derives.
     pub fn accept_cluster_seed(mut self, seed: impl Into<String>) -> Self {
         self.accepted_cluster_seeds.push(seed.into());
+        self
+    }
+
+    /// Credentials and TLS for the host's NATS connections (providers it supervises inherit
+    /// its environment, [`ferry_lattice::NatsSecurity::from_env`]).
+    pub fn nats_security(mut self, security: ferry_lattice::NatsSecurity) -> Self {
+        self.nats_security = security;
         self
     }
 
@@ -217,7 +226,8 @@ impl HostBuilder {
         let accepted: Vec<ClusterKey> =
             self.accepted_cluster_seeds.iter().map(|seed| ClusterKey::from_seed(seed)).collect::<Result<_, _>>()?;
         let id = nkeys::KeyPair::new_server().public_key();
-        let options = ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}"));
+        let options =
+            ferry_lattice::NatsOptions::new(&self.nats_url, format!("ferry-host-{id}")).secured(&self.nats_security);
         let connection = options.connect().await?;
         let (nats, reconnects) = (connection.client, connection.reconnects);
         ferry_lattice::storage::prepare_lattice_storage(&nats, &self.lattice, self.replicas).await?;

@@ -77,7 +77,8 @@ impl LatticeClient {
         })
     }
 
-    /// Connect to NATS at `url` and build a client.
+    /// Connect to NATS at `url` (secured as the environment says, [`crate::NatsSecurity`]) and
+    /// build a client.
     ///
     /// # Errors
     /// [`LatticeError::Nats`] when NATS is unreachable, [`LatticeError::Startup`] for a bad credential.
@@ -88,7 +89,9 @@ impl LatticeClient {
         timeout: Option<Duration>,
     ) -> Result<Self, LatticeError> {
         let credential = CredentialSet::parse(credential)?;
-        let nats = NatsOptions::new(url, format!("ferry-client-{}", credential.provider_id())).connect().await?.client;
+        let options = NatsOptions::new(url, format!("ferry-client-{}", credential.provider_id()))
+            .secured(&crate::NatsSecurity::from_env()?);
+        let nats = options.connect().await?.client;
         Self::new(nats, lattice, credential, timeout)
     }
 

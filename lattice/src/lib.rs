@@ -35,5 +35,5 @@ pub use client::LatticeClient;
 pub use components::ComponentStore;
 pub use ctl::CtlClient;
 pub use error::LatticeError;
-pub use nats::{Connection, NatsAuth, NatsOptions};
+pub use nats::{Connection, NatsAuth, NatsOptions, NatsSecurity};
 pub use shutdown::shutdown_signal;

@@ -40,6 +40,75 @@ pub struct NatsOptions {
     /// The prefix of the connection's reply subjects (`_INBOX` when `None`), for accounts that
     /// allow only their own.
     pub inbox_prefix: Option<String>,
+    /// A client certificate and its key (PEM files), for servers that verify clients (mTLS).
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// How a process proves who it is to NATS and secures its connection, beyond the URL: what
+/// hosts, providers and `ferry ctl` read from the same environment variables
+/// ([`NatsSecurity::from_env`]), so one deployment's settings fit every process.
+#[derive(Clone, Debug, Default)]
+pub struct NatsSecurity {
+    /// Credentials (none: the URL's, if any).
+    pub auth: NatsAuth,
+    /// Certificate authorities to trust for the server's certificate (PEM file).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and its key (PEM files), for mTLS.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl NatsSecurity {
+    /// Read `FERRY_NATS_CREDS` (a `.creds` file), `FERRY_NATS_NKEY_FILE` (a user nkey seed in a
+    /// file) or `FERRY_NATS_NKEY`, `FERRY_NATS_USER` with `FERRY_NATS_PASSWORD`,
+    /// `FERRY_NATS_TOKEN`; `FERRY_NATS_TLS_CA`, and `FERRY_NATS_TLS_CERT` with
+    /// `FERRY_NATS_TLS_KEY` (mTLS). Unset or empty variables count as absent.
+    ///
+    /// # Errors
+    /// [`LatticeError::Invalid`] for two kinds of credentials at once, half a pair, or a seed
+    /// file that cannot be read.
+    pub fn from_env() -> Result<Self, LatticeError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// [`NatsSecurity::from_env`] over any source of variables.
+    ///
+    /// # Errors
+    /// As [`NatsSecurity::from_env`].
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, LatticeError> {
+        let invalid = |m: &str| LatticeError::Invalid(m.to_owned());
+        let mut kinds = Vec::new();
+        if let Some(path) = var("FERRY_NATS_CREDS") {
+            kinds.push(NatsAuth::CredsFile(path.into()));
+        }
+        if let Some(path) = var("FERRY_NATS_NKEY_FILE") {
+            let seed = std::fs::read_to_string(&path)
+                .map_err(|e| LatticeError::Invalid(format!("cannot read FERRY_NATS_NKEY_FILE {path}: {e}")))?;
+            kinds.push(NatsAuth::NkeySeed(seed.trim().to_owned()));
+        } else if let Some(seed) = var("FERRY_NATS_NKEY") {
+            kinds.push(NatsAuth::NkeySeed(seed.trim().to_owned()));
+        }
+        match (var("FERRY_NATS_USER"), var("FERRY_NATS_PASSWORD")) {
+            (Some(user), Some(password)) => kinds.push(NatsAuth::UserPassword { user, password }),
+            (None, None) => {}
+            _ => return Err(invalid("FERRY_NATS_USER and FERRY_NATS_PASSWORD go together")),
+        }
+        if let Some(token) = var("FERRY_NATS_TOKEN") {
+            kinds.push(NatsAuth::Token(token));
+        }
+        if kinds.len() > 1 {
+            return Err(invalid("give one kind of NATS credentials: creds file, nkey, user and password, or token"));
+        }
+        let tls_client = match (var("FERRY_NATS_TLS_CERT"), var("FERRY_NATS_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            _ => return Err(invalid("FERRY_NATS_TLS_CERT and FERRY_NATS_TLS_KEY go together")),
+        };
+        Ok(Self {
+            auth: kinds.pop().unwrap_or_default(),
+            tls_ca_file: var("FERRY_NATS_TLS_CA").map(Into::into),
+            tls_client,
+        })
+    }
 }
 
 /// How a connection authenticates to NATS.
@@ -96,6 +165,7 @@ impl fmt::Debug for NatsOptions {
             .field("subscription_capacity", &self.subscription_capacity)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("inbox_prefix", &self.inbox_prefix)
+            .field("tls_client", &self.tls_client)
             .finish()
     }
 }
@@ -180,6 +250,22 @@ impl NatsOptions {
         self
     }
 
+    /// The same options secured by `security`: its credentials (when it has any) replace those
+    /// of the URL, its TLS settings are added.
+    #[must_use]
+    pub fn secured(mut self, security: &NatsSecurity) -> Self {
+        if !matches!(security.auth, NatsAuth::None) {
+            self.auth = security.auth.clone();
+        }
+        if security.tls_ca_file.is_some() {
+            self.tls_ca_file.clone_from(&security.tls_ca_file);
+        }
+        if security.tls_client.is_some() {
+            self.tls_client.clone_from(&security.tls_client);
+        }
+        self
+    }
+
     /// The same options with subscriptions buffering `capacity` messages.
     #[must_use]
     pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
@@ -227,7 +313,10 @@ impl NatsOptions {
             }
         };
         if let Some(path) = &self.tls_ca_file {
-            options = options.add_root_certificates(path.clone());
+            options = options.add_root_certificates(path.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
         }
         if let Some(prefix) = &self.inbox_prefix {
             options = options.custom_inbox_prefix(prefix);

@@ -124,8 +124,10 @@ pub async fn run_provider_with<P: Provider>(
     if credential.key_at(now).is_err() {
         return Err(SdkError::Startup(format!("credential is not valid now: {credential:?}")));
     }
-    let connection =
-        NatsOptions::new(&startup.nats_url, format!("ferry-provider-{}", startup.provider_id)).connect().await?;
+    let connection = NatsOptions::new(&startup.nats_url, format!("ferry-provider-{}", startup.provider_id))
+        .secured(&ferry_lattice::NatsSecurity::from_env()?)
+        .connect()
+        .await?;
     let (nats, reconnects) = (connection.client, connection.reconnects);
     let client = LatticeClient::new(
         nats.clone(),

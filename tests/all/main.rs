@@ -35,6 +35,7 @@ mod secrets;
 mod security;
 mod supervision;
 mod timeouts;
+mod tls;
 mod up;
 mod update;
 mod wasmcloud;

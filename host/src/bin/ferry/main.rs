@@ -188,7 +188,8 @@ async fn main() -> anyhow::Result<()> {
             for key in args.operator_keys {
                 builder = builder.operator_key(key);
             }
-            builder = builder.require_signed(args.require_signed);
+            builder =
+                builder.require_signed(args.require_signed).nats_security(ferry_lattice::NatsSecurity::from_env()?);
             for key in args.allowed_issuers {
                 builder = builder.allowed_issuer(key);
             }

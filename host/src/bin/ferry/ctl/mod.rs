@@ -210,7 +210,8 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 async fn execute(args: CtlArgs) -> anyhow::Result<Outcome> {
     let CtlArgs { conn: args, command } = args;
-    let nats = ferry_lattice::NatsOptions::new(&args.nats_url, "ferry-ctl").connect().await?.client;
+    let security = ferry_lattice::NatsSecurity::from_env()?;
+    let nats = ferry_lattice::NatsOptions::new(&args.nats_url, "ferry-ctl").secured(&security).connect().await?.client;
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut client = CtlClient::new(nats.clone(), &args.lattice, timeout);
     if let Some(operator) = args.operator.resolve()? {
