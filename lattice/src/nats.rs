@@ -404,6 +404,33 @@ pub async fn close(client: &async_nats::Client) -> Result<(), LatticeError> {
 mod tests {
     use super::*;
 
+    fn security(vars: &[(&str, &str)]) -> Result<NatsSecurity, LatticeError> {
+        NatsSecurity::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn security_takes_one_kind_of_credentials_and_whole_pairs() {
+        assert!(matches!(security(&[]).unwrap().auth, NatsAuth::None));
+        let user = security(&[("FERRY_NATS_USER", "u"), ("FERRY_NATS_PASSWORD", "p")]).unwrap();
+        assert!(matches!(user.auth, NatsAuth::UserPassword { .. }));
+        assert!(security(&[("FERRY_NATS_USER", "u")]).is_err());
+        assert!(security(&[("FERRY_NATS_TOKEN", "t"), ("FERRY_NATS_CREDS", "/x.creds")]).is_err());
+        assert!(security(&[("FERRY_NATS_TLS_CERT", "c.pem")]).is_err());
+        let mtls = security(&[
+            ("FERRY_NATS_TLS_CERT", "c.pem"),
+            ("FERRY_NATS_TLS_KEY", "k.pem"),
+            ("FERRY_NATS_TLS_CA", "ca.pem"),
+        ])
+        .unwrap();
+        let options = NatsOptions::new("nats://user:pw@h:4222", "t").secured(&mtls);
+        assert!(matches!(options.auth, NatsAuth::UserPassword { .. }), "the URL's credentials stay");
+        assert!(options.tls_client.is_some() && options.tls_ca_file.is_some());
+        let token =
+            NatsOptions::new("nats://user:pw@h:4222", "t").secured(&security(&[("FERRY_NATS_TOKEN", "t")]).unwrap());
+        assert!(matches!(token.auth, NatsAuth::Token(_)), "given credentials replace the URL's");
+        assert!(!format!("{:?}", security(&[("FERRY_NATS_TOKEN", "sekrit")]).unwrap()).contains("sekrit"));
+    }
+
     #[test]
     fn credentials_in_urls_become_the_connections_auth_and_leave_the_server_list() {
         let options = NatsOptions::new("nats://ferry:s3cret@10.0.0.1:4222, nats://10.0.0.2:4222", "t");
