@@ -13,10 +13,7 @@ use std::{
 };
 
 use ferry_lattice::LatticeClient;
-use ferry_proto::{
-    auth::{ClusterKey, CredentialSet},
-    http::{Header, HttpRequest},
-};
+use ferry_proto::auth::{ClusterKey, CredentialSet};
 use ferry_tests::{Lattice, Process, TEST_CLIENT_ID};
 use serde_json::json;
 use tokio::sync::RwLock;
@@ -35,15 +32,7 @@ fn credentials(lattice: &Lattice, id: &str, keys: &[&ClusterKey]) -> anyhow::Res
 /// One `set` through `kvc` as the test client; an error for anything but a 200.
 async fn set(client: &LatticeClient, key: &str) -> Result<(), String> {
     let command = json!({"op": "set", "bucket": "b", "key": key, "value": "x"});
-    let request = HttpRequest {
-        method: "POST".into(),
-        scheme: "http".into(),
-        authority: "localhost".into(),
-        path_with_query: "/".into(),
-        headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
-        body: serde_json::to_vec(&command).unwrap_or_default(),
-        body_stream: None,
-    };
+    let request = ferry_tests::json_post(&command);
     match client.handle_http("kvc", &request).await {
         Ok(response) if response.status == 200 => Ok(()),
         Ok(response) => Err(format!("{} {}", response.status, String::from_utf8_lossy(&response.body))),

@@ -8,10 +8,9 @@ use ferry_lattice::{CtlClient, LatticeClient};
 use ferry_proto::{
     auth::ClusterKey,
     ctl::{ComponentStart, LinkPutCommand, operator::OperatorKey},
-    http::{Header, HttpRequest},
     link::Link,
 };
-use ferry_tests::{NatsServer, Process, bin_dir, binary, build_component};
+use ferry_tests::{NatsServer, Process, bin_dir, binary, build_component, json_post};
 use serde_json::json;
 
 use crate::keyvalue::kv_link;
@@ -129,20 +128,11 @@ async fn a_lattice_runs_over_tls_and_mutual_tls_and_turns_away_clients_without_t
         }
         let credential = cluster.issue_credential("tls", "client", ferry_proto::time::now_ms(), 2);
         let client = LatticeClient::new(raw.clone(), "tls", credential, Some(Duration::from_secs(10)))?;
-        let request = |command: serde_json::Value| HttpRequest {
-            method: "POST".into(),
-            scheme: "http".into(),
-            authority: "localhost".into(),
-            path_with_query: "/".into(),
-            headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
-            body: serde_json::to_vec(&command).unwrap_or_default(),
-            body_stream: None,
-        };
         let set = client
-            .handle_http("kvc", &request(json!({"op": "set", "bucket": "b", "key": "k", "value": "tls"})))
+            .handle_http("kvc", &json_post(&json!({"op": "set", "bucket": "b", "key": "k", "value": "tls"})))
             .await?;
         assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
-        let got = client.handle_http("kvc", &request(json!({"op": "get", "bucket": "b", "key": "k"}))).await?;
+        let got = client.handle_http("kvc", &json_post(&json!({"op": "get", "bucket": "b", "key": "k"}))).await?;
         assert!(String::from_utf8_lossy(&got.body).contains("tls"), "{}", String::from_utf8_lossy(&got.body));
 
         // Turned away: a plain connection; under mTLS, one with the CA but no certificate.

@@ -41,6 +41,19 @@ pub fn get(path: &str) -> HttpRequest {
     }
 }
 
+/// A `POST /` of `command` as JSON, the form the test components take their commands in.
+pub fn json_post(command: &serde_json::Value) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        scheme: "http".into(),
+        authority: "localhost".into(),
+        path_with_query: "/".into(),
+        headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
+        body: serde_json::to_vec(command).unwrap_or_default(),
+        body_stream: None,
+    }
+}
+
 /// One lattice with one host.
 pub struct Lattice {
     /// The NATS server (shared when several lattices run on one: [`Lattice::start_named`]; the
@@ -485,15 +498,7 @@ impl Lattice {
         component: &str,
         command: serde_json::Value,
     ) -> Result<(u16, serde_json::Value), RpcError> {
-        let request = HttpRequest {
-            method: "POST".into(),
-            scheme: "http".into(),
-            authority: "localhost".into(),
-            path_with_query: "/".into(),
-            headers: vec![Header { name: "content-type".into(), value: b"application/json".to_vec() }],
-            body: serde_json::to_vec(&command).unwrap_or_default(),
-            body_stream: None,
-        };
+        let request = json_post(&command);
         let response = self.client.handle_http(component, &request).await?;
         let json = serde_json::from_slice(&response.body)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&response.body).into_owned()));

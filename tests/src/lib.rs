@@ -18,6 +18,6 @@ pub mod origin;
 mod process;
 mod servers;
 
-pub use lattice::{Lattice, TEST_CLIENT_ID, get};
+pub use lattice::{Lattice, TEST_CLIENT_ID, get, json_post};
 pub use process::{Process, bin_dir, binary, build_component, build_example, node, python, repo_path};
 pub use servers::{NatsCluster, NatsServer, RedisServer, free_port};
