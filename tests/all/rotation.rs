@@ -158,3 +158,48 @@ async fn the_cluster_key_is_rotated_under_a_stream_of_calls_and_no_call_fails() 
     assert!(set(&client_on(&[&new])?, "fresh").await.is_ok());
     Ok(())
 }
+
+/// Where component `id` runs: the hosts whose inventory lists it.
+async fn hosts_running(lattice: &Lattice, id: &str) -> anyhow::Result<Vec<String>> {
+    let replies = lattice.ctl.gather(&ferry_proto::ctl::HostInventory::default(), Duration::from_millis(500)).await?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|r| r.data)
+        .filter(|inv| inv.components.iter().any(|c| c.component_id == id))
+        .map(|inv| inv.host.host_id)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployed_applications_outlive_the_old_cluster_key() -> anyhow::Result<()> {
+    let mut lattice = Lattice::start_for_apps().await?;
+    let (old_seed, (_, new_seed)) = (lattice.seed.clone(), ClusterKey::generate()?);
+    let image = ferry_tests::build_component("hello")?.display().to_string();
+    let manifest = format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: keyed\n  annotations:\n    version: v1\nspec:\n  components:\n    - name: greet\n      type: component\n      properties:\n        image: file://{image}\n"
+    );
+    lattice.deploy(&manifest).await?;
+    let bins = ferry_tests::bin_dir()?;
+    let allow = ["--allow-file-dir", bins.as_str()];
+
+    // A host signing with the new key takes over; its reconciler signs the deployment again.
+    let (middle, middle_id) = lattice.start_host_keyed(&lattice.url, &new_seed, &[&old_seed], &allow).await?;
+    tokio::task::block_in_place(|| lattice.host.terminate(Duration::from_secs(15)));
+    let start = tokio::time::Instant::now();
+    while hosts_running(&lattice, "keyed-greet").await? != vec![middle_id.clone()] {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "the application never moved to the new host");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A host on the new key alone still sees the deployment: its reconciler places it there.
+    let (_last, last_id) = lattice.start_host_keyed(&lattice.url, &new_seed, &[], &allow).await?;
+    stop_all(vec![middle]).await;
+    let start = tokio::time::Instant::now();
+    while hosts_running(&lattice, "keyed-greet").await? != vec![last_id.clone()] {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "a host on the new key alone never ran the application deployed under the old one"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
