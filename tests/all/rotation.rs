@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -88,19 +88,30 @@ async fn the_cluster_key_is_rotated_under_a_stream_of_calls_and_no_call_fails() 
         let creds = credentials(&lattice, TEST_CLIENT_ID, keys)?;
         Ok(LatticeClient::new(lattice.raw.clone(), &lattice.name, creds, Some(Duration::from_secs(10)))?)
     };
-    let client = Arc::new(RwLock::new(client_on(&[&old])?));
-    let stop = Arc::new(AtomicBool::new(false));
+    // The client in use, and whether it still signs with the old key.
+    let client = Arc::new(RwLock::new((true, client_on(&[&old])?)));
+    let (stop, old_in_flight) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let mut callers = Vec::new();
     for caller in 0..CALLERS {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, old_in_flight) = (client.clone(), stop.clone(), old_in_flight.clone());
         callers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0usize, Vec::new());
             for seq in 0u64.. {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let current = client.read().await.clone();
-                match set(&current, &format!("c{caller}-{seq}")).await {
+                let (on_old, current) = {
+                    let guard = client.read().await;
+                    if guard.0 {
+                        old_in_flight.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (guard.0, guard.1.clone())
+                };
+                let result = set(&current, &format!("c{caller}-{seq}")).await;
+                if on_old {
+                    old_in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+                match result {
                     Ok(()) => ok += 1,
                     Err(err) => failed.push(err),
                 }
@@ -124,10 +135,14 @@ async fn the_cluster_key_is_rotated_under_a_stream_of_calls_and_no_call_fails() 
     stop_all(std::mem::replace(&mut running_hosts, next)).await;
     settle().await;
     // 4. Clients and providers move to the new key alone.
-    *client.write().await = client_on(&[&new])?;
+    *client.write().await = (false, client_on(&[&new])?);
     let next = providers(&lattice, &credentials(&lattice, "kv", &[&new])?).await?;
     stop_all(std::mem::replace(&mut running_providers, next)).await;
     settle().await;
+    // Calls made under the old key may still be in flight (or be sent again): they end first.
+    while old_in_flight.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // 5. Hosts drop the old key.
     let next = hosts(&lattice, &new_seed, &[]).await?;
     stop_all(std::mem::replace(&mut running_hosts, next)).await;
