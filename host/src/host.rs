@@ -50,6 +50,7 @@ pub struct HostBuilder {
     rpc_timeout: Duration,
     limits: Limits,
     allowed_dirs: Vec<std::path::PathBuf>,
+    provider_nats_dir: Option<std::path::PathBuf>,
     health: HealthConfig,
     operators: Vec<String>,
     claims: ClaimsPolicy,
@@ -76,6 +77,7 @@ impl HostBuilder {
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             limits: Limits::default(),
             allowed_dirs: Vec::new(),
+            provider_nats_dir: None,
             health: HealthConfig::default(),
             operators: Vec::new(),
             claims: ClaimsPolicy::default(),
@@ -188,6 +190,15 @@ impl HostBuilder {
         self
     }
 
+    /// A directory holding each supervised provider's own NATS identity, `{provider id}.creds`
+    /// or `{provider id}.nk` (as `ferry nats-config` writes them): a provider then connects as
+    /// itself, with only its own permissions, never with the host's credentials; one without a
+    /// file there is not started.
+    pub fn provider_nats_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.provider_nats_dir = Some(dir.into());
+        self
+    }
+
     /// Per-instance resource limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -265,6 +276,7 @@ impl HostBuilder {
             nats_url: self.nats_url.clone(),
             cluster_keys: rpc.cluster_keys().cloned().collect(),
             allowed_dirs: allowed,
+            provider_nats_dir: self.provider_nats_dir.clone(),
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
         // Hosts obey the lattice operator key their cluster key derives, as they obey the

@@ -65,6 +65,34 @@ pub(crate) struct SupervisorConfig {
     pub(crate) cluster_keys: Vec<ClusterKey>,
     /// Directories provider binaries may come from; none: `provider.start` is refused.
     pub(crate) allowed_dirs: AllowedDirs,
+    /// Where each provider's own NATS identity is (`{id}.creds` or `{id}.nk`); `None`: providers
+    /// connect as the host does.
+    pub(crate) provider_nats_dir: Option<PathBuf>,
+}
+
+/// The variables by which a process finds its NATS credentials ([`ferry_lattice::NatsSecurity`]):
+/// a supervised provider with an identity of its own must not inherit the host's.
+const NATS_CREDENTIAL_VARS: [&str; 6] = [
+    "FERRY_NATS_CREDS",
+    "FERRY_NATS_NKEY",
+    "FERRY_NATS_NKEY_FILE",
+    "FERRY_NATS_USER",
+    "FERRY_NATS_PASSWORD",
+    "FERRY_NATS_TOKEN",
+];
+
+/// The variable and file that give provider `id` its own NATS identity from `dir`: its
+/// `.creds` file, else its nkey seed file (`ferry nats-config` writes these).
+fn provider_identity(dir: &std::path::Path, id: &str) -> Result<(&'static str, PathBuf), String> {
+    let creds = dir.join(format!("{id}.creds"));
+    if creds.is_file() {
+        return Ok(("FERRY_NATS_CREDS", creds));
+    }
+    let seed = dir.join(format!("{id}.nk"));
+    if seed.is_file() {
+        return Ok(("FERRY_NATS_NKEY_FILE", seed));
+    }
+    Err(format!("no NATS identity for it in {} ({id}.creds or {id}.nk; see ferry nats-config)", dir.display()))
 }
 
 /// A provider's process and its stdin, held apart: tokio closes a child's stdin when it is
@@ -289,7 +317,15 @@ impl Run {
         let line = startup.to_json().map_err(|e| failed(e.to_string()))?;
         // Its own process group: a terminal's Ctrl-C reaches the host, which stops its providers
         // in order, and not the providers behind its back (they would look crashed).
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(dir) = &self.config.provider_nats_dir {
+            let (var, path) = provider_identity(dir, &self.provider_id).map_err(failed)?;
+            for inherited in NATS_CREDENTIAL_VARS {
+                command.env_remove(inherited);
+            }
+            command.env(var, path);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true)

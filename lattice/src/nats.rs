@@ -266,6 +266,14 @@ impl NatsOptions {
         self
     }
 
+    /// Reply subjects under `prefix` instead of `_INBOX` ([`ferry_proto::subject::inbox_prefix`]):
+    /// a scoped NATS user may read its own replies only.
+    #[must_use]
+    pub fn with_inbox_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inbox_prefix = Some(prefix.into());
+        self
+    }
+
     /// The same options with subscriptions buffering `capacity` messages.
     #[must_use]
     pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {

@@ -35,6 +35,9 @@ pub enum ProtoError {
     /// A credential or key string is malformed.
     #[error("invalid credential: {0}")]
     Credential(String),
+    /// A provider's NATS grant (`ferry nats-config --provider ID:GRANTS`) is not usable.
+    #[error("invalid provider grant: {0}")]
+    Grant(String),
 }
 
 /// What went wrong with an invocation, so callers can tell failures apart without parsing text.

@@ -32,6 +32,7 @@ pub mod image;
 pub mod keyvalue;
 pub mod link;
 pub mod messaging;
+pub mod permissions;
 pub mod redact;
 pub mod seal;
 pub mod startup;

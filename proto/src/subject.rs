@@ -141,6 +141,19 @@ pub fn shutdown(lattice: &str, provider: &str, instance: Option<&str>) -> Result
     }
 }
 
+/// `_INBOX.ferry.{lattice}.{identity}`: the prefix of a provider's (or client's) reply
+/// subjects. Each identity gets its own, so a NATS account can let it subscribe to its own
+/// replies and no one else's ([`crate::permissions`]); it still falls under `_INBOX.>` for
+/// servers that grant that.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn inbox_prefix(lattice: &str, identity: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    validate_id("identity", identity)?;
+    Ok(format!("_INBOX.{PREFIX}.{lattice}.{identity}"))
+}
+
 /// `ferry.ctl.v1.{lattice}.{resource}.{verb}[.{host}]`: the control interface.
 ///
 /// # Errors
@@ -219,6 +232,24 @@ pub fn stream(lattice: &str, stream: &str) -> Result<String, ProtoError> {
     validate_id("lattice", lattice)?;
     validate_id("stream id", stream)?;
     Ok(format!("{PREFIX}.stream.{lattice}.{stream}"))
+}
+
+/// `ferry.stream.{lattice}.*`: every chunked body of a lattice, for permissions.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn all_streams(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("{PREFIX}.stream.{lattice}.*"))
+}
+
+/// `ferry.rpc.{lattice}.*`: invocations to every target of a lattice, for permissions.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn all_rpc(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("{PREFIX}.rpc.{lattice}.*"))
 }
 
 /// `FERRY_{lattice}_DATA`: the lattice's JetStream KV bucket, the source of truth for links,

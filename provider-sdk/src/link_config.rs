@@ -176,6 +176,13 @@ impl LinkNats {
     ) -> Result<LinkConnection, String> {
         let servers = self.servers.as_deref().unwrap_or_else(|| ctx.nats_url());
         let mut options = NatsOptions::new(servers, name);
+        if self.servers.is_none() {
+            // The lattice's own NATS: as the provider itself connects there, with its
+            // credentials, TLS settings and reply subjects.
+            let security = ferry_lattice::NatsSecurity::from_env().map_err(|e| e.to_string())?;
+            options = options.secured(&security);
+            options.inbox_prefix = ferry_proto::subject::inbox_prefix(ctx.lattice(), ctx.provider_id()).ok();
+        }
         options.subscription_capacity = capacity;
         if let Some((jwt, seed)) = &self.jwt {
             options = options.with_auth(NatsAuth::Jwt { jwt: jwt.clone(), seed: seed.clone() });
@@ -192,9 +199,11 @@ impl LinkNats {
                 ca_file = Some(file);
                 Some(path)
             }
-            None => None,
+            None => options.tls_ca_file.take(),
         };
-        options.inbox_prefix.clone_from(&self.inbox_prefix);
+        if self.inbox_prefix.is_some() {
+            options.inbox_prefix.clone_from(&self.inbox_prefix);
+        }
         let connection = options
             .connect()
             .await

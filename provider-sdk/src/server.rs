@@ -126,6 +126,7 @@ pub async fn run_provider_with<P: Provider>(
     }
     let connection = NatsOptions::new(&startup.nats_url, format!("ferry-provider-{}", startup.provider_id))
         .secured(&ferry_lattice::NatsSecurity::from_env()?)
+        .with_inbox_prefix(subject::inbox_prefix(&startup.lattice, &startup.provider_id)?)
         .connect()
         .await?;
     let (nats, reconnects) = (connection.client, connection.reconnects);

@@ -28,6 +28,7 @@ mod lattices;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod nats_accounts;
 mod operator;
 mod replay;
 mod rotation;

@@ -16,13 +16,13 @@ use serde_json::json;
 use crate::keyvalue::kv_link;
 
 /// PEM files of a CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-struct Pki {
-    ca: String,
-    server: (String, String),
-    client: (String, String),
+pub(crate) struct Pki {
+    pub(crate) ca: String,
+    pub(crate) server: (String, String),
+    pub(crate) client: (String, String),
 }
 
-fn pki(dir: &Path) -> anyhow::Result<Pki> {
+pub(crate) fn pki(dir: &Path) -> anyhow::Result<Pki> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let write = |name: &str, pem: String| -> anyhow::Result<String> {
         let path = dir.join(name);

@@ -73,6 +73,8 @@ enum KeyKind {
     Provider,
     /// An operator (`O…`): signs control commands and issues claims.
     Operator,
+    /// A NATS user (`U…`): one process's identity on the lattice's NATS (`ferry nats-config`).
+    User,
 }
 
 impl KeyKind {
@@ -84,6 +86,7 @@ impl KeyKind {
             Self::Component => nkeys::KeyPair::new_module(),
             Self::Provider => nkeys::KeyPair::new_service(),
             Self::Operator => nkeys::KeyPair::new_operator(),
+            Self::User => nkeys::KeyPair::new_user(),
         }
     }
 
@@ -95,6 +98,7 @@ impl KeyKind {
             Self::Component => "component",
             Self::Provider => "provider",
             Self::Operator => "operator",
+            Self::User => "user",
         }
     }
 }
@@ -127,7 +131,7 @@ fn generate(args: GenArgs) -> anyhow::Result<()> {
 
 /// Create `path` readable by its owner only and write `secret` to it; an existing file is an
 /// error, never overwritten (it may hold the only copy of another key).
-fn write_secret(path: &PathBuf, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|err| {
         if err.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow::anyhow!("{} exists; not overwriting it (it may hold another key)", path.display())

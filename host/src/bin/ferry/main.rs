@@ -9,6 +9,7 @@ mod call;
 mod claims;
 mod ctl;
 mod keys;
+mod nats_config;
 mod secret;
 mod up;
 
@@ -38,6 +39,10 @@ enum Command {
     /// Sign a component with claims (who it is, who vouches for it, what it may call), or show
     /// a component's claims.
     Claims(claims::ClaimsArgs),
+    /// Write a nats-server configuration for a lattice in which every host, operator tool
+    /// and provider connects with an nkey of its own and providers reach only their own
+    /// subjects.
+    NatsConfig(nats_config::NatsConfigArgs),
     /// Start a local lattice (NATS, host, key-value provider) serving a component.
     Up(up::UpArgs),
     /// Send an HTTP request to a component through the lattice.
@@ -105,6 +110,11 @@ struct HostArgs {
     /// no provider and runs only components uploaded into the lattice.
     #[arg(long = "allow-file-dir", value_name = "DIR")]
     allow_file_dirs: Vec<std::path::PathBuf>,
+    /// A directory holding each supervised provider's own NATS identity (`{id}.creds` or
+    /// `{id}.nk`, written by `ferry nats-config`): providers connect as themselves, with their
+    /// own permissions, instead of inheriting this host's credentials.
+    #[arg(long, env = "FERRY_PROVIDER_NATS_DIR", value_name = "DIR")]
+    provider_nats_dir: Option<std::path::PathBuf>,
     /// Time between health checks of the providers this host supervises or its components
     /// link to, in milliseconds.
     #[arg(long, env = "FERRY_HEALTH_INTERVAL_MS", default_value_t = 30_000)]
@@ -182,6 +192,9 @@ async fn main() -> anyhow::Result<()> {
             for (k, v) in args.labels {
                 builder = builder.label(k, v);
             }
+            if let Some(dir) = args.provider_nats_dir {
+                builder = builder.provider_nats_dir(dir);
+            }
             for dir in args.allow_file_dirs {
                 builder = builder.allow_file_dir(dir);
             }
@@ -200,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ctl(args) => ctl::run(args).await,
         Command::App(args) => ctl::run(args.into()).await,
         Command::Keys(args) => keys::run(args),
+        Command::NatsConfig(args) => nats_config::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Up(args) => {
             ferry_lattice::telemetry::init_logging(None);
