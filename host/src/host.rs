@@ -378,6 +378,15 @@ impl Host {
         let inner = self.inner.clone();
         let ticker = engine::spawn_epoch_ticker(inner.runtime.engine.clone(), inner.stop.clone());
         let watch = inner.view.watch(inner.stop.clone()).await?;
+        // Before the control subscriptions, whose round trip through the server covers it too.
+        let link_sync = crate::link_sync::serve(
+            inner.nats.clone(),
+            &inner.services.identity.lattice,
+            inner.view.clone(),
+            inner.rpc.clone(),
+            inner.stop.clone(),
+        )
+        .await?;
         let control = ctl::serve(inner.nats.clone(), inner.services.clone(), inner.stop.clone()).await?;
         let services = &inner.services;
         let monitor = HealthMonitor {
@@ -408,7 +417,7 @@ impl Host {
         let started =
             HostStarted { host_id: identity.id.clone(), labels: identity.labels(), version: VERSION.to_owned() };
         inner.services.events.emit(&Event::HostStarted(started)).await;
-        Ok(RunningHost { inner, ticker, watch, control, monitor, reconciler })
+        Ok(RunningHost { inner, ticker, watch, control, link_sync, monitor, reconciler })
     }
 }
 
@@ -418,6 +427,7 @@ pub struct RunningHost {
     ticker: tokio::task::JoinHandle<()>,
     watch: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<()>,
+    link_sync: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
     reconciler: Option<tokio::task::JoinHandle<()>>,
 }
@@ -440,6 +450,7 @@ impl RunningHost {
         info!("host stopping");
         inner.stop.cancel();
         let _ = self.control.await;
+        let _ = self.link_sync.await;
         let _ = self.monitor.await;
         if let Some(reconciler) = self.reconciler {
             let _ = reconciler.await;

@@ -72,6 +72,17 @@ impl LatticeView {
         self.view.resolve(&state::link_key(link).ok()?)
     }
 
+    /// Wait up to `timeout` until the view has reached bucket revision `revision`; whether it
+    /// did.
+    pub(crate) async fn caught_up_to(&self, revision: u64, timeout: std::time::Duration) -> bool {
+        self.view.caught_up_to(revision, timeout).await
+    }
+
+    /// The newest bucket revision the view holds.
+    pub(crate) fn high_water(&self) -> u64 {
+        self.view.high_water()
+    }
+
     /// A link `link` conflicts with (same source, name and interface, another target).
     pub(crate) fn conflict_with(&self, link: &Link) -> Option<Link> {
         self.view.conflict_with(link)

@@ -31,6 +31,7 @@ mod health;
 mod host;
 mod identity;
 mod lattice;
+mod link_sync;
 mod links;
 mod rpc;
 mod state;

@@ -72,14 +72,27 @@ pub(crate) struct SupervisorConfig {
 
 /// The variables by which a process finds its NATS credentials ([`ferry_lattice::NatsSecurity`]):
 /// a supervised provider with an identity of its own must not inherit the host's.
-const NATS_CREDENTIAL_VARS: [&str; 6] = [
+const NATS_CREDENTIAL_VARS: [&str; 8] = [
     "FERRY_NATS_CREDS",
     "FERRY_NATS_NKEY",
     "FERRY_NATS_NKEY_FILE",
     "FERRY_NATS_USER",
     "FERRY_NATS_PASSWORD",
     "FERRY_NATS_TOKEN",
+    "FERRY_STORE_NATS_CREDS",
+    "FERRY_STORE_NATS_NKEY_FILE",
 ];
+
+/// The provider's identity for components' data in JetStream, when it has one in `dir`
+/// (`{id}.store.creds` or `{id}.store.nk`).
+fn store_identity(dir: &std::path::Path, id: &str) -> Option<(&'static str, PathBuf)> {
+    let creds = dir.join(format!("{id}.store.creds"));
+    if creds.is_file() {
+        return Some(("FERRY_STORE_NATS_CREDS", creds));
+    }
+    let seed = dir.join(format!("{id}.store.nk"));
+    seed.is_file().then_some(("FERRY_STORE_NATS_NKEY_FILE", seed))
+}
 
 /// The variable and file that give provider `id` its own NATS identity from `dir`: its
 /// `.creds` file, else its nkey seed file (`ferry nats-config` writes these).
@@ -324,6 +337,9 @@ impl Run {
                 command.env_remove(inherited);
             }
             command.env(var, path);
+            if let Some((var, path)) = store_identity(dir, &self.provider_id) {
+                command.env(var, path);
+            }
         }
         let mut child = command
             .stdin(Stdio::piped())

@@ -21,6 +21,7 @@ const WRITE_ATTEMPTS: usize = 5;
 pub struct LatticeBucket {
     kv: kv::Store,
     js: jetstream::Context,
+    nats: async_nats::Client,
     name: String,
 }
 
@@ -48,7 +49,7 @@ impl LatticeBucket {
             }
             Err(err) => return Err(LatticeError::Nats(format!("cannot open bucket {name}: {err}"))),
         };
-        Ok(Self { kv, js, name })
+        Ok(Self { kv, js, nats: nats.clone(), name })
     }
 
     /// Every link in the bucket with its revision.
@@ -302,6 +303,67 @@ impl LatticeBucket {
             let change = change_of(&entry);
             Ok(BucketEvent { caught_up: entry.delta == 0, key: entry.key, revision: entry.revision, change })
         }))
+    }
+
+    /// Watch the keys that start with `prefix` (`link.`) and no others: the current entry of
+    /// each first, then changes as they happen; with the number of entries the watch found at
+    /// its start (0: nothing to wait for). The consumer is named, so its filter is part of the
+    /// JetStream API subject and a NATS account can allow exactly this read
+    /// ([`ferry_proto::permissions`]): a provider follows links without being able to read config.
+    /// An error item means the watch is no longer reliable: start a new one.
+    ///
+    /// # Errors
+    /// [`LatticeError::Nats`] when the watch cannot be created.
+    pub async fn watch_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<(u64, impl futures::Stream<Item = Result<BucketEvent, LatticeError>> + Send + use<>), LatticeError>
+    {
+        let inbox = self.nats.new_inbox();
+        let name = format!("ferry_watch_{}", inbox.rsplit('.').next().unwrap_or_default());
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                name: Some(name),
+                deliver_subject: inbox,
+                description: Some(format!("Ferry: watch of {prefix}* keys")),
+                filter_subject: format!("{}{prefix}>", self.kv.prefix),
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(LatticeError::nats)?;
+        let pending = consumer.cached_info().num_pending;
+        let messages = consumer.messages().await.map_err(LatticeError::nats)?;
+        let (bucket, key_prefix) = (self.name.clone(), self.kv.prefix.clone());
+        Ok((
+            pending,
+            messages.map(move |message| {
+                let message = message.map_err(LatticeError::nats)?;
+                let info = message.info().map_err(LatticeError::nats)?;
+                let (revision, delta, created) = (info.stream_sequence, info.pending, info.published);
+                let operation = match message.headers.as_ref().and_then(|h| h.get("KV-Operation")).map(|v| v.as_str()) {
+                    Some("DEL") => kv::Operation::Delete,
+                    Some("PURGE") => kv::Operation::Purge,
+                    _ => kv::Operation::Put,
+                };
+                let key = message.subject.strip_prefix(key_prefix.as_str()).unwrap_or(&message.subject).to_owned();
+                let entry = kv::Entry {
+                    bucket: bucket.clone(),
+                    key,
+                    value: message.payload.clone(),
+                    revision,
+                    delta,
+                    created,
+                    operation,
+                    seen_current: delta == 0,
+                };
+                let change = change_of(&entry);
+                Ok(BucketEvent { caught_up: delta == 0, key: entry.key, revision, change })
+            }),
+        ))
     }
 
     /// The JSON document under `key` with its revision; `None` when absent or deleted.

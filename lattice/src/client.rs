@@ -164,6 +164,29 @@ impl LatticeClient {
         send_signed(&self.inner.requester, &self.inner.lattice, subject, &mut inv, &key).await
     }
 
+    /// Ask the lattice's hosts for this provider's links with their config resolved
+    /// ([`ferry_proto::subject::link_sync`]); the answer comes sealed under this provider's key
+    /// and is opened here. `seen_revision`: the newest bucket revision the caller has seen.
+    ///
+    /// # Errors
+    /// As [`LatticeClient::invoke`]; [`ErrorKind::Denied`] when the answer cannot be opened.
+    pub async fn sync_links(&self, seen_revision: u64) -> Result<ferry_proto::link::LinkSyncAnswer, RpcError> {
+        let origin = self.origin().to_owned();
+        let subject = subject::link_sync(&self.inner.lattice, &origin).map_err(RpcError::from)?;
+        let request = codec::encode(&ferry_proto::link::LinkSyncRequest { seen_revision }).map_err(RpcError::from)?;
+        let mut inv = Invocation::new(&origin, &origin, "default", subject::OP_LINK_SYNC, request);
+        let key = self
+            .inner
+            .credential
+            .key_at(inv.issued_at_ms)
+            .map_err(|e| RpcError::new(ErrorKind::Denied, e.to_string()))?;
+        inv.set_timeout(self.inner.timeout);
+        let sealed = send_signed(&self.inner.requester, &self.inner.lattice, subject, &mut inv, &key).await?;
+        let plain = ferry_proto::seal::open(&key, &inv.id, &sealed)
+            .map_err(|e| RpcError::new(ErrorKind::Denied, format!("cannot open the link sync answer: {e}")))?;
+        codec::decode(&plain).map_err(RpcError::from)
+    }
+
     /// Deliver an HTTP request to `component`'s `wasi:http/incoming-handler` and return its
     /// response. Either body may be of any size: what does not fit in one message is streamed
     /// in chunks, read from `request` and pulled into the returned body only as fast as the

@@ -111,6 +111,29 @@ impl NatsSecurity {
     }
 }
 
+/// The identity a provider keeps its components' data in JetStream with, when its lattice
+/// identity may not use JetStream for that: `FERRY_STORE_NATS_CREDS` (a `.creds` file) or
+/// `FERRY_STORE_NATS_NKEY_FILE` (an nkey seed file). `ferry nats-config` puts such users in an
+/// account of their own, so component data and the lattice's buckets never share a JetStream.
+///
+/// # Errors
+/// [`LatticeError::Invalid`] for both at once, or a seed file that cannot be read.
+pub fn store_auth_from_env() -> Result<Option<NatsAuth>, LatticeError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var("FERRY_STORE_NATS_CREDS"), var("FERRY_STORE_NATS_NKEY_FILE")) {
+        (Some(_), Some(_)) => {
+            Err(LatticeError::Invalid("give FERRY_STORE_NATS_CREDS or FERRY_STORE_NATS_NKEY_FILE, not both".into()))
+        }
+        (Some(path), None) => Ok(Some(NatsAuth::CredsFile(path.into()))),
+        (None, Some(path)) => {
+            let seed = std::fs::read_to_string(&path)
+                .map_err(|e| LatticeError::Invalid(format!("cannot read FERRY_STORE_NATS_NKEY_FILE {path}: {e}")))?;
+            Ok(Some(NatsAuth::NkeySeed(seed.trim().to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// How a connection authenticates to NATS.
 #[derive(Clone, Default)]
 #[non_exhaustive]

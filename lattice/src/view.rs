@@ -345,11 +345,34 @@ impl LatticeView {
 pub async fn follow(
     view: LatticeView,
     bucket: LatticeBucket,
-    mut reconnects: Option<Reconnects>,
+    reconnects: Option<Reconnects>,
     changes: Option<mpsc::UnboundedSender<ViewChange>>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, LatticeError> {
-    let follower = Follower { view, bucket, changes };
+    follow_scoped(Follower { view, bucket, changes, links_only: false }, reconnects, stop).await
+}
+
+/// [`follow`] for links alone: the view never holds config, and the watch reads only `link.`
+/// keys ([`LatticeBucket::watch_prefix`]). What providers follow: config reaches them sealed,
+/// from hosts, and their NATS users may not read it from the bucket.
+///
+/// # Errors
+/// As [`follow`].
+pub async fn follow_links(
+    view: LatticeView,
+    bucket: LatticeBucket,
+    reconnects: Option<Reconnects>,
+    changes: Option<mpsc::UnboundedSender<ViewChange>>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, LatticeError> {
+    follow_scoped(Follower { view, bucket, changes, links_only: true }, reconnects, stop).await
+}
+
+async fn follow_scoped(
+    follower: Follower,
+    mut reconnects: Option<Reconnects>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, LatticeError> {
     if let Some(reconnects) = &mut reconnects {
         reconnects.mark_seen();
     }
@@ -414,6 +437,8 @@ struct Follower {
     view: LatticeView,
     bucket: LatticeBucket,
     changes: Option<mpsc::UnboundedSender<ViewChange>>,
+    /// Watch `link.` keys only.
+    links_only: bool,
 }
 
 impl Follower {
@@ -421,9 +446,14 @@ impl Follower {
     /// gone without a trace are pruned) before this returns the live watch.
     async fn sync(&self) -> Result<Watch, LatticeError> {
         let mark = self.bucket.mark().await?;
-        let mut watch: Watch = Box::pin(self.bucket.watch().await?);
+        let (mut watch, expected): (Watch, u64) = if self.links_only {
+            let (pending, watch) = self.bucket.watch_prefix(state::LINK_PREFIX).await?;
+            (Box::pin(watch), pending)
+        } else {
+            (Box::pin(self.bucket.watch().await?), mark.entries)
+        };
         let mut seen = HashSet::new();
-        if mark.entries > 0 {
+        if expected > 0 {
             loop {
                 let event = tokio::time::timeout(SYNC_TIMEOUT, watch.next())
                     .await

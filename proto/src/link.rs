@@ -146,6 +146,24 @@ pub struct LinkPut {
     pub revision: u64,
 }
 
+/// A provider's request for its links ([`crate::subject::link_sync`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSyncRequest {
+    /// The newest bucket revision the provider has seen: the answering host first waits
+    /// (briefly) until its own view has reached it, so the answer is never older.
+    pub seen_revision: u64,
+}
+
+/// The answer to a [`LinkSyncRequest`], sealed for the provider: every link with the provider
+/// on either end, its config resolved as a link put would carry it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSyncAnswer {
+    /// The links.
+    pub links: Vec<LinkPut>,
+    /// The revision the answering host's view had reached.
+    pub revision: u64,
+}
+
 /// A link deletion as a provider sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkDel {

@@ -5,14 +5,15 @@
 //! own subjects and nothing else: its invocations, link notifications, health and shutdown
 //! requests, replies on its own inbox ([`subject::inbox_prefix`]), answers to what it was asked,
 //! events, chunked bodies, and the reads and writes of the lattice's JetStream buckets the SDK
-//! makes. What a provider needs beyond that is granted by name ([`ProviderGrants`]): calling
-//! components, JetStream for its components' data, application subjects. It can never write
-//! the lattice's links, config or components, publish on another provider's subjects, or read
-//! another identity's replies.
+//! makes — links only, never config, which reaches it sealed from hosts. What a provider needs
+//! beyond that is granted by name ([`ProviderGrants`]): calling components, JetStream for its
+//! components' data (in an account of its own), application subjects. It can never read the
+//! lattice's config, write its links, config or components, publish on another provider's
+//! subjects, or read another identity's replies.
 
 use std::fmt::Write as _;
 
-use crate::{ProtoError, subject};
+use crate::{ProtoError, state, subject};
 
 /// Allowed and denied subjects (NATS wildcards) for publishing or subscribing. A subject the
 /// deny list matches is refused even when the allow list matches it too.
@@ -45,6 +46,20 @@ pub struct Responses {
     pub expires_secs: u64,
 }
 
+/// The name of the account, beside the lattice's, in which providers granted `jetstream` keep
+/// components' data: `FERRY_{lattice}_STORE`.
+pub const STORE_ACCOUNT: &str = "STORE";
+
+/// The lattice's account name, `FERRY_{lattice}`, and its store account's
+/// ([`STORE_ACCOUNT`]).
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn account_names(lattice: &str) -> Result<(String, String), ProtoError> {
+    subject::validate_id("lattice", lattice)?;
+    Ok((format!("FERRY_{lattice}"), format!("FERRY_{lattice}_{STORE_ACCOUNT}")))
+}
+
 /// Answers a provider may give: two per request, within [`Responses::expires_secs`].
 pub const PROVIDER_RESPONSES: Responses = Responses { max: 2, expires_secs: 600 };
 
@@ -54,8 +69,11 @@ pub struct ProviderGrants {
     /// It invokes components (http-server, messaging's handlers): it may publish invocations
     /// to any id but the lattice's providers. Hosts still refuse a call no link allows.
     pub calls_components: bool,
-    /// It keeps components' data in JetStream (the key-value and blobstore NATS backends): the
-    /// JetStream API, except writing or administering the lattice's own buckets.
+    /// It keeps components' data in JetStream (the key-value and blobstore NATS backends). Not
+    /// in the lattice's account: JetStream API permissions cannot tell a provider's buckets from
+    /// the lattice's by name, so the data lives in an account of its own ([`STORE_ACCOUNT`]),
+    /// reached with a second identity of the provider's, and the lattice's buckets stay out of
+    /// its reach.
     pub jetstream: bool,
     /// Application subjects it may publish and subscribe to (the messaging provider's).
     pub subjects: Vec<String>,
@@ -131,7 +149,8 @@ pub fn provider(
     grants: &ProviderGrants,
     providers: &[&str],
 ) -> Result<Permissions, ProtoError> {
-    let data = subject::kv_stream(&subject::data_bucket(lattice)?);
+    let data_bucket = subject::data_bucket(lattice)?;
+    let data = subject::kv_stream(&data_bucket);
     let seen_bucket = subject::seen_bucket(lattice)?;
     let seen = subject::kv_stream(&seen_bucket);
     let streams = subject::all_streams(lattice)?;
@@ -152,13 +171,13 @@ pub fn provider(
         // Its own inbox: a round trip through the server to itself says its subscriptions are in.
         inbox,
         streams,
-        // The lattice bucket, read: its state, and watches (ordered consumers) of its entries.
+        // Its links, resolved with their config, from a host.
+        subject::link_sync(lattice, id)?,
+        // The lattice bucket: its state, and watches of its links — named consumers whose
+        // filter is in the API subject, so no other key (config) can be read.
         js_api(&format!("STREAM.INFO.{data}")),
-        js_api(&format!("CONSUMER.CREATE.{data}")),
-        js_api(&format!("CONSUMER.CREATE.{data}.>")),
+        js_api(&format!("CONSUMER.CREATE.{data}.*.$KV.{data_bucket}.{}>", state::LINK_PREFIX)),
         js_api(&format!("CONSUMER.DELETE.{data}.*")),
-        js_api(&format!("DIRECT.GET.{data}")),
-        js_api(&format!("DIRECT.GET.{data}.>")),
         // The replay record, read and written (claims are created, never changed).
         js_api(&format!("STREAM.INFO.{seen}")),
         js_api(&format!("STREAM.CREATE.{seen}")),
@@ -175,22 +194,6 @@ pub fn provider(
                 deny_publish.push(own);
             }
         }
-    }
-    if grants.jetstream {
-        publish.extend(["$JS.API.>", "$KV.>", "$O.>", "$JS.ACK.>", "$JS.FC.>"].map(str::to_owned));
-        let components_bucket = subject::component_store(lattice)?;
-        let components = subject::object_stream(&components_bucket);
-        for (stream, created_here) in [(&data, false), (&seen, true), (&components, false)] {
-            for verb in ["UPDATE", "DELETE", "PURGE", "MSG.DELETE", "SNAPSHOT"] {
-                deny_publish.push(js_api(&format!("STREAM.{verb}.{stream}")));
-            }
-            if !created_here {
-                deny_publish.push(js_api(&format!("STREAM.CREATE.{stream}")));
-            }
-            deny_publish.push(js_api(&format!("CONSUMER.DURABLE.CREATE.{stream}.>")));
-        }
-        deny_publish.push(format!("$KV.{}.>", subject::data_bucket(lattice)?));
-        deny_publish.push(format!("$O.{components_bucket}.>"));
     }
     for application in &grants.subjects {
         check_application_subject(application)?;
@@ -216,37 +219,39 @@ pub struct NatsUser {
     pub permissions: Permissions,
 }
 
-/// A nats-server `accounts` block: one account named `account`, with JetStream, holding
-/// `users`. Clients that are none of them are refused (there is no default user).
-pub fn accounts_block(account: &str, users: &[NatsUser]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "accounts {{\n  {account}: {{\n    jetstream: enabled\n    users: [");
-    for user in users {
-        let _ = writeln!(out, "      # {}", user.name.replace('\n', " "));
-        let _ = write!(out, "      {{ nkey: {}", quote(&user.nkey));
-        let p = &user.permissions;
-        if p.publish.is_some() || p.subscribe.is_some() || p.responses.is_some() {
-            out.push_str(", permissions: {\n");
-            for (name, rules) in [("publish", &p.publish), ("subscribe", &p.subscribe)] {
-                if let Some(rules) = rules {
-                    let _ = writeln!(
-                        out,
-                        "        {name}: {{ allow: {}, deny: {} }}",
-                        list(&rules.allow),
-                        list(&rules.deny)
-                    );
-                }
-            }
-            if let Some(r) = p.responses {
-                let _ =
-                    writeln!(out, "        allow_responses: {{ max: {}, expires: \"{}s\" }}", r.max, r.expires_secs);
-            }
-            out.push_str("      }");
+/// A nats-server `accounts` block: each account, with JetStream, holding its users. Clients
+/// that are none of them are refused (there is no default user).
+pub fn accounts_block(accounts: &[(String, Vec<NatsUser>)]) -> String {
+    let mut out = String::from("accounts {\n");
+    for (account, users) in accounts {
+        let _ = writeln!(out, "  {account}: {{\n    jetstream: enabled\n    users: [");
+        for user in users {
+            write_user(&mut out, user);
         }
-        out.push_str(" }\n");
+        out.push_str("    ]\n  }\n");
     }
-    out.push_str("    ]\n  }\n}\n");
+    out.push_str("}\n");
     out
+}
+
+fn write_user(out: &mut String, user: &NatsUser) {
+    let _ = writeln!(out, "      # {}", user.name.replace('\n', " "));
+    let _ = write!(out, "      {{ nkey: {}", quote(&user.nkey));
+    let p = &user.permissions;
+    if p.publish.is_some() || p.subscribe.is_some() || p.responses.is_some() {
+        out.push_str(", permissions: {\n");
+        for (name, rules) in [("publish", &p.publish), ("subscribe", &p.subscribe)] {
+            if let Some(rules) = rules {
+                let _ =
+                    writeln!(out, "        {name}: {{ allow: {}, deny: {} }}", list(&rules.allow), list(&rules.deny));
+            }
+        }
+        if let Some(r) = p.responses {
+            let _ = writeln!(out, "        allow_responses: {{ max: {}, expires: \"{}s\" }}", r.max, r.expires_secs);
+        }
+        out.push_str("      }");
+    }
+    out.push_str(" }\n");
 }
 
 fn list(items: &[String]) -> String {
@@ -269,6 +274,17 @@ mod tests {
         let publish = p.publish.unwrap();
         assert!(!publish.allow.iter().any(|s| s.starts_with("ferry.rpc.")), "{publish:?}");
         assert!(!publish.allow.iter().any(|s| s.starts_with("$KV.FERRY_lat_DATA")), "{publish:?}");
+        // The lattice bucket is read through link watches only: never a direct get, never a
+        // consumer without a filter or with one beyond `link.`.
+        let reads: Vec<&String> = publish.allow.iter().filter(|s| s.contains("KV_FERRY_lat_DATA")).collect();
+        assert_eq!(
+            reads,
+            [
+                "$JS.API.STREAM.INFO.KV_FERRY_lat_DATA",
+                "$JS.API.CONSUMER.CREATE.KV_FERRY_lat_DATA.*.$KV.FERRY_lat_DATA.link.>",
+                "$JS.API.CONSUMER.DELETE.KV_FERRY_lat_DATA.*"
+            ]
+        );
         let subscribe = p.subscribe.unwrap();
         assert!(subscribe.allow.contains(&"ferry.rpc.lat.kv".to_owned()));
         assert!(subscribe.allow.contains(&"_INBOX.ferry.lat.kv.>".to_owned()));
@@ -284,12 +300,14 @@ mod tests {
     }
 
     #[test]
-    fn jetstream_grants_never_write_the_lattice_buckets() {
+    fn a_jetstream_grant_adds_nothing_in_the_lattice_account() {
         let grants = ProviderGrants::parse("jetstream").unwrap();
-        let p = provider("lat", "kv", &grants, &[]).unwrap().publish.unwrap();
-        assert!(p.deny.contains(&"$KV.FERRY_lat_DATA.>".to_owned()));
-        assert!(p.deny.contains(&"$JS.API.STREAM.PURGE.KV_FERRY_lat_DATA".to_owned()));
-        assert!(!p.deny.contains(&"$JS.API.STREAM.CREATE.KV_FERRY_lat_SEEN".to_owned()));
+        assert!(grants.jetstream);
+        assert_eq!(
+            provider("lat", "kv", &grants, &[]).unwrap(),
+            provider("lat", "kv", &ProviderGrants::default(), &[]).unwrap()
+        );
+        assert_eq!(account_names("lat").unwrap(), ("FERRY_lat".to_owned(), "FERRY_lat_STORE".to_owned()));
     }
 
     #[test]
@@ -310,9 +328,9 @@ mod tests {
             nkey: "UABC".into(),
             permissions: provider("lat", "kv", &ProviderGrants::default(), &[]).unwrap(),
         }];
-        let text = accounts_block("FERRY_lat", &users);
+        let text = accounts_block(&[("FERRY_lat".to_owned(), users.to_vec())]);
         assert!(text.contains("\"$JS.API.STREAM.INFO.KV_FERRY_lat_DATA\""), "{text}");
         assert!(text.contains("allow_responses: { max: 2, expires: \"600s\" }"), "{text}");
-        assert!(!accounts_block("A", &[]).contains("no_auth_user"));
+        assert!(!accounts_block(&[("A".to_owned(), Vec::new())]).contains("no_auth_user"));
     }
 }

@@ -12,6 +12,8 @@ pub const PREFIX: &str = "ferry";
 pub const OP_LINK_PUT: &str = "ferry:link/put";
 /// Operation name of a link delete carried in an envelope on [`link_del`].
 pub const OP_LINK_DEL: &str = "ferry:link/del";
+/// Operation name of a provider's request for its links, resolved, on [`link_sync`].
+pub const OP_LINK_SYNC: &str = "ferry:link/sync";
 /// Operation name of a health request carried in an envelope on [`health`].
 pub const OP_HEALTH: &str = "ferry:provider/health";
 /// Operation name of a shutdown request carried in an envelope on [`shutdown`].
@@ -30,6 +32,8 @@ pub enum Channel {
     LinkPut,
     /// [`link_del`]: [`OP_LINK_DEL`] only.
     LinkDel,
+    /// [`link_sync`]: [`OP_LINK_SYNC`] only.
+    LinkSync,
     /// [`health`]: [`OP_HEALTH`] only.
     Health,
     /// [`shutdown`]: [`OP_SHUTDOWN`] only.
@@ -43,6 +47,7 @@ impl Channel {
             Channel::Rpc => !operation.starts_with(CONTROL_NAMESPACE),
             Channel::LinkPut => operation == OP_LINK_PUT,
             Channel::LinkDel => operation == OP_LINK_DEL,
+            Channel::LinkSync => operation == OP_LINK_SYNC,
             Channel::Health => operation == OP_HEALTH,
             Channel::Shutdown => operation == OP_SHUTDOWN,
         }
@@ -54,6 +59,7 @@ impl Channel {
             Channel::Rpc => "rpc",
             Channel::LinkPut => "link put",
             Channel::LinkDel => "link del",
+            Channel::LinkSync => "link sync",
             Channel::Health => "health",
             Channel::Shutdown => "shutdown",
         }
@@ -106,6 +112,25 @@ pub fn link_put(lattice: &str, provider: &str) -> Result<String, ProtoError> {
 /// [`ProtoError::InvalidId`] if an identifier is not valid.
 pub fn link_del(lattice: &str, provider: &str) -> Result<String, ProtoError> {
     link(lattice, provider, "del")
+}
+
+/// `ferry.link.{lattice}.{provider}.sync`: a provider's request for its links with their
+/// config resolved, answered (sealed for it) by one host. Providers never read config from the
+/// lattice bucket: this and link put notifications are how it reaches them.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if an identifier is not valid.
+pub fn link_sync(lattice: &str, provider: &str) -> Result<String, ProtoError> {
+    link(lattice, provider, "sync")
+}
+
+/// `ferry.link.{lattice}.*.sync`: every provider's [`link_sync`] requests, for hosts.
+///
+/// # Errors
+/// [`ProtoError::InvalidId`] if the lattice is not valid.
+pub fn all_link_syncs(lattice: &str) -> Result<String, ProtoError> {
+    validate_id("lattice", lattice)?;
+    Ok(format!("{PREFIX}.link.{lattice}.*.sync"))
 }
 
 fn link(lattice: &str, provider: &str, verb: &str) -> Result<String, ProtoError> {

@@ -161,6 +161,19 @@ impl LinkNats {
         self.connect_own(ctx, name, None).await
     }
 
+    /// The connection a link keeps its component's data in JetStream with: one of its own
+    /// when the link has settings of its own ([`LinkNats::connect`]); otherwise the provider's
+    /// store connection ([`ProviderContext::store_nats`]).
+    ///
+    /// # Errors
+    /// As [`LinkNats::connect`].
+    pub async fn connect_store(&self, ctx: &ProviderContext, name: &str) -> Result<LinkConnection, String> {
+        if self.needs_own_connection() {
+            return self.connect_own(ctx, name, None).await;
+        }
+        Ok(LinkConnection { client: ctx.store_nats().await?, js_domain: self.js_domain.clone(), _ca: None })
+    }
+
     /// A new connection named `name` with the link's settings, to its servers or the
     /// lattice's, whose subscriptions buffer `capacity` messages (async-nats's default when
     /// `None`): for a link whose subscriptions should not share the lattice connection's

@@ -111,6 +111,9 @@ pub(crate) struct ContextInner {
     pub(crate) nats_url: String,
     pub(crate) client: LatticeClient,
     pub(crate) links: LinkStore,
+    /// The connection for components' data in JetStream, made on first use when the provider
+    /// has a store identity of its own ([`ferry_lattice::nats::store_auth_from_env`]).
+    pub(crate) store: tokio::sync::OnceCell<async_nats::Client>,
 }
 
 impl ProviderContext {
@@ -143,6 +146,37 @@ impl ProviderContext {
     /// The NATS connection of the lattice, for backends that want it (JetStream KV, …).
     pub fn nats(&self) -> &async_nats::Client {
         self.inner.client.nats()
+    }
+
+    /// The connection to keep components' data in JetStream with: the lattice's, unless the
+    /// provider was given a store identity of its own (`FERRY_STORE_NATS_*`, as `ferry
+    /// nats-config` writes for providers granted `jetstream`), which then connects once, to the
+    /// lattice's servers, and is shared by every link.
+    ///
+    /// # Errors
+    /// A description when the store identity is unusable or its server does not answer.
+    pub async fn store_nats(&self) -> Result<async_nats::Client, String> {
+        let Some(auth) = ferry_lattice::nats::store_auth_from_env().map_err(|e| e.to_string())? else {
+            return Ok(self.nats().clone());
+        };
+        self.inner
+            .store
+            .get_or_try_init(|| async {
+                let security = ferry_lattice::NatsSecurity::from_env().map_err(|e| e.to_string())?;
+                let options =
+                    ferry_lattice::NatsOptions::new(self.nats_url(), format!("ferry-store-{}", self.provider_id()))
+                        .secured(&security)
+                        .with_auth(auth);
+                let connection = options.connect().await.map_err(|e| {
+                    format!(
+                        "cannot connect to NATS at {} for component data: {e}",
+                        ferry_proto::redact::url(self.nats_url())
+                    )
+                })?;
+                Ok(connection.client)
+            })
+            .await
+            .cloned()
     }
 
     /// A client to invoke components (`handle_http`, …) as this provider.

@@ -143,6 +143,7 @@ pub async fn run_provider_with<P: Provider>(
             nats_url: startup.nats_url.clone(),
             client,
             links: LinkStore::default(),
+            store: tokio::sync::OnceCell::new(),
         }),
     };
     let record = ReplayRecord::new(nats, &startup.lattice);
@@ -152,6 +153,7 @@ pub async fn run_provider_with<P: Provider>(
         guard: ReplayGuard::default(),
         record,
         view: LatticeView::default(),
+        resolved: links::Resolved::default(),
         reconnects,
         stop: CancellationToken::new(),
     });
@@ -167,6 +169,8 @@ struct Server<P> {
     record: ReplayRecord,
     /// Links and config as the lattice bucket has them.
     view: LatticeView,
+    /// Config of its links, as hosts resolved it.
+    resolved: links::Resolved,
     /// New connections, after which the view resyncs.
     reconnects: Reconnects,
     /// Cancelled by a shutdown request from the lattice.
@@ -199,6 +203,10 @@ impl<P: Provider> Server<P> {
         let control = CancellationToken::new();
         let (changes_tx, mut changes) = mpsc::unbounded_channel();
         self.follow_view(changes_tx, control.clone()).await;
+        // One request for the config of every link the view found, rather than one per link.
+        if !self.view.links().is_empty() {
+            self.fetch_resolved().await;
+        }
         while let Ok(change) = changes.try_recv() {
             self.on_view_change(change).await;
         }

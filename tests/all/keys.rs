@@ -13,9 +13,15 @@ fn ferry(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
 
 #[test]
 fn keys_gen_makes_each_kind_prints_json_and_writes_seed_files_0600() -> anyhow::Result<()> {
-    for (kind, letter) in
-        [("account", 'A'), ("cluster", 'C'), ("host", 'N'), ("component", 'M'), ("provider", 'V'), ("operator", 'O')]
-    {
+    for (kind, letter) in [
+        ("account", 'A'),
+        ("cluster", 'C'),
+        ("host", 'N'),
+        ("component", 'M'),
+        ("provider", 'V'),
+        ("operator", 'O'),
+        ("user", 'U'),
+    ] {
         let (ok, stdout, stderr) = ferry(&["keys", "gen", kind])?;
         assert!(ok, "{kind}: {stderr}");
         let seed = stdout.lines().find_map(|l| l.strip_prefix("seed:")).map(str::trim).unwrap_or_default();
@@ -54,7 +60,7 @@ fn keys_gen_makes_each_kind_prints_json_and_writes_seed_files_0600() -> anyhow::
     assert_eq!(std::fs::read_to_string(&file)?, seed, "the existing seed file changed");
 
     // An unknown kind is refused with the list of kinds.
-    let (ok, _, stderr) = ferry(&["keys", "gen", "user"])?;
+    let (ok, _, stderr) = ferry(&["keys", "gen", "robot"])?;
     assert!(!ok && stderr.contains("account") && stderr.contains("provider"), "{stderr}");
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! nkey of its own — the host, `ferry ctl`, each provider (the supervised one handed its
 //! identity by the host) — and the lattice serves as usual, in plain, TLS and mutual-TLS
 //! variants. A provider's NATS user publishes on no other provider's or component's subjects,
-//! reads no one else's replies and writes nothing in the lattice bucket; a client without a key
-//! is turned away.
+//! reads no one else's replies, reads no config and writes nothing in the lattice bucket; a
+//! client without a key is turned away. Config reaches providers only sealed, from hosts: a provider's user cannot
+//! read it from the lattice bucket, and one started after its links gets them from a host.
 
 use std::{
     net::SocketAddr,
@@ -127,7 +128,7 @@ async fn a_lattice_on_generated_nats_accounts_serves_and_each_provider_reaches_o
         let out = dir.path().join(variant);
         let mut command = Command::new(binary("ferry")?);
         command.args(["nats-config", "--lattice", LATTICE, "--out"]).arg(&out);
-        command.args(["--provider", "kv", "--provider", "web:calls"]);
+        command.args(["--provider", "kv", "--provider", "web:calls", "--provider", "store:jetstream"]);
         if variant != "plain" {
             command.args(["--tls-cert", &pki.server.0, "--tls-key", &pki.server.1, "--tls-ca", &pki.ca]);
         }
@@ -237,6 +238,56 @@ async fn a_lattice_on_generated_nats_accounts_serves_and_each_provider_reaches_o
             assert!(put.success, "{}", put.message);
         }
         wait_for_route(address, "localhost", "/").await?;
+        // A key-value provider on NATS, granted JetStream: its components' data lives in an
+        // account apart from the lattice's, reached with its second identity.
+        let start = ProviderStart {
+            request_id: "store".into(),
+            provider_id: "store".into(),
+            binary: binary("ferry-provider-keyvalue")?.display().to_string(),
+            config: Default::default(),
+        };
+        let started = ctl.send(&start, Some(&host_id)).await?;
+        assert!(started.success, "{}", started.message);
+        let store_link = kv_link("kvc", "store", "cache", &[]);
+        let mut stored = ctl.send(&LinkPutCommand { request_id: "l".into(), link: store_link.clone() }, None).await?;
+        for _ in 0..50 {
+            if stored.success {
+                break;
+            }
+            // The provider may not be up yet: it takes the link from a host when it is.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stored = ctl.send(&LinkPutCommand { request_id: "l".into(), link: store_link.clone() }, None).await?;
+        }
+        assert!(stored.success, "{}", stored.message);
+        let mut answer = String::new();
+        for _ in 0..50 {
+            let body = r#"{"op":"set","bucket":"b","key":"j","value":"in-store","link":"cache"}"#;
+            let (status, _, bytes) = fetch(address, request("POST", "localhost", "/", full(body.to_owned()))?).await?;
+            answer = String::from_utf8_lossy(&bytes).into_owned();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let body = r#"{"op":"get","bucket":"b","key":"j","link":"cache"}"#;
+        let (status, _, bytes) = fetch(address, request("POST", "localhost", "/", full(body.to_owned()))?).await?;
+        let got = String::from_utf8_lossy(&bytes);
+        assert!(status == 200 && got.contains("in-store"), "{variant}: {got} (set: {answer})");
+        let store_bucket = ferry_proto::subject::component_kv_bucket(LATTICE, "b")?;
+        let lattice_js = async_nats::jetstream::new(ctl_nats.clone());
+        assert!(
+            lattice_js.get_key_value(&store_bucket).await.is_err(),
+            "{variant}: component data in the lattice's account"
+        );
+        let (as_store, _) = connect_as(&url, &out.join("providers/store.store.nk"), None, tls.as_ref()).await?;
+        let store_js = async_nats::jetstream::new(as_store.clone());
+        let data_bucket = store_js.get_key_value(&store_bucket).await?;
+        assert_eq!(data_bucket.get("j").await?.as_deref(), Some(&b"in-store"[..]), "{variant}");
+        assert!(
+            store_js.get_key_value(format!("FERRY_{LATTICE}_DATA")).await.is_err(),
+            "{variant}: the store identity reaches the lattice bucket"
+        );
+
         // The supervised provider connected as itself, not as its host.
         let web_key = nkeys::KeyPair::from_seed(std::fs::read_to_string(out.join("providers/web.nk"))?.trim())?;
         assert_eq!(connected_as(monitor, "ferry-provider-web")?, web_key.public_key(), "{variant}");
@@ -312,6 +363,47 @@ async fn a_lattice_on_generated_nats_accounts_serves_and_each_provider_reaches_o
         assert_eq!(arrived.subject.as_str(), to_component, "{variant}: only web's call to a component arrives");
         assert_eq!(arrived.payload.as_ref(), b"unsigned");
 
+        // Nor may it read config from the lattice bucket: not by direct get, not by a watch
+        // (it reads only link keys, through a named consumer whose filter says so).
+        let data = format!("FERRY_{LATTICE}_DATA");
+        for subject in [
+            format!("$JS.API.DIRECT.GET.KV_{data}.$KV.{data}.config.redis"),
+            format!("$JS.API.STREAM.MSG.GET.KV_{data}"),
+            format!("$JS.API.CONSUMER.CREATE.KV_{data}"),
+            format!("$JS.API.CONSUMER.CREATE.KV_{data}.peek.$KV.{data}.config.>"),
+        ] {
+            as_kv.publish(subject.clone(), "{}".into()).await?;
+            as_kv.flush().await?;
+            assert!(refused(&kv_errors, &subject).await, "{variant}: kv may publish on {subject}");
+        }
+        let js = async_nats::jetstream::with_prefix(as_kv.clone(), "$JS.API");
+        let bucket = js.get_key_value(&data).await?;
+        let read = tokio::time::timeout(Duration::from_secs(2), bucket.get("config.redis")).await;
+        assert!(!matches!(read, Ok(Ok(Some(_)))), "{variant}: kv read the redis config from the bucket");
+        let watch = tokio::time::timeout(Duration::from_secs(2), bucket.watch("config.>")).await;
+        assert!(!matches!(watch, Ok(Ok(_))), "{variant}: kv watched the bucket's config");
+
+        // A provider started after its links exist gets their config from a host, sealed.
+        drop(kv);
+        let mut command = Command::new(binary("ferry-provider-keyvalue")?);
+        command
+            .env("FERRY_NATS_URL", &url)
+            .env("FERRY_LATTICE", LATTICE)
+            .env("FERRY_PROVIDER_ID", "kv")
+            .env(
+                "FERRY_PROVIDER_CREDENTIAL",
+                cluster.issue_credential(LATTICE, "kv", ferry_proto::time::now_ms(), 2).encode(),
+            )
+            .env("FERRY_NATS_NKEY_FILE", out.join("providers/kv.nk"))
+            .envs(tls_env.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut kv = Process::spawn(&format!("{variant}-kv-again"), command)?;
+        kv.wait_for_log("provider ready", Duration::from_secs(30)).await?;
+        let body = r#"{"op":"get","bucket":"b","key":"k"}"#;
+        let (status, _, answer) = fetch(address, request("POST", "localhost", "/", full(body.to_owned()))?).await?;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 200, "{variant}, restarted provider: {answer}");
+        assert!(answer.contains("scoped"), "{variant}, restarted provider: {answer}");
+
         // No key, no lattice.
         let mut anonymous = async_nats::ConnectOptions::new();
         if let Some(tls) = &tls {
@@ -320,7 +412,7 @@ async fn a_lattice_on_generated_nats_accounts_serves_and_each_provider_reaches_o
         let refused_anon = tokio::time::timeout(Duration::from_secs(3), anonymous.connect(url.as_str())).await;
         assert!(!matches!(refused_anon, Ok(Ok(_))), "{variant}: a client without a key got in");
 
-        drop((kv, host, as_kv, as_web, ctl_nats, nats));
+        drop((kv, host, as_kv, as_web, as_store, ctl_nats, nats));
     }
     Ok(())
 }

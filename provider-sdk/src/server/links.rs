@@ -1,14 +1,22 @@
-//! A provider instance's links, kept in step with the lattice view.
+//! A provider instance's links, kept in step with the lattice.
 //!
-//! The lattice bucket decides what links exist and what config they carry: the instance
-//! follows it ([`ferry_lattice::view::follow`]) and calls the provider's link hooks for every link of its
-//! own that the view changes, from the first sync on, after a lost connection, and when a
-//! config the link names is put or deleted. A host's link notification asks the instance to
-//! apply a change now and say whether the provider accepted it: the instance waits (briefly)
-//! until its view has reached the notification's revision and applies what the view says, so a
-//! notification and the watch can never disagree. Everything runs on one task, in order.
+//! Which links exist comes from the lattice bucket: the instance follows its `link.` keys
+//! ([`ferry_lattice::view::follow_links`]) and calls the provider's link hooks for every link of
+//! its own that the view changes, from the first sync on and after a lost connection. Their
+//! config never comes from the bucket (a provider's NATS user may not read it): a host hands it
+//! over sealed under this provider's key, in link put notifications and in answers to the
+//! instance's link sync requests ([`ferry_lattice::LatticeClient::sync_links`]), which it makes
+//! at start, after a lost connection, every minute (a config change whose notification was
+//! missed), and while a link the view holds has no resolution yet (no host up). A host's link
+//! notification asks the instance to apply a change now and say whether the provider
+//! accepted it. Everything runs on one task, in order.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use ferry_proto::{
     codec,
@@ -38,6 +46,49 @@ use crate::{
 const NOTIFICATION_WAIT: Duration = Duration::from_secs(3);
 /// How often an instance that found no lattice bucket at start looks for it again.
 const BUCKET_RETRY: Duration = Duration::from_secs(2);
+/// How often an instance asks a host for its links again, to catch a config change whose
+/// notification it missed.
+const LINK_RESYNC: Duration = Duration::from_secs(60);
+/// How soon it asks again while a link the view holds has no resolution (no host answered).
+const UNRESOLVED_RETRY: Duration = Duration::from_secs(2);
+
+/// Links with their config as hosts last resolved them, by bucket key, and the keys the view
+/// holds that no host has resolved yet.
+#[derive(Debug, Default)]
+pub(super) struct Resolved {
+    puts: Mutex<HashMap<String, LinkPut>>,
+    waiting: Mutex<HashSet<String>>,
+}
+
+impl Resolved {
+    /// Keep `put` unless a newer resolution of the same link is held.
+    fn remember(&self, put: LinkPut) {
+        let Ok(key) = state::link_key(&put.link) else { return };
+        let mut puts = self.puts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if puts.get(&key).is_none_or(|held| held.revision <= put.revision) {
+            puts.insert(key, put);
+        }
+    }
+
+    /// The resolution of `key` at `revision` or later.
+    fn at_least(&self, key: &str, revision: u64) -> Option<LinkPut> {
+        let puts = self.puts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        puts.get(key).filter(|put| put.revision >= revision).cloned()
+    }
+
+    fn wait_for(&self, key: &str, waiting: bool) {
+        let mut keys = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waiting {
+            keys.insert(key.to_owned());
+        } else {
+            keys.remove(key);
+        }
+    }
+
+    fn any_waiting(&self) -> bool {
+        !self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+}
 
 impl<P: Provider> Server<P> {
     /// Start following the lattice bucket. Returns after the first sync when the bucket exists
@@ -49,7 +100,13 @@ impl<P: Provider> Server<P> {
     ) {
         let (nats, lattice) = (self.ctx.nats().clone(), self.ctx.lattice().to_owned());
         let follow = |bucket: LatticeBucket| {
-            view::follow(self.view.clone(), bucket, Some(self.reconnects.clone()), Some(changes.clone()), stop.clone())
+            view::follow_links(
+                self.view.clone(),
+                bucket,
+                Some(self.reconnects.clone()),
+                Some(changes.clone()),
+                stop.clone(),
+            )
         };
         match LatticeBucket::open(&nats, &lattice, false).await {
             Ok(bucket) => match follow(bucket).await {
@@ -66,8 +123,14 @@ impl<P: Provider> Server<P> {
                     () = tokio::time::sleep(BUCKET_RETRY) => {}
                 }
                 let Ok(bucket) = LatticeBucket::open(&nats, &lattice, false).await else { continue };
-                match view::follow(view.clone(), bucket, Some(reconnects.clone()), Some(changes.clone()), stop.clone())
-                    .await
+                match view::follow_links(
+                    view.clone(),
+                    bucket,
+                    Some(reconnects.clone()),
+                    Some(changes.clone()),
+                    stop.clone(),
+                )
+                .await
                 {
                     Ok(_task) => return,
                     Err(err) => warn!(cause = %err, "cannot sync links from the lattice bucket yet; retrying"),
@@ -80,13 +143,62 @@ impl<P: Provider> Server<P> {
     /// provider's hook) if the view holds it, remove it if the view holds its delete.
     async fn sync_link(&self, key: &str) -> LinkAck {
         match self.view.resolve(key) {
-            Some(put) => self.apply_put(put).await,
+            // The view knows the link is there, at its revision, but not its config: that comes
+            // from a host, asked again when what is held is older.
+            Some(bare) => {
+                let mut put = self.resolved.at_least(key, bare.revision);
+                if put.is_none() && self.fetch_resolved().await {
+                    put = self.resolved.at_least(key, bare.revision);
+                }
+                self.resolved.wait_for(key, put.is_none());
+                match put {
+                    Some(put) => self.apply_put(put).await,
+                    None => {
+                        warn!(source = %bare.link.source_id, target = %bare.link.target_id, name = %bare.link.name, "no host has resolved this link's config yet; asking again shortly");
+                        self.ack(false, Some("no host has resolved the link's config yet".into()))
+                    }
+                }
+            }
             None => {
+                self.resolved.wait_for(key, false);
                 if let Some(link_key) = parse_link_key(key) {
                     let revision = self.view.deleted_at(key).unwrap_or(0);
                     self.apply_del(&LinkDel { key: link_key, revision }).await;
                 }
                 self.ack(true, None)
+            }
+        }
+    }
+
+    /// Ask a host for this provider's links, resolved, and keep what it says; whether one
+    /// answered.
+    pub(super) async fn fetch_resolved(&self) -> bool {
+        match self.ctx.client().sync_links(self.view.high_water()).await {
+            Ok(answer) => {
+                debug!(links = answer.links.len(), revision = answer.revision, "links resolved by a host");
+                for put in answer.links {
+                    self.resolved.remember(put);
+                }
+                true
+            }
+            Err(err) => {
+                warn!(cause = %err, "cannot get this provider's links from a host");
+                false
+            }
+        }
+    }
+
+    /// Ask a host for every link again and apply what changed: config changes whose
+    /// notification did not arrive, links that had no resolution.
+    async fn resync_all(&self) {
+        if !self.fetch_resolved().await {
+            return;
+        }
+        for (link, _) in self.view.links() {
+            if self.involves_me(&link.source_id, &link.target_id)
+                && let Ok(key) = state::link_key(&link)
+            {
+                let _ = self.sync_link(&key).await;
             }
         }
     }
@@ -180,20 +292,19 @@ impl<P: Provider> Server<P> {
         let _ = AssertUnwindSafe(self.provider.on_link_del(&self.ctx, &put, state)).catch_unwind().await;
     }
 
-    /// A host's link put: applied as the view has it once the view reached its revision.
+    /// A host's link put: it carries the config, resolved, so it is applied as it is, unless
+    /// the view holds a later delete of the link.
     async fn notified_put(&self, put: LinkPut) -> LinkAck {
         let key = match state::link_key(&put.link) {
             Ok(key) => key,
             Err(err) => return self.ack(false, Some(format!("bad link put: {err}"))),
         };
-        if self.view.caught_up_to(put.revision, NOTIFICATION_WAIT).await {
-            return self.sync_link(&key).await;
+        self.resolved.remember(put.clone());
+        if self.view.deleted_at(&key).is_some_and(|deleted| deleted > put.revision) {
+            debug!(revision = put.revision, "ignoring a link put the view holds a later delete of");
+            return self.ack(true, None);
         }
-        warn!(
-            revision = put.revision,
-            view = self.view.high_water(),
-            "lattice view is behind a link notification; applying the notification"
-        );
+        self.resolved.wait_for(&key, false);
         self.apply_put(put).await
     }
 
@@ -220,12 +331,26 @@ impl<P: Provider> Server<P> {
     ) {
         let (tx, mut notes) = mpsc::unbounded_channel();
         let receiver = tokio::spawn(self.clone().receive_notifications(puts, dels, tx, control.clone()));
+        let mut reconnects = self.reconnects.clone();
+        reconnects.mark_seen();
+        let mut tick = tokio::time::interval(UNRESOLVED_RETRY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_resync = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = control.cancelled() => break,
                 Some(change) = changes.recv() => self.on_view_change(change).await,
                 Some(note) = notes.recv() => self.answer(note).await,
-                else => break,
+                () = reconnects.next() => {
+                    self.resync_all().await;
+                    last_resync = tokio::time::Instant::now();
+                }
+                _ = tick.tick() => {
+                    if self.resolved.any_waiting() || last_resync.elapsed() >= LINK_RESYNC {
+                        self.resync_all().await;
+                        last_resync = tokio::time::Instant::now();
+                    }
+                }
             }
         }
         let _ = receiver.await;

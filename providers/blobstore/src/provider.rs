@@ -60,7 +60,7 @@ impl Provider for BlobstoreProvider {
                     None => ComponentStoreNames::lattice(ComponentStoreKind::Blob, ctx.lattice())
                         .map_err(|e| e.to_string())?,
                 };
-                let connection = nats.connect(ctx, "ferry-blobstore-backend").await?;
+                let connection = nats.connect_store(ctx, "ferry-blobstore-backend").await?;
                 if nats.needs_own_connection() || nats.js_domain.is_some() {
                     // Fail the link now if JetStream is off there, not on the first call.
                     connection

@@ -126,7 +126,7 @@ async fn open_backend(
                 StoreNaming::Prefixed(prefix) => ComponentStoreNames::Prefixed(prefix),
                 StoreNaming::Fixed(bucket) => ComponentStoreNames::Fixed(bucket),
             };
-            let connection = nats.connect(ctx, "ferry-keyvalue-backend").await?;
+            let connection = nats.connect_store(ctx, "ferry-keyvalue-backend").await?;
             if nats.needs_own_connection() || nats.js_domain.is_some() {
                 // Fail the link now if JetStream is off there, not on the first call.
                 connection.jetstream().query_account().await.map_err(|e| {

@@ -2,7 +2,8 @@
 //! connects as itself — a NATS account for the lattice, an nkey user for the hosts, one for
 //! operators' tools and one per provider with only its own subjects
 //! ([`ferry_proto::permissions`]) — and the seed of each identity, written 0600 beside it.
-//! Nothing without one of those keys gets in.
+//! Providers that keep components' data in JetStream get a second identity in an account of
+//! its own, apart from the lattice's buckets. Nothing without one of those keys gets in.
 //!
 //! Seeds already in the directory are kept, so running it again (to add a provider) changes
 //! no one's identity.
@@ -17,13 +18,15 @@ pub(crate) struct NatsConfigArgs {
     /// Lattice name.
     #[arg(long, env = "FERRY_LATTICE", default_value = "default")]
     lattice: String,
-    /// Directory written: nats-server.conf, host.nk, ctl.nk and providers/{ID}.nk (give
-    /// providers/ to hosts as --provider-nats-dir).
+    /// Directory written: nats-server.conf, host.nk, ctl.nk, providers/{ID}.nk and, for
+    /// providers granted `jetstream`, providers/{ID}.store.nk (give providers/ to hosts as
+    /// --provider-nats-dir).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// A provider of the lattice and what it may do beyond its own subjects, `ID[:GRANTS]`;
     /// repeatable. GRANTS is a comma-separated list of `calls` (it invokes components, as
-    /// http-server and messaging do), `jetstream` (it keeps components' data in JetStream) and
+    /// http-server and messaging do), `jetstream` (it keeps components' data in JetStream, in
+    /// an account apart from the lattice's) and
     /// `subjects=S[|S…]` (application subjects it publishes and subscribes to).
     #[arg(long = "provider", value_name = "ID[:GRANTS]")]
     providers: Vec<String>,
@@ -91,12 +94,25 @@ pub(crate) fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
             permissions: permissions::trusted(),
         },
     ];
+    let mut store_users = Vec::new();
     for (id, grants) in &providers {
         users.push(NatsUser {
             name: format!("provider {id}"),
             nkey: identity(&provider_dir.join(format!("{id}.nk")))?,
             permissions: permissions::provider(&args.lattice, id, grants, &ids)?,
         });
+        if grants.jetstream {
+            store_users.push(NatsUser {
+                name: format!("provider {id}: components' data"),
+                nkey: identity(&provider_dir.join(format!("{id}.store.nk")))?,
+                permissions: permissions::trusted(),
+            });
+        }
+    }
+    let (lattice_account, store_account) = permissions::account_names(&args.lattice)?;
+    let mut accounts = vec![(lattice_account, users)];
+    if !store_users.is_empty() {
+        accounts.push((store_account, store_users));
     }
 
     let mut config = format!(
@@ -125,7 +141,7 @@ pub(crate) fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
         }
         config.push_str("}\n");
     }
-    config.push_str(&permissions::accounts_block(&format!("FERRY_{}", args.lattice), &users));
+    config.push_str(&permissions::accounts_block(&accounts));
     let path = args.out.join("nats-server.conf");
     std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
 
@@ -133,8 +149,11 @@ pub(crate) fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
     println!("hosts:     FERRY_NATS_NKEY_FILE={}", args.out.join("host.nk").display());
     println!("           --provider-nats-dir {}", provider_dir.display());
     println!("operators: FERRY_NATS_NKEY_FILE={}", args.out.join("ctl.nk").display());
-    for (id, _) in &providers {
+    for (id, grants) in &providers {
         println!("provider {id}: FERRY_NATS_NKEY_FILE={}", provider_dir.join(format!("{id}.nk")).display());
+        if grants.jetstream {
+            println!("    and FERRY_STORE_NATS_NKEY_FILE={}", provider_dir.join(format!("{id}.store.nk")).display());
+        }
     }
     Ok(())
 }
