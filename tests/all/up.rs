@@ -74,10 +74,19 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
         assert!(body.contains(expected), "{body:?} does not say {expected:?}");
     }
 
-    // Its NATS admits only those with the token; `ferry ctl` reaches the lattice with what
-    // `ferry up` wrote to .ferry/env, signing as its operator.
+    // Its NATS admits only the keys `ferry up` made (`ferry nats-config`), one per process;
+    // `ferry ctl` reaches the lattice with what `ferry up` wrote to .ferry/env, signing as its
+    // operator.
     let open = async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await;
-    assert!(open.is_err(), "ferry up's NATS admitted a client without the token");
+    assert!(open.is_err(), "ferry up's NATS admitted a client without a key");
+    let identities = state.join("identities");
+    for seed in
+        ["host.nk", "ctl.nk", "providers/keyvalue.nk", "providers/http-server.nk", "providers/keyvalue.store.nk"]
+    {
+        let seed = std::fs::read_to_string(identities.join(seed))?;
+        assert!(seed.starts_with("SU"), "{seed:?}");
+        assert!(!up.logs().contains(seed.trim()), "a seed reached ferry up's log");
+    }
     let env_file = state.join("env");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&env_file)?.permissions().mode() & 0o777, 0o600);
@@ -91,7 +100,6 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.lines().any(|l| l.split_whitespace().nth(1) == Some("counter")), "{table}");
-    assert!(!up.logs().contains(&std::fs::read_to_string(state.join("nats.token"))?), "the token reached a log");
 
     up.send_sigint();
     let exit = up.wait_exit(Duration::from_secs(40)).await;

@@ -116,9 +116,14 @@ fn operations_are_accepted_only_on_their_subject() {
     let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
     let mut get = Invocation::new("comp", "kv", "default", "wasi:keyvalue/store.get", vec![]);
     get.sign(&key);
-    for channel in [Channel::LinkPut, Channel::LinkDel, Channel::Health, Channel::Shutdown] {
+    for channel in [Channel::LinkPut, Channel::LinkDel, Channel::LinkSync, Channel::Health, Channel::Shutdown] {
         assert!(matches!(verify_invocation(&get, channel, &key, &guard), Err(AuthError::WrongChannel { .. })));
     }
+    let mut sync = Invocation::new("kv", "kv", "default", crate::subject::OP_LINK_SYNC, vec![]);
+    sync.sign(&key);
+    assert!(matches!(verify_invocation(&sync, Channel::Rpc, &key, &guard), Err(AuthError::WrongChannel { .. })));
+    assert!(matches!(verify_invocation(&sync, Channel::LinkPut, &key, &guard), Err(AuthError::WrongChannel { .. })));
+    assert_eq!(verify_invocation(&sync, Channel::LinkSync, &key, &guard), Ok(()));
     let mut stop = Invocation::new("host", "kv", "default", crate::subject::OP_SHUTDOWN, vec![]);
     stop.sign(&key);
     assert!(matches!(verify_invocation(&stop, Channel::Rpc, &key, &guard), Err(AuthError::WrongChannel { .. })));

@@ -68,7 +68,42 @@ fn identity(path: &Path) -> anyhow::Result<String> {
     Ok(pair.public_key())
 }
 
+impl NatsConfigArgs {
+    /// The configuration `ferry up` runs its own nats-server with: on `listen`, storing in
+    /// `store_dir`, for `providers` (`ID[:GRANTS]`), written to `out`.
+    pub(crate) fn local(lattice: &str, out: &Path, listen: &str, store_dir: &Path, providers: &[&str]) -> Self {
+        Self {
+            lattice: lattice.to_owned(),
+            out: out.to_owned(),
+            providers: providers.iter().map(|p| (*p).to_owned()).collect(),
+            listen: Some(listen.to_owned()),
+            store_dir: Some(store_dir.to_owned()),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_verify_clients: false,
+        }
+    }
+}
+
 pub(crate) fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
+    let providers = generate(&args)?;
+    println!("wrote {}", args.out.join("nats-server.conf").display());
+    let provider_dir = args.out.join("providers");
+    println!("hosts:     FERRY_NATS_NKEY_FILE={}", args.out.join("host.nk").display());
+    println!("           --provider-nats-dir {}", provider_dir.display());
+    println!("operators: FERRY_NATS_NKEY_FILE={}", args.out.join("ctl.nk").display());
+    for (id, grants) in &providers {
+        println!("provider {id}: FERRY_NATS_NKEY_FILE={}", provider_dir.join(format!("{id}.nk")).display());
+        if grants.jetstream {
+            println!("    and FERRY_STORE_NATS_NKEY_FILE={}", provider_dir.join(format!("{id}.store.nk")).display());
+        }
+    }
+    Ok(())
+}
+
+/// Write the configuration and any missing seed; the providers and their grants.
+pub(crate) fn generate(args: &NatsConfigArgs) -> anyhow::Result<Vec<(String, ProviderGrants)>> {
     ferry_proto::subject::validate_id("lattice", &args.lattice)?;
     let mut providers = Vec::new();
     for spec in &args.providers {
@@ -145,15 +180,5 @@ pub(crate) fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
     let path = args.out.join("nats-server.conf");
     std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
 
-    println!("wrote {}", path.display());
-    println!("hosts:     FERRY_NATS_NKEY_FILE={}", args.out.join("host.nk").display());
-    println!("           --provider-nats-dir {}", provider_dir.display());
-    println!("operators: FERRY_NATS_NKEY_FILE={}", args.out.join("ctl.nk").display());
-    for (id, grants) in &providers {
-        println!("provider {id}: FERRY_NATS_NKEY_FILE={}", provider_dir.join(format!("{id}.nk")).display());
-        if grants.jetstream {
-            println!("    and FERRY_STORE_NATS_NKEY_FILE={}", provider_dir.join(format!("{id}.store.nk")).display());
-        }
-    }
-    Ok(())
+    Ok(providers)
 }

@@ -4,9 +4,10 @@
 //! Ctrl-C stops all of it, front to back: the host stops its providers (the HTTP listener
 //! drains first) and its components, NATS goes last.
 //!
-//! Nothing of it is open to every local process: the nats-server it starts admits only
-//! clients with a token (kept in the state directory), and its host obeys only the operator
-//! key `ferry up` created there. `.ferry/env` holds what `ferry ctl` and `ferry call` need.
+//! Nothing of it is open to every local process: the nats-server it starts is configured by
+//! `ferry nats-config` — every process connects with an nkey of its own, providers reach only
+//! their own subjects (keys in `.ferry/identities`) — and its host obeys only the operator key
+//! `ferry up` created there. `.ferry/env` holds what `ferry ctl` and `ferry call` need.
 
 use std::{
     collections::BTreeMap,
@@ -117,16 +118,22 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let operator_seed = args.state_dir.join("operator.seed");
     let operator = load_or_create_operator(&operator_seed)?;
 
-    let (nats, nats_server, nats_url) = connect_or_start_nats(&args.nats_url, &args.state_dir).await?;
+    let (nats, nats_server, nats_url, identities) =
+        connect_or_start_nats(&args.nats_url, &args.state_dir, &args.lattice).await?;
     // The host runs the provider binaries that sit beside this one, and nothing else.
     let bin_dir = std::env::current_exe()?.parent().context("ferry has no directory")?.to_path_buf();
-    let host = ferry_host::HostBuilder::new(&nats_url, &args.lattice)
+    let mut host = ferry_host::HostBuilder::new(&nats_url, &args.lattice)
         .cluster_seed(seed)
         .allow_file_dir(&bin_dir)
-        .operator_key(operator.public_key())
-        .build()
-        .await
-        .context("failed to build host")?;
+        .operator_key(operator.public_key());
+    if let Some(dir) = &identities {
+        let security = ferry_lattice::NatsSecurity {
+            auth: ferry_lattice::NatsAuth::NkeySeed(read_seed(&dir.join("host.nk"))?),
+            ..Default::default()
+        };
+        host = host.nats_security(security).provider_nats_dir(dir.join("providers"));
+    }
+    let host = host.build().await.context("failed to build host")?;
     let host = host.start().await.context("failed to start host")?;
 
     let result = async {
@@ -201,12 +208,15 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         let credential_file = args.state_dir.join("cli.credential");
         write_secret(&credential_file, &credential.encode())?;
         // What `ferry ctl` and `ferry call` need to reach this lattice, for `. .ferry/env`.
-        let env = format!(
+        let mut env = format!(
             "FERRY_NATS_URL={nats_url}\nFERRY_LATTICE={}\nFERRY_OPERATOR_SEED_FILE={}\nFERRY_CLI_CREDENTIAL_FILE={}",
             args.lattice,
             absolute(&operator_seed).display(),
             absolute(&credential_file).display()
         );
+        if let Some(dir) = &identities {
+            env.push_str(&format!("\nFERRY_NATS_NKEY_FILE={}", absolute(&dir.join("ctl.nk")).display()));
+        }
         write_secret(&args.state_dir.join("env"), &env)?;
         wait_for_listener(args.http_address).await;
         println!(
@@ -323,10 +333,98 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The providers `ferry up` runs and what each may do on its NATS beyond its own subjects
+/// (`ferry nats-config --provider`): the key-value provider may be bridged (the bridge calls
+/// components) and keeps data in JetStream by default, like the blobstore can.
+const PROVIDER_GRANTS: [&str; 4] =
+    ["keyvalue:calls,jetstream", "http-server:calls", "messaging:calls", "blobstore:jetstream"];
+
+/// An nkey seed from a file `ferry nats-config` wrote.
+fn read_seed(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?.trim().to_owned())
+}
+
 /// A connection to the NATS at `url` — one that answers already, or a nats-server started
-/// here that only admits clients with a token kept in `state` — and the URL, token included,
-/// that the host and its providers connect with.
+/// here on which every process connects with an nkey of its own (`ferry nats-config`, the
+/// identities kept in `state/identities`) — the URL the host and its providers connect with,
+/// and the identities directory when they are used. A state directory from before identities
+/// (it holds `nats.token`) goes on with its token-protected server, so the data it stored stays
+/// where it is.
 async fn connect_or_start_nats(
+    url: &str,
+    state: &Path,
+    lattice: &str,
+) -> anyhow::Result<(async_nats::Client, Option<Managed>, String, Option<PathBuf>)> {
+    if state.join("nats.token").exists() {
+        let (client, server, url) = connect_or_start_token_nats(url, state).await?;
+        return Ok((client, server, url, None));
+    }
+    let identities = state.join("identities");
+    let ctl_seed = identities.join("ctl.nk");
+    let as_operator = |seed: String| {
+        ferry_lattice::NatsOptions::new(url, "ferry-up").with_auth(ferry_lattice::NatsAuth::NkeySeed(seed))
+    };
+    // A server of an earlier `ferry up` still running knows our keys; any other NATS is the
+    // user's own, used as it is.
+    if ctl_seed.exists() {
+        let options = as_operator(read_seed(&ctl_seed)?);
+        if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
+            eprintln!("ferry up: using the NATS server at {url}");
+            return Ok((connection.client, None, url.to_owned(), Some(identities)));
+        }
+    }
+    let options = ferry_lattice::NatsOptions::new(url, "ferry-up");
+    if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
+        eprintln!("ferry up: using the NATS server at {url}");
+        eprintln!("ferry up: warning: that server admits anyone; the one ferry up starts requires a key per process");
+        return Ok((connection.client, None, url.to_owned(), None));
+    }
+    let (_, address) = url.split_once("://").unwrap_or(("nats", url));
+    let port = address.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4222);
+    let store = state.join("nats");
+    let config = crate::nats_config::NatsConfigArgs::local(
+        lattice,
+        &identities,
+        &format!("127.0.0.1:{port}"),
+        &absolute(&store),
+        &PROVIDER_GRANTS,
+    );
+    crate::nats_config::generate(&config)?;
+    let bin = std::env::var("FERRY_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let log = std::fs::File::create(state.join("nats-server.log"))?;
+    let server = Managed::spawn(
+        "nats-server",
+        Command::new(&bin)
+            .arg("-c")
+            .arg(identities.join("nats-server.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )
+    .with_context(|| format!("failed to start {bin} (install nats-server >= 2.10 or run scripts/up.sh)"))?;
+    eprintln!(
+        "ferry up: nats-server listens on port {port}, a key per process required (keys in {}, data in {})",
+        identities.display(),
+        store.display()
+    );
+    let options = as_operator(read_seed(&ctl_seed)?);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(connection) = options.connect().await {
+            return Ok((connection.client, Some(server), url.to_owned(), Some(identities)));
+        }
+        if Instant::now() > deadline {
+            bail!("nats-server did not come up on {url}; see {}", state.join("nats-server.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`connect_or_start_nats`] for a state directory from before identities: a connection to
+/// the NATS at `url` — one that answers already, or a nats-server started here that only admits
+/// clients with the token kept in `state` — and the URL, token included, that the host and its
+/// providers connect with.
+async fn connect_or_start_token_nats(
     url: &str,
     state: &Path,
 ) -> anyhow::Result<(async_nats::Client, Option<Managed>, String)> {
