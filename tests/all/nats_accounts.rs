@@ -103,6 +103,31 @@ fn connected_as(monitor: u16, name: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("no connection named {name} in {body}"))
 }
 
+/// The key-value provider as sidecar `kv`, connecting as its own NATS user from `out`; once
+/// it is ready.
+async fn sidecar_kv(
+    name: &str,
+    url: &str,
+    cluster: &ClusterKey,
+    out: &Path,
+    tls_env: &[(&'static str, String)],
+) -> anyhow::Result<Process> {
+    let mut command = Command::new(binary("ferry-provider-keyvalue")?);
+    command
+        .env("FERRY_NATS_URL", url)
+        .env("FERRY_LATTICE", LATTICE)
+        .env("FERRY_PROVIDER_ID", "kv")
+        .env(
+            "FERRY_PROVIDER_CREDENTIAL",
+            cluster.issue_credential(LATTICE, "kv", ferry_proto::time::now_ms(), 2).encode(),
+        )
+        .env("FERRY_NATS_NKEY_FILE", out.join("providers/kv.nk"))
+        .envs(tls_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut kv = Process::spawn(name, command)?;
+    kv.wait_for_log("provider ready", Duration::from_secs(30)).await?;
+    Ok(kv)
+}
+
 /// Wait until the server has reported a violation that mentions `subject`, or two seconds.
 async fn refused(errors: &Mutex<Vec<String>>, subject: &str) -> bool {
     for _ in 0..40 {
@@ -173,19 +198,7 @@ async fn a_lattice_on_generated_nats_accounts_serves_and_each_provider_reaches_o
         assert!(!host_id.is_empty(), "no host id in {logs}");
 
         // A sidecar provider, as its own user.
-        let mut command = Command::new(binary("ferry-provider-keyvalue")?);
-        command
-            .env("FERRY_NATS_URL", &url)
-            .env("FERRY_LATTICE", LATTICE)
-            .env("FERRY_PROVIDER_ID", "kv")
-            .env(
-                "FERRY_PROVIDER_CREDENTIAL",
-                cluster.issue_credential(LATTICE, "kv", ferry_proto::time::now_ms(), 2).encode(),
-            )
-            .env("FERRY_NATS_NKEY_FILE", out.join("providers/kv.nk"))
-            .envs(tls_env.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut kv = Process::spawn(&format!("{variant}-kv"), command)?;
-        kv.wait_for_log("provider ready", Duration::from_secs(30)).await?;
+        let kv = sidecar_kv(&format!("{variant}-kv"), &url, &cluster, &out, &tls_env).await?;
 
         // `ferry ctl` as the operators' user.
         let out_ctl = Command::new(binary("ferry")?)
@@ -385,19 +398,7 @@ async fn a_lattice_on_generated_nats_accounts_serves_and_each_provider_reaches_o
 
         // A provider started after its links exist gets their config from a host, sealed.
         drop(kv);
-        let mut command = Command::new(binary("ferry-provider-keyvalue")?);
-        command
-            .env("FERRY_NATS_URL", &url)
-            .env("FERRY_LATTICE", LATTICE)
-            .env("FERRY_PROVIDER_ID", "kv")
-            .env(
-                "FERRY_PROVIDER_CREDENTIAL",
-                cluster.issue_credential(LATTICE, "kv", ferry_proto::time::now_ms(), 2).encode(),
-            )
-            .env("FERRY_NATS_NKEY_FILE", out.join("providers/kv.nk"))
-            .envs(tls_env.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut kv = Process::spawn(&format!("{variant}-kv-again"), command)?;
-        kv.wait_for_log("provider ready", Duration::from_secs(30)).await?;
+        let kv = sidecar_kv(&format!("{variant}-kv-again"), &url, &cluster, &out, &tls_env).await?;
         let body = r#"{"op":"get","bucket":"b","key":"k"}"#;
         let (status, _, answer) = fetch(address, request("POST", "localhost", "/", full(body.to_owned()))?).await?;
         let answer = String::from_utf8_lossy(&answer);
