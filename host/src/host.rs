@@ -51,6 +51,8 @@ pub struct HostBuilder {
     limits: Limits,
     allowed_dirs: Vec<std::path::PathBuf>,
     provider_nats_dir: Option<std::path::PathBuf>,
+    log_format: Option<ferry_lattice::telemetry::LogFormat>,
+    metrics_listen: Option<std::net::SocketAddr>,
     health: HealthConfig,
     operators: Vec<String>,
     claims: ClaimsPolicy,
@@ -78,6 +80,8 @@ impl HostBuilder {
             limits: Limits::default(),
             allowed_dirs: Vec::new(),
             provider_nats_dir: None,
+            log_format: None,
+            metrics_listen: None,
             health: HealthConfig::default(),
             operators: Vec::new(),
             claims: ClaimsPolicy::default(),
@@ -199,6 +203,19 @@ impl HostBuilder {
         self
     }
 
+    /// The log format this host's supervised providers write (theirs when not given): a host
+    /// started with `--log-format json` gets JSON from its providers too.
+    pub fn log_format(mut self, format: ferry_lattice::telemetry::LogFormat) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
+    /// Serve this host's metrics (Prometheus text, `GET /metrics`) on `address` while it runs.
+    pub fn metrics_listen(mut self, address: std::net::SocketAddr) -> Self {
+        self.metrics_listen = Some(address);
+        self
+    }
+
     /// Per-instance resource limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -277,6 +294,7 @@ impl HostBuilder {
             cluster_keys: rpc.cluster_keys().cloned().collect(),
             allowed_dirs: allowed,
             provider_nats_dir: self.provider_nats_dir.clone(),
+            log_format: self.log_format,
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
         // Hosts obey the lattice operator key their cluster key derives, as they obey the
@@ -305,9 +323,21 @@ impl HostBuilder {
             stop_requested: CancellationToken::new(),
             stop_request_id: std::sync::Mutex::default(),
         });
-        let (health, reconcile) = (self.health, self.reconcile);
+        let (health, reconcile, metrics_listen) = (self.health, self.reconcile, self.metrics_listen);
         Ok(Host {
-            inner: Arc::new(HostInner { services, runtime, nats, workers, view, rpc, tasks, stop, health, reconcile }),
+            inner: Arc::new(HostInner {
+                services,
+                runtime,
+                nats,
+                workers,
+                view,
+                rpc,
+                tasks,
+                stop,
+                health,
+                reconcile,
+                metrics_listen,
+            }),
         })
     }
 }
@@ -334,6 +364,8 @@ struct HostInner {
     health: HealthConfig,
     /// Whether this host competes to run the lattice's reconciler.
     reconcile: bool,
+    /// Where to serve metrics, if anywhere.
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl HostInner {
@@ -376,6 +408,10 @@ impl Host {
     /// [`HostError`] when the bucket watch or control subscriptions cannot start.
     pub async fn start(self) -> Result<RunningHost, HostError> {
         let inner = self.inner.clone();
+        let metrics = match inner.metrics_listen {
+            Some(address) => Some(ferry_lattice::metrics::serve(address, inner.stop.clone()).await?.1),
+            None => None,
+        };
         let ticker = engine::spawn_epoch_ticker(inner.runtime.engine.clone(), inner.stop.clone());
         let watch = inner.view.watch(inner.stop.clone()).await?;
         // Before the control subscriptions, whose round trip through the server covers it too.
@@ -417,7 +453,7 @@ impl Host {
         let started =
             HostStarted { host_id: identity.id.clone(), labels: identity.labels(), version: VERSION.to_owned() };
         inner.services.events.emit(&Event::HostStarted(started)).await;
-        Ok(RunningHost { inner, ticker, watch, control, link_sync, monitor, reconciler })
+        Ok(RunningHost { inner, ticker, watch, control, link_sync, monitor, reconciler, metrics })
     }
 }
 
@@ -430,6 +466,7 @@ pub struct RunningHost {
     link_sync: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
     reconciler: Option<tokio::task::JoinHandle<()>>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningHost {
@@ -454,6 +491,9 @@ impl RunningHost {
         let _ = self.monitor.await;
         if let Some(reconciler) = self.reconciler {
             let _ = reconciler.await;
+        }
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.await;
         }
         // Front to back: providers first (they may be calling in), then components.
         inner.services.providers.stop_all().await;

@@ -68,6 +68,8 @@ pub(crate) struct SupervisorConfig {
     /// Where each provider's own NATS identity is (`{id}.creds` or `{id}.nk`); `None`: providers
     /// connect as the host does.
     pub(crate) provider_nats_dir: Option<PathBuf>,
+    /// The log format handed to providers; `None`: theirs (or the environment's).
+    pub(crate) log_format: Option<ferry_lattice::telemetry::LogFormat>,
 }
 
 /// The variables by which a process finds its NATS credentials ([`ferry_lattice::NatsSecurity`]):
@@ -325,12 +327,15 @@ impl Run {
             credential: self.credentials().map_err(|e| failed(e.to_string()))?.encode(),
             rpc_timeout_ms: None,
             log_level: None,
+            log_format: self.config.log_format.map(|f| f.to_string()),
             config: self.provider_config.clone(),
         };
         let line = startup.to_json().map_err(|e| failed(e.to_string()))?;
         // Its own process group: a terminal's Ctrl-C reaches the host, which stops its providers
         // in order, and not the providers behind its back (they would look crashed).
         let mut command = Command::new(&self.binary);
+        // The host's own metrics address is not the provider's to bind.
+        command.env_remove("FERRY_METRICS_LISTEN");
         if let Some(dir) = &self.config.provider_nats_dir {
             let (var, path) = provider_identity(dir, &self.provider_id).map_err(failed)?;
             for inherited in NATS_CREDENTIAL_VARS {

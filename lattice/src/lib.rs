@@ -18,6 +18,7 @@ pub mod components;
 pub mod ctl;
 mod error;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod overflow;
 pub mod replay;

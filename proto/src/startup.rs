@@ -32,6 +32,10 @@ pub struct ProviderStartup {
     /// Log filter (`info`, `ferry=debug`).
     #[serde(default)]
     pub log_level: Option<String>,
+    /// Log format, `text` or `json` (the provider's own default, or `FERRY_LOG_FORMAT`, when
+    /// absent): a host hands on its own, so a lattice logs alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
     /// Provider-wide config values.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -76,6 +80,7 @@ mod tests {
             credential: "ferrycred1.x".into(),
             rpc_timeout_ms: Some(2000),
             log_level: None,
+            log_format: Some("json".into()),
             config: BTreeMap::new(),
         };
         let json = s.to_json().unwrap();

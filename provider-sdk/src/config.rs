@@ -36,6 +36,12 @@ pub struct StartupArgs {
     /// Log filter, `info` or `ferry=debug`.
     #[arg(long, env = "FERRY_LOG")]
     pub log_level: Option<String>,
+    /// Log format: `text`, or `json` (one object per line).
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
+    pub log_format: Option<String>,
+    /// Serve the provider's metrics (Prometheus text format) on `GET /metrics` at this address.
+    #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Provider-wide config, `key=value`, repeatable.
     #[arg(long = "config", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
@@ -103,6 +109,7 @@ impl StartupArgs {
             credential: credential.trim().to_owned(),
             rpc_timeout_ms: self.rpc_timeout_ms,
             log_level: self.log_level,
+            log_format: self.log_format,
             config: self.config.into_iter().collect::<BTreeMap<_, _>>(),
         };
         // Round-trip through the validating parser so both paths check the same things.

@@ -86,7 +86,27 @@ async fn run_provider_from<P: Provider>(
     args: StartupArgs,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SdkError> {
+    let metrics_listen = args.metrics_listen;
     let (startup, parent_gone) = args.resolve_with_parent().await?;
+    let Some(address) = metrics_listen else {
+        return run_provider_until(provider, startup, parent_gone, shutdown).await;
+    };
+    let stop = CancellationToken::new();
+    let (_, metrics) = ferry_lattice::metrics::serve(address, stop.clone())
+        .await
+        .map_err(|e| SdkError::Startup(format!("cannot serve metrics on {address}: {e}")))?;
+    let result = run_provider_until(provider, startup, parent_gone, shutdown).await;
+    stop.cancel();
+    let _ = metrics.await;
+    result
+}
+
+async fn run_provider_until<P: Provider>(
+    provider: P,
+    startup: ProviderStartup,
+    parent_gone: Option<crate::config::ParentGone>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SdkError> {
     match parent_gone {
         // Started by a host: stop when it closes our stdin, too (it died or stopped us).
         Some(gone) => {
@@ -111,7 +131,8 @@ pub async fn run_provider_with<P: Provider>(
     startup: ProviderStartup,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SdkError> {
-    ferry_lattice::telemetry::init_logging(startup.log_level.as_deref());
+    let format = startup.log_format.as_deref().and_then(|f| f.parse().ok());
+    ferry_lattice::telemetry::init_logging_with(startup.log_level.as_deref(), format);
     let credential = CredentialSet::parse(&startup.credential)?;
     if credential.provider_id() != startup.provider_id {
         return Err(SdkError::Startup(format!(
@@ -381,6 +402,7 @@ impl<P: Provider> Server<P> {
     /// Run an invocation that was taken up (and claimed, if it changes state), to its signed
     /// answer.
     async fn taken_up(&self, inv: Invocation, key: MacKey) -> InvocationResponse {
+        let started = tokio::time::Instant::now();
         let result = match inv.remaining() {
             None => self.dispatch(&inv, &key).await,
             Some(left) if left.is_zero() => {
@@ -401,6 +423,13 @@ impl<P: Provider> Server<P> {
         if let Err(err) = &result {
             debug!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, kind = ?err.kind, cause = %err.message, "invocation failed");
         }
+        let outcome = result.as_ref().map_or_else(|e| e.kind.as_wit_prefix(), |_| "ok");
+        ferry_lattice::metrics::invocation(
+            ferry_lattice::metrics::Served::Provider(self.ctx.provider_id()),
+            &inv.operation,
+            outcome,
+            started.elapsed(),
+        );
         let mut resp = match result {
             Ok(payload) => self.ok_response(inv, payload, &key).await,
             Err(err) => InvocationResponse::err(inv.id, err),

@@ -35,6 +35,7 @@ mod rotation;
 mod secrets;
 mod security;
 mod supervision;
+mod telemetry;
 mod timeouts;
 mod tls;
 mod up;

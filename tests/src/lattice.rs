@@ -110,9 +110,10 @@ async fn spawn_host(setup: &HostSetup<'_>, extra: &[&str]) -> anyhow::Result<(Pr
     let mut host = Process::spawn("ferry-host", command)?;
     host.wait_for_log("host ready", Duration::from_secs(30)).await?;
     let logs = host.logs();
-    let id = logs
-        .split("host_id=")
-        .nth(1)
+    // `host_id=N…` in text logs, `"host_id":"N…"` in JSON ones.
+    let id = ["host_id=", "\"host_id\":\""]
+        .iter()
+        .find_map(|marker| logs.split(marker).nth(1))
         .map(|rest| rest.chars().take_while(char::is_ascii_alphanumeric).collect::<String>())
         .filter(|id| !id.is_empty())
         .context("no host_id in the host's ready line")?;

@@ -230,6 +230,7 @@ async fn taken_up(
     key: MacKey,
 ) -> InvocationResponse {
     let id = &component.spec.id;
+    let started = tokio::time::Instant::now();
     let result = if inv.remaining().is_some_and(|left| left.is_zero()) {
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, "invocation arrived after its caller's deadline");
         Err(RpcError::new(ErrorKind::Timeout, "the caller's deadline passed before the invocation started"))
@@ -267,6 +268,13 @@ async fn taken_up(
     if let Err(err) = &result {
         debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
     }
+    let outcome = result.as_ref().map_or_else(|e| e.kind.as_wit_prefix(), |_| "ok");
+    ferry_lattice::metrics::invocation(
+        ferry_lattice::metrics::Served::Component(id),
+        &inv.operation,
+        outcome,
+        started.elapsed(),
+    );
     sign(match result {
         Ok(payload) => ok_response(ctx, &inv, payload, &key).await,
         Err(err) => InvocationResponse::err(inv.id, err),

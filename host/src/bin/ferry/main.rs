@@ -23,6 +23,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log filter of `host` and `up` (and their providers), `info` or `ferry_host=debug`.
+    #[arg(long, global = true, env = "FERRY_LOG")]
+    log_level: Option<String>,
+    /// Log format of `host` and `up` (and their providers): `text`, or `json` (one object per
+    /// line).
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT")]
+    log_format: Option<ferry_lattice::telemetry::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +122,9 @@ struct HostArgs {
     /// own permissions, instead of inheriting this host's credentials.
     #[arg(long, env = "FERRY_PROVIDER_NATS_DIR", value_name = "DIR")]
     provider_nats_dir: Option<std::path::PathBuf>,
+    /// Serve this host's metrics (Prometheus text format) on `GET /metrics` at ADDRESS.
+    #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Time between health checks of the providers this host supervises or its components
     /// link to, in milliseconds.
     #[arg(long, env = "FERRY_HEALTH_INTERVAL_MS", default_value_t = 30_000)]
@@ -155,11 +165,15 @@ pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    let Cli { command, log_level, log_format } = Cli::parse();
+    match command {
         Command::Host(args) => {
-            ferry_lattice::telemetry::init_logging(None);
-            let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice)
+            ferry_lattice::telemetry::init_logging_with(log_level.as_deref(), log_format);
+            let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice);
+            if let Some(format) = log_format {
+                builder = builder.log_format(format);
+            }
+            builder = builder
                 .rpc_timeout(Duration::from_millis(args.rpc_timeout_ms))
                 .jetstream_replicas(usize::from(args.jetstream_replicas))
                 .limits(ferry_host::Limits {
@@ -192,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
             for (k, v) in args.labels {
                 builder = builder.label(k, v);
             }
+            if let Some(address) = args.metrics_listen {
+                builder = builder.metrics_listen(address);
+            }
             if let Some(dir) = args.provider_nats_dir {
                 builder = builder.provider_nats_dir(dir);
             }
@@ -216,8 +233,8 @@ async fn main() -> anyhow::Result<()> {
         Command::NatsConfig(args) => nats_config::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Up(args) => {
-            ferry_lattice::telemetry::init_logging(None);
-            up::run(args).await
+            ferry_lattice::telemetry::init_logging_with(log_level.as_deref(), log_format);
+            up::run(args, log_format).await
         }
         Command::Call(args) => call::run(args).await,
     }

@@ -110,7 +110,7 @@ impl Drop for Managed {
     }
 }
 
-pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: UpArgs, log_format: Option<ferry_lattice::telemetry::LogFormat>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
     let component = resolve_component(args.component.as_deref())?;
@@ -126,6 +126,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .cluster_seed(seed)
         .allow_file_dir(&bin_dir)
         .operator_key(operator.public_key());
+    if let Some(format) = log_format {
+        host = host.log_format(format);
+    }
     if let Some(dir) = &identities {
         let security = ferry_lattice::NatsSecurity {
             auth: ferry_lattice::NatsAuth::NkeySeed(read_seed(&dir.join("host.nk"))?),

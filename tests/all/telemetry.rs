@@ -1,0 +1,112 @@
+//! JSON logs: a host started with `--log-format json`, the provider it supervises (handed the
+//! format in its start-up data) and a sidecar provider with `FERRY_LOG_FORMAT=json` write JSON
+//! objects only, one per line, each with its level, target and message, while they serve calls.
+//! Hosts and providers count the invocations they serve on a Prometheus scrape endpoint.
+
+use std::net::SocketAddr;
+
+use ferry_proto::link::Link;
+use ferry_tests::{
+    Lattice, bin_dir, free_port,
+    http::{fetch, full, request, wait_for_route},
+};
+
+use crate::keyvalue::kv_link;
+
+/// Every line of `logs` is a JSON object with string `level`, `target` and `message`; the
+/// messages, in order.
+fn json_lines(who: &str, logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{who}: not a JSON line ({e}): {line}"));
+            for field in ["level", "target", "message", "timestamp"] {
+                assert!(value[field].is_string(), "{who}: no {field} in {line}");
+            }
+            value["message"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_and_providers_write_json_lines_with_level_target_and_message() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let (host, host_id) = lattice.start_host_with(&["--log-format", "json", "--allow-file-dir", &bin_dir()?]).await?;
+    lattice.supervise(&host_id, "kv", "ferry-provider-keyvalue", "kv", &[]).await?;
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let web = lattice
+        .start_provider_env(
+            "ferry-provider-http-server",
+            "web",
+            &["--config", &format!("address={address}")],
+            &[("FERRY_LOG_FORMAT", "json")],
+        )
+        .await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
+    lattice.config("route", &[("path", "/")]).await?;
+    let mut route = Link::new("web", "kvc", "wasi", "http", vec!["incoming-handler".into()]);
+    route.source_config = vec!["route".into()];
+    lattice.link(route).await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+    wait_for_route(address, "localhost", "/").await?;
+    for body in [r#"{"op":"set","bucket":"b","key":"k","value":"json"}"#, r#"{"op":"get","bucket":"b","key":"k"}"#] {
+        let (status, _, answer) = fetch(address, request("POST", "localhost", "/", full(body.to_owned()))?).await?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+
+    let host_messages = json_lines("host", &host.logs());
+    assert!(host_messages.iter().any(|m| m == "host ready"), "{host_messages:?}");
+    // The supervised provider writes to its host's stderr, in the host's format.
+    assert!(host_messages.iter().any(|m| m == "provider ready"), "{host_messages:?}");
+    let web_messages = json_lines("web", &web.logs());
+    assert!(web_messages.iter().any(|m| m == "provider ready"), "{web_messages:?}");
+    Ok(())
+}
+
+/// `GET /metrics` on `address`: the body.
+async fn scrape(address: SocketAddr) -> anyhow::Result<String> {
+    let (status, _, body) =
+        fetch(address, request("GET", "localhost", "/metrics", ferry_tests::http::empty())?).await?;
+    assert_eq!(status, 200);
+    Ok(String::from_utf8(body.to_vec())?)
+}
+
+/// The value of the series whose line starts with `series` (name and labels), 0 when absent.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_and_provider_metrics_count_invocations_on_their_scrape_endpoints() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let host_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let kv_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let (_host, host_id) = lattice.start_host_with(&["--metrics-listen", &host_metrics.to_string()]).await?;
+    let _kv = lattice
+        .start_provider_with("ferry-provider-keyvalue", "kv", &["--metrics-listen", &kv_metrics.to_string()])
+        .await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
+    lattice
+        .link(Link::new(ferry_tests::TEST_CLIENT_ID, "kvc", "wasi", "http", vec!["incoming-handler".into()]))
+        .await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+
+    let handled =
+        r#"ferry_invocations_total{component="kvc",operation="wasi:http/incoming-handler.handle",outcome="ok"}"#;
+    let stored = r#"ferry_provider_invocations_total{provider="kv",operation="wasi:keyvalue/store.set",outcome="ok"}"#;
+    let (host_before, kv_before) = (scrape(host_metrics).await?, scrape(kv_metrics).await?);
+    for n in 0..3 {
+        lattice
+            .ok("kvc", serde_json::json!({"op": "set", "bucket": "b", "key": format!("k{n}"), "value": "v"}))
+            .await?;
+    }
+    let (host_after, kv_after) = (scrape(host_metrics).await?, scrape(kv_metrics).await?);
+    assert_eq!(value(&host_after, handled) - value(&host_before, handled), 3.0, "{host_after}");
+    assert_eq!(value(&kv_after, stored) - value(&kv_before, stored), 3.0, "{kv_after}");
+    let latency =
+        r#"ferry_invocation_duration_seconds_count{component="kvc",operation="wasi:http/incoming-handler.handle"}"#;
+    assert!(value(&host_after, latency) >= 3.0, "{host_after}");
+    assert!(host_after.contains("# TYPE ferry_invocation_duration_seconds histogram"), "{host_after}");
+    Ok(())
+}
