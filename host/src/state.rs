@@ -52,16 +52,35 @@ pub(crate) struct Grants {
 /// Numbers the state-changing calls made while serving one invocation: the n-th carries the
 /// cause `{invocation id}.{n}`, which providers claim in the lattice-wide replay record. The same
 /// invocation replayed on another host makes calls with the same causes, and they are refused.
+///
+/// It also carries the invocation's trace: the calls it makes continue the caller's trace
+/// ([`ferry_proto::trace`]), under this host's span.
 #[derive(Clone, Debug)]
 pub(crate) struct Causes {
     parent: Arc<str>,
     next: Arc<AtomicU32>,
+    span: Option<ferry_proto::trace::TraceParent>,
 }
 
 impl Causes {
     /// Causes of the calls made while serving invocation `parent`.
     pub(crate) fn new(parent: &str) -> Self {
-        Self { parent: parent.into(), next: Arc::new(AtomicU32::new(0)) }
+        Self { parent: parent.into(), next: Arc::new(AtomicU32::new(0)), span: None }
+    }
+
+    /// Causes of the calls made while serving `inv`, in its trace (when it carries one) under
+    /// `span`, this host's span of it.
+    pub(crate) fn of_invocation(
+        inv: &ferry_proto::envelope::Invocation,
+        span: Option<ferry_proto::trace::TraceParent>,
+    ) -> Self {
+        Self { span, ..Self::new(inv.replay_key()) }
+    }
+
+    /// The trace context a call made within the invocation carries: its trace, this host's
+    /// span as the caller; empty when the invocation was not traced.
+    pub(crate) fn trace_context(&self) -> std::collections::BTreeMap<String, String> {
+        self.span.iter().map(|span| (ferry_proto::trace::TRACEPARENT.to_owned(), span.to_string())).collect()
     }
 
     /// The cause of a call of `operation`: the next number for a state-changing one, empty for

@@ -209,6 +209,9 @@ impl LatticeClient {
         let mut head = http::request_head(&parts);
         let subject = subject::rpc(&self.inner.lattice, component).map_err(RpcError::from)?;
         let mut inv = Invocation::new(self.origin(), component, &options.link_name, OP_HANDLE, Vec::new());
+        if let Some(trace) = &options.trace {
+            inv.trace_context.insert(ferry_proto::trace::TRACEPARENT.to_owned(), trace.to_string());
+        }
         let key = self
             .inner
             .credential

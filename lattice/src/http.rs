@@ -88,11 +88,18 @@ pub struct HttpCallOptions {
     pub timeout: Duration,
     /// Largest inline part and streamed chunk.
     pub chunk_size: usize,
+    /// The trace the call continues, under the caller's span ([`ferry_proto::trace`]).
+    pub trace: Option<ferry_proto::trace::TraceParent>,
 }
 
 impl HttpCallOptions {
     /// Default link, `timeout`, default chunk size.
     pub fn new(timeout: Duration) -> Self {
-        Self { link_name: ferry_proto::link::DEFAULT_LINK_NAME.to_owned(), timeout, chunk_size: DEFAULT_CHUNK_SIZE }
+        Self {
+            link_name: ferry_proto::link::DEFAULT_LINK_NAME.to_owned(),
+            timeout,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            trace: None,
+        }
     }
 }

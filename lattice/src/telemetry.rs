@@ -10,7 +10,8 @@ pub enum LogFormat {
     #[default]
     Text,
     /// One JSON object per line — `timestamp`, `level`, `target`, `message` and the event's
-    /// fields at the top level — for log shippers.
+    /// fields at the top level, and `span` with the trace and span ids of the call it belongs
+    /// to — for log shippers.
     Json,
 }
 
@@ -74,7 +75,7 @@ pub fn init_logging_with(filter: Option<&str>, format: Option<LogFormat>) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
     if installed.is_ok() {
         for problem in problems {

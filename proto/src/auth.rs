@@ -219,13 +219,40 @@ impl Invocation {
         times
     }
 
-    /// Set the MAC of this invocation under `key`.
-    pub fn sign(&mut self, key: &MacKey) {
+    /// The trace context as the MAC covers it: each entry as `key=value\n`, in key order.
+    /// Empty (and then left out of the MAC, which stays what it was before traces) when the
+    /// invocation carries none.
+    fn trace_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (key, value) in &self.trace_context {
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.push(b'=');
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+
+    /// Call `f` with the parts the MAC covers: the trace context is one more, only when there
+    /// is one.
+    fn with_mac_parts<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
         let hash: [u8; 32] = Sha256::digest(&self.payload).into();
         let times = self.times();
         let version = self.version.to_be_bytes();
         let stream = stream_bytes(self.payload_stream.as_ref());
-        self.mac = key.mac(&self.mac_input(&hash, &times, &version, &stream)).to_vec();
+        let parts = self.mac_input(&hash, &times, &version, &stream);
+        if self.trace_context.is_empty() {
+            return f(&parts);
+        }
+        let trace = self.trace_bytes();
+        let mut traced: Vec<&[u8]> = parts.to_vec();
+        traced.push(&trace);
+        f(&traced)
+    }
+
+    /// Set the MAC of this invocation under `key`.
+    pub fn sign(&mut self, key: &MacKey) {
+        self.mac = self.with_mac_parts(|parts| key.mac(parts)).to_vec();
     }
 
     /// Check the MAC of this invocation under `key`.
@@ -233,11 +260,7 @@ impl Invocation {
     /// # Errors
     /// [`AuthError::Unsigned`] or [`AuthError::BadMac`].
     pub fn verify_mac(&self, key: &MacKey) -> Result<(), AuthError> {
-        let hash: [u8; 32] = Sha256::digest(&self.payload).into();
-        let times = self.times();
-        let version = self.version.to_be_bytes();
-        let stream = stream_bytes(self.payload_stream.as_ref());
-        key.check(&self.mac_input(&hash, &times, &version, &stream), &self.mac)
+        self.with_mac_parts(|parts| key.check(parts, &self.mac))
     }
 }
 

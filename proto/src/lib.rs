@@ -40,6 +40,7 @@ pub mod state;
 pub mod stream;
 pub mod subject;
 pub mod time;
+pub mod trace;
 
 pub use error::{ErrorKind, ProtoError, RpcError};
 

@@ -61,6 +61,7 @@ pub use ferry_proto::{
     redact,
     startup::ProviderStartup,
     subject::{ComponentStoreKind, ComponentStoreNames, is_reserved_store_name, object_stream},
+    trace,
 };
 pub use link_config::{LINK_NATS_KEYS, LinkConfig, LinkConnection, LinkNats};
 pub use links::LinkStore;

@@ -402,6 +402,20 @@ impl<P: Provider> Server<P> {
     /// Run an invocation that was taken up (and claimed, if it changes state), to its signed
     /// answer.
     async fn taken_up(&self, inv: Invocation, key: MacKey) -> InvocationResponse {
+        let Some(span) = ferry_proto::trace::TraceParent::of(&inv.trace_context).map(|caller| caller.child()) else {
+            return self.serve_taken_up(inv, key).await;
+        };
+        let traced = tracing::info_span!(
+            "invocation",
+            trace_id = %span.trace_id_hex(),
+            span_id = %span.span_id_hex(),
+            provider = %self.ctx.provider_id(),
+            operation = %inv.operation,
+        );
+        tracing::Instrument::instrument(self.serve_taken_up(inv, key), traced).await
+    }
+
+    async fn serve_taken_up(&self, inv: Invocation, key: MacKey) -> InvocationResponse {
         let started = tokio::time::Instant::now();
         let result = match inv.remaining() {
             None => self.dispatch(&inv, &key).await,
@@ -424,6 +438,7 @@ impl<P: Provider> Server<P> {
             debug!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, kind = ?err.kind, cause = %err.message, "invocation failed");
         }
         let outcome = result.as_ref().map_or_else(|e| e.kind.as_wit_prefix(), |_| "ok");
+        debug!(operation = %inv.operation, outcome, took_us = started.elapsed().as_micros(), "invocation served");
         ferry_lattice::metrics::invocation(
             ferry_lattice::metrics::Served::Provider(self.ctx.provider_id()),
             &inv.operation,

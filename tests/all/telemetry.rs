@@ -1,7 +1,8 @@
 //! JSON logs: a host started with `--log-format json`, the provider it supervises (handed the
 //! format in its start-up data) and a sidecar provider with `FERRY_LOG_FORMAT=json` write JSON
 //! objects only, one per line, each with its level, target and message, while they serve calls.
-//! Hosts and providers count the invocations they serve on a Prometheus scrape endpoint.
+//! Hosts and providers count the invocations they serve on a Prometheus scrape endpoint, and a
+//! call that carries a W3C `traceparent` is followed, in every process's log, under its trace.
 
 use std::net::SocketAddr;
 
@@ -108,5 +109,65 @@ async fn host_and_provider_metrics_count_invocations_on_their_scrape_endpoints()
         r#"ferry_invocation_duration_seconds_count{component="kvc",operation="wasi:http/incoming-handler.handle"}"#;
     assert!(value(&host_after, latency) >= 3.0, "{host_after}");
     assert!(host_after.contains("# TYPE ferry_invocation_duration_seconds histogram"), "{host_after}");
+    Ok(())
+}
+
+/// The JSON log lines of `logs` that belong to trace `trace_id`.
+fn lines_of_trace<'a>(logs: &'a str, trace_id: &str) -> Vec<&'a str> {
+    logs.lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v["span"]["trace_id"].as_str() == Some(trace_id))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traceparent_is_followed_through_the_provider_the_host_and_the_next_provider() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let (host, host_id) = lattice.start_host_with(&["--log-format", "json"]).await?;
+    let json = ("FERRY_LOG_FORMAT", "json");
+    let kv = lattice.start_provider_env("ferry-provider-keyvalue", "kv", &[], &[json]).await?;
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let web = lattice
+        .start_provider_env(
+            "ferry-provider-http-server",
+            "web",
+            &["--config", &format!("address={address}")],
+            &[json, ("FERRY_LOG", "info,ferry_provider_http_server=debug")],
+        )
+        .await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
+    lattice.config("route", &[("path", "/")]).await?;
+    let mut route = Link::new("web", "kvc", "wasi", "http", vec!["incoming-handler".into()]);
+    route.source_config = vec!["route".into()];
+    lattice.link(route).await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+    wait_for_route(address, "localhost", "/").await?;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let mut traced =
+        request("POST", "localhost", "/", full(r#"{"op":"set","bucket":"b","key":"t","value":"x"}"#.to_owned()))?;
+    traced.headers_mut().insert("traceparent", caller.parse()?);
+    let (status, headers, body) = fetch(address, traced).await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // The response names the provider's span: the same trace, a span of its own.
+    let answered = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let answered = ferry_proto::trace::TraceParent::parse(answered).expect("a valid traceparent in the response");
+    assert_eq!(answered.trace_id_hex(), trace_id);
+    assert_ne!(answered.span_id_hex(), "00f067aa0ba902b7");
+
+    // Each process logged its part of the call under the trace.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (who, logs) in [("http-server", web.logs()), ("host", host.logs()), ("key-value", kv.logs())] {
+        assert!(!lines_of_trace(&logs, trace_id).is_empty(), "{who} logged nothing under trace {trace_id}:\n{logs}");
+    }
+    // A request without a traceparent starts none and is answered without one.
+    let (status, headers, _) =
+        fetch(address, request("POST", "localhost", "/", full(r#"{"op":"get","bucket":"b","key":"t"}"#.to_owned()))?)
+            .await?;
+    assert_eq!(status, 200);
+    assert!(headers.get("traceparent").is_none());
     Ok(())
 }

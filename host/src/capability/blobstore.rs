@@ -130,6 +130,7 @@ impl Route {
         inv.deadline_ms = self.deadline_ms;
         inv.payload = codec::encode(request)?;
         inv.cause = self.causes.of(op::GET_DATA);
+        inv.trace_context = self.causes.trace_context();
         let bytes = self.env.rpc.send(inv, &key, self.env.rpc.timeout()).await?;
         let answer: wire::DataResponse = codec::decode(&bytes)?;
         let body = LatticeBody::from_payload(
@@ -148,6 +149,7 @@ impl Route {
         let (mut inv, key) = self.env.rpc.prepare(&self.env.id, &self.target, &self.name, op::WRITE_DATA);
         inv.deadline_ms = self.deadline_ms;
         inv.cause = self.causes.of(op::WRITE_DATA);
+        inv.trace_context = self.causes.trace_context();
         let (inline, rest) = stream::split_inline(data, DEFAULT_CHUNK_SIZE, INLINE_WAIT).await?;
         let mut request = wire::WriteDataRequest { container, object, data: inline.to_vec(), data_stream: None };
         let offer = match rest {

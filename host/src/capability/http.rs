@@ -60,6 +60,7 @@ impl WasiHttpHooks for OutgoingHttp {
             target,
             link_name: self.link_name.clone(),
             cause: self.causes.of(OP_OUTGOING_HANDLE),
+            trace_context: self.causes.trace_context(),
             deadline_ms: self.deadline_ms,
         };
         Box::new(async move {
@@ -75,6 +76,8 @@ struct Call {
     target: String,
     link_name: String,
     cause: String,
+    /// The trace context the call carries.
+    trace_context: std::collections::BTreeMap<String, String>,
     deadline_ms: u64,
 }
 
@@ -105,6 +108,7 @@ impl Call {
         };
         inv.payload = codec::encode(&outgoing).map_err(|e| internal(&RpcError::from(e)))?;
         inv.cause = self.cause;
+        inv.trace_context = self.trace_context;
         inv.deadline_ms = self.deadline_ms;
         let answer = rpc.send(inv, &key, wait).await;
         let answer = answer.and_then(|bytes| {

@@ -106,6 +106,7 @@ impl Route {
         let (mut inv, key) = prepared;
         inv.payload = payload;
         inv.cause = self.causes.of(operation);
+        inv.trace_context = self.causes.trace_context();
         inv.deadline_ms = self.deadline_ms;
         self.env.rpc.send(inv, &key, wait).await
     }

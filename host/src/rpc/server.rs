@@ -222,12 +222,33 @@ async fn handle(
     )
 }
 
-/// Run an invocation that was taken up, to its signed answer.
+/// Run an invocation that was taken up, to its signed answer; within a span of its trace when
+/// it carries one (this host's span: a child of the caller's).
 async fn taken_up(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    inv: Invocation,
+    key: MacKey,
+) -> InvocationResponse {
+    let Some(span) = ferry_proto::trace::TraceParent::of(&inv.trace_context).map(|caller| caller.child()) else {
+        return serve_taken_up(ctx, component, inv, key, None).await;
+    };
+    let traced = tracing::info_span!(
+        "invocation",
+        trace_id = %span.trace_id_hex(),
+        span_id = %span.span_id_hex(),
+        component = %component.spec.id,
+        operation = %inv.operation,
+    );
+    tracing::Instrument::instrument(serve_taken_up(ctx, component, inv, key, Some(span)), traced).await
+}
+
+async fn serve_taken_up(
     ctx: &ServeContext,
     component: &RunningComponent,
     mut inv: Invocation,
     key: MacKey,
+    span: Option<ferry_proto::trace::TraceParent>,
 ) -> InvocationResponse {
     let id = &component.spec.id;
     let started = tokio::time::Instant::now();
@@ -238,17 +259,17 @@ async fn taken_up(
         Err(err)
     } else {
         match inv.operation.as_str() {
-            wit_http::OP_HANDLE => match run(ctx, component, &inv, &key).await {
+            wit_http::OP_HANDLE => match run(ctx, component, &inv, &key, span).await {
                 Ok((response, rest)) => respond(ctx, response, rest, &key).await,
                 Err(err) => Err(err),
             },
-            msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv).await,
-            kv::op::ON_SET | kv::op::ON_DELETE => watch(ctx, component, &inv).await,
+            msg::OP_HANDLE_MESSAGE => deliver(ctx, component, &inv, span).await,
+            kv::op::ON_SET | kv::op::ON_DELETE => watch(ctx, component, &inv, span).await,
             other if let Some((ns, pkg, iface, func)) = custom::parse_operation(other) => {
                 match require_link(ctx, component, &inv, ns, pkg, iface) {
                     Err(err) => Err(err),
                     Ok(()) => {
-                        let causes = Causes::new(inv.replay_key());
+                        let causes = Causes::of_invocation(&inv, span);
                         component.call_custom((ns, pkg, iface), func, &inv.payload, inv.remaining(), causes).await
                     }
                 }
@@ -269,6 +290,7 @@ async fn taken_up(
         debug!(component = %id, invocation = %inv.id, kind = ?err.kind, cause = %err.message, "invocation failed");
     }
     let outcome = result.as_ref().map_or_else(|e| e.kind.as_wit_prefix(), |_| "ok");
+    debug!(component = %id, operation = %inv.operation, outcome, took_us = started.elapsed().as_micros(), "invocation served");
     ferry_lattice::metrics::invocation(
         ferry_lattice::metrics::Served::Component(id),
         &inv.operation,
@@ -312,6 +334,7 @@ async fn run(
     component: &RunningComponent,
     inv: &Invocation,
     key: &MacKey,
+    span: Option<ferry_proto::trace::TraceParent>,
 ) -> Result<(HttpResponse, Option<ByteStream>), RpcError> {
     require_link(ctx, component, inv, wit_http::WIT_NAMESPACE, wit_http::WIT_PACKAGE, wit_http::WIT_INTERFACE)?;
     let mut request: HttpRequest = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
@@ -323,7 +346,7 @@ async fn run(
         key,
         ctx.rpc.timeout(),
     )?;
-    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining(), Causes::new(inv.replay_key())).await
+    component.handle_http(request, body, DEFAULT_CHUNK_SIZE, inv.remaining(), Causes::of_invocation(inv, span)).await
 }
 
 /// The caller must be linked to the component over the export it invokes.
@@ -346,22 +369,32 @@ fn require_link(
 }
 
 /// A message from a messaging provider for the component's `wasmcloud:messaging/handler`.
-async fn deliver(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+async fn deliver(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    inv: &Invocation,
+    span: Option<ferry_proto::trace::TraceParent>,
+) -> Result<Vec<u8>, RpcError> {
     require_link(ctx, component, inv, msg::WIT_NAMESPACE, msg::WIT_PACKAGE, msg::HANDLER_INTERFACE)?;
     let message: BrokerMessage = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
-    component.handle_message(message, inv.remaining(), Causes::new(inv.replay_key())).await?;
+    component.handle_message(message, inv.remaining(), Causes::of_invocation(inv, span)).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)
 }
 
 /// A change a key-value provider's watcher link selected, for the component's
 /// `wasi:keyvalue/watcher`.
-async fn watch(ctx: &ServeContext, component: &RunningComponent, inv: &Invocation) -> Result<Vec<u8>, RpcError> {
+async fn watch(
+    ctx: &ServeContext,
+    component: &RunningComponent,
+    inv: &Invocation,
+    span: Option<ferry_proto::trace::TraceParent>,
+) -> Result<Vec<u8>, RpcError> {
     require_link(ctx, component, inv, kv::WIT_NAMESPACE, kv::WIT_PACKAGE, kv::WATCHER_INTERFACE)?;
     let event: kv::WatchEvent = codec::decode(&inv.payload).map_err(|e| RpcError::bad_request(e.to_string()))?;
     if (inv.operation == kv::op::ON_SET) != event.value.is_some() {
         return Err(RpcError::bad_request(format!("{} carries a value only for on-set", inv.operation)));
     }
-    component.handle_watch(event, inv.remaining(), Causes::new(inv.replay_key())).await?;
+    component.handle_watch(event, inv.remaining(), Causes::of_invocation(inv, span)).await?;
     codec::encode(&Empty {}).map_err(RpcError::from)
 }
 

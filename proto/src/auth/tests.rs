@@ -164,3 +164,26 @@ fn a_credential_set_signs_with_its_first_and_verifies_under_any() {
     forged.sign(&stranger.provider_key("lat", "kv", period_of(forged.issued_at_ms)));
     assert_eq!(verify_invocation_under(&forged, Channel::Rpc, &keys, &guard), Err(AuthError::BadMac));
 }
+
+#[test]
+fn the_trace_context_is_under_the_mac_and_an_untraced_mac_is_unchanged() {
+    let (cluster, _) = setup();
+    let key = cluster.provider_key("lat", "kv", period_of(time::now_ms()));
+    let mut plain = Invocation::new("comp", "kv", "default", "wasi:keyvalue/store.get", vec![1, 2]);
+    plain.sign(&key);
+    let untraced_mac = plain.mac.clone();
+    let mut traced = plain.clone();
+    traced
+        .trace_context
+        .insert(crate::trace::TRACEPARENT.into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    assert_eq!(traced.verify_mac(&key), Err(AuthError::BadMac), "a trace added on the way must not pass");
+    traced.sign(&key);
+    assert_ne!(traced.mac, untraced_mac);
+    assert_eq!(traced.verify_mac(&key), Ok(()));
+    traced
+        .trace_context
+        .insert(crate::trace::TRACEPARENT.into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b8-01".into());
+    assert_eq!(traced.verify_mac(&key), Err(AuthError::BadMac), "a changed trace must not pass");
+    plain.sign(&key);
+    assert_eq!(plain.mac, untraced_mac, "signing is deterministic");
+}

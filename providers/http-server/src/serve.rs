@@ -11,7 +11,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use ferry_provider_sdk::{ErrorKind, LatticeBody, LatticeClient, RpcError, http::HttpCallOptions};
+use ferry_provider_sdk::{
+    ErrorKind, LatticeBody, LatticeClient, RpcError,
+    http::HttpCallOptions,
+    trace::{TRACEPARENT, TraceParent},
+};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
@@ -168,22 +172,71 @@ async fn deliver(
     });
     let mut options = HttpCallOptions::new(route.config.timeout);
     options.link_name = route.link_name().to_owned();
+    // A request that carries a trace continues it: this provider's span is the component
+    // call's parent, and the response names it.
+    let span = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|caller| caller.child());
+    options.trace = span;
+    let traced = match &span {
+        Some(span) => {
+            tracing::info_span!("request", trace_id = %span.trace_id_hex(), span_id = %span.span_id_hex(), component = %route.component())
+        }
+        None => tracing::Span::none(),
+    };
+    let guards = BodyGuards { over_limit, stalled, idle, limit };
+    let mut response =
+        tracing::Instrument::instrument(call_component(shared, route, request, options, &path, &guards), traced).await;
+    if let Some(span) = span
+        && let Ok(value) = HeaderValue::from_str(&span.to_string())
+    {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
+    response
+}
+
+/// What watches a request body while the component reads it: its size limit and its pauses.
+struct BodyGuards {
+    over_limit: CancellationToken,
+    stalled: CancellationToken,
+    idle: Duration,
+    limit: u64,
+}
+
+/// Call the route's component with the request and turn its answer (or failure) into the
+/// response.
+async fn call_component(
+    shared: &Shared,
+    route: &crate::router::Route,
+    request: Request<Limited>,
+    options: HttpCallOptions,
+    path: &str,
+    guards: &BodyGuards,
+) -> Response<ResponseBody> {
+    let BodyGuards { over_limit, stalled, idle, limit } = guards;
+    let (idle, limit) = (*idle, *limit);
 
     let call =
         tokio::time::timeout(route.config.timeout, shared.client.call_http(route.component(), request, &options));
     let answer = tokio::select! {
         answer = call => answer,
         () = over_limit.cancelled() => {
-            return too_large(route.component(), &path, limit);
+            return too_large(route.component(), path, limit);
         }
         () = stalled.cancelled() => {
-            return stalled_body(route.component(), &path, idle);
+            return stalled_body(route.component(), path, idle);
         }
     };
     match answer {
-        Ok(Ok(response)) => response.map(|body: LatticeBody| body.boxed()),
-        Ok(Err(_)) if over_limit.is_cancelled() => too_large(route.component(), &path, limit),
-        Ok(Err(_)) if stalled.is_cancelled() => stalled_body(route.component(), &path, idle),
+        Ok(Ok(response)) => {
+            debug!(component = %route.component(), path = %path, status = response.status().as_u16(), "request answered");
+            response.map(|body: LatticeBody| body.boxed())
+        }
+        Ok(Err(_)) if over_limit.is_cancelled() => too_large(route.component(), path, limit),
+        Ok(Err(_)) if stalled.is_cancelled() => stalled_body(route.component(), path, idle),
         Ok(Err(err)) => {
             // The details stay in the log; the client gets the kind and an id to quote.
             let code = status_of(&err);
