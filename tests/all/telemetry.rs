@@ -30,27 +30,34 @@ fn json_lines(who: &str, logs: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hosts_and_providers_write_json_lines_with_level_target_and_message() -> anyhow::Result<()> {
-    let lattice = Lattice::start().await?;
-    let (host, host_id) = lattice.start_host_with(&["--log-format", "json", "--allow-file-dir", &bin_dir()?]).await?;
-    lattice.supervise(&host_id, "kv", "ferry-provider-keyvalue", "kv", &[]).await?;
+/// A sidecar http-server provider `web` (with `web_env`) serving the `kv-http` component `kvc`
+/// on host `host_id` at `/`, the component linked to key-value provider `kv`; the provider and
+/// its address, once the route answers.
+async fn web_to_kvc(
+    lattice: &Lattice,
+    host_id: &str,
+    web_env: &[(&str, &str)],
+) -> anyhow::Result<(ferry_tests::Process, SocketAddr)> {
     let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let web = lattice
-        .start_provider_env(
-            "ferry-provider-http-server",
-            "web",
-            &["--config", &format!("address={address}")],
-            &[("FERRY_LOG_FORMAT", "json")],
-        )
+        .start_provider_env("ferry-provider-http-server", "web", &["--config", &format!("address={address}")], web_env)
         .await?;
-    lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(host_id)).await?;
     lattice.config("route", &[("path", "/")]).await?;
     let mut route = Link::new("web", "kvc", "wasi", "http", vec!["incoming-handler".into()]);
     route.source_config = vec!["route".into()];
     lattice.link(route).await?;
     lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
     wait_for_route(address, "localhost", "/").await?;
+    Ok((web, address))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_and_providers_write_json_lines_with_level_target_and_message() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let (host, host_id) = lattice.start_host_with(&["--log-format", "json", "--allow-file-dir", &bin_dir()?]).await?;
+    lattice.supervise(&host_id, "kv", "ferry-provider-keyvalue", "kv", &[]).await?;
+    let (web, address) = web_to_kvc(&lattice, &host_id, &[("FERRY_LOG_FORMAT", "json")]).await?;
     for body in [r#"{"op":"set","bucket":"b","key":"k","value":"json"}"#, r#"{"op":"get","bucket":"b","key":"k"}"#] {
         let (status, _, answer) = fetch(address, request("POST", "localhost", "/", full(body.to_owned()))?).await?;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
@@ -128,22 +135,8 @@ async fn a_traceparent_is_followed_through_the_provider_the_host_and_the_next_pr
     let (host, host_id) = lattice.start_host_with(&["--log-format", "json"]).await?;
     let json = ("FERRY_LOG_FORMAT", "json");
     let kv = lattice.start_provider_env("ferry-provider-keyvalue", "kv", &[], &[json]).await?;
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let web = lattice
-        .start_provider_env(
-            "ferry-provider-http-server",
-            "web",
-            &["--config", &format!("address={address}")],
-            &[json, ("FERRY_LOG", "info,ferry_provider_http_server=debug")],
-        )
-        .await?;
-    lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
-    lattice.config("route", &[("path", "/")]).await?;
-    let mut route = Link::new("web", "kvc", "wasi", "http", vec!["incoming-handler".into()]);
-    route.source_config = vec!["route".into()];
-    lattice.link(route).await?;
-    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
-    wait_for_route(address, "localhost", "/").await?;
+    let (web, address) =
+        web_to_kvc(&lattice, &host_id, &[json, ("FERRY_LOG", "info,ferry_provider_http_server=debug")]).await?;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller = format!("00-{trace_id}-00f067aa0ba902b7-01");
