@@ -76,6 +76,16 @@ impl Resolved {
         puts.get(key).filter(|put| put.revision >= revision).cloned()
     }
 
+    /// Drop the resolution of `key` a delete at `revision` made obsolete, so a deleted link's
+    /// config (secrets included) is not kept, and the map does not grow with every link that
+    /// ever came and went. A resolution newer than the delete (the link was put again) stays.
+    fn forget(&self, key: &str, revision: u64) {
+        let mut puts = self.puts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if puts.get(key).is_some_and(|held| held.revision <= revision) {
+            puts.remove(key);
+        }
+    }
+
     fn wait_for(&self, key: &str, waiting: bool) {
         let mut keys = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if waiting {
@@ -163,6 +173,7 @@ impl<P: Provider> Server<P> {
                 self.resolved.wait_for(key, false);
                 if let Some(link_key) = parse_link_key(key) {
                     let revision = self.view.deleted_at(key).unwrap_or(0);
+                    self.resolved.forget(key, revision);
                     self.apply_del(&LinkDel { key: link_key, revision }).await;
                 }
                 self.ack(true, None)
@@ -299,11 +310,11 @@ impl<P: Provider> Server<P> {
             Ok(key) => key,
             Err(err) => return self.ack(false, Some(format!("bad link put: {err}"))),
         };
-        self.resolved.remember(put.clone());
         if self.view.deleted_at(&key).is_some_and(|deleted| deleted > put.revision) {
             debug!(revision = put.revision, "ignoring a link put the view holds a later delete of");
             return self.ack(true, None);
         }
+        self.resolved.remember(put.clone());
         self.resolved.wait_for(&key, false);
         self.apply_put(put).await
     }
@@ -314,6 +325,9 @@ impl<P: Provider> Server<P> {
             && let Ok(key) = state::link_key_of(&del.key)
         {
             return self.sync_link(&key).await;
+        }
+        if let Ok(key) = state::link_key_of(&del.key) {
+            self.resolved.forget(&key, del.revision);
         }
         self.apply_del(&del).await;
         self.ack(true, None)
@@ -407,4 +421,41 @@ struct Notification {
     key: ferry_proto::auth::MacKey,
     reply: Option<async_nats::Subject>,
     is_put: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_proto::link::Link;
+
+    use super::*;
+
+    fn put(revision: u64, secret: &str) -> LinkPut {
+        LinkPut {
+            link: Link::new("comp", "kv", "wasi", "keyvalue", vec!["store".into()]),
+            source_config: BTreeMap::new(),
+            target_config: BTreeMap::from([("password".to_owned(), secret.to_owned())]),
+            revision,
+        }
+    }
+
+    #[test]
+    fn a_delete_forgets_the_resolution_it_made_obsolete_and_keeps_a_newer_one() {
+        let resolved = Resolved::default();
+        let key = state::link_key(&put(0, "").link).expect("key");
+        resolved.remember(put(5, "old secret"));
+        resolved.forget(&key, 4);
+        assert!(resolved.at_least(&key, 5).is_some(), "a delete older than the put must not drop it");
+        resolved.forget(&key, 6);
+        assert!(resolved.at_least(&key, 0).is_none(), "the deleted link's config must not be kept");
+        assert!(resolved.puts.lock().expect("lock").is_empty());
+
+        resolved.remember(put(9, "new secret"));
+        resolved.forget(&key, 6);
+        assert_eq!(
+            resolved.at_least(&key, 9).map(|p| p.target_config["password"].clone()).as_deref(),
+            Some("new secret")
+        );
+    }
 }
