@@ -1,7 +1,11 @@
 //! Tests of signing and verifying messages, keys and credentials.
 
 use super::*;
-use crate::time;
+use crate::{
+    envelope::{Invocation, InvocationResponse},
+    subject::Channel,
+    time,
+};
 
 fn setup() -> (ClusterKey, ProviderCredential) {
     let (cluster, _seed) = ClusterKey::generate().unwrap();
