@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{MacKey, ReplayGuard, period_of, verify_invocation_under},
+    auth::{MacKey, ReplayGuard},
     codec,
     envelope::{Invocation, InvocationResponse},
     link::{LinkSyncAnswer, LinkSyncRequest},
@@ -127,13 +127,9 @@ impl Service {
             warn!(origin = %inv.origin, cause = %err, "rejected link sync request");
             return Err(Box::new(InvocationResponse::err(inv.id, err)));
         }
-        let period = period_of(inv.issued_at_ms);
-        let keys: Vec<MacKey> =
-            self.rpc.cluster_keys().map(|cluster| cluster.provider_key(&self.lattice, &inv.origin, period)).collect();
-        match verify_invocation_under(&inv, Channel::LinkSync, &keys, &self.guard) {
+        match self.rpc.verify_from_provider(&inv, Channel::LinkSync, &self.guard) {
             Ok(key) => Ok((inv, key)),
             Err(err) => {
-                let err = RpcError::new(ErrorKind::Denied, err.to_string());
                 warn!(origin = %inv.origin, invocation = %inv.id, cause = %err, "rejected link sync request");
                 Err(Box::new(InvocationResponse::err(inv.id, err)))
             }

@@ -9,9 +9,10 @@ use ferry_lattice::{
 };
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{ClusterKey, MacKey, period_of},
+    auth::{ClusterKey, MacKey, ReplayGuard, period_of, verify_invocation_under},
     envelope::Invocation,
     subject,
+    subject::Channel,
 };
 use tokio::time::Instant;
 
@@ -69,6 +70,23 @@ impl RpcClient {
     /// Every cluster key messages are accepted under, the signing one first.
     pub(crate) fn cluster_keys(&self) -> impl Iterator<Item = &ClusterKey> {
         std::iter::once(&self.cluster).chain(self.accepted.iter())
+    }
+
+    /// Check an invocation a provider (its `origin`) sent on a subject of kind `channel`: the
+    /// operation belongs there, it is fresh, its MAC holds under the origin's key for its hour
+    /// under any cluster key this host accepts, and it is not a replay. Returns the key that
+    /// verified it, which its answer is signed with; a refusal is [`ErrorKind::Denied`].
+    pub(crate) fn verify_from_provider(
+        &self,
+        inv: &Invocation,
+        channel: Channel,
+        guard: &ReplayGuard,
+    ) -> Result<MacKey, RpcError> {
+        let period = period_of(inv.issued_at_ms);
+        let keys: Vec<MacKey> =
+            self.cluster_keys().map(|cluster| cluster.provider_key(&self.lattice, &inv.origin, period)).collect();
+        verify_invocation_under(inv, channel, &keys, guard)
+            .map_err(|err| RpcError::new(ErrorKind::Denied, err.to_string()))
     }
 
     /// The same client with the workers' connections, by worker index.

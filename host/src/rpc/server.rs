@@ -11,7 +11,7 @@ use ferry_lattice::{
 };
 use ferry_proto::{
     ErrorKind, RpcError,
-    auth::{MacKey, ReplayGuard, period_of, verify_invocation_under},
+    auth::{MacKey, ReplayGuard},
     codec,
     delivery::too_late_to_take_up,
     envelope::{Invocation, InvocationResponse},
@@ -179,9 +179,6 @@ fn authenticate(
             return Err(Box::new(InvocationResponse::err("", err)));
         }
     };
-    let period = period_of(inv.issued_at_ms);
-    let keys: Vec<MacKey> =
-        ctx.rpc.cluster_keys().map(|cluster| cluster.provider_key(&ctx.lattice_name, &inv.origin, period)).collect();
     // Refusals are not signed: a MACed refusal for a request id anyone may choose would let a
     // bus client fail the real request with a genuine-looking error.
     if inv.target != *id {
@@ -189,10 +186,9 @@ fn authenticate(
         warn!(component = %id, invocation = %inv.id, origin = %inv.origin, cause = %err, "rejected invocation");
         return Err(Box::new(InvocationResponse::err(inv.id, err)));
     }
-    match verify_invocation_under(&inv, Channel::Rpc, &keys, &ctx.guard) {
+    match ctx.rpc.verify_from_provider(&inv, Channel::Rpc, &ctx.guard) {
         Ok(key) => Ok((inv, key)),
         Err(err) => {
-            let err = RpcError::new(ErrorKind::Denied, err.to_string());
             warn!(component = %id, invocation = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
             Err(Box::new(InvocationResponse::err(inv.id, err)))
         }
