@@ -52,6 +52,7 @@ pub struct HostBuilder {
     allowed_dirs: Vec<std::path::PathBuf>,
     provider_nats_dir: Option<std::path::PathBuf>,
     log_format: Option<ferry_lattice::telemetry::LogFormat>,
+    otlp_endpoint: Option<String>,
     metrics_listen: Option<std::net::SocketAddr>,
     health: HealthConfig,
     operators: Vec<String>,
@@ -81,6 +82,7 @@ impl HostBuilder {
             allowed_dirs: Vec::new(),
             provider_nats_dir: None,
             log_format: None,
+            otlp_endpoint: None,
             metrics_listen: None,
             health: HealthConfig::default(),
             operators: Vec::new(),
@@ -210,6 +212,13 @@ impl HostBuilder {
         self
     }
 
+    /// The OTLP collector this host's supervised providers export spans and metrics to, as
+    /// the host does (`--otlp-endpoint`); without it they follow `OTEL_EXPORTER_OTLP_*`.
+    pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.otlp_endpoint = Some(endpoint.into());
+        self
+    }
+
     /// Serve this host's metrics (Prometheus text, `GET /metrics`) on `address` while it runs.
     pub fn metrics_listen(mut self, address: std::net::SocketAddr) -> Self {
         self.metrics_listen = Some(address);
@@ -295,6 +304,7 @@ impl HostBuilder {
             allowed_dirs: allowed,
             provider_nats_dir: self.provider_nats_dir.clone(),
             log_format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.clone(),
         };
         let providers = Arc::new(Supervisor::new(supervisor, events.clone()));
         // Hosts obey the lattice operator key their cluster key derives, as they obey the

@@ -70,6 +70,8 @@ pub(crate) struct SupervisorConfig {
     pub(crate) provider_nats_dir: Option<PathBuf>,
     /// The log format handed to providers; `None`: theirs (or the environment's).
     pub(crate) log_format: Option<ferry_lattice::telemetry::LogFormat>,
+    /// The OTLP collector handed to providers; `None`: the environment's.
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// The variables by which a process finds its NATS credentials ([`ferry_lattice::NatsSecurity`]):
@@ -336,6 +338,9 @@ impl Run {
         let mut command = Command::new(&self.binary);
         // The host's own metrics address is not the provider's to bind.
         command.env_remove("FERRY_METRICS_LISTEN");
+        if let Some(endpoint) = &self.config.otlp_endpoint {
+            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+        }
         if let Some(dir) = &self.config.provider_nats_dir {
             let (var, path) = provider_identity(dir, &self.provider_id).map_err(failed)?;
             for inherited in NATS_CREDENTIAL_VARS {

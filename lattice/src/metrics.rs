@@ -3,7 +3,8 @@
 //! lock taken, until the process turns metrics on ([`enable`]): one that does not export them
 //! pays a relaxed atomic load per call.
 //!
-//! The metric names are defined here, once, for hosts and providers alike.
+//! The metric names are defined here, once, for hosts and providers alike; when the process
+//! exports over OTLP ([`crate::telemetry::otlp`]) the same series go there too.
 
 use std::{
     collections::BTreeMap,
@@ -90,6 +91,9 @@ pub fn count(name: &'static str, help: &'static str, labels: &[(&'static str, &s
     if !enabled() {
         return;
     }
+    if crate::telemetry::exporting() {
+        crate::telemetry::otlp::count(name, help, labels, by);
+    }
     with_series(name, help, labels, |series| match series {
         Some(Series::Counter(value)) => *value += by,
         _ => *series = Some(Series::Counter(by)),
@@ -102,6 +106,9 @@ pub fn observe(name: &'static str, help: &'static str, labels: &[(&'static str, 
         return;
     }
     let seconds = took.as_secs_f64();
+    if crate::telemetry::exporting() {
+        crate::telemetry::otlp::observe(name, help, labels, &BUCKETS, seconds);
+    }
     with_series(name, help, labels, |series| {
         if !matches!(series, Some(Series::Histogram { .. })) {
             *series = Some(Series::Histogram { buckets: [0; BUCKETS.len()], sum: 0.0, count: 0 });

@@ -39,6 +39,10 @@ pub struct StartupArgs {
     /// Log format: `text`, or `json` (one object per line).
     #[arg(long, env = "FERRY_LOG_FORMAT", value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
     pub log_format: Option<String>,
+    /// Export spans and metrics over OTLP/gRPC to this collector endpoint
+    /// (`http://collector:4317`); without it, to `OTEL_EXPORTER_OTLP_ENDPOINT` when set.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Serve the provider's metrics (Prometheus text format) on `GET /metrics` at this address.
     #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDRESS")]
     pub metrics_listen: Option<std::net::SocketAddr>,

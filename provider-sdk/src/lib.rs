@@ -61,8 +61,14 @@ pub use ferry_proto::{
     redact,
     startup::ProviderStartup,
     subject::{ComponentStoreKind, ComponentStoreNames, is_reserved_store_name, object_stream},
-    trace,
 };
+/// W3C trace context as Ferry carries it, and the place of a provider's own spans in a trace:
+/// what a provider that starts calls (an HTTP server, a message consumer) uses to continue the
+/// trace its caller began, or begin one when spans are exported.
+pub mod trace {
+    pub use ferry_lattice::telemetry::{exporting, follow};
+    pub use ferry_proto::trace::*;
+}
 pub use link_config::{LINK_NATS_KEYS, LinkConfig, LinkConnection, LinkNats};
 pub use links::LinkStore;
 pub use provider::{HealthStatus, InvocationContext, Provider, ProviderContext};

@@ -76,10 +76,13 @@ async fn run_provider_from<P: Provider>(
     args: StartupArgs,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SdkError> {
-    let metrics_listen = args.metrics_listen;
+    let (metrics_listen, otlp) = (args.metrics_listen, args.otlp_endpoint.clone());
     let (startup, parent_gone) = args.resolve_with_parent().await?;
+    let telemetry = init_telemetry(&startup, otlp);
     let Some(address) = metrics_listen else {
-        return run_provider_until(provider, startup, parent_gone, shutdown).await;
+        let result = run_provider_until(provider, startup, parent_gone, shutdown).await;
+        telemetry.shutdown();
+        return result;
     };
     let stop = CancellationToken::new();
     let (_, metrics) = ferry_lattice::metrics::serve(address, stop.clone())
@@ -88,7 +91,20 @@ async fn run_provider_from<P: Provider>(
     let result = run_provider_until(provider, startup, parent_gone, shutdown).await;
     stop.cancel();
     let _ = metrics.await;
+    telemetry.shutdown();
     result
+}
+
+/// Logs as the start-up data asks, and the OTLP export of spans and metrics when `endpoint` or
+/// the environment names a collector; the provider's id is its `service.name`.
+fn init_telemetry(startup: &ProviderStartup, endpoint: Option<String>) -> ferry_lattice::telemetry::Telemetry {
+    let format = startup.log_format.as_deref().and_then(|f| f.parse().ok());
+    let export = ferry_lattice::telemetry::Export {
+        endpoint,
+        service: startup.provider_id.clone(),
+        attributes: vec![("ferry.lattice", startup.lattice.clone()), ("ferry.provider", startup.provider_id.clone())],
+    };
+    ferry_lattice::telemetry::init(startup.log_level.as_deref(), Some(&export), format)
 }
 
 async fn run_provider_until<P: Provider>(
@@ -121,6 +137,7 @@ pub async fn run_provider_with<P: Provider>(
     startup: ProviderStartup,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SdkError> {
+    // Set up already when started as a process; an embedding program gets logs (only).
     let format = startup.log_format.as_deref().and_then(|f| f.parse().ok());
     ferry_lattice::telemetry::init_logging_with(startup.log_level.as_deref(), format);
     let credential = CredentialSet::parse(&startup.credential)?;

@@ -2,7 +2,8 @@
 //! format in its start-up data) and a sidecar provider with `FERRY_LOG_FORMAT=json` write JSON
 //! objects only, one per line, each with its level, target and message, while they serve calls.
 //! Hosts and providers count the invocations they serve on a Prometheus scrape endpoint, and a
-//! call that carries a W3C `traceparent` is followed, in every process's log, under its trace.
+//! call that carries a W3C `traceparent` is followed, in every process's log, under its trace,
+//! and exported over OTLP to a receiver in the test with each span's parent, metrics alike.
 
 use std::net::SocketAddr;
 
@@ -162,5 +163,98 @@ async fn a_traceparent_is_followed_through_the_provider_the_host_and_the_next_pr
             .await?;
     assert_eq!(status, 200);
     assert!(headers.get("traceparent").is_none());
+    Ok(())
+}
+
+/// Poll `check` every 100 ms for up to `within`; its last answer.
+async fn eventually<T>(within: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_of_one_call_reach_an_otlp_receiver_from_three_processes_with_their_parents_and_metrics_follow()
+-> anyhow::Result<()> {
+    use ferry_tests::otlp::{OtlpReceiver, ReceivedPoint, ReceivedSpan};
+
+    let receiver = OtlpReceiver::start().await?;
+    let endpoint = receiver.endpoint();
+    let lattice = Lattice::start().await?;
+    let (mut host, host_id) = lattice.start_host_with(&["--log-format", "json", "--otlp-endpoint", &endpoint]).await?;
+    let export = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ];
+    let _kv = lattice.start_provider_env("ferry-provider-keyvalue", "kv", &[], &export).await?;
+    let (_web, address) = web_to_kvc(&lattice, &host_id, &export).await?;
+
+    let (trace_id, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let mut traced =
+        request("POST", "localhost", "/", full(r#"{"op":"set","bucket":"b","key":"o","value":"x"}"#.to_owned()))?;
+    traced.headers_mut().insert("traceparent", format!("00-{trace_id}-{caller_span}-01").parse()?);
+    let (status, headers, body) = fetch(address, traced).await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answered = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+
+    // One span each from the http-server, the host and the key-value provider (the host
+    // exports every 5 s by default, so this waits for its first batch).
+    let of = |spans: &[ReceivedSpan], service: &str| -> Option<ReceivedSpan> {
+        spans.iter().find(|s| s.trace_id == trace_id && s.service == service).cloned()
+    };
+    let found = eventually(std::time::Duration::from_secs(20), || {
+        let spans = receiver.spans();
+        Some((of(&spans, "web")?, of(&spans, "ferry-host")?, of(&spans, "kv")?))
+    })
+    .await;
+    let Some((web, host_span, kv)) = found else {
+        panic!("spans of trace {trace_id} did not arrive from all three processes: {:#?}", receiver.spans());
+    };
+    assert_eq!(web.parent_span_id, caller_span, "the http-server's span is the caller's child: {web:?}");
+    assert_eq!(host_span.parent_span_id, web.span_id, "the host's span is the http-server's child: {host_span:?}");
+    assert_eq!(kv.parent_span_id, host_span.span_id, "the provider's span is the host's child: {kv:?}");
+    assert_eq!(host_span.name, "wasi:http/incoming-handler.handle");
+    assert_eq!(kv.name, "wasi:keyvalue/store.set");
+    assert!(host_span.attributes.contains(&("component".to_owned(), "kvc".to_owned())), "{host_span:?}");
+    assert_eq!(answered, format!("00-{trace_id}-{}-01", web.span_id), "the response names the http-server's span");
+    // The host's JSON log lines within the call carry the exported ids.
+    assert!(
+        lines_of_trace(&host.logs(), trace_id).iter().any(|line| line.contains(&host_span.span_id)),
+        "{}",
+        host.logs()
+    );
+
+    // Metrics of the same calls: the provider's every 500 ms, the host's when it stops (its
+    // last export on SIGTERM).
+    let counted = |points: &[ReceivedPoint], service: &str, metric: &str, who: (&str, &str)| {
+        points.iter().any(|p| {
+            p.service == service
+                && p.metric == metric
+                && p.value >= 1.0
+                && p.attributes.contains(&(who.0.to_owned(), who.1.to_owned()))
+        })
+    };
+    let kv_counted = eventually(std::time::Duration::from_secs(10), || {
+        counted(&receiver.points(), "kv", "ferry_provider_invocations_total", ("provider", "kv")).then_some(())
+    })
+    .await;
+    assert!(kv_counted.is_some(), "no provider invocation count arrived: {:#?}", receiver.points());
+    assert!(host.terminate(std::time::Duration::from_secs(10)), "the host did not stop on SIGTERM");
+    let host_counted = eventually(std::time::Duration::from_secs(5), || {
+        let points = receiver.points();
+        (counted(&points, "ferry-host", "ferry_invocations_total", ("component", "kvc"))
+            && counted(&points, "ferry-host", "ferry_invocation_duration_seconds", ("component", "kvc")))
+        .then_some(())
+    })
+    .await;
+    assert!(host_counted.is_some(), "the host's metrics did not arrive: {:#?}", receiver.points());
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod http;
 mod lattice;
 pub mod leaks;
 pub mod origin;
+pub mod otlp;
 mod process;
 mod servers;
 

@@ -226,17 +226,22 @@ async fn taken_up(
     inv: Invocation,
     key: MacKey,
 ) -> InvocationResponse {
-    let Some(span) = ferry_proto::trace::TraceParent::of(&inv.trace_context).map(|caller| caller.child()) else {
+    let caller = ferry_proto::trace::TraceParent::of(&inv.trace_context);
+    if caller.is_none() && !ferry_lattice::telemetry::exporting() {
         return serve_taken_up(ctx, component, inv, key, None).await;
-    };
+    }
     let traced = tracing::info_span!(
         "invocation",
-        trace_id = %span.trace_id_hex(),
-        span_id = %span.span_id_hex(),
+        otel.name = %inv.operation,
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         component = %component.spec.id,
         operation = %inv.operation,
+        origin = %inv.origin,
     );
-    tracing::Instrument::instrument(serve_taken_up(ctx, component, inv, key, Some(span)), traced).await
+    let span = ferry_lattice::telemetry::follow(&traced, caller);
+    tracing::Instrument::instrument(serve_taken_up(ctx, component, inv, key, span), traced).await
 }
 
 async fn serve_taken_up(

@@ -111,16 +111,21 @@ impl<P: Provider> Server<P> {
     /// Run an invocation that was taken up (and claimed, if it changes state), to its signed
     /// answer.
     async fn taken_up(&self, inv: Invocation, key: MacKey) -> InvocationResponse {
-        let Some(span) = ferry_proto::trace::TraceParent::of(&inv.trace_context).map(|caller| caller.child()) else {
+        let caller = ferry_proto::trace::TraceParent::of(&inv.trace_context);
+        if caller.is_none() && !ferry_lattice::telemetry::exporting() {
             return self.serve_taken_up(inv, key).await;
-        };
+        }
         let traced = tracing::info_span!(
             "invocation",
-            trace_id = %span.trace_id_hex(),
-            span_id = %span.span_id_hex(),
+            otel.name = %inv.operation,
+            otel.kind = "server",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
             provider = %self.ctx.provider_id(),
             operation = %inv.operation,
+            origin = %inv.origin,
         );
+        ferry_lattice::telemetry::follow(&traced, caller);
         tracing::Instrument::instrument(self.serve_taken_up(inv, key), traced).await
     }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use ferry_provider_sdk::{
     ErrorKind, LatticeBody, LatticeClient, RpcError,
     http::HttpCallOptions,
-    trace::{TRACEPARENT, TraceParent},
+    trace::{self, TRACEPARENT, TraceParent},
 };
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
@@ -174,19 +174,24 @@ async fn deliver(
     options.link_name = route.link_name().to_owned();
     // A request that carries a trace continues it: this provider's span is the component
     // call's parent, and the response names it.
-    let span = request
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map(|caller| caller.child());
-    options.trace = span;
-    let traced = match &span {
-        Some(span) => {
-            tracing::info_span!("request", trace_id = %span.trace_id_hex(), span_id = %span.span_id_hex(), component = %route.component())
-        }
-        None => tracing::Span::none(),
+    // Without one, a request starts a trace when spans are exported.
+    let caller = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let (traced, span) = if caller.is_some() || trace::exporting() {
+        let traced = tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{} {}", request.method(), route.component()),
+            otel.kind = "server",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            component = %route.component(),
+            method = %request.method(),
+        );
+        let span = trace::follow(&traced, caller);
+        (traced, span)
+    } else {
+        (tracing::Span::none(), None)
     };
+    options.trace = span;
     let guards = BodyGuards { over_limit, stalled, idle, limit };
     let mut response =
         tracing::Instrument::instrument(call_component(shared, route, request, options, &path, &guards), traced).await;

@@ -122,6 +122,11 @@ struct HostArgs {
     /// own permissions, instead of inheriting this host's credentials.
     #[arg(long, env = "FERRY_PROVIDER_NATS_DIR", value_name = "DIR")]
     provider_nats_dir: Option<std::path::PathBuf>,
+    /// Export spans and metrics over OTLP/gRPC to this collector (`http://collector:4317`),
+    /// and have supervised providers do the same; without it, to `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// when set. Off otherwise.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Serve this host's metrics (Prometheus text format) on `GET /metrics` at ADDRESS.
     #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDRESS")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -168,8 +173,16 @@ async fn main() -> anyhow::Result<()> {
     let Cli { command, log_level, log_format } = Cli::parse();
     match command {
         Command::Host(args) => {
-            ferry_lattice::telemetry::init_logging_with(log_level.as_deref(), log_format);
+            let export = ferry_lattice::telemetry::Export {
+                endpoint: args.otlp_endpoint.clone(),
+                service: "ferry-host".to_owned(),
+                attributes: vec![("ferry.lattice", args.lattice.clone())],
+            };
+            let telemetry = ferry_lattice::telemetry::init(log_level.as_deref(), Some(&export), log_format);
             let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice);
+            if let Some(endpoint) = args.otlp_endpoint {
+                builder = builder.otlp_endpoint(endpoint);
+            }
             if let Some(format) = log_format {
                 builder = builder.log_format(format);
             }
@@ -224,8 +237,9 @@ async fn main() -> anyhow::Result<()> {
                 builder = builder.allowed_issuer(key);
             }
             let host = builder.build().await.context("failed to start host")?;
-            host.run(ferry_lattice::shutdown_signal()).await.context("host failed")?;
-            Ok(())
+            let result = host.run(ferry_lattice::shutdown_signal()).await.context("host failed");
+            telemetry.shutdown();
+            result
         }
         Command::Ctl(args) => ctl::run(args).await,
         Command::App(args) => ctl::run(args.into()).await,
