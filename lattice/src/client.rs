@@ -153,8 +153,28 @@ impl LatticeClient {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
+        self.invoke_traced(target, link_name, operation, payload, timeout, None).await
+    }
+
+    /// [`LatticeClient::invoke_with_timeout`] within trace `trace`: the invocation carries it
+    /// (under its MAC), so the callee's span is a child of the span it names.
+    ///
+    /// # Errors
+    /// As [`LatticeClient::invoke`].
+    pub async fn invoke_traced(
+        &self,
+        target: &str,
+        link_name: &str,
+        operation: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        trace: Option<ferry_proto::trace::TraceParent>,
+    ) -> Result<Vec<u8>, RpcError> {
         let subject = subject::rpc(&self.inner.lattice, target).map_err(RpcError::from)?;
         let mut inv = Invocation::new(self.origin(), target, link_name, operation, payload);
+        if let Some(trace) = trace {
+            inv.trace_context.insert(ferry_proto::trace::TRACEPARENT.to_owned(), trace.to_string());
+        }
         let key = self
             .inner
             .credential

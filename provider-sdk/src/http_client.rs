@@ -69,10 +69,16 @@ pub async fn dispatch<C: OutgoingHttp>(
     };
     let mut head = outgoing.request;
     let body = ctx.pull_body(std::mem::take(&mut head.body), head.body_stream.take().as_deref())?;
-    let request = match to_request(head, body) {
+    let mut request = match to_request(head, body) {
         Ok(request) => request,
         Err(error) => return encode(&OutgoingResponse { response: None, error: Some(error) }),
     };
+    // A traced call's request continues its trace under this provider's span.
+    if let Some(trace) = ctx.traceparent()
+        && let Ok(value) = http::HeaderValue::from_str(&trace.to_string())
+    {
+        request.headers_mut().insert(ferry_proto::trace::TRACEPARENT, value);
+    }
     let answer = match client.send(ctx, request, timeouts).await {
         Ok(response) => {
             let (parts, body) = response.into_parts();

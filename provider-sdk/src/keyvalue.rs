@@ -169,5 +169,7 @@ pub async fn notify(
 ) -> Result<(), RpcError> {
     let operation = if event.value.is_some() { op::ON_SET } else { op::ON_DELETE };
     let payload = codec::encode(event).map_err(RpcError::from)?;
-    client.invoke(component, link_name, operation, payload).await.map(|_| ())
+    let (span, trace) = crate::server::call_span("notify", component, operation);
+    let call = client.invoke_traced(component, link_name, operation, payload, client.timeout(), trace);
+    tracing::Instrument::instrument(call, span).await.map(|_| ())
 }

@@ -68,11 +68,11 @@ pub async fn deliver(
     timeout: Option<Duration>,
 ) -> Result<(), RpcError> {
     let payload = codec::encode(message).map_err(RpcError::from)?;
-    match timeout {
-        Some(timeout) => client.invoke_with_timeout(component, link_name, OP_HANDLE_MESSAGE, payload, timeout).await,
-        None => client.invoke(component, link_name, OP_HANDLE_MESSAGE, payload).await,
-    }
-    .map(|_| ())
+    let timeout = timeout.unwrap_or_else(|| client.timeout());
+    // A delivery starts a trace when spans are exported; the handler's span is its child.
+    let (span, trace) = crate::server::call_span("deliver", component, OP_HANDLE_MESSAGE);
+    let call = client.invoke_traced(component, link_name, OP_HANDLE_MESSAGE, payload, timeout, trace);
+    tracing::Instrument::instrument(call, span).await.map(|_| ())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, RpcError> {

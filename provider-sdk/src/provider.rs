@@ -201,7 +201,9 @@ pub struct InvocationContext<L = ()> {
     pub link: Arc<LinkPut>,
     /// What [`Provider::on_link_put`] built for the link.
     pub state: Arc<L>,
-    /// W3C trace context of the caller.
+    /// W3C trace context for the work this call leads to: when the call is traced, its
+    /// `traceparent` names this provider's span for it (a child of the caller's), which
+    /// requests the provider makes on the call's behalf carry ([`Self::traceparent`]).
     pub trace_context: BTreeMap<String, String>,
     /// The provider's context.
     pub provider: ProviderContext,
@@ -227,6 +229,12 @@ impl<L> Clone for InvocationContext<L> {
 }
 
 impl<L> InvocationContext<L> {
+    /// The `traceparent` requests made on this call's behalf carry (an outgoing HTTP request's
+    /// header, say), when the call is traced.
+    pub fn traceparent(&self) -> Option<ferry_proto::trace::TraceParent> {
+        ferry_proto::trace::TraceParent::of(&self.trace_context)
+    }
+
     /// The body a payload names: its inline part, then the stream the caller offered (if
     /// any), pulled as it is read.
     ///

@@ -95,6 +95,29 @@ async fn run_provider_from<P: Provider>(
     result
 }
 
+/// The span of a call this provider starts on its own (a message delivery, a watch event)
+/// and the trace the call carries: a new trace when spans are exported, none otherwise.
+pub(crate) fn call_span(
+    kind: &'static str,
+    component: &str,
+    operation: &str,
+) -> (tracing::Span, Option<ferry_proto::trace::TraceParent>) {
+    if !ferry_lattice::telemetry::exporting() {
+        return (tracing::Span::none(), None);
+    }
+    let span = tracing::info_span!(
+        "call",
+        otel.name = %format_args!("{kind} {operation}"),
+        otel.kind = "producer",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        component = %component,
+        operation = %operation,
+    );
+    let trace = ferry_lattice::telemetry::follow(&span, None);
+    (span, trace)
+}
+
 /// Logs as the start-up data asks, and the OTLP export of spans and metrics when `endpoint` or
 /// the environment names a collector; the provider's id is its `service.name`.
 fn init_telemetry(startup: &ProviderStartup, endpoint: Option<String>) -> ferry_lattice::telemetry::Telemetry {

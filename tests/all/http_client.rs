@@ -111,3 +111,40 @@ async fn timeouts_come_from_the_link_or_the_component() -> anyhow::Result<()> {
     assert_eq!(code, "ErrorCode::ConnectionReadTimeout");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traced_call_s_outgoing_request_carries_the_trace_under_the_provider_s_span() -> anyhow::Result<()> {
+    let origin = Origin::start().await?;
+    let allowed = format!("127.0.0.1:{}", origin.address.port());
+    let (lattice, _provider) = fetch_lattice(&[("allowed_hosts", &allowed)]).await?;
+    let url = format!("http://{}/traced", origin.address);
+    let command =
+        json!({"url": url, "headers": [["traceparent", "00-11111111111111111111111111111111-2222222222222222-01"]]});
+    let caller = ferry_proto::trace::TraceParent::root();
+    let mut options = ferry_lattice::http::HttpCallOptions::new(Duration::from_secs(10));
+    options.trace = Some(caller);
+    let request = hyper::Request::post("http://localhost/")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(command.to_string())))?;
+    let response = lattice.client.call_http("fetch", request, &options).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect_bytes().await?;
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body)?;
+    let sent = header(&answer["ok"], "x-echo-traceparent").unwrap_or_default();
+    let sent = ferry_proto::trace::TraceParent::parse(sent)
+        .unwrap_or_else(|| panic!("the origin got no valid traceparent: {answer}"));
+    // The component's own header (a stale trace it forwarded) is replaced by the call's trace,
+    // under a span of the chain's own, not the caller's.
+    assert_eq!(sent.trace_id, caller.trace_id, "{answer}");
+    assert_ne!(sent.span_id, caller.span_id, "{answer}");
+
+    // An untraced call's request goes out as the component built it.
+    let plain = lattice.ok("fetch", json!({"url": url, "headers": [["traceparent", "00-11111111111111111111111111111111-2222222222222222-01"]]})).await?;
+    assert_eq!(
+        header(&plain, "x-echo-traceparent"),
+        Some("00-11111111111111111111111111111111-2222222222222222-01"),
+        "{plain}"
+    );
+    Ok(())
+}

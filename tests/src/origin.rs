@@ -1,5 +1,5 @@
 //! An HTTP/1.1 origin server for outgoing-HTTP tests, in the test process: it says what it
-//! received (method, path, `x-` headers, body length and SHA-256, hashed as it arrives) in
+//! received (method, path, `x-` headers and `traceparent`, body length and SHA-256, hashed as it arrives) in
 //! response headers, and answers `?len=N` with N bytes of the test pattern, streamed; `/slow`
 //! answers after 5 s.
 
@@ -93,7 +93,7 @@ async fn answer(request: Request<hyper::body::Incoming>) -> Result<Response<Body
         .header("x-received-len", len.to_string())
         .header("x-received-sha256", sha.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>());
     for (name, value) in &parts.headers {
-        if name.as_str().starts_with("x-") {
+        if name.as_str().starts_with("x-") || name == "traceparent" {
             response = response.header(format!("x-echo-{name}"), value.clone());
         }
     }

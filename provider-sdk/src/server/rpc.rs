@@ -110,7 +110,7 @@ impl<P: Provider> Server<P> {
 
     /// Run an invocation that was taken up (and claimed, if it changes state), to its signed
     /// answer.
-    async fn taken_up(&self, inv: Invocation, key: MacKey) -> InvocationResponse {
+    async fn taken_up(&self, mut inv: Invocation, key: MacKey) -> InvocationResponse {
         let caller = ferry_proto::trace::TraceParent::of(&inv.trace_context);
         if caller.is_none() && !ferry_lattice::telemetry::exporting() {
             return self.serve_taken_up(inv, key).await;
@@ -125,7 +125,10 @@ impl<P: Provider> Server<P> {
             operation = %inv.operation,
             origin = %inv.origin,
         );
-        ferry_lattice::telemetry::follow(&traced, caller);
+        // What the provider's own calls within this one carry: its span, not its caller's.
+        if let Some(own) = ferry_lattice::telemetry::follow(&traced, caller) {
+            inv.trace_context.insert(ferry_proto::trace::TRACEPARENT.to_owned(), own.to_string());
+        }
         tracing::Instrument::instrument(self.serve_taken_up(inv, key), traced).await
     }
 
