@@ -104,6 +104,17 @@ PY
     fi
     export FERRY_REDIS_SERVER="$(command -v redis-server)"
 
+    # The registry tests run Debian's registry (the reference distribution server) with
+    # htpasswd authentication, the password file made by apache2-utils' htpasswd.
+    if ! command -v docker-registry >/dev/null; then
+        echo "setup: installing docker-registry" >&2
+        ferry_apt_install docker-registry
+    fi
+    if ! command -v htpasswd >/dev/null; then
+        echo "setup: installing apache2-utils (htpasswd)" >&2
+        ferry_apt_install apache2-utils
+    fi
+
     # The HTTPS test makes its certificate with openssl and fetches with curl, as a user would.
     for tool in openssl curl; do
         if ! command -v "$tool" >/dev/null; then

@@ -75,6 +75,8 @@ pub(crate) struct Sources {
     pub(crate) allowed: AllowedDirs,
     /// Which components may run, by their claims.
     pub(crate) policy: ClaimsPolicy,
+    /// OCI registries, through this host's image cache.
+    pub(crate) registry: crate::oci::Registry,
 }
 
 /// wasmtime pieces shared by every component of the host.
@@ -328,7 +330,8 @@ impl Components {
     }
 
     /// A component's bytes by reference: from the lattice's store (checked against the
-    /// digest), or from a file under an allowed directory.
+    /// digest), from a file under an allowed directory, or from an OCI registry (through the
+    /// host's image cache).
     async fn fetch(&self, reference: &str) -> Result<(ImageRef, Vec<u8>), ComponentError> {
         let image = ImageRef::parse(reference).map_err(|e| ComponentError::Invalid(e.to_string()))?;
         let bytes = match &image {
@@ -349,6 +352,13 @@ impl Components {
                     .await
                     .map_err(|e| ComponentError::Load(format!("cannot read component {}: {e}", path.display())))?
             }
+            ImageRef::Oci(oci) => match self.sources.registry.fetch(oci).await {
+                Ok((bytes, _manifest)) => bytes,
+                Err(err @ crate::oci::RegistryError::Refused(_)) => {
+                    return Err(ComponentError::Invalid(err.to_string()));
+                }
+                Err(err) => return Err(ComponentError::Load(err.to_string())),
+            },
         };
         Ok((image, bytes))
     }

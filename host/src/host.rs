@@ -50,6 +50,7 @@ pub struct HostBuilder {
     rpc_timeout: Duration,
     limits: Limits,
     allowed_dirs: Vec<std::path::PathBuf>,
+    registry: crate::oci::RegistrySettings,
     provider_nats_dir: Option<std::path::PathBuf>,
     log_format: Option<ferry_lattice::telemetry::LogFormat>,
     otlp_endpoint: Option<String>,
@@ -80,6 +81,7 @@ impl HostBuilder {
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             limits: Limits::default(),
             allowed_dirs: Vec::new(),
+            registry: crate::oci::RegistrySettings::default(),
             provider_nats_dir: None,
             log_format: None,
             otlp_endpoint: None,
@@ -212,6 +214,13 @@ impl HostBuilder {
         self
     }
 
+    /// How this host pulls components from OCI registries: its image cache, pull policy,
+    /// plain-HTTP registries, credentials.
+    pub fn registry(mut self, settings: crate::oci::RegistrySettings) -> Self {
+        self.registry = settings;
+        self
+    }
+
     /// The OTLP collector this host's supervised providers export spans and metrics to, as
     /// the host does (`--otlp-endpoint`); without it they follow `OTEL_EXPORTER_OTLP_*`.
     pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
@@ -293,6 +302,7 @@ impl HostBuilder {
             store: ferry_lattice::ComponentStore::open(&nats, &self.lattice).await?,
             allowed: allowed.clone(),
             policy: self.claims,
+            registry: crate::oci::Registry::new(self.registry.clone()),
         };
         let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone(), sources));
         let links = Links::new(&id, &self.lattice, view.clone(), rpc.clone(), events.clone());

@@ -33,6 +33,7 @@ mod identity;
 mod lattice;
 mod link_sync;
 mod links;
+pub mod oci;
 mod rpc;
 mod state;
 mod supervisor;

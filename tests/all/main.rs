@@ -29,6 +29,7 @@ mod lifecycle;
 mod limits;
 mod messaging;
 mod nats_accounts;
+mod oci;
 mod operator;
 mod replay;
 mod rotation;

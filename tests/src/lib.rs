@@ -21,4 +21,4 @@ mod servers;
 
 pub use lattice::{Lattice, TEST_CLIENT_ID, get, json_post};
 pub use process::{Process, bin_dir, binary, build_component, build_example, node, python, repo_path};
-pub use servers::{NatsCluster, NatsServer, RedisServer, free_port};
+pub use servers::{NatsCluster, NatsServer, RedisServer, RegistryServer, free_port};

@@ -279,3 +279,80 @@ impl RedisServer {
         Ok(Self { process, url: format!("redis://127.0.0.1:{port}") })
     }
 }
+
+/// Debian's `docker-registry` (the reference distribution server) on a free port, storing in a
+/// temporary directory that outlives a stop, so it can be started again with what was pushed;
+/// with htpasswd (basic) authentication when given a user and password.
+#[derive(Debug)]
+pub struct RegistryServer {
+    process: Option<Process>,
+    dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`: the registry part of a reference, and what `--allow-insecure-registry`
+    /// takes.
+    pub address: String,
+    port: u16,
+}
+
+impl RegistryServer {
+    /// Start one; `auth`: the only user and its password.
+    ///
+    /// # Errors
+    /// When `docker-registry` (or, with `auth`, `htpasswd`) is missing or does not start.
+    pub async fn start(auth: Option<(&str, &str)>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            // The password goes in on stdin, not on a command line.
+            let mut child = Command::new("htpasswd")
+                .args(["-nBi", user])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("is htpasswd (apache2-utils) installed?")?;
+            {
+                use std::io::Write as _;
+                let mut stdin = child.stdin.take().context("htpasswd stdin")?;
+                stdin.write_all(password.as_bytes())?;
+            }
+            let output = child.wait_with_output()?;
+            anyhow::ensure!(output.status.success(), "htpasswd failed");
+            std::fs::write(&htpasswd, &output.stdout)?;
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: ferry-test\n    path: {}\n", htpasswd.display()));
+        }
+        std::fs::write(dir.path().join("config.yml"), config)?;
+        let mut server = Self { process: None, dir, address: format!("127.0.0.1:{port}"), port };
+        server.start_again().await?;
+        Ok(server)
+    }
+
+    /// Stop it (SIGTERM); what it stores stays.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.terminate(std::time::Duration::from_secs(5));
+        }
+    }
+
+    /// Start it again, on the same port with the same content.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let mut command = Command::new("docker-registry");
+        command.arg("serve").arg(self.dir.path().join("config.yml"));
+        let mut process = Process::spawn("docker-registry", command).context("is docker-registry installed?")?;
+        wait_for_port(self.port, &mut process).await?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// The registry's log so far.
+    pub fn logs(&self) -> String {
+        self.process.as_ref().map(Process::logs).unwrap_or_default()
+    }
+}

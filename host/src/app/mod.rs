@@ -302,10 +302,11 @@ fn resolve_images(
                 format!("component {}: {image} was not uploaded (`ferry app deploy` uploads file:// images)", part.name)
             })?
         } else {
-            return Err(format!(
-                "component {}: {image:?} is a registry reference; Ferry runs components from file:// paths and uploaded digests (sha256:…) until registry support lands",
-                part.name
-            ));
+            // A registry image: each host pulls it (through its image cache).
+            match ferry_proto::image::OciRef::parse(image) {
+                Ok(oci) => oci.to_string(),
+                Err(err) => return Err(format!("component {}: {image:?}: {err}", part.name)),
+            }
         };
         ferry_proto::image::ImageRef::parse(&reference).map_err(|e| format!("component {}: {e}", part.name))?;
         resolved.insert(part.name.clone(), reference);

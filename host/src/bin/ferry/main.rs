@@ -10,6 +10,7 @@ mod claims;
 mod ctl;
 mod keys;
 mod nats_config;
+mod registry;
 mod secret;
 mod up;
 
@@ -35,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a host that joins a lattice and serves components.
-    Host(HostArgs),
+    Host(Box<HostArgs>),
     /// Send control commands to the hosts of a lattice.
     Ctl(ctl::CtlArgs),
     /// Deploy wadm application manifests and follow them (`deploy`, `list`, `status`,
@@ -54,6 +55,9 @@ enum Command {
     Up(up::UpArgs),
     /// Send an HTTP request to a component through the lattice.
     Call(call::CallArgs),
+    /// Publish a component to an OCI registry (wasm OCI layout: one `application/wasm`
+    /// layer); prints the digest reference of what was pushed.
+    Push(registry::PushArgs),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +131,8 @@ struct HostArgs {
     /// when set. Off otherwise.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    registry: registry::RegistryArgs,
     /// Serve this host's metrics (Prometheus text format) on `GET /metrics` at ADDRESS.
     #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDRESS")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -183,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(endpoint) = args.otlp_endpoint {
                 builder = builder.otlp_endpoint(endpoint);
             }
+            builder = builder.registry(args.registry.settings()?);
             if let Some(format) = log_format {
                 builder = builder.log_format(format);
             }
@@ -251,5 +258,6 @@ async fn main() -> anyhow::Result<()> {
             up::run(args, log_format).await
         }
         Command::Call(args) => call::run(args).await,
+        Command::Push(args) => registry::push(args).await,
     }
 }

@@ -326,14 +326,21 @@ async fn supervising(ctx: &Ctx, id: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// The reference to send for IMAGE: a reference as given, or a local file uploaded into the
-/// lattice's component store.
+/// The reference to send for IMAGE: a reference as given (an OCI image the hosts pull), or a
+/// local file uploaded into the lattice's component store.
 async fn reference(nats: &async_nats::Client, lattice: &str, image: &str) -> anyhow::Result<String> {
-    if image.starts_with("sha256:") || image.starts_with("file:") {
+    if image.starts_with("sha256:") || image.starts_with("file:") || image.starts_with("oci://") {
         return Ok(image.to_owned());
     }
+    if !std::path::Path::new(image).exists()
+        && let Ok(oci) = ferry_proto::image::OciRef::parse(image)
+    {
+        return Ok(oci.to_string());
+    }
     let bytes = std::fs::read(image).with_context(|| {
-        format!("cannot read {image} (name a local .wasm file, or a reference: sha256:HEX, file:/PATH on the host)")
+        format!(
+            "cannot read {image} (name a local .wasm file, or a reference: oci://REGISTRY/REPO:TAG, sha256:HEX, file:/PATH on the host)"
+        )
     })?;
     let store = ferry_lattice::ComponentStore::open(nats, lattice).await?;
     let reference = store.upload(&bytes).await?.to_string();
