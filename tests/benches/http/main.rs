@@ -17,6 +17,8 @@
 //!   what the bridge itself adds is measured in the same moments,
 //! * (j) a gRPC get to that stub over a Unix socket from the benchmark itself (the floor of
 //!   what the bridge adds, as (a) is of a NATS hop),
+//! * (k) (c) with tracing on: the host and the http-server exporting spans (every request
+//!   sampled) and metrics over OTLP to a receiver in the benchmark process,
 //!
 //! at 1 and 32 requests in flight: requests/s, p50 and p99 latency, the CPU each process spends
 //! per request, and resident memory; then each target of docs/benchmarks.md, computed from
@@ -216,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     let hello = build_component("hello")?;
     let wasmtime = std::env::var_os("BENCH_WASMTIME").map(PathBuf::from).filter(|p| p.exists());
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefghij".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcdefghijk".into());
     let wanted = |letter: char| only.contains(letter);
 
     println!(
@@ -240,6 +242,11 @@ async fn main() -> anyhow::Result<()> {
     if wanted('c') {
         let measured = systems::ferry_hello(&hello, &CONCURRENCY, duration).await?;
         r.record_measured("c", "(c) Ferry: HTTP → provider → NATS → host", measured);
+    }
+    if wanted('k') {
+        let (measured, spans) = systems::ferry_hello_traced(&hello, &CONCURRENCY, duration).await?;
+        r.record_measured("k", "(k) (c) with tracing on, 100 % sampled, OTLP export", measured);
+        println!("| (k) spans received | {spans} | | | | | |");
     }
     if wanted('d') {
         match &wasmtime {

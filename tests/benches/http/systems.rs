@@ -1,4 +1,5 @@
-//! The systems under test: Ferry end to end ((c) the hello component, (e) a key-value get on
+//! The systems under test: Ferry end to end ((c) the hello component, (k) the same exporting
+//! every span over OTLP, (e) a key-value get on
 //! Redis and on NATS KV, (f) the key-value component answering with no capability call),
 //! `wasmtime serve` (d), and a host's start-up time and idle memory (h).
 
@@ -46,6 +47,40 @@ pub(crate) async fn ferry_hello(wasm: &Path, concurrency: &[usize], duration: Du
     let provider = lattice
         .start_provider_with("ferry-provider-http-server", "http", &["--config", &format!("address={address}")])
         .await?;
+    let (host_pid, host_id) = (lattice.host.pid(), lattice.host_id.clone());
+    serve_hello(&lattice, wasm, address, &provider, (host_pid, &host_id), concurrency, duration).await
+}
+
+/// (k) (c) with every process exporting spans and metrics over OTLP, every request sampled,
+/// to a receiver in this process; and how many spans it got.
+pub(crate) async fn ferry_hello_traced(
+    wasm: &Path,
+    concurrency: &[usize],
+    duration: Duration,
+) -> anyhow::Result<(Measured, usize)> {
+    let receiver = ferry_tests::otlp::OtlpReceiver::start().await?;
+    let endpoint = receiver.endpoint();
+    let lattice = Lattice::start().await?;
+    let (host, host_id) = lattice.start_host_with(&["--otlp-endpoint", &endpoint]).await?;
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let export = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_TRACES_SAMPLER", "always_on")];
+    let provider = lattice
+        .start_provider_env("ferry-provider-http-server", "http", &["--config", &format!("address={address}")], &export)
+        .await?;
+    let measured = serve_hello(&lattice, wasm, address, &provider, (host.pid(), &host_id), concurrency, duration).await?;
+    Ok((measured, receiver.spans().len()))
+}
+
+/// Start the hello component on `host`, route `provider` at `address` to it, and measure.
+async fn serve_hello(
+    lattice: &Lattice,
+    wasm: &Path,
+    address: SocketAddr,
+    provider: &Process,
+    (host_pid, host_id): (u32, &str),
+    concurrency: &[usize],
+    duration: Duration,
+) -> anyhow::Result<Measured> {
     let cmd = ferry_proto::ctl::ComponentStart {
         request_id: "bench".into(),
         component_id: "hello".into(),
@@ -57,12 +92,12 @@ pub(crate) async fn ferry_hello(wasm: &Path, concurrency: &[usize], duration: Du
         max_instances: Some(100),
         config: Vec::new(),
     };
-    let resp = lattice.ctl.send(&cmd, None).await?;
+    let resp = lattice.ctl.send(&cmd, Some(host_id)).await?;
     anyhow::ensure!(resp.success, "component start failed: {}", resp.message);
     lattice.link(Link::new("http", "hello", "wasi", "http", vec!["incoming-handler".into()])).await?;
     ferry_tests::http::wait_for_route(address, "localhost", "/").await?;
     let watched = [
-        Watched { name: "host", pid: lattice.host.pid() },
+        Watched { name: "host", pid: host_pid },
         Watched { name: "http", pid: provider.pid() },
         Watched { name: "nats", pid: lattice.nats.process.pid() },
     ];
