@@ -108,6 +108,8 @@ pub(crate) struct RunningComponent {
     /// `max_instances` + [`Limits::queued_invocations`]. The bound on the host's work and
     /// memory for this component.
     admission: Arc<Semaphore>,
+    /// Invocations that may wait for an instance ([`Limits::queued_invocations`]).
+    queue_room: usize,
     /// Invocations refused for lack of room so far (to rate-limit the log line).
     shed: AtomicU64,
     execution_time: Duration,
@@ -151,6 +153,7 @@ impl RunningComponent {
             pre,
             permits,
             admission,
+            queue_room: limits.queued_invocations as usize,
             shed: AtomicU64::new(0),
             execution_time: limits.execution_time,
         })
@@ -159,6 +162,14 @@ impl RunningComponent {
     /// Count one invocation refused for lack of room; how many were refused before it.
     pub(crate) fn count_shed(&self) -> u64 {
         self.shed.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Instances running an invocation now, and invocations admitted that wait for one.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let max = self.spec.max_instances.max(1) as usize;
+        let in_use = max.saturating_sub(self.permits.available_permits());
+        let admitted = (max + self.queue_room).saturating_sub(self.admission.available_permits());
+        (in_use, admitted.saturating_sub(in_use))
     }
 
     /// Admit one more invocation, or `None` when as many are running and waiting as allowed.

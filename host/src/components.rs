@@ -166,6 +166,20 @@ impl Components {
         self.lock().len()
     }
 
+    /// Each component's instances in use and invocations waiting, as gauge readings.
+    pub(crate) fn readings(&self) -> Vec<ferry_lattice::metrics::Reading> {
+        use ferry_lattice::metrics::{INSTANCES_IN_USE, QUEUED_INVOCATIONS, Reading};
+        let mut readings = Vec::new();
+        for entry in self.lock().values() {
+            let current = entry.current.borrow();
+            let (in_use, queued) = current.load();
+            let labels = vec![("component", current.spec.id.clone())];
+            readings.push(Reading { name: INSTANCES_IN_USE, labels: labels.clone(), value: in_use as f64 });
+            readings.push(Reading { name: QUEUED_INVOCATIONS, labels, value: queued as f64 });
+        }
+        readings
+    }
+
     /// What runs, sorted by id.
     pub(crate) fn list(&self) -> Vec<ComponentDescription> {
         let mut list: Vec<_> = self.lock().values().map(Entry::describe).collect();

@@ -122,6 +122,11 @@ impl HealthMonitor {
                 Err(reason) => (false, reason),
             };
             entry.failures = if healthy { 0 } else { entry.failures.saturating_add(1) };
+            ferry_lattice::metrics::set_gauge(
+                ferry_lattice::metrics::PROVIDER_HEALTHY,
+                &[("provider", id)],
+                if healthy { 1.0 } else { 0.0 },
+            );
             let changed = entry.healthy != Some(healthy);
             entry.healthy = Some(healthy);
             let report = ProviderHealth {

@@ -305,6 +305,11 @@ impl HostBuilder {
             registry: crate::oci::Registry::new(self.registry.clone()),
         };
         let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone(), sources));
+        // Read when metrics are scraped or exported; nothing is kept up to date per call.
+        let weak = Arc::downgrade(&components);
+        ferry_lattice::metrics::register_collector(Box::new(move || {
+            weak.upgrade().map(|components| components.readings()).unwrap_or_default()
+        }));
         let links = Links::new(&id, &self.lattice, view.clone(), rpc.clone(), events.clone());
         let supervisor = SupervisorConfig {
             host_id: id.clone(),

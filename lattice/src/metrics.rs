@@ -28,6 +28,22 @@ pub const INVOCATION_SECONDS: &str = "ferry_invocation_duration_seconds";
 pub const PROVIDER_INVOCATIONS: &str = "ferry_provider_invocations_total";
 /// How long they took, by provider and operation.
 pub const PROVIDER_INVOCATION_SECONDS: &str = "ferry_provider_invocation_duration_seconds";
+/// Instances of a component running an invocation now, by component (a gauge).
+pub const INSTANCES_IN_USE: &str = "ferry_component_instances_in_use";
+/// Invocations of a component taken in and waiting for an instance, by component (a gauge).
+pub const QUEUED_INVOCATIONS: &str = "ferry_component_queued_invocations";
+/// Whether a provider answered its last health check healthy (1) or not (0), by provider, as
+/// the host checking it saw it (a gauge).
+pub const PROVIDER_HEALTHY: &str = "ferry_provider_healthy";
+/// Bytes of bodies streamed between processes (chunked payloads), by direction `sent` or
+/// `received`.
+pub const STREAMED_BYTES: &str = "ferry_streamed_bytes_total";
+/// The gauges a process may report, with their help: what an OTLP exporter observes.
+pub const GAUGES: [(&str, &str); 3] = [
+    (INSTANCES_IN_USE, "Instances running an invocation now."),
+    (QUEUED_INVOCATIONS, "Invocations waiting for an instance."),
+    (PROVIDER_HEALTHY, "1 when the provider's last health check passed, else 0."),
+];
 
 /// Upper bounds of the latency buckets, in seconds: 100 µs to 10 s.
 const BUCKETS: [f64; 15] =
@@ -35,6 +51,22 @@ const BUCKETS: [f64; 15] =
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static REGISTRY: Mutex<BTreeMap<&'static str, Family>> = Mutex::new(BTreeMap::new());
+/// Gauges read when they are asked for (a scrape, an export), not kept up to date per call.
+static COLLECTORS: Mutex<Vec<Collector>> = Mutex::new(Vec::new());
+
+/// One gauge reading: its name (one of [`GAUGES`]), labels and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The gauge.
+    pub name: &'static str,
+    /// Its labels.
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value now.
+    pub value: f64,
+}
+
+/// What reads a process's gauges when asked (its components' instances and queues, say).
+pub type Collector = Box<dyn Fn() -> Vec<Reading> + Send + Sync>;
 
 /// Label values of one series, in the order they were given.
 type Labels = Vec<(&'static str, String)>;
@@ -46,6 +78,7 @@ struct Family {
 
 enum Series {
     Counter(u64),
+    Gauge(f64),
     Histogram { buckets: [u64; BUCKETS.len()], sum: f64, count: u64 },
 }
 
@@ -125,6 +158,39 @@ pub fn observe(name: &'static str, help: &'static str, labels: &[(&'static str, 
     });
 }
 
+/// Set gauge `name` (one of [`GAUGES`]) with `labels` to `value` (when metrics are on).
+pub fn set_gauge(name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    if !enabled() {
+        return;
+    }
+    let help = GAUGES.iter().find(|(n, _)| *n == name).map_or("", |(_, help)| help);
+    with_series(name, help, labels, |series| *series = Some(Series::Gauge(value)));
+}
+
+/// Read gauges through `collector` whenever they are asked for, from now on.
+pub fn register_collector(collector: Collector) {
+    COLLECTORS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(collector);
+}
+
+/// Every gauge's current reading: those set ([`set_gauge`]) and those collected.
+pub fn gauges() -> Vec<Reading> {
+    let mut readings = Vec::new();
+    {
+        let registry = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, family) in registry.iter() {
+            for (labels, series) in &family.series {
+                if let Series::Gauge(value) = series {
+                    readings.push(Reading { name, labels: labels.clone(), value: *value });
+                }
+            }
+        }
+    }
+    for collector in COLLECTORS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        readings.extend(collector());
+    }
+    readings
+}
+
 /// One invocation's count and latency, under the names a host (`component`) or a provider
 /// (`provider`) records them.
 pub fn invocation(served_by: Served<'_>, operation: &str, outcome: &str, took: Duration) {
@@ -155,11 +221,13 @@ pub enum Served<'a> {
 
 /// Everything recorded, in Prometheus' text exposition format (version 0.0.4).
 pub fn render() -> String {
-    let registry = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut out = String::new();
+    let registry = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for (name, family) in registry.iter() {
         let kind = match family.series.values().next() {
             Some(Series::Histogram { .. }) => "histogram",
+            // Gauges, set and collected alike, are written below.
+            Some(Series::Gauge(_)) => continue,
             _ => "counter",
         };
         let _ = writeln!(out, "# HELP {name} {}", family.help);
@@ -169,6 +237,7 @@ pub fn render() -> String {
                 Series::Counter(value) => {
                     let _ = writeln!(out, "{name}{} {value}", label_text(labels, None));
                 }
+                Series::Gauge(_) => {}
                 Series::Histogram { buckets, sum, count } => {
                     for (bound, bucket) in BUCKETS.iter().zip(buckets) {
                         let _ = writeln!(out, "{name}_bucket{} {bucket}", label_text(labels, Some(&bound.to_string())));
@@ -178,6 +247,19 @@ pub fn render() -> String {
                     let _ = writeln!(out, "{name}_count{} {count}", label_text(labels, None));
                 }
             }
+        }
+    }
+    drop(registry);
+    let readings = gauges();
+    for (name, help) in GAUGES {
+        let mut of_name = readings.iter().filter(|r| r.name == name).peekable();
+        if of_name.peek().is_none() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for reading in of_name {
+            let _ = writeln!(out, "{name}{} {}", label_text(&reading.labels, None), reading.value);
         }
     }
     out

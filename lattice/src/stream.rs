@@ -25,6 +25,9 @@ use tracing::{debug, warn};
 /// A body as a stream of byte chunks; an error ends it.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, RpcError>> + Send>>;
 
+/// Help of [`crate::metrics::STREAMED_BYTES`].
+const STREAMED_HELP: &str = "Bytes of bodies streamed between processes, by direction.";
+
 /// A fresh stream id: unique, and valid in a subject.
 pub fn new_stream_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -170,6 +173,12 @@ impl Offer {
             self.buffer = BytesMut::new();
         }
         let end = self.source_done && self.buffer.is_empty();
+        crate::metrics::count(
+            crate::metrics::STREAMED_BYTES,
+            STREAMED_HELP,
+            &[("direction", "sent")],
+            data.len() as u64,
+        );
         StreamChunk::data(&self.id, seq, data.to_vec(), end, &self.key)
     }
 }
@@ -253,6 +262,12 @@ async fn pull_task(
             let _ = tx.send(Err(err)).await;
             return;
         }
+        crate::metrics::count(
+            crate::metrics::STREAMED_BYTES,
+            STREAMED_HELP,
+            &[("direction", "received")],
+            chunk.data.len() as u64,
+        );
         if !chunk.data.is_empty() && tx.send(Ok(Bytes::from(chunk.data))).await.is_err() {
             if !chunk.end {
                 cancel(&nats, &subject, &id, seq + 1, &key).await;

@@ -120,6 +120,72 @@ async fn host_and_provider_metrics_count_invocations_on_their_scrape_endpoints()
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn gauges_show_instances_in_use_waiting_invocations_provider_health_and_bytes_streamed() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let (_host, host_id) =
+        lattice.start_host_with(&["--metrics-listen", &metrics.to_string(), "--health-interval-ms", "300"]).await?;
+    let _kv = lattice.start_provider("ferry-provider-keyvalue", "kv").await?;
+    lattice.start_component_on("kv-http", "kvc", &[], Some(&host_id)).await?;
+    lattice.link(kv_link("kvc", "kv", "default", &[])).await?;
+    let start = ferry_proto::ctl::ComponentStart {
+        request_id: "echo".into(),
+        component_id: "echo".into(),
+        image: lattice.image("http-echo").await?,
+        max_instances: Some(1),
+        config: Vec::new(),
+    };
+    let resp = lattice.ctl.send(&start, Some(&host_id)).await?;
+    anyhow::ensure!(resp.success, "{}", resp.message);
+    lattice
+        .link(Link::new(ferry_tests::TEST_CLIENT_ID, "echo", "wasi", "http", vec!["incoming-handler".into()]))
+        .await?;
+
+    // One instance: of two slow calls at once, one runs and one waits.
+    let slow = |client: ferry_lattice::LatticeClient| async move {
+        let mut request = ferry_tests::json_post(&serde_json::json!({}));
+        request.path_with_query = "/sleep?ms=1500".into();
+        client.handle_http("echo", &request).await
+    };
+    let calls = [tokio::spawn(slow(lattice.client.clone())), tokio::spawn(slow(lattice.client.clone()))];
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let busy = scrape(metrics).await?;
+    assert_eq!(value(&busy, r#"ferry_component_instances_in_use{component="echo"}"#), 1.0, "{busy}");
+    assert_eq!(value(&busy, r#"ferry_component_queued_invocations{component="echo"}"#), 1.0, "{busy}");
+    assert!(busy.contains("# TYPE ferry_component_instances_in_use gauge"), "{busy}");
+    for call in calls {
+        assert_eq!(call.await??.status, 200);
+    }
+    let idle = scrape(metrics).await?;
+    assert!(idle.contains(r#"ferry_component_instances_in_use{component="echo"} 0"#), "{idle}");
+    assert!(idle.contains(r#"ferry_component_queued_invocations{component="echo"} 0"#), "{idle}");
+
+    // The key-value provider kvc links to is checked, and healthy.
+    let healthy = r#"ferry_provider_healthy{provider="kv"}"#;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while value(&scrape(metrics).await?, healthy) != 1.0 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no healthy reading: {}", scrape(metrics).await?);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // A body too large to travel inline is streamed to the host and back (all but the head
+    // that travels inline with the invocation).
+    let before = scrape(metrics).await?;
+    let mut echo = ferry_tests::json_post(&serde_json::json!({}));
+    echo.path_with_query = "/echo".into();
+    echo.body = vec![b'x'; 3 << 20];
+    let answer = lattice.client.handle_http("echo", &echo).await?;
+    assert_eq!(answer.body.len(), 3 << 20);
+    let after = scrape(metrics).await?;
+    for direction in ["received", "sent"] {
+        let series = format!("ferry_streamed_bytes_total{{direction=\"{direction}\"}}");
+        let grew = value(&after, &series) - value(&before, &series);
+        assert!((f64::from(2u32 << 20)..=f64::from(3u32 << 20)).contains(&grew), "{direction} grew by {grew}: {after}");
+    }
+    Ok(())
+}
+
 /// The JSON log lines of `logs` that belong to trace `trace_id`.
 fn lines_of_trace<'a>(logs: &'a str, trace_id: &str) -> Vec<&'a str> {
     logs.lines()
@@ -188,12 +254,19 @@ async fn spans_of_one_call_reach_an_otlp_receiver_from_three_processes_with_thei
     let receiver = OtlpReceiver::start().await?;
     let endpoint = receiver.endpoint();
     let lattice = Lattice::start().await?;
-    let (mut host, host_id) = lattice.start_host_with(&["--log-format", "json", "--otlp-endpoint", &endpoint]).await?;
     let export = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
     ];
+    // The host takes the endpoint as a flag; how often it exports, from the environment: its
+    // spans every 3 s, so that only its final export can carry a call made just before it stops.
+    let (mut host, host_id) = lattice
+        .start_host_env(
+            &["--log-format", "json", "--otlp-endpoint", &endpoint],
+            &[("OTEL_BSP_SCHEDULE_DELAY", "3000"), ("OTEL_METRIC_EXPORT_INTERVAL", "500")],
+        )
+        .await?;
     let _kv = lattice.start_provider_env("ferry-provider-keyvalue", "kv", &[], &export).await?;
     let (_web, address) = web_to_kvc(&lattice, &host_id, &export).await?;
 
@@ -205,8 +278,8 @@ async fn spans_of_one_call_reach_an_otlp_receiver_from_three_processes_with_thei
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let answered = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
 
-    // One span each from the http-server, the host and the key-value provider (the host
-    // exports every 5 s by default, so this waits for its first batch).
+    // One span each from the http-server, the host and the key-value provider (this waits for
+    // the host's first batch).
     let of = |spans: &[ReceivedSpan], service: &str| -> Option<ReceivedSpan> {
         spans.iter().find(|s| s.trace_id == trace_id && s.service == service).cloned()
     };
@@ -232,8 +305,8 @@ async fn spans_of_one_call_reach_an_otlp_receiver_from_three_processes_with_thei
         host.logs()
     );
 
-    // Metrics of the same calls: the provider's every 500 ms, the host's when it stops (its
-    // last export on SIGTERM).
+    // Metrics of the same calls, every 500 ms: the counters, the latency histogram and the
+    // component's instances gauge.
     let counted = |points: &[ReceivedPoint], service: &str, metric: &str, who: (&str, &str)| {
         points.iter().any(|p| {
             p.service == service
@@ -247,14 +320,30 @@ async fn spans_of_one_call_reach_an_otlp_receiver_from_three_processes_with_thei
     })
     .await;
     assert!(kv_counted.is_some(), "no provider invocation count arrived: {:#?}", receiver.points());
-    assert!(host.terminate(std::time::Duration::from_secs(10)), "the host did not stop on SIGTERM");
-    let host_counted = eventually(std::time::Duration::from_secs(5), || {
+    let host_counted = eventually(std::time::Duration::from_secs(10), || {
         let points = receiver.points();
+        let instances = points.iter().any(|p| {
+            p.service == "ferry-host"
+                && p.metric == "ferry_component_instances_in_use"
+                && p.attributes.contains(&("component".to_owned(), "kvc".to_owned()))
+        });
         (counted(&points, "ferry-host", "ferry_invocations_total", ("component", "kvc"))
-            && counted(&points, "ferry-host", "ferry_invocation_duration_seconds", ("component", "kvc")))
-        .then_some(())
+            && counted(&points, "ferry-host", "ferry_invocation_duration_seconds", ("component", "kvc"))
+            && instances)
+            .then_some(())
     })
     .await;
     assert!(host_counted.is_some(), "the host's metrics did not arrive: {:#?}", receiver.points());
+
+    // A call made just before the host stops is still exported: the last batch goes out on
+    // SIGTERM, before the next scheduled one.
+    let last_trace = "5c4b3a29181706f5e4d3c2b1a0918273";
+    let mut traced = request("POST", "localhost", "/", full(r#"{"op":"get","bucket":"b","key":"o"}"#.to_owned()))?;
+    traced.headers_mut().insert("traceparent", format!("00-{last_trace}-{caller_span}-01").parse()?);
+    let (status, _, _) = fetch(address, traced).await?;
+    assert_eq!(status, 200);
+    assert!(host.terminate(std::time::Duration::from_secs(10)), "the host did not stop on SIGTERM");
+    let flushed = receiver.spans().iter().any(|s| s.trace_id == last_trace && s.service == "ferry-host");
+    assert!(flushed, "the host's last span was not exported before it exited");
     Ok(())
 }

@@ -98,8 +98,17 @@ struct HostSetup<'a> {
 /// Start `ferry host` (with `extra` arguments), obeying the operator `setup.operator`, and wait
 /// until it is ready; returns it with its host id.
 async fn spawn_host(setup: &HostSetup<'_>, extra: &[&str]) -> anyhow::Result<(Process, String)> {
+    spawn_host_env(setup, extra, &[]).await
+}
+
+async fn spawn_host_env(
+    setup: &HostSetup<'_>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Process, String)> {
     let HostSetup { url, lattice, seed, accepted, operator, rpc_timeout } = *setup;
     let mut command = Command::new(binary("ferry")?);
+    command.envs(env.iter().copied());
     command
         .args(["host", "--nats-url", url, "--lattice", lattice, "--operator-key", operator, "--rpc-timeout-ms"])
         .arg(rpc_timeout.as_millis().to_string())
@@ -239,6 +248,23 @@ impl Lattice {
     /// When it does not start.
     pub async fn start_host_with(&self, extra: &[&str]) -> anyhow::Result<(Process, String)> {
         self.start_host_at(&self.url, extra).await
+    }
+
+    /// [`Lattice::start_host_with`] with variables added to the host's environment.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_host_env(&self, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(Process, String)> {
+        let operator = OperatorKey::from_seed(&self.operator_seed)?.public_key();
+        let setup = HostSetup {
+            url: &self.url,
+            lattice: &self.name,
+            seed: &self.seed,
+            accepted: "",
+            operator: &operator,
+            rpc_timeout: self.rpc_timeout,
+        };
+        spawn_host_env(&setup, extra, env).await
     }
 
     /// [`Lattice::start_host_with`], the host connecting to the NATS server(s) at `url` (a

@@ -42,8 +42,8 @@ pub struct ReceivedSpan {
     pub attributes: Vec<(String, String)>,
 }
 
-/// One data point of a counter or histogram as received: who sent it, the metric's name, its
-/// attributes, and its value (a counter's sum, a histogram's count).
+/// One data point of a counter, gauge or histogram as received: who sent it, the metric's name,
+/// its attributes, and its value (a counter's sum, a gauge's value, a histogram's count).
 #[derive(Debug, Clone)]
 pub struct ReceivedPoint {
     /// `service.name` of the sending process.
@@ -157,6 +157,18 @@ fn points(service: &str, metric: &Metric) -> Vec<ReceivedPoint> {
     };
     match &metric.data {
         Some(Data::Sum(sum)) => sum
+            .data_points
+            .iter()
+            .map(|p| {
+                let value = match p.value {
+                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
+                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
+                    None => 0.0,
+                };
+                point(&p.attributes, value)
+            })
+            .collect(),
+        Some(Data::Gauge(gauge)) => gauge
             .data_points
             .iter()
             .map(|p| {

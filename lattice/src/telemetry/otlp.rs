@@ -77,6 +77,8 @@ impl Export {
 pub(super) struct Pipeline {
     pub(super) tracer: SdkTracerProvider,
     meter: SdkMeterProvider,
+    /// The observable gauges, kept for the pipeline's life.
+    _gauges: Vec<opentelemetry::metrics::ObservableGauge<f64>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -122,10 +124,28 @@ impl Pipeline {
             .with_periodic_exporter(OnRuntime { inner: Arc::new(metrics), handle })
             .with_resource(resource)
             .build();
-        let _ = METER.set(meter.meter("ferry"));
+        let ferry_meter = meter.meter("ferry");
+        // Gauges are read when the reader collects, from the same readings a scrape shows.
+        let gauges = crate::metrics::GAUGES
+            .iter()
+            .map(|&(name, help)| {
+                ferry_meter
+                    .f64_observable_gauge(name)
+                    .with_description(help)
+                    .with_callback(move |observer| {
+                        for reading in crate::metrics::gauges().into_iter().filter(|r| r.name == name) {
+                            let labels: Vec<KeyValue> =
+                                reading.labels.iter().map(|(k, v)| KeyValue::new(*k, v.clone())).collect();
+                            observer.observe(reading.value, &labels);
+                        }
+                    })
+                    .build()
+            })
+            .collect();
+        let _ = METER.set(ferry_meter);
         EXPORTING.store(true, Ordering::Relaxed);
         drop(_entered);
-        Ok(Self { tracer, meter, runtime: Some(runtime) })
+        Ok(Self { tracer, meter, _gauges: gauges, runtime: Some(runtime) })
     }
 
     /// Export what is pending and stop. Blocks the calling thread for as long as the last

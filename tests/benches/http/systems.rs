@@ -67,7 +67,8 @@ pub(crate) async fn ferry_hello_traced(
     let provider = lattice
         .start_provider_env("ferry-provider-http-server", "http", &["--config", &format!("address={address}")], &export)
         .await?;
-    let measured = serve_hello(&lattice, wasm, address, &provider, (host.pid(), &host_id), concurrency, duration).await?;
+    let measured =
+        serve_hello(&lattice, wasm, address, &provider, (host.pid(), &host_id), concurrency, duration).await?;
     Ok((measured, receiver.spans().len()))
 }
 
