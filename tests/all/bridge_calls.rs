@@ -253,3 +253,31 @@ async fn http_call(
     }
     Ok((status, body))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traced_call_reaches_the_foreign_process_with_its_trace_under_the_bridge_s_span() -> anyhow::Result<()> {
+    let lattice = Lattice::start().await?;
+    let _bridge = stub_behind_bridge(&lattice, "kvstub", &[]).await?;
+    lattice.start_component("kv-http", "kvc", &[]).await?;
+    lattice.link(crate::keyvalue::kv_link("kvc", "kvstub", "default", &[])).await?;
+
+    // The stub answers a get of `traceparent-seen` with the traceparent metadata it received.
+    let get = json!({"op": "get", "bucket": "b", "key": "traceparent-seen"});
+    let caller = ferry_proto::trace::TraceParent::root();
+    let mut options = ferry_lattice::http::HttpCallOptions::new(Duration::from_secs(10));
+    options.trace = Some(caller);
+    let request = hyper::Request::post("http://localhost/")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(get.to_string())))?;
+    let response = lattice.client.call_http("kvc", request, &options).await?;
+    let body = response.into_body().collect_bytes().await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let seen = answer["ok"].as_str().and_then(ferry_proto::trace::TraceParent::parse);
+    let seen = seen.unwrap_or_else(|| panic!("the foreign process got no traceparent: {answer}"));
+    assert_eq!(seen.trace_id, caller.trace_id, "{answer}");
+    assert_ne!(seen.span_id, caller.span_id, "the bridge forwards its own span, not its caller's: {answer}");
+
+    // An untraced call forwards none.
+    assert_eq!(lattice.ok("kvc", get).await?, json!(null));
+    Ok(())
+}

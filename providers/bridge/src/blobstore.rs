@@ -2,7 +2,7 @@
 //! stream both ways piece by piece — NATS stream to gRPC stream and back — so the bridge holds
 //! a few chunks of an object, never the object.
 
-use std::{task::Poll, time::Duration};
+use std::task::Poll;
 
 use bytes::Bytes;
 use ferry_provider_sdk::{
@@ -27,13 +27,13 @@ impl Bridge {
     async fn blob<T, Fut>(
         &self,
         ctx: &InvocationContext<BridgeLink>,
-        call: impl FnOnce(BlobstoreClient<Connection>, Duration) -> Fut,
+        call: impl FnOnce(BlobstoreClient<Connection>, crate::provider::Forwarded) -> Fut,
     ) -> Result<T, RpcError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let (foreign, limit) = self.admit(ctx)?;
-        call(foreign.blobstore(), limit)
+        let (foreign, forwarded) = self.admit(ctx)?;
+        call(foreign.blobstore(), forwarded)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| foreign.failed(&status))

@@ -1,15 +1,18 @@
 //! `wasi:keyvalue` forwarded: each SDK key-value call becomes one call of the foreign
 //! process's `KeyValue` service, with the caller and link named and the caller's deadline set.
 
-use std::time::Duration;
-
 use ferry_provider_sdk::{
     InvocationContext, RpcError,
     grpc::v1::{self, key_value_client::KeyValueClient},
     keyvalue::{KeyValue, KeyValuePair, ListKeysResponse},
 };
 
-use crate::{foreign::Foreign, h2::Connection, links::BridgeLink, provider::Bridge};
+use crate::{
+    foreign::Foreign,
+    h2::Connection,
+    links::BridgeLink,
+    provider::{Bridge, Forwarded},
+};
 
 /// Who calls, as the contract names it (every capability's requests carry it).
 pub(crate) fn caller(ctx: &InvocationContext<BridgeLink>) -> Option<v1::Caller> {
@@ -21,23 +24,28 @@ impl Bridge {
     async fn kv<T, Fut>(
         &self,
         ctx: &InvocationContext<BridgeLink>,
-        call: impl FnOnce(KeyValueClient<Connection>, Duration) -> Fut,
+        call: impl FnOnce(KeyValueClient<Connection>, Forwarded) -> Fut,
     ) -> Result<T, RpcError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let (foreign, limit): (&Foreign, Duration) = self.admit(ctx)?;
-        call(foreign.key_value(), limit)
+        let (foreign, forwarded): (&Foreign, Forwarded) = self.admit(ctx)?;
+        call(foreign.key_value(), forwarded)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| foreign.failed(&status))
     }
 }
 
-/// A request that carries its deadline to the foreign process.
-pub(crate) fn timed<T>(message: T, limit: Duration) -> tonic::Request<T> {
+/// A request that carries its deadline and trace to the foreign process.
+pub(crate) fn timed<T>(message: T, forwarded: Forwarded) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(limit);
+    request.set_timeout(forwarded.limit);
+    if let Some(trace) = forwarded.trace
+        && let Ok(value) = trace.to_string().parse()
+    {
+        request.metadata_mut().insert(ferry_provider_sdk::trace::TRACEPARENT, value);
+    }
     request
 }
 

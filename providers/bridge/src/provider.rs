@@ -126,8 +126,9 @@ impl Bridge {
         }
     }
 
-    /// The foreign process is reachable and took the call's link; the call's time limit.
-    pub(crate) fn admit(&self, ctx: &InvocationContext<BridgeLink>) -> Result<(&Foreign, Duration), RpcError> {
+    /// The foreign process is reachable and took the call's link; the call's time limit and
+    /// trace, which the forwarded request carries.
+    pub(crate) fn admit(&self, ctx: &InvocationContext<BridgeLink>) -> Result<(&Foreign, Forwarded), RpcError> {
         let foreign = self.foreign()?;
         foreign.ready()?;
         ctx.state.check()?;
@@ -140,8 +141,17 @@ impl Bridge {
                 .and_then(|ms| ms.parse().ok())
                 .map_or_else(|| ctx.provider.client().timeout(), Duration::from_millis),
         };
-        Ok((foreign, limit))
+        Ok((foreign, Forwarded { limit, trace: ctx.traceparent() }))
     }
+}
+
+/// What a request forwarded to the foreign process carries besides its message: the time the
+/// caller still waits (gRPC's deadline) and the call's trace (`traceparent` metadata, naming
+/// the bridge's span for the call), so the foreign process can continue it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forwarded {
+    pub(crate) limit: Duration,
+    pub(crate) trace: Option<ferry_provider_sdk::trace::TraceParent>,
 }
 
 impl Bridge {

@@ -54,7 +54,12 @@ impl v1::provider_server::Provider for Stub {
 #[tonic::async_trait]
 impl v1::key_value_server::KeyValue for Stub {
     async fn get(&self, request: Request<v1::KeyRequest>) -> Result<Response<v1::GetResponse>, Status> {
+        // The trace the bridge forwarded, for the test that checks it does.
+        let traceparent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let r = request.into_inner();
+        if r.key == "traceparent-seen" {
+            return Ok(Response::new(v1::GetResponse { value: traceparent.map(String::into_bytes) }));
+        }
         Ok(Response::new(v1::GetResponse { value: lock(&self.store).get(&(r.bucket, r.key)).cloned() }))
     }
 
