@@ -148,6 +148,15 @@ fn span(service: &str, span: &Span) -> ReceivedSpan {
     }
 }
 
+fn number(point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> f64 {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    match point.value {
+        Some(Value::AsInt(i)) => i as f64,
+        Some(Value::AsDouble(d)) => d,
+        None => 0.0,
+    }
+}
+
 fn points(service: &str, metric: &Metric) -> Vec<ReceivedPoint> {
     let point = |attributes: &[KeyValue], value: f64| ReceivedPoint {
         service: service.to_owned(),
@@ -156,30 +165,8 @@ fn points(service: &str, metric: &Metric) -> Vec<ReceivedPoint> {
         value,
     };
     match &metric.data {
-        Some(Data::Sum(sum)) => sum
-            .data_points
-            .iter()
-            .map(|p| {
-                let value = match p.value {
-                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
-                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
-                    None => 0.0,
-                };
-                point(&p.attributes, value)
-            })
-            .collect(),
-        Some(Data::Gauge(gauge)) => gauge
-            .data_points
-            .iter()
-            .map(|p| {
-                let value = match p.value {
-                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
-                    Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
-                    None => 0.0,
-                };
-                point(&p.attributes, value)
-            })
-            .collect(),
+        Some(Data::Sum(sum)) => sum.data_points.iter().map(|p| point(&p.attributes, number(p))).collect(),
+        Some(Data::Gauge(gauge)) => gauge.data_points.iter().map(|p| point(&p.attributes, number(p))).collect(),
         Some(Data::Histogram(histogram)) => {
             histogram.data_points.iter().map(|p| point(&p.attributes, p.count as f64)).collect()
         }
