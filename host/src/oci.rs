@@ -262,7 +262,7 @@ impl Registry {
         };
         let manifest = match self.cache.blob(&manifest_digest).await {
             Some(bytes) => bytes,
-            None => self.pull_manifest(&image.pinned(&manifest_digest)).await?,
+            None => self.pull_manifest(&image.pinned(&manifest_digest)).await?.0,
         };
         let layer = component_layer(image, &manifest)?;
         if let Some(bytes) = self.cache.blob(&layer.digest).await {
@@ -283,44 +283,33 @@ impl Registry {
             debug!(%image, %digest, "tag resolved from the image cache");
             return Ok(digest);
         }
-        let reference = Self::reference(image)?;
-        let auth = self.settings.credentials.for_registry(&image.registry);
-        let (raw, digest) = self
-            .client
-            .pull_manifest_raw(&reference, &auth, MANIFEST_TYPES)
-            .await
-            .map_err(|e| self.failed(image, &e))?;
-        let actual = format!("sha256:{}", sha256_hex(&raw));
-        if actual != digest {
-            return Err(RegistryError::Pull {
-                image: image.to_string(),
-                cause: format!("the manifest's content is {actual}, the registry says {digest}"),
-            });
-        }
-        self.cache.put_blob(&digest, &raw).await?;
+        let (_, digest) = self.pull_manifest(image).await?;
         self.cache.put_tag(image, &digest).await?;
         info!(%image, %digest, "tag resolved");
         Ok(digest)
     }
 
-    /// Pull the manifest `image` pins, check it against the digest, and keep it.
-    async fn pull_manifest(&self, image: &OciRef) -> Result<Vec<u8>, RegistryError> {
-        let digest = image.digest.clone().unwrap_or_default();
+    /// Pull `image`'s manifest (by its digest when it pins one, else by its tag), check its
+    /// content against that digest (else the one the registry named), and keep it; the manifest
+    /// and its digest.
+    async fn pull_manifest(&self, image: &OciRef) -> Result<(Vec<u8>, String), RegistryError> {
         let reference = Self::reference(image)?;
         let auth = self.settings.credentials.for_registry(&image.registry);
-        let (raw, _) = self
+        let (raw, said) = self
             .client
             .pull_manifest_raw(&reference, &auth, MANIFEST_TYPES)
             .await
             .map_err(|e| self.failed(image, &e))?;
-        if format!("sha256:{}", sha256_hex(&raw)) != digest {
+        let expected = image.digest.clone().unwrap_or(said);
+        let actual = format!("sha256:{}", sha256_hex(&raw));
+        if actual != expected {
             return Err(RegistryError::Pull {
                 image: image.to_string(),
-                cause: format!("the registry's manifest does not match {digest}"),
+                cause: format!("the manifest's content is {actual}, not {expected}"),
             });
         }
-        self.cache.put_blob(&digest, &raw).await?;
-        Ok(raw.to_vec())
+        self.cache.put_blob(&actual, &raw).await?;
+        Ok((raw.to_vec(), actual))
     }
 
     /// Pull one layer, logging progress every second for a pull that takes longer.
