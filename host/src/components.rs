@@ -76,7 +76,7 @@ pub(crate) struct Sources {
     /// Which components may run, by their claims.
     pub(crate) policy: ClaimsPolicy,
     /// OCI registries, through this host's image cache.
-    pub(crate) registry: crate::oci::Registry,
+    pub(crate) registry: Arc<crate::oci::Registry>,
 }
 
 /// wasmtime pieces shared by every component of the host.

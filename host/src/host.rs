@@ -298,11 +298,12 @@ impl HostBuilder {
         };
         let runtime = Arc::new(Runtime::new(engine, linker, self.limits));
         let allowed = AllowedDirs::new(&self.allowed_dirs);
+        let registry = Arc::new(crate::oci::Registry::new(self.registry.clone()));
         let sources = Sources {
             store: ferry_lattice::ComponentStore::open(&nats, &self.lattice).await?,
             allowed: allowed.clone(),
             policy: self.claims,
-            registry: crate::oci::Registry::new(self.registry.clone()),
+            registry: registry.clone(),
         };
         let components = Arc::new(Components::new(&id, runtime.clone(), serve, events.clone(), stop.clone(), sources));
         // Read when metrics are scraped or exported; nothing is kept up to date per call.
@@ -317,6 +318,7 @@ impl HostBuilder {
             nats_url: self.nats_url.clone(),
             cluster_keys: rpc.cluster_keys().cloned().collect(),
             allowed_dirs: allowed,
+            registry,
             provider_nats_dir: self.provider_nats_dir.clone(),
             log_format: self.log_format,
             otlp_endpoint: self.otlp_endpoint.clone(),
@@ -336,7 +338,7 @@ impl HostBuilder {
         }
         let apps = AppStore::new(view.bucket().clone(), lattice_operator, lattice_operators);
         let auth = CommandAuth::new(operators, ReplayRecord::new(nats.clone(), &self.lattice));
-        let starts_providers = !self.allowed_dirs.is_empty();
+        let starts_providers = providers.can_start();
         let services = Arc::new(Services {
             identity: Arc::new(Identity::new(id, self.lattice, self.labels, starts_providers)),
             components,

@@ -1,8 +1,10 @@
-//! Components from OCI registries: pulled by reference (`oci://REGISTRY/REPO:TAG`,
-//! `…@sha256:…`), kept in a content-addressed cache on disk ([`cache`]), and pushed by `ferry
-//! push` with the media types of the CNCF wasm OCI artifact layout (a config of type
-//! `application/vnd.wasm.config.v0+json` and one `application/wasm` layer), which wasmCloud's
-//! and wasmtime's tools pull as well. docs/registries.md has the rules.
+//! Components and provider binaries from OCI registries: pulled by reference
+//! (`oci://REGISTRY/REPO:TAG`, `…@sha256:…`), kept in a content-addressed cache on disk
+//! ([`cache`]), and pushed by `ferry push`. Components use the media types of the CNCF wasm OCI
+//! artifact layout (a config of type `application/vnd.wasm.config.v0+json` and one
+//! `application/wasm` layer), which wasmCloud's and wasmtime's tools pull as well; a provider is
+//! an image index with one manifest per platform, each holding the executable as its one layer.
+//! docs/registries.md has the rules.
 //!
 //! A digest-pinned reference is served from the cache once pulled and never asks the registry
 //! again; a tag is resolved as the [`PullPolicy`] says. Registry credentials come from a
@@ -37,8 +39,18 @@ pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 /// The layer type of components published by older wasmCloud tools (`wash push` before the
 /// CNCF layout); pulled as well.
 const WASMCLOUD_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
+/// Media type of a provider image's config (`{"architecture": …, "os": …}`).
+pub const PROVIDER_CONFIG: &str = "application/vnd.ferry.provider.config.v1+json";
+/// Media type of a provider image's one layer: the executable for the manifest's platform.
+pub const PROVIDER_LAYER: &str = "application/vnd.ferry.provider.binary.v1";
+/// The largest provider executable a host pulls, in bytes.
+pub const MAX_PROVIDER_BYTES: u64 = 512 * 1024 * 1024;
+/// An image manifest.
+const IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// An image index: one manifest per platform.
+const IMAGE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Manifest types a pull accepts.
-const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json"];
+const MANIFEST_TYPES: &[&str] = &[IMAGE_MANIFEST, IMAGE_INDEX];
 
 /// When a tag is looked up in the registry again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,6 +192,10 @@ pub struct RegistrySettings {
     pub allow_latest: bool,
     /// Credentials.
     pub credentials: Credentials,
+    /// Repositories (`REGISTRY/REPOSITORY`, or a prefix of whole path segments such as
+    /// `REGISTRY/org`) whose provider binaries this host runs. A provider is native code with
+    /// the host's own rights, so none is run from a registry unless its repository is listed.
+    pub provider_images: Vec<String>,
 }
 
 impl RegistrySettings {
@@ -193,6 +209,93 @@ impl RegistrySettings {
             .join("ferry")
             .join("oci")
     }
+}
+
+/// An operating system and CPU architecture, named as OCI image indexes name them (Go's
+/// `GOOS` and `GOARCH`: `linux/amd64`, `linux/arm64`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Platform {
+    /// `linux`, `darwin`.
+    pub os: String,
+    /// `amd64`, `arm64`.
+    pub architecture: String,
+}
+
+impl Platform {
+    /// The platform this process runs on.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "x86" => "386",
+            "aarch64" => "arm64",
+            "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+            "loongarch64" => "loong64",
+            other => other,
+        };
+        let os = match std::env::consts::OS {
+            "macos" => "darwin",
+            other => other,
+        };
+        Self { os: os.to_owned(), architecture: architecture.to_owned() }
+    }
+
+    /// The platform an executable is built for, read from its ELF header (Linux executables);
+    /// `None` for anything else.
+    pub fn of_executable(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+            return None;
+        }
+        let (class64, little) = (bytes[4] == 2, bytes[5] == 1);
+        let machine = if little {
+            u16::from_le_bytes([bytes[18], bytes[19]])
+        } else {
+            u16::from_be_bytes([bytes[18], bytes[19]])
+        };
+        let architecture = match (machine, class64, little) {
+            (0x3e, true, _) => "amd64",
+            (0x03, false, _) => "386",
+            (0xb7, true, _) => "arm64",
+            (0x28, false, _) => "arm",
+            (0xf3, true, _) => "riscv64",
+            (0x16, true, _) => "s390x",
+            (0x15, true, true) => "ppc64le",
+            (0x15, true, false) => "ppc64",
+            (0x102, true, _) => "loong64",
+            _ => return None,
+        };
+        Some(Self { os: "linux".to_owned(), architecture: architecture.to_owned() })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric());
+        match s.split_once('/') {
+            Some((os, architecture)) if ok(os) && ok(architecture) => {
+                Ok(Self { os: os.to_owned(), architecture: architecture.to_owned() })
+            }
+            _ => Err(format!("{s:?} is not a platform (OS/ARCHITECTURE, as linux/amd64)")),
+        }
+    }
+}
+
+/// A provider executable from a registry, kept in the image cache.
+#[derive(Debug, Clone)]
+pub struct ProviderBinary {
+    /// The executable file in the cache.
+    pub path: PathBuf,
+    /// The image, pinned to the manifest (or index) digest its tag resolved to.
+    pub image: OciRef,
+    /// The executable's own digest, which the file is checked against before each start.
+    pub layer_digest: String,
 }
 
 /// A registry client with its cache.
@@ -251,6 +354,68 @@ impl Registry {
     /// # Errors
     /// [`RegistryError`].
     pub async fn fetch(&self, image: &OciRef) -> Result<(Vec<u8>, String), RegistryError> {
+        let (manifest_digest, layer) = self.layer_of(image, Artifact::Component).await?;
+        if let Some(bytes) = self.cache.blob(&layer.digest).await {
+            debug!(%image, digest = %layer.digest, "component from the image cache");
+            return Ok((bytes, manifest_digest));
+        }
+        let bytes = self.pull_layer(image, &layer, MAX_COMPONENT_BYTES).await?;
+        self.cache.put_blob(&layer.digest, &bytes).await?;
+        Ok((bytes, manifest_digest))
+    }
+
+    /// Whether this host runs provider binaries from `image`'s repository
+    /// ([`RegistrySettings::provider_images`]).
+    pub fn runs_provider(&self, image: &OciRef) -> bool {
+        let name = format!("{}/{}", image.registry, image.repository);
+        self.settings.provider_images.iter().any(|prefix| {
+            let prefix = prefix.strip_prefix("oci://").unwrap_or(prefix).trim_end_matches('/');
+            name == prefix || name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Whether this host runs provider binaries from registries at all.
+    pub fn runs_providers(&self) -> bool {
+        !self.settings.provider_images.is_empty()
+    }
+
+    /// The provider executable `image` names for this host's platform, as a file in the cache
+    /// (checked against its digest), pulled when it is not there.
+    ///
+    /// # Errors
+    /// [`RegistryError::Refused`] when this host does not run providers from the image's
+    /// repository, the image has no executable for this platform or it is too large; else
+    /// [`RegistryError`].
+    pub async fn fetch_provider(&self, image: &OciRef) -> Result<ProviderBinary, RegistryError> {
+        if !self.runs_provider(image) {
+            return Err(RegistryError::Refused(format!(
+                "this host runs no provider binaries from {}/{} (start it with --allow-provider-image REGISTRY/REPOSITORY)",
+                image.registry, image.repository
+            )));
+        }
+        let (manifest_digest, layer) = self.layer_of(image, Artifact::Provider).await?;
+        let path = match self.cache.executable(&layer.digest).await {
+            Some(path) => {
+                debug!(%image, digest = %layer.digest, "provider from the image cache");
+                path
+            }
+            None => {
+                let bytes = self.pull_layer(image, &layer, MAX_PROVIDER_BYTES).await?;
+                self.cache.put_executable(&layer.digest, &bytes).await?
+            }
+        };
+        Ok(ProviderBinary { path, image: image.pinned(&manifest_digest), layer_digest: layer.digest })
+    }
+
+    /// `binary`'s file, checked against its digest again (before each start of the process);
+    /// `None` when it is gone or no longer matches (then it has been removed: fetch it again).
+    pub async fn verify_provider(&self, binary: &ProviderBinary) -> Option<PathBuf> {
+        self.cache.executable(&binary.layer_digest).await
+    }
+
+    /// The manifest digest `image` resolves to and the layer of `artifact`'s type in it (from
+    /// the manifest for this host's platform when the image is an index).
+    async fn layer_of(&self, image: &OciRef, artifact: Artifact) -> Result<(String, OciDescriptor), RegistryError> {
         if image.is_latest() && !self.settings.allow_latest {
             return Err(RegistryError::Refused(format!(
                 "{image} floats on :latest; pin a tag or a digest (or start the host with --allow-latest)"
@@ -260,18 +425,21 @@ impl Registry {
             Some(digest) => digest.clone(),
             None => self.resolve_tag(image).await?,
         };
-        let manifest = match self.cache.blob(&manifest_digest).await {
-            Some(bytes) => bytes,
-            None => self.pull_manifest(&image.pinned(&manifest_digest)).await?.0,
-        };
-        let layer = component_layer(image, &manifest)?;
-        if let Some(bytes) = self.cache.blob(&layer.digest).await {
-            debug!(%image, digest = %layer.digest, "component from the image cache");
-            return Ok((bytes, manifest_digest));
+        let mut manifest = self.manifest(&image.pinned(&manifest_digest)).await?;
+        if let Some(child) = select_from_index(image, &manifest, artifact)? {
+            manifest = self.manifest(&image.pinned(&child)).await?;
         }
-        let bytes = self.pull_layer(image, &layer).await?;
-        self.cache.put_blob(&layer.digest, &bytes).await?;
-        Ok((bytes, manifest_digest))
+        let layer = find_layer(image, &manifest, artifact)?;
+        Ok((manifest_digest, layer))
+    }
+
+    /// The manifest `pinned`'s digest names: from the cache, else pulled (and kept).
+    async fn manifest(&self, pinned: &OciRef) -> Result<Vec<u8>, RegistryError> {
+        let digest = pinned.digest.as_deref().unwrap_or_default();
+        match self.cache.blob(digest).await {
+            Some(bytes) => Ok(bytes),
+            None => Ok(self.pull_manifest(pinned).await?.0),
+        }
     }
 
     /// The manifest digest `image`'s tag stands for, per the pull policy.
@@ -313,12 +481,12 @@ impl Registry {
     }
 
     /// Pull one layer, logging progress every second for a pull that takes longer.
-    async fn pull_layer(&self, image: &OciRef, layer: &OciDescriptor) -> Result<Vec<u8>, RegistryError> {
+    async fn pull_layer(&self, image: &OciRef, layer: &OciDescriptor, limit: u64) -> Result<Vec<u8>, RegistryError> {
         let reference = Self::reference(image)?;
         let auth = self.settings.credentials.for_registry(&image.registry);
         // Authenticates for the blob pull that follows (a no-op when it already has a token).
         self.client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
-        let mut sink = Progress::new(image.to_string(), u64::try_from(layer.size).unwrap_or(0));
+        let mut sink = Progress::new(image.to_string(), u64::try_from(layer.size).unwrap_or(0), limit);
         self.client.pull_blob(&reference, layer, &mut sink).await.map_err(|e| self.failed(image, &e))?;
         if sink.started.elapsed() >= PROGRESS_EVERY {
             info!(%image, bytes = sink.bytes.len(), took_ms = sink.started.elapsed().as_millis() as u64, "pulled");
@@ -344,22 +512,159 @@ impl Registry {
         self.client.push(&reference, &layers, config, &auth, None).await.map_err(|e| self.failed(image, &e))?;
         self.client.fetch_manifest_digest(&reference, &auth).await.map_err(|e| self.failed(image, &e))
     }
+
+    /// Publish provider executables as `image` (a tag): one manifest per platform, each with the
+    /// executable as its one layer, under an image index; returns the index's digest.
+    ///
+    /// # Errors
+    /// [`RegistryError`].
+    pub async fn push_provider(
+        &self,
+        image: &OciRef,
+        binaries: Vec<(Platform, Vec<u8>)>,
+    ) -> Result<String, RegistryError> {
+        let reference = Self::reference(image)?;
+        let auth = self.settings.credentials.for_registry(&image.registry);
+        self.client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
+        let descriptor = |media_type: &str, bytes: &[u8]| {
+            serde_json::json!({
+                "mediaType": media_type,
+                "digest": format!("sha256:{}", sha256_hex(bytes)),
+                "size": bytes.len(),
+            })
+        };
+        let mut manifests = Vec::new();
+        for (platform, bytes) in binaries {
+            let config = serde_json::to_vec(&platform).unwrap_or_default();
+            let (config_descriptor, layer_descriptor) =
+                (descriptor(PROVIDER_CONFIG, &config), descriptor(PROVIDER_LAYER, &bytes));
+            let layer_digest = format!("sha256:{}", sha256_hex(&bytes));
+            self.client.push_blob(&reference, bytes, &layer_digest).await.map_err(|e| self.failed(image, &e))?;
+            let config_digest = format!("sha256:{}", sha256_hex(&config));
+            self.client.push_blob(&reference, config, &config_digest).await.map_err(|e| self.failed(image, &e))?;
+            let manifest = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": IMAGE_MANIFEST,
+                "artifactType": PROVIDER_LAYER,
+                "config": config_descriptor,
+                "layers": [layer_descriptor],
+            }))
+            .unwrap_or_default();
+            let digest = format!("sha256:{}", sha256_hex(&manifest));
+            let by_digest = Self::reference(&OciRef { tag: None, ..image.pinned(&digest) })?;
+            let mut entry = descriptor(IMAGE_MANIFEST, &manifest);
+            entry["platform"] = serde_json::to_value(&platform).unwrap_or_default();
+            self.client
+                .push_manifest_raw(
+                    &by_digest,
+                    manifest,
+                    IMAGE_MANIFEST.parse().expect("a media type is a header value"),
+                )
+                .await
+                .map_err(|e| self.failed(image, &e))?;
+            manifests.push(entry);
+        }
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": IMAGE_INDEX,
+            "artifactType": PROVIDER_LAYER,
+            "manifests": manifests,
+        }))
+        .unwrap_or_default();
+        let digest = format!("sha256:{}", sha256_hex(&index));
+        self.client
+            .push_manifest_raw(&reference, index, IMAGE_INDEX.parse().expect("a media type is a header value"))
+            .await
+            .map_err(|e| self.failed(image, &e))?;
+        Ok(digest)
+    }
 }
 
-/// The component layer of an image manifest, refused when there is none or it is too large.
-fn component_layer(image: &OciRef, manifest: &[u8]) -> Result<OciDescriptor, RegistryError> {
+/// What a pull is for: which layer it takes, which platform of an index, how large at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Artifact {
+    Component,
+    Provider,
+}
+
+impl Artifact {
+    fn layer_types(self) -> &'static [&'static str] {
+        match self {
+            Self::Component => &[WASM_LAYER, WASMCLOUD_LAYER],
+            Self::Provider => &[PROVIDER_LAYER],
+        }
+    }
+
+    fn max_bytes(self) -> u64 {
+        match self {
+            Self::Component => MAX_COMPONENT_BYTES,
+            Self::Provider => MAX_PROVIDER_BYTES,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Component => "a wasm component",
+            Self::Provider => "a Ferry provider",
+        }
+    }
+}
+
+/// The manifest of an image index (by digest) that `artifact` takes: for a provider, the one
+/// for this host's platform; for a component, the `wasm` one (or the only one). `None` when
+/// `manifest` is not an index.
+fn select_from_index(image: &OciRef, manifest: &[u8], artifact: Artifact) -> Result<Option<String>, RegistryError> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        manifests: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        digest: String,
+        #[serde(default)]
+        platform: Option<Platform>,
+    }
+    let value: serde_json::Value = serde_json::from_slice(manifest)
+        .map_err(|e| RegistryError::Refused(format!("{image}: not a manifest: {e}")))?;
+    if value.get("manifests").is_none() {
+        return Ok(None);
+    }
+    let index: Index = serde_json::from_value(value)
+        .map_err(|e| RegistryError::Refused(format!("{image}: not an image index: {e}")))?;
+    let chosen = match artifact {
+        Artifact::Provider => {
+            let host = Platform::host();
+            index.manifests.iter().find(|e| e.platform.as_ref() == Some(&host)).ok_or_else(|| {
+                let has: Vec<String> =
+                    index.manifests.iter().filter_map(|e| e.platform.as_ref().map(Platform::to_string)).collect();
+                RegistryError::Refused(format!(
+                    "{image} has no provider binary for {host} (it has {})",
+                    if has.is_empty() { "none".to_owned() } else { has.join(", ") }
+                ))
+            })?
+        }
+        Artifact::Component => index
+            .manifests
+            .iter()
+            .find(|e| e.platform.as_ref().is_some_and(|p| p.architecture == "wasm"))
+            .or_else(|| index.manifests.first().filter(|_| index.manifests.len() == 1))
+            .ok_or_else(|| RegistryError::Refused(format!("{image} is an index with no wasm manifest")))?,
+    };
+    Ok(Some(chosen.digest.clone()))
+}
+
+/// `artifact`'s layer of an image manifest, refused when there is none or it is too large.
+fn find_layer(image: &OciRef, manifest: &[u8], artifact: Artifact) -> Result<OciDescriptor, RegistryError> {
     let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(manifest)
         .map_err(|e| RegistryError::Refused(format!("{image}: not an image manifest: {e}")))?;
-    let layer = manifest
-        .layers
-        .into_iter()
-        .find(|l| l.media_type == WASM_LAYER || l.media_type == WASMCLOUD_LAYER)
-        .ok_or_else(|| {
-            RegistryError::Refused(format!("{image} is not a wasm component image (no {WASM_LAYER} layer)"))
-        })?;
-    if u64::try_from(layer.size).unwrap_or(u64::MAX) > MAX_COMPONENT_BYTES {
+    let types = artifact.layer_types();
+    let layer = manifest.layers.into_iter().find(|l| types.contains(&l.media_type.as_str())).ok_or_else(|| {
+        RegistryError::Refused(format!("{image} is not {} image (no {} layer)", artifact.what(), types[0]))
+    })?;
+    let max = artifact.max_bytes();
+    if u64::try_from(layer.size).unwrap_or(u64::MAX) > max {
         return Err(RegistryError::Refused(format!(
-            "{image}'s component is {} bytes; a host takes at most {MAX_COMPONENT_BYTES}",
+            "{image}'s layer is {} bytes; a host takes at most {max}",
             layer.size
         )));
     }
@@ -373,24 +678,26 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 struct Progress {
     image: String,
     total: u64,
+    limit: u64,
     bytes: Vec<u8>,
     started: Instant,
     next_report: Instant,
 }
 
 impl Progress {
-    fn new(image: String, total: u64) -> Self {
+    fn new(image: String, total: u64, limit: u64) -> Self {
         let started = Instant::now();
-        Self { image, total, bytes: Vec::new(), started, next_report: started + PROGRESS_EVERY }
+        Self { image, total, limit, bytes: Vec::new(), started, next_report: started + PROGRESS_EVERY }
     }
 }
 
 impl tokio::io::AsyncWrite for Progress {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.bytes.len() as u64 + buf.len() as u64 > MAX_COMPONENT_BYTES {
+        if this.bytes.len() as u64 + buf.len() as u64 > this.limit {
             return Poll::Ready(Err(std::io::Error::other(format!(
-                "the layer is larger than a host takes ({MAX_COMPONENT_BYTES} bytes)"
+                "the layer is larger than a host takes ({} bytes)",
+                this.limit
             ))));
         }
         this.bytes.extend_from_slice(buf);
@@ -436,6 +743,49 @@ mod tests {
         assert!(matches!(credentials.for_registry("ghcr.io"), RegistryAuth::Basic(u, _) if u == "bob"));
         assert!(matches!(credentials.for_registry("quay.io"), RegistryAuth::Anonymous));
         assert!(!format!("{:?}", Credentials::basic("u", "hidden")).contains("hidden"));
+    }
+
+    #[test]
+    fn platforms_are_read_from_executables_and_named_as_oci_names_them() {
+        let own = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
+        assert_eq!(Platform::of_executable(&own), Some(Platform::host()));
+        assert_eq!(Platform::of_executable(b"\0asm\x01\0\0\0"), None);
+        assert_eq!("linux/arm64".parse::<Platform>().map(|p| p.to_string()).as_deref(), Ok("linux/arm64"));
+        assert!("linux".parse::<Platform>().is_err() && "linux/../x".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn provider_images_run_only_from_listed_repositories_by_whole_segments() {
+        let settings = RegistrySettings {
+            provider_images: vec!["registry.local:5000/acme".into(), "oci://ghcr.io/org/kv/".into()],
+            ..RegistrySettings::default()
+        };
+        let registry = Registry::new(settings);
+        let runs = |r: &str| registry.runs_provider(&OciRef::parse(r).expect("ref"));
+        assert!(runs("registry.local:5000/acme/kv:1.0") && runs("registry.local:5000/acme/team/kv:1.0"));
+        assert!(runs("ghcr.io/org/kv:2.0"));
+        assert!(!runs("registry.local:5000/acme-evil/kv:1.0") && !runs("ghcr.io/org/kvx:1.0"));
+        assert!(!runs("registry.local:5001/acme/kv:1.0"));
+    }
+
+    #[test]
+    fn an_index_yields_the_manifest_for_this_platform_or_says_which_it_has() {
+        let image = OciRef::parse("registry.local/p/kv:1.0").expect("ref");
+        let host = Platform::host();
+        let entry = |platform: &Platform, digest: &str| serde_json::json!({"mediaType": IMAGE_MANIFEST, "digest": digest, "size": 1, "platform": platform});
+        let other = Platform { os: "linux".into(), architecture: "s390x".into() };
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry(&other, "sha256:aa"), entry(&host, "sha256:bb")]});
+        let bytes = serde_json::to_vec(&index).expect("json");
+        assert_eq!(
+            select_from_index(&image, &bytes, Artifact::Provider).expect("chosen").as_deref(),
+            Some("sha256:bb")
+        );
+        let only_other =
+            serde_json::to_vec(&serde_json::json!({"manifests": [entry(&other, "sha256:aa")]})).expect("json");
+        let err = select_from_index(&image, &only_other, Artifact::Provider).expect_err("no match");
+        assert!(err.to_string().contains("linux/s390x"), "{err}");
+        let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "layers": []})).expect("json");
+        assert_eq!(select_from_index(&image, &manifest, Artifact::Component).expect("not an index"), None);
     }
 
     #[test]

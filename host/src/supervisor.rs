@@ -4,7 +4,9 @@
 //! credential each time), keeps stdin open while it should live — a host-spawned provider stops
 //! when its stdin closes, so the providers go with the host even when the host is killed —,
 //! restarts it with capped exponential backoff when it exits uninvited, and stops it by closing
-//! stdin, then SIGKILL after a grace period. Every start and end is an event.
+//! stdin, then SIGKILL after a grace period. Every start and end is an event. A provider's
+//! binary is a file under an allowed directory or an image from a registry, pulled into the
+//! image cache and checked against its digest before each start.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -25,7 +27,11 @@ use tokio::{io::AsyncWriteExt as _, process::Command};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{allowed::AllowedDirs, events::Events};
+use crate::{
+    allowed::AllowedDirs,
+    events::Events,
+    oci::{ProviderBinary, Registry},
+};
 
 /// First wait before a restart; doubled after each crash that follows a short run.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -63,8 +69,10 @@ pub(crate) struct SupervisorConfig {
     pub(crate) nats_url: String,
     /// The cluster keys: supervised providers get a credential from each, the signing one first.
     pub(crate) cluster_keys: Vec<ClusterKey>,
-    /// Directories provider binaries may come from; none: `provider.start` is refused.
+    /// Directories provider binaries may come from.
     pub(crate) allowed_dirs: AllowedDirs,
+    /// Registries provider images may come from (as far as the registry settings allow them).
+    pub(crate) registry: Arc<Registry>,
     /// Where each provider's own NATS identity is (`{id}.creds` or `{id}.nk`); `None`: providers
     /// connect as the host does.
     pub(crate) provider_nats_dir: Option<PathBuf>,
@@ -112,6 +120,25 @@ fn provider_identity(dir: &std::path::Path, id: &str) -> Result<(&'static str, P
     Err(format!("no NATS identity for it in {} ({id}.creds or {id}.nk; see ferry nats-config)", dir.display()))
 }
 
+/// Where a provider's executable is.
+#[derive(Clone)]
+enum Source {
+    /// A file under an allowed directory.
+    File(PathBuf),
+    /// An image from a registry, in the image cache.
+    Image(ProviderBinary),
+}
+
+impl Source {
+    /// What `provider.list` shows: the file, or the image pinned to its digest.
+    fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Image(binary) => binary.image.to_string(),
+        }
+    }
+}
+
 /// A provider's process and its stdin, held apart: tokio closes a child's stdin when it is
 /// waited on, and a host-spawned provider takes a closed stdin as its host's end.
 struct Child {
@@ -121,7 +148,7 @@ struct Child {
 
 /// One supervised provider, as the task that runs it reports.
 struct Supervised {
-    binary: PathBuf,
+    binary: String,
     /// [`ferry_proto::ctl::config_digest`] of its start-up config.
     config_digest: String,
     pid: Option<u32>,
@@ -147,9 +174,9 @@ impl Supervisor {
         Self { config, events, providers: Arc::default() }
     }
 
-    /// Whether this host may start providers at all (it allows a directory).
+    /// Whether this host may start providers at all (it allows a directory or provider images).
     pub(crate) fn can_start(&self) -> bool {
-        !self.config.allowed_dirs.is_empty()
+        !self.config.allowed_dirs.is_empty() || self.config.registry.runs_providers()
     }
 
     /// How many providers are supervised.
@@ -163,7 +190,7 @@ impl Supervisor {
             .iter()
             .map(|(id, s)| ProviderDescription {
                 provider_id: id.clone(),
-                binary: s.binary.display().to_string(),
+                binary: s.binary.clone(),
                 pid: s.pid,
                 restarts: s.restarts,
                 config_digest: s.config_digest.clone(),
@@ -190,19 +217,22 @@ impl Supervisor {
 
     async fn try_start(&self, cmd: &ProviderStart) -> Result<ProviderDescription, SupervisorError> {
         validate_id("provider id", &cmd.provider_id).map_err(|e| SupervisorError::Invalid(e.to_string()))?;
-        let binary = self.allowed_binary(&cmd.binary)?;
+        let running =
+            || SupervisorError::AlreadyRunning { provider: cmd.provider_id.clone(), host: self.config.host_id.clone() };
+        // Before a pull that may take a while.
+        if lock(&self.providers).contains_key(&cmd.provider_id) {
+            return Err(running());
+        }
+        let binary = self.binary(cmd).await?;
         let stop = CancellationToken::new();
         let restart = Arc::new(tokio::sync::Notify::new());
         {
             let mut providers = lock(&self.providers);
             if providers.contains_key(&cmd.provider_id) {
-                return Err(SupervisorError::AlreadyRunning {
-                    provider: cmd.provider_id.clone(),
-                    host: self.config.host_id.clone(),
-                });
+                return Err(running());
             }
             let entry = Supervised {
-                binary: binary.clone(),
+                binary: binary.describe(),
                 config_digest: ferry_proto::ctl::config_digest(&cmd.config),
                 pid: None,
                 restarts: 0,
@@ -235,7 +265,7 @@ impl Supervisor {
         };
         let description = ProviderDescription {
             provider_id: cmd.provider_id.clone(),
-            binary: run.binary.display().to_string(),
+            binary: run.binary.describe(),
             pid: child.process.id(),
             restarts: 0,
             config_digest: ferry_proto::ctl::config_digest(&cmd.config),
@@ -285,9 +315,23 @@ impl Supervisor {
         }
     }
 
-    /// `binary`, resolved, if it lies under an allowed directory.
-    fn allowed_binary(&self, binary: &str) -> Result<PathBuf, SupervisorError> {
-        self.config.allowed_dirs.find("provider binary", binary, &self.config.host_id).map_err(SupervisorError::Invalid)
+    /// The executable `cmd` names: a file resolved under an allowed directory, or an image
+    /// pulled (or found in the cache) from a repository this host runs providers from.
+    async fn binary(&self, cmd: &ProviderStart) -> Result<Source, SupervisorError> {
+        match cmd.image().map_err(|e| SupervisorError::Invalid(e.to_string()))? {
+            Some(image) => match self.config.registry.fetch_provider(&image).await {
+                Ok(binary) => {
+                    info!(provider = %cmd.provider_id, image = %binary.image, "provider binary from the image cache");
+                    Ok(Source::Image(binary))
+                }
+                Err(err @ crate::oci::RegistryError::Refused(_)) => Err(SupervisorError::Invalid(err.to_string())),
+                Err(err) => Err(SupervisorError::Spawn { provider: cmd.provider_id.clone(), reason: err.to_string() }),
+            },
+            None => {
+                let path = self.config.allowed_dirs.find("provider binary", &cmd.binary, &self.config.host_id);
+                path.map(Source::File).map_err(SupervisorError::Invalid)
+            }
+        }
     }
 }
 
@@ -298,7 +342,7 @@ struct Run {
     providers: Arc<Mutex<HashMap<String, Supervised>>>,
     provider_id: String,
     request_id: String,
-    binary: PathBuf,
+    binary: Source,
     provider_config: BTreeMap<String, String>,
     stop: CancellationToken,
     restart: Arc<tokio::sync::Notify>,
@@ -333,9 +377,19 @@ impl Run {
             config: self.provider_config.clone(),
         };
         let line = startup.to_json().map_err(|e| failed(e.to_string()))?;
+        let binary = match &self.binary {
+            Source::File(path) => path.clone(),
+            // Checked again before every start: a cache entry changed since is pulled again.
+            Source::Image(binary) => match self.config.registry.verify_provider(binary).await {
+                Some(path) => path,
+                None => {
+                    self.config.registry.fetch_provider(&binary.image).await.map_err(|e| failed(e.to_string()))?.path
+                }
+            },
+        };
         // Its own process group: a terminal's Ctrl-C reaches the host, which stops its providers
         // in order, and not the providers behind its back (they would look crashed).
-        let mut command = Command::new(&self.binary);
+        let mut command = Command::new(&binary);
         // The host's own metrics address is not the provider's to bind.
         command.env_remove("FERRY_METRICS_LISTEN");
         if let Some(endpoint) = &self.config.otlp_endpoint {
@@ -356,7 +410,7 @@ impl Run {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| failed(format!("{}: {e}", self.binary.display())))?;
+            .map_err(|e| failed(format!("{}: {e}", binary.display())))?;
         let mut stdin = child.stdin.take();
         if let Some(stdin) = stdin.as_mut() {
             let written = async {

@@ -1,10 +1,10 @@
-//! `ferry up`: from nothing (no NATS running) to a served sample component, and back to
-//! nothing on Ctrl-C.
+//! `ferry up`: from nothing (no NATS running) to a served sample component (pulled from a
+//! registry), and back to nothing on Ctrl-C.
 
 use std::{process::Command, time::Duration};
 
 use ferry_tests::{
-    Process, binary, build_example, free_port,
+    Process, RegistryServer, binary, build_example, free_port,
     http::{empty, fetch, request},
 };
 use hyper::StatusCode;
@@ -42,6 +42,16 @@ impl Drop for Reaper {
 #[tokio::test(flavor = "multi_thread")]
 async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -> anyhow::Result<()> {
     let wasm = build_example("http-counter")?;
+    // The component comes from a registry: `ferry up` hands the reference to its host.
+    let registry = RegistryServer::start(None).await?;
+    let image = format!("oci://{}/samples/counter:1.0", registry.address);
+    let pushed = Command::new(binary("ferry")?)
+        .args(["push", &image])
+        .arg(&wasm)
+        .args(["--allow-insecure-registry", &registry.address])
+        .output()?;
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    let cache = tempfile::tempdir()?;
     let (nats_port, http_port) = (free_port()?, free_port()?);
     let state = std::env::temp_dir().join(format!("ferry-up-test-{}-{nats_port}", std::process::id()));
     let http = format!("127.0.0.1:{http_port}").parse()?;
@@ -52,12 +62,13 @@ async fn ferry_up_starts_from_nothing_serves_and_stops_every_child_on_sigint() -
         .args(["up", "--lattice", "uptest", "--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
         .args(["--http-address", &format!("127.0.0.1:{http_port}"), "--state-dir"])
         .arg(&state)
-        .arg("--component")
-        .arg(&wasm);
+        .args(["--component", &image, "--allow-insecure-registry", &registry.address, "--oci-cache"])
+        .arg(cache.path());
     let mut up = Process::spawn("ferry-up", command)?;
     up.wait_for_log("Ferry is up", Duration::from_secs(60)).await?;
     let started = children(&up.logs());
     let _reaper = Reaper(started.iter().map(|(_, pid)| *pid).collect());
+    assert!(up.logs().contains(&format!("the host pulls {image}")), "{}", up.logs());
     let names: Vec<&str> = started.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,

@@ -201,9 +201,20 @@ impl Lattice {
     /// # Errors
     /// When a process does not start.
     pub async fn start_for_apps() -> anyhow::Result<Self> {
+        Self::start_for_apps_with(&[]).await
+    }
+
+    /// [`Lattice::start_for_apps`] with extra `ferry host` arguments for its host.
+    ///
+    /// # Errors
+    /// When a process does not start.
+    pub async fn start_for_apps_with(extra: &[&str]) -> anyhow::Result<Self> {
         let nats = Arc::new(NatsServer::start().await?);
         let url = nats.url.clone();
-        Self::start_at(nats, &url, "test", Duration::from_secs(5), &["--allow-file-dir", &crate::bin_dir()?]).await
+        let bin_dir = crate::bin_dir()?;
+        let mut args = vec!["--allow-file-dir", bin_dir.as_str()];
+        args.extend_from_slice(extra);
+        Self::start_at(nats, &url, "test", Duration::from_secs(5), &args).await
     }
 
     /// Run `ferry ctl ARGS` to the end: whether it succeeded, its stdout and stderr.

@@ -1,15 +1,16 @@
 //! wasmCloud's capability provider images mapped to Ferry's providers (the table in
 //! docs/applications.md): a manifest written for wasmCloud names `ghcr.io/wasmcloud/…`
 //! images; Ferry runs its own binary for the same capability, with the provider-wide settings
-//! that make it behave as that image does.
+//! that make it behave as that image does. Any other registry image is a Ferry provider image
+//! (`ferry push`), which hosts pull.
 
 use std::collections::BTreeMap;
 
 /// The Ferry provider a manifest's capability image stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderImage {
-    /// The binary a host starts: a file name, looked up in the host's allowed directories, or
-    /// an absolute path under one of them.
+    /// The binary a host starts: a file name, looked up in the host's allowed directories, an
+    /// absolute path under one of them, or a registry image (`oci://…`).
     pub binary: String,
     /// Provider-wide config it starts with (under the manifest's own).
     pub defaults: BTreeMap<String, String>,
@@ -34,8 +35,14 @@ const TABLE: &[Row] = &[
     (&["messaging-nats", "nats_messaging", "messaging"], "ferry-provider-messaging", &[]),
 ];
 
+/// Registries whose provider images are wasmCloud's own (provider archives Ferry cannot run):
+/// only the table's names are taken from them.
+const WASMCLOUD_REGISTRIES: &[&str] = &["ghcr.io/wasmcloud/", "wasmcloud.azurecr.io/"];
+
 /// What `image` maps to: a wasmCloud first-party provider image, `ferry:NAME` (a row of the
-/// table by name), or `file:///absolute/path` to a provider binary.
+/// table by name), `file:///absolute/path` to a provider binary, or a Ferry provider image in
+/// a registry — `oci://…` always, a plain `REGISTRY/REPOSITORY:TAG` when its name is not one
+/// of the table's.
 ///
 /// # Errors
 /// Why the image cannot run on Ferry.
@@ -46,6 +53,14 @@ pub fn provider_image(image: &str) -> Result<ProviderImage, String> {
         }
         return Ok(ProviderImage { binary: path.to_owned(), defaults: BTreeMap::new() });
     }
+    let pulled = |reference: &str| {
+        ferry_proto::image::OciRef::parse(reference)
+            .map(|oci| ProviderImage { binary: oci.to_string(), defaults: BTreeMap::new() })
+            .map_err(|e| format!("{image:?}: {e}"))
+    };
+    if image.starts_with("oci://") {
+        return pulled(image);
+    }
     let repository = match image.strip_prefix("ferry:") {
         Some(name) => name,
         None => {
@@ -54,9 +69,15 @@ pub fn provider_image(image: &str) -> Result<ProviderImage, String> {
             last.split(':').next().unwrap_or(last)
         }
     };
-    TABLE
-        .iter()
-        .find(|(names, _, _)| names.contains(&repository))
+    let found = TABLE.iter().find(|(names, _, _)| names.contains(&repository));
+    if found.is_none()
+        && !image.starts_with("ferry:")
+        && !WASMCLOUD_REGISTRIES.iter().any(|r| image.starts_with(r))
+        && ferry_proto::image::OciRef::parse(image).is_ok()
+    {
+        return pulled(image);
+    }
+    found
         .map(|(_, binary, defaults)| ProviderImage {
             binary: (*binary).to_owned(),
             defaults: defaults.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
@@ -64,7 +85,7 @@ pub fn provider_image(image: &str) -> Result<ProviderImage, String> {
         .ok_or_else(|| {
             let known: Vec<&str> = TABLE.iter().map(|(names, _, _)| names[0]).collect();
             format!(
-                "no Ferry provider for {image:?}: Ferry runs {} (wasmCloud's images of these names, or ferry:NAME), or a provider binary given as file:///path",
+                "no Ferry provider for {image:?}: Ferry runs {} (wasmCloud's images of these names, or ferry:NAME), a provider binary given as file:///path, or a Ferry provider image (oci://REGISTRY/REPOSITORY:TAG)",
                 known.join(", ")
             )
         })
@@ -96,5 +117,12 @@ mod tests {
         let err = provider_image("ghcr.io/wasmcloud/sqldb-postgres:0.9.0").unwrap_err();
         assert!(err.contains("no Ferry provider") && err.contains("keyvalue-redis"), "{err}");
         assert!(provider_image("file://relative/bin").is_err());
+        assert_eq!(
+            provider_image("registry.local:5000/acme/ledger:1.2").unwrap().binary,
+            "oci://registry.local:5000/acme/ledger:1.2"
+        );
+        let pinned = provider_image("oci://registry.local:5000/acme/keyvalue:1.0").unwrap();
+        assert_eq!(pinned.binary, "oci://registry.local:5000/acme/keyvalue:1.0", "oci:// is always pulled");
+        assert!(pinned.defaults.is_empty());
     }
 }

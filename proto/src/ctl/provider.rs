@@ -13,11 +13,31 @@ pub struct ProviderStart {
     pub request_id: String,
     /// The id the provider serves on.
     pub provider_id: String,
-    /// The provider binary: a path under a directory the host allows (`--allow-file-dir`).
+    /// The provider binary: a path under a directory the host allows (`--allow-file-dir`), or a
+    /// provider image in an OCI registry ([`ProviderStart::image`]) whose repository the host
+    /// allows (`--allow-provider-image`).
     pub binary: String,
     /// Provider-wide configuration, handed over in the start-up data.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+}
+
+impl ProviderStart {
+    /// The registry image `binary` names, if it names one: `oci://…`, or
+    /// `REGISTRY/REPOSITORY[:TAG][@DIGEST]` whose first segment is a registry host
+    /// (`ghcr.io/org/kv:1.0`); `None` for a file (an absolute path or a bare file name).
+    ///
+    /// # Errors
+    /// An `oci://` reference that does not parse.
+    pub fn image(&self) -> Result<Option<crate::image::OciRef>, crate::ProtoError> {
+        if self.binary.starts_with("oci://") {
+            return crate::image::OciRef::parse(&self.binary).map(Some);
+        }
+        if self.binary.starts_with('/') || !self.binary.contains('/') {
+            return Ok(None);
+        }
+        Ok(crate::image::OciRef::parse(&self.binary).ok())
+    }
 }
 
 /// What a host supervises of one provider.

@@ -55,8 +55,9 @@ enum Command {
     Up(up::UpArgs),
     /// Send an HTTP request to a component through the lattice.
     Call(call::CallArgs),
-    /// Publish a component to an OCI registry (wasm OCI layout: one `application/wasm`
-    /// layer); prints the digest reference of what was pushed.
+    /// Publish a component (wasm OCI layout: one `application/wasm` layer) or a provider's
+    /// executables, one per platform (an image index), to an OCI registry; prints the digest
+    /// reference of what was pushed.
     Push(registry::PushArgs),
 }
 

@@ -47,10 +47,11 @@ pub(crate) struct UpArgs {
     /// Where the cluster seed, the CLI credential and NATS data live.
     #[arg(long, default_value = ".ferry")]
     state_dir: PathBuf,
-    /// The component to serve (.wasm); by default the sample HTTP counter, built from
-    /// examples/http-counter when it is not built yet.
-    #[arg(long)]
-    component: Option<PathBuf>,
+    /// The component to serve: a file (.wasm), uploaded into the lattice, or a registry image
+    /// (`oci://REGISTRY/REPOSITORY:TAG`, `…@sha256:…`), which the host pulls; by default the
+    /// sample HTTP counter, built from examples/http-counter when it is not built yet.
+    #[arg(long, value_name = "FILE|IMAGE")]
+    component: Option<String>,
     /// Its component id.
     #[arg(long, default_value = "counter")]
     component_id: String,
@@ -62,6 +63,17 @@ pub(crate) struct UpArgs {
     /// (docs/bridge.md), e.g. ".ferry/venv/bin/python examples/python-keyvalue/provider.py".
     #[arg(long, value_name = "COMMAND")]
     keyvalue_bridge: Option<String>,
+    /// How the host reaches registries (for a component given as an image).
+    #[command(flatten)]
+    registry: crate::registry::RegistryArgs,
+}
+
+/// Where the served component comes from.
+enum ComponentSource {
+    /// A file, uploaded into the lattice.
+    File(PathBuf),
+    /// A registry image, pulled by the host.
+    Image(ferry_proto::image::OciRef),
 }
 
 /// The nats-server `ferry up` started, in its own process group so a terminal's Ctrl-C reaches
@@ -114,6 +126,7 @@ pub(crate) async fn run(args: UpArgs, log_format: Option<ferry_lattice::telemetr
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("failed to create {}", args.state_dir.display()))?;
     let component = resolve_component(args.component.as_deref())?;
+    let registry = args.registry.settings()?;
     let (cluster, seed) = load_or_create_seed(&args.state_dir.join("cluster.seed"))?;
     let operator_seed = args.state_dir.join("operator.seed");
     let operator = load_or_create_operator(&operator_seed)?;
@@ -125,6 +138,7 @@ pub(crate) async fn run(args: UpArgs, log_format: Option<ferry_lattice::telemetr
     let mut host = ferry_host::HostBuilder::new(&nats_url, &args.lattice)
         .cluster_seed(seed)
         .allow_file_dir(&bin_dir)
+        .registry(registry)
         .operator_key(operator.public_key());
     if let Some(format) = log_format {
         host = host.log_format(format);
@@ -181,13 +195,21 @@ pub(crate) async fn run(args: UpArgs, log_format: Option<ferry_lattice::telemetr
             })?;
             eprintln!("ferry up: started {name} (pid {})", started.provider.pid.unwrap_or_default());
         }
-        let bytes =
-            std::fs::read(&component).with_context(|| format!("failed to read component {}", component.display()))?;
-        let image = ferry_lattice::ComponentStore::open(&nats, &args.lattice).await?.upload(&bytes).await?;
+        let image = match &component {
+            ComponentSource::File(path) => {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("failed to read component {}", path.display()))?;
+                ferry_lattice::ComponentStore::open(&nats, &args.lattice).await?.upload(&bytes).await?.to_string()
+            }
+            ComponentSource::Image(image) => {
+                eprintln!("ferry up: the host pulls {image}");
+                image.to_string()
+            }
+        };
         let start = ComponentStart {
             request_id: "ferry-up".into(),
             component_id: args.component_id.clone(),
-            image: image.to_string(),
+            image,
             max_instances: None,
             config: Vec::new(),
         };
@@ -251,10 +273,20 @@ pub(crate) async fn run(args: UpArgs, log_format: Option<ferry_lattice::telemetr
     result
 }
 
-/// The component to serve: the given path, or the sample, built when missing.
-fn resolve_component(path: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = path {
-        return std::fs::canonicalize(path).with_context(|| format!("failed to find component {}", path.display()));
+/// The component to serve: the given image or path, or the sample, built when missing. A
+/// plain `REGISTRY/REPOSITORY:TAG` is an image unless a file of that name exists.
+fn resolve_component(given: Option<&str>) -> anyhow::Result<ComponentSource> {
+    if let Some(given) = given {
+        if given.starts_with("oci://") {
+            return Ok(ComponentSource::Image(ferry_proto::image::OciRef::parse(given)?));
+        }
+        if !Path::new(given).exists()
+            && let Ok(image) = ferry_proto::image::OciRef::parse(given)
+        {
+            return Ok(ComponentSource::Image(image));
+        }
+        let path = std::fs::canonicalize(given).with_context(|| format!("failed to find component {given}"))?;
+        return Ok(ComponentSource::File(path));
     }
     let sample = Path::new(SAMPLE_COMPONENT);
     if !sample.exists() {
@@ -274,7 +306,8 @@ fn resolve_component(path: Option<&Path>) -> anyhow::Result<PathBuf> {
             bail!("building examples/http-counter failed (is the wasm32-wasip2 target installed?)");
         }
     }
-    std::fs::canonicalize(sample).with_context(|| format!("failed to find {SAMPLE_COMPONENT}"))
+    let path = std::fs::canonicalize(sample).with_context(|| format!("failed to find {SAMPLE_COMPONENT}"))?;
+    Ok(ComponentSource::File(path))
 }
 
 /// Wait (briefly) until the http-server provider accepts connections, so the printed URL works.

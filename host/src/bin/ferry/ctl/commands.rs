@@ -79,8 +79,9 @@ pub(crate) enum ComponentCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum ProviderCmd {
-    /// Start the provider BINARY (under a directory the host allows) as ID, supervised by
-    /// --host-id or by the host that wins an auction.
+    /// Start the provider BINARY (a file under a directory the host allows, or a provider image
+    /// `oci://REGISTRY/REPO:TAG` from a repository it allows) as ID, supervised by --host-id
+    /// or by the host that wins an auction.
     Start {
         id: String,
         binary: String,
