@@ -33,7 +33,8 @@ impl Bridge {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (foreign, forwarded) = self.admit(ctx)?;
-        call(foreign.blobstore(), forwarded)
+        foreign
+            .call(call(foreign.blobstore(), forwarded))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| foreign.failed(&status))

@@ -16,6 +16,7 @@ mod lattice;
 mod links;
 mod messaging;
 mod provider;
+mod spin;
 mod supervise;
 
 use clap::Parser as _;

@@ -21,7 +21,11 @@ impl Messaging for Bridge {
     async fn publish(&self, ctx: &InvocationContext<BridgeLink>, message: BrokerMessage) -> Result<(), RpcError> {
         let (foreign, limit) = self.admit(ctx)?;
         let request = v1::PublishRequest { caller: caller(ctx), message: Some(to_wire(message)) };
-        foreign.messaging().publish(timed(request, limit)).await.map(drop).map_err(|status| foreign.failed(&status))
+        foreign
+            .call(foreign.messaging().publish(timed(request, limit)))
+            .await
+            .map(drop)
+            .map_err(|status| foreign.failed(&status))
     }
 
     async fn request(
@@ -37,8 +41,7 @@ impl Messaging for Bridge {
             timeout_ms: request.timeout_ms,
         };
         let reply = foreign
-            .messaging()
-            .request(timed(request, limit))
+            .call(foreign.messaging().request(timed(request, limit)))
             .await
             .map_err(|status| foreign.failed(&status))?
             .into_inner();
