@@ -33,8 +33,7 @@ impl Bridge {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (foreign, forwarded) = self.admit(ctx)?;
-        foreign
-            .call(call(foreign.blobstore(), forwarded))
+        call(foreign.blobstore(), forwarded)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| foreign.failed(&status))

@@ -30,11 +30,6 @@ pub(crate) struct BridgeArgs {
     /// Time a process started with --exec gets between SIGTERM and SIGKILL, in milliseconds.
     #[arg(long, env = "FERRY_BRIDGE_STOP_GRACE_MS", default_value_t = 5_000)]
     pub(crate) stop_grace_ms: u64,
-    /// How long a call that is the only one out may poll for the foreign provider's answer
-    /// instead of sleeping, in microseconds (trades CPU for latency at low load; 0: never).
-    /// Calls to a provider that usually takes longer do not spin.
-    #[arg(long, env = "FERRY_BRIDGE_SPIN_US", default_value_t = 200)]
-    pub(crate) spin_us: u64,
     /// Start the foreign provider and keep it running: the command and its arguments. Comes
     /// last: every word after it belongs to the command.
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Uri;
 use tracing::{info, warn};
 
-use crate::{config::Address, h2::Connection, links::Verdict, spin::Spin};
+use crate::{config::Address, h2::Connection, links::Verdict};
 
 /// Largest message either side sends: a key-value value or a batch rides in one message.
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
@@ -49,22 +49,15 @@ pub(crate) struct Foreign {
     nudge: Notify,
     /// Held while links are delivered: one at a time, so a resync and a put never cross.
     delivery: Mutex<()>,
-    /// Whether a forwarded call waits for its answer spinning or asleep.
-    spin: Spin,
 }
 
 impl Foreign {
     /// The foreign process at `address`, connected when first called and again after a
-    /// failure; a lone forwarded call may spin for up to `spin` for its answer.
-    pub(crate) fn new(address: Address, spin: Duration) -> Self {
+    /// failure.
+    pub(crate) fn new(address: Address) -> Self {
         let connection = Connection::new(address.clone());
         let (session, _) = watch::channel(Session::Down("not reached yet".into()));
-        Self { address, connection, session, nudge: Notify::new(), delivery: Mutex::new(()), spin: Spin::new(spin) }
-    }
-
-    /// Run a forwarded capability call to its end ([`crate::spin`]).
-    pub(crate) async fn call<F: Future>(&self, call: F) -> F::Output {
-        self.spin.run(call).await
+        Self { address, connection, session, nudge: Notify::new(), delivery: Mutex::new(()) }
     }
 
     pub(crate) fn address(&self) -> &Address {

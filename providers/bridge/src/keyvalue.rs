@@ -30,8 +30,7 @@ impl Bridge {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (foreign, forwarded): (&Foreign, Forwarded) = self.admit(ctx)?;
-        foreign
-            .call(call(foreign.key_value(), forwarded))
+        call(foreign.key_value(), forwarded)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| foreign.failed(&status))

@@ -16,7 +16,6 @@ mod lattice;
 mod links;
 mod messaging;
 mod provider;
-mod spin;
 mod supervise;
 
 use clap::Parser as _;

@@ -21,11 +21,7 @@ impl Messaging for Bridge {
     async fn publish(&self, ctx: &InvocationContext<BridgeLink>, message: BrokerMessage) -> Result<(), RpcError> {
         let (foreign, limit) = self.admit(ctx)?;
         let request = v1::PublishRequest { caller: caller(ctx), message: Some(to_wire(message)) };
-        foreign
-            .call(foreign.messaging().publish(timed(request, limit)))
-            .await
-            .map(drop)
-            .map_err(|status| foreign.failed(&status))
+        foreign.messaging().publish(timed(request, limit)).await.map(drop).map_err(|status| foreign.failed(&status))
     }
 
     async fn request(
@@ -41,7 +37,8 @@ impl Messaging for Bridge {
             timeout_ms: request.timeout_ms,
         };
         let reply = foreign
-            .call(foreign.messaging().request(timed(request, limit)))
+            .messaging()
+            .request(timed(request, limit))
             .await
             .map_err(|status| foreign.failed(&status))?
             .into_inner();

@@ -34,8 +34,6 @@ pub(crate) struct Bridge {
     health_interval: Duration,
     wait: Duration,
     stop_grace: Duration,
-    /// How long a lone call may spin for its answer ([`crate::spin`]).
-    spin: Duration,
     /// Set by `on_start` (a channel needs the runtime), or why the bridge cannot run.
     running: OnceLock<Result<Running, String>>,
 }
@@ -116,7 +114,6 @@ impl Bridge {
             health_interval: args.health_interval(),
             wait: Duration::from_millis(args.wait_ms),
             stop_grace: Duration::from_millis(args.stop_grace_ms),
-            spin: Duration::from_micros(args.spin_us),
             running: OnceLock::new(),
         })
     }
@@ -167,7 +164,7 @@ impl Bridge {
             None => Target::from_config(ctx.config())?,
         };
         let address = target.address.clone();
-        let foreign = Arc::new(Foreign::new(address.clone(), self.spin));
+        let foreign = Arc::new(Foreign::new(address.clone()));
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         if let Some(lattice) = &target.lattice {
             let listener = crate::lattice::bind(lattice).await?;
