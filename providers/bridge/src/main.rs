@@ -17,6 +17,7 @@ mod links;
 mod messaging;
 mod provider;
 mod supervise;
+mod uds;
 
 use clap::Parser as _;
 
