@@ -116,7 +116,7 @@ impl Inner {
     async fn connect(&self) -> Result<Open, Status> {
         let refused = |e: std::io::Error| unreachable(format!("cannot connect to {}: {e}", self.address));
         match &self.address {
-            Address::Unix(path) => self.handshake(crate::uds::ReadWoken::connect(path).await.map_err(refused)?).await,
+            Address::Unix(path) => self.handshake(tokio::net::UnixStream::connect(path).await.map_err(refused)?).await,
             Address::Tcp(hostport) => {
                 let stream = tokio::net::TcpStream::connect(hostport).await.map_err(refused)?;
                 stream.set_nodelay(true).map_err(refused)?;

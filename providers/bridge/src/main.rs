@@ -17,7 +17,6 @@ mod links;
 mod messaging;
 mod provider;
 mod supervise;
-mod uds;
 
 use clap::Parser as _;
 
