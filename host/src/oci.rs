@@ -300,7 +300,9 @@ pub struct ProviderBinary {
 
 /// A registry client with its cache.
 pub struct Registry {
-    client: Client,
+    /// Made when first needed: building it sets up TLS (a root store, twice over inside
+    /// oci-client), which a host that never pulls should not carry in memory.
+    client: std::sync::OnceLock<Client>,
     cache: cache::Cache,
     settings: RegistrySettings,
 }
@@ -312,23 +314,29 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A client for `settings`.
+    /// A client for `settings`; it connects to nothing until asked for an image.
     pub fn new(settings: RegistrySettings) -> Self {
-        // reqwest's rustls needs a process-wide crypto provider: ring, as the rest of the tree.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol = if settings.insecure.is_empty() {
-            ClientProtocol::Https
-        } else {
-            ClientProtocol::HttpsExcept(settings.insecure.clone())
-        };
-        let client = Client::new(ClientConfig {
-            protocol,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
-            ..ClientConfig::default()
-        });
         let cache = cache::Cache::new(settings.cache_dir.clone().unwrap_or_else(RegistrySettings::default_cache_dir));
-        Self { client, cache, settings }
+        Self { client: std::sync::OnceLock::new(), cache, settings }
+    }
+
+    /// The HTTP client, made on first use.
+    fn client(&self) -> &Client {
+        self.client.get_or_init(|| {
+            // reqwest's rustls needs a process-wide crypto provider: ring, as the rest of the tree.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let protocol = if self.settings.insecure.is_empty() {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::HttpsExcept(self.settings.insecure.clone())
+            };
+            Client::new(ClientConfig {
+                protocol,
+                connect_timeout: Some(Duration::from_secs(10)),
+                read_timeout: Some(Duration::from_secs(60)),
+                ..ClientConfig::default()
+            })
+        })
     }
 
     fn reference(image: &OciRef) -> Result<Reference, RegistryError> {
@@ -464,7 +472,7 @@ impl Registry {
         let reference = Self::reference(image)?;
         let auth = self.settings.credentials.for_registry(&image.registry);
         let (raw, said) = self
-            .client
+            .client()
             .pull_manifest_raw(&reference, &auth, MANIFEST_TYPES)
             .await
             .map_err(|e| self.failed(image, &e))?;
@@ -485,9 +493,9 @@ impl Registry {
         let reference = Self::reference(image)?;
         let auth = self.settings.credentials.for_registry(&image.registry);
         // Authenticates for the blob pull that follows (a no-op when it already has a token).
-        self.client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
+        self.client().store_auth_if_needed(reference.resolve_registry(), &auth).await;
         let mut sink = Progress::new(image.to_string(), u64::try_from(layer.size).unwrap_or(0), limit);
-        self.client.pull_blob(&reference, layer, &mut sink).await.map_err(|e| self.failed(image, &e))?;
+        self.client().pull_blob(&reference, layer, &mut sink).await.map_err(|e| self.failed(image, &e))?;
         if sink.started.elapsed() >= PROGRESS_EVERY {
             info!(%image, bytes = sink.bytes.len(), took_ms = sink.started.elapsed().as_millis() as u64, "pulled");
         }
@@ -509,8 +517,8 @@ impl Registry {
         });
         let config = Config::new(serde_json::to_vec(&config).unwrap_or_default(), WASM_CONFIG.to_owned(), None);
         let layers = [ImageLayer::new(bytes, WASM_LAYER.to_owned(), None)];
-        self.client.push(&reference, &layers, config, &auth, None).await.map_err(|e| self.failed(image, &e))?;
-        self.client.fetch_manifest_digest(&reference, &auth).await.map_err(|e| self.failed(image, &e))
+        self.client().push(&reference, &layers, config, &auth, None).await.map_err(|e| self.failed(image, &e))?;
+        self.client().fetch_manifest_digest(&reference, &auth).await.map_err(|e| self.failed(image, &e))
     }
 
     /// Publish provider executables as `image` (a tag): one manifest per platform, each with the
@@ -525,7 +533,7 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let reference = Self::reference(image)?;
         let auth = self.settings.credentials.for_registry(&image.registry);
-        self.client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
+        self.client().store_auth_if_needed(reference.resolve_registry(), &auth).await;
         let descriptor = |media_type: &str, bytes: &[u8]| {
             serde_json::json!({
                 "mediaType": media_type,
@@ -539,9 +547,9 @@ impl Registry {
             let (config_descriptor, layer_descriptor) =
                 (descriptor(PROVIDER_CONFIG, &config), descriptor(PROVIDER_LAYER, &bytes));
             let layer_digest = format!("sha256:{}", sha256_hex(&bytes));
-            self.client.push_blob(&reference, bytes, &layer_digest).await.map_err(|e| self.failed(image, &e))?;
+            self.client().push_blob(&reference, bytes, &layer_digest).await.map_err(|e| self.failed(image, &e))?;
             let config_digest = format!("sha256:{}", sha256_hex(&config));
-            self.client.push_blob(&reference, config, &config_digest).await.map_err(|e| self.failed(image, &e))?;
+            self.client().push_blob(&reference, config, &config_digest).await.map_err(|e| self.failed(image, &e))?;
             let manifest = serde_json::to_vec(&serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": IMAGE_MANIFEST,
@@ -554,7 +562,7 @@ impl Registry {
             let by_digest = Self::reference(&OciRef { tag: None, ..image.pinned(&digest) })?;
             let mut entry = descriptor(IMAGE_MANIFEST, &manifest);
             entry["platform"] = serde_json::to_value(&platform).unwrap_or_default();
-            self.client
+            self.client()
                 .push_manifest_raw(
                     &by_digest,
                     manifest,
@@ -572,7 +580,7 @@ impl Registry {
         }))
         .unwrap_or_default();
         let digest = format!("sha256:{}", sha256_hex(&index));
-        self.client
+        self.client()
             .push_manifest_raw(&reference, index, IMAGE_INDEX.parse().expect("a media type is a header value"))
             .await
             .map_err(|e| self.failed(image, &e))?;
