@@ -12,25 +12,28 @@
 //! command line, and are never logged.
 
 mod cache;
+mod credentials;
+mod layout;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     pin::Pin,
     str::FromStr,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
 use ferry_proto::image::{MAX_COMPONENT_BYTES, OciRef, sha256_hex};
 use oci_client::{
     Client, Reference,
     client::{ClientConfig, ClientProtocol, Config, ImageLayer},
     errors::OciDistributionError,
     manifest::OciDescriptor,
-    secrets::RegistryAuth,
 };
 use tracing::{debug, info};
+
+use self::layout::{Artifact, find_layer, select_from_index};
+pub use self::{credentials::Credentials, layout::Platform};
 
 /// Media type of a wasm component layer (CNCF wasm OCI artifact layout).
 pub const WASM_LAYER: &str = "application/wasm";
@@ -107,78 +110,6 @@ pub enum RegistryError {
     Cache(#[from] std::io::Error),
 }
 
-/// Where registry credentials come from: a user name and password given to the process (used
-/// for every registry), else the entry for the registry in a docker-style config file.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    basic: Option<(String, String)>,
-    docker_config: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.basic.as_ref().map(|(user, _)| user))
-            .field("docker_config", &self.docker_config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Credentials {
-    /// A user name and password for every registry.
-    pub fn basic(user: impl Into<String>, password: impl Into<String>) -> Self {
-        Self { basic: Some((user.into(), password.into())), docker_config: None }
-    }
-
-    /// Credentials from a docker-style config file (`{"auths": {"REGISTRY": {"auth": …}}}`).
-    #[must_use]
-    pub fn with_docker_config(mut self, path: impl Into<PathBuf>) -> Self {
-        self.docker_config = Some(path.into());
-        self
-    }
-
-    /// The docker config file the environment names: `$DOCKER_CONFIG/config.json`, else
-    /// `~/.docker/config.json`, when it exists.
-    pub fn default_docker_config() -> Option<PathBuf> {
-        let dir = std::env::var_os("DOCKER_CONFIG")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")))?;
-        let path = dir.join("config.json");
-        path.is_file().then_some(path)
-    }
-
-    fn for_registry(&self, registry: &str) -> RegistryAuth {
-        if let Some((user, password)) = &self.basic {
-            return RegistryAuth::Basic(user.clone(), password.clone());
-        }
-        self.docker_config
-            .as_deref()
-            .and_then(|path| docker_config_auth(path, registry))
-            .unwrap_or(RegistryAuth::Anonymous)
-    }
-}
-
-/// The entry for `registry` in the docker config at `path`: `auth` (base64 `user:password`) or
-/// `username` and `password`. Keys may carry a scheme and a path (`https://ghcr.io/v1/`).
-fn docker_config_auth(path: &Path, registry: &str) -> Option<RegistryAuth> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths = config.get("auths")?.as_object()?;
-    let host_of = |key: &str| {
-        let key = key.split_once("://").map_or(key, |(_, rest)| rest);
-        key.split('/').next().unwrap_or(key).to_owned()
-    };
-    let entry = auths.iter().find(|(key, _)| host_of(key) == registry).map(|(_, entry)| entry)?;
-    if let Some(encoded) = entry.get("auth").and_then(|v| v.as_str()) {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        return Some(RegistryAuth::Basic(user.to_owned(), password.to_owned()));
-    }
-    let user = entry.get("username")?.as_str()?;
-    let password = entry.get("password")?.as_str()?;
-    Some(RegistryAuth::Basic(user.to_owned(), password.to_owned()))
-}
-
 /// How a host (or `ferry push`) reaches registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrySettings {
@@ -208,82 +139,6 @@ impl RegistrySettings {
             .unwrap_or_else(std::env::temp_dir)
             .join("ferry")
             .join("oci")
-    }
-}
-
-/// An operating system and CPU architecture, named as OCI image indexes name them (Go's
-/// `GOOS` and `GOARCH`: `linux/amd64`, `linux/arm64`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub struct Platform {
-    /// `linux`, `darwin`.
-    pub os: String,
-    /// `amd64`, `arm64`.
-    pub architecture: String,
-}
-
-impl Platform {
-    /// The platform this process runs on.
-    pub fn host() -> Self {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "x86" => "386",
-            "aarch64" => "arm64",
-            "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-            "loongarch64" => "loong64",
-            other => other,
-        };
-        let os = match std::env::consts::OS {
-            "macos" => "darwin",
-            other => other,
-        };
-        Self { os: os.to_owned(), architecture: architecture.to_owned() }
-    }
-
-    /// The platform an executable is built for, read from its ELF header (Linux executables);
-    /// `None` for anything else.
-    pub fn of_executable(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
-            return None;
-        }
-        let (class64, little) = (bytes[4] == 2, bytes[5] == 1);
-        let machine = if little {
-            u16::from_le_bytes([bytes[18], bytes[19]])
-        } else {
-            u16::from_be_bytes([bytes[18], bytes[19]])
-        };
-        let architecture = match (machine, class64, little) {
-            (0x3e, true, _) => "amd64",
-            (0x03, false, _) => "386",
-            (0xb7, true, _) => "arm64",
-            (0x28, false, _) => "arm",
-            (0xf3, true, _) => "riscv64",
-            (0x16, true, _) => "s390x",
-            (0x15, true, true) => "ppc64le",
-            (0x15, true, false) => "ppc64",
-            (0x102, true, _) => "loong64",
-            _ => return None,
-        };
-        Some(Self { os: "linux".to_owned(), architecture: architecture.to_owned() })
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)
-    }
-}
-
-impl FromStr for Platform {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric());
-        match s.split_once('/') {
-            Some((os, architecture)) if ok(os) && ok(architecture) => {
-                Ok(Self { os: os.to_owned(), architecture: architecture.to_owned() })
-            }
-            _ => Err(format!("{s:?} is not a platform (OS/ARCHITECTURE, as linux/amd64)")),
-        }
     }
 }
 
@@ -588,97 +443,6 @@ impl Registry {
     }
 }
 
-/// What a pull is for: which layer it takes, which platform of an index, how large at most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Artifact {
-    Component,
-    Provider,
-}
-
-impl Artifact {
-    fn layer_types(self) -> &'static [&'static str] {
-        match self {
-            Self::Component => &[WASM_LAYER, WASMCLOUD_LAYER],
-            Self::Provider => &[PROVIDER_LAYER],
-        }
-    }
-
-    fn max_bytes(self) -> u64 {
-        match self {
-            Self::Component => MAX_COMPONENT_BYTES,
-            Self::Provider => MAX_PROVIDER_BYTES,
-        }
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            Self::Component => "a wasm component",
-            Self::Provider => "a Ferry provider",
-        }
-    }
-}
-
-/// The manifest of an image index (by digest) that `artifact` takes: for a provider, the one
-/// for this host's platform; for a component, the `wasm` one (or the only one). `None` when
-/// `manifest` is not an index.
-fn select_from_index(image: &OciRef, manifest: &[u8], artifact: Artifact) -> Result<Option<String>, RegistryError> {
-    #[derive(serde::Deserialize)]
-    struct Index {
-        manifests: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        digest: String,
-        #[serde(default)]
-        platform: Option<Platform>,
-    }
-    let value: serde_json::Value = serde_json::from_slice(manifest)
-        .map_err(|e| RegistryError::Refused(format!("{image}: not a manifest: {e}")))?;
-    if value.get("manifests").is_none() {
-        return Ok(None);
-    }
-    let index: Index = serde_json::from_value(value)
-        .map_err(|e| RegistryError::Refused(format!("{image}: not an image index: {e}")))?;
-    let chosen = match artifact {
-        Artifact::Provider => {
-            let host = Platform::host();
-            index.manifests.iter().find(|e| e.platform.as_ref() == Some(&host)).ok_or_else(|| {
-                let has: Vec<String> =
-                    index.manifests.iter().filter_map(|e| e.platform.as_ref().map(Platform::to_string)).collect();
-                RegistryError::Refused(format!(
-                    "{image} has no provider binary for {host} (it has {})",
-                    if has.is_empty() { "none".to_owned() } else { has.join(", ") }
-                ))
-            })?
-        }
-        Artifact::Component => index
-            .manifests
-            .iter()
-            .find(|e| e.platform.as_ref().is_some_and(|p| p.architecture == "wasm"))
-            .or_else(|| index.manifests.first().filter(|_| index.manifests.len() == 1))
-            .ok_or_else(|| RegistryError::Refused(format!("{image} is an index with no wasm manifest")))?,
-    };
-    Ok(Some(chosen.digest.clone()))
-}
-
-/// `artifact`'s layer of an image manifest, refused when there is none or it is too large.
-fn find_layer(image: &OciRef, manifest: &[u8], artifact: Artifact) -> Result<OciDescriptor, RegistryError> {
-    let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(manifest)
-        .map_err(|e| RegistryError::Refused(format!("{image}: not an image manifest: {e}")))?;
-    let types = artifact.layer_types();
-    let layer = manifest.layers.into_iter().find(|l| types.contains(&l.media_type.as_str())).ok_or_else(|| {
-        RegistryError::Refused(format!("{image} is not {} image (no {} layer)", artifact.what(), types[0]))
-    })?;
-    let max = artifact.max_bytes();
-    if u64::try_from(layer.size).unwrap_or(u64::MAX) > max {
-        return Err(RegistryError::Refused(format!(
-            "{image}'s layer is {} bytes; a host takes at most {max}",
-            layer.size
-        )));
-    }
-    Ok(layer)
-}
-
 /// How often a long pull says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -731,38 +495,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn docker_config_entries_are_found_by_registry_host() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("config.json");
-        let encoded = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
-        std::fs::write(
-            &path,
-            serde_json::json!({"auths": {
-                "https://registry.local:5000/v1/": {"auth": encoded},
-                "ghcr.io": {"username": "bob", "password": "pw"},
-            }})
-            .to_string(),
-        )
-        .expect("write");
-        let credentials = Credentials::default().with_docker_config(&path);
-        assert!(
-            matches!(credentials.for_registry("registry.local:5000"), RegistryAuth::Basic(u, p) if u == "alice" && p == "s3cret")
-        );
-        assert!(matches!(credentials.for_registry("ghcr.io"), RegistryAuth::Basic(u, _) if u == "bob"));
-        assert!(matches!(credentials.for_registry("quay.io"), RegistryAuth::Anonymous));
-        assert!(!format!("{:?}", Credentials::basic("u", "hidden")).contains("hidden"));
-    }
-
-    #[test]
-    fn platforms_are_read_from_executables_and_named_as_oci_names_them() {
-        let own = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
-        assert_eq!(Platform::of_executable(&own), Some(Platform::host()));
-        assert_eq!(Platform::of_executable(b"\0asm\x01\0\0\0"), None);
-        assert_eq!("linux/arm64".parse::<Platform>().map(|p| p.to_string()).as_deref(), Ok("linux/arm64"));
-        assert!("linux".parse::<Platform>().is_err() && "linux/../x".parse::<Platform>().is_err());
-    }
-
-    #[test]
     fn provider_images_run_only_from_listed_repositories_by_whole_segments() {
         let settings = RegistrySettings {
             provider_images: vec!["registry.local:5000/acme".into(), "oci://ghcr.io/org/kv/".into()],
@@ -774,26 +506,6 @@ mod tests {
         assert!(runs("ghcr.io/org/kv:2.0"));
         assert!(!runs("registry.local:5000/acme-evil/kv:1.0") && !runs("ghcr.io/org/kvx:1.0"));
         assert!(!runs("registry.local:5001/acme/kv:1.0"));
-    }
-
-    #[test]
-    fn an_index_yields_the_manifest_for_this_platform_or_says_which_it_has() {
-        let image = OciRef::parse("registry.local/p/kv:1.0").expect("ref");
-        let host = Platform::host();
-        let entry = |platform: &Platform, digest: &str| serde_json::json!({"mediaType": IMAGE_MANIFEST, "digest": digest, "size": 1, "platform": platform});
-        let other = Platform { os: "linux".into(), architecture: "s390x".into() };
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry(&other, "sha256:aa"), entry(&host, "sha256:bb")]});
-        let bytes = serde_json::to_vec(&index).expect("json");
-        assert_eq!(
-            select_from_index(&image, &bytes, Artifact::Provider).expect("chosen").as_deref(),
-            Some("sha256:bb")
-        );
-        let only_other =
-            serde_json::to_vec(&serde_json::json!({"manifests": [entry(&other, "sha256:aa")]})).expect("json");
-        let err = select_from_index(&image, &only_other, Artifact::Provider).expect_err("no match");
-        assert!(err.to_string().contains("linux/s390x"), "{err}");
-        let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "layers": []})).expect("json");
-        assert_eq!(select_from_index(&image, &manifest, Artifact::Component).expect("not an index"), None);
     }
 
     #[test]
