@@ -194,8 +194,13 @@ pub(crate) async fn run(
             let Some(host) = ctx.host_or_winner(host, &auction).await? else {
                 return Ok(Outcome::unanswered(format!("no host bid to supervise provider {id}")));
             };
-            let binary = std::fs::canonicalize(&binary).map(|p| p.display().to_string()).unwrap_or(binary);
-            let cmd = ProviderStart { request_id, provider_id: id, binary, config: config.into_iter().collect() };
+            let mut cmd = ProviderStart { request_id, provider_id: id, binary, config: config.into_iter().collect() };
+            // A file on this machine is named by its absolute path; a registry image as given.
+            if matches!(cmd.image(), Ok(None))
+                && let Ok(path) = std::fs::canonicalize(&cmd.binary)
+            {
+                cmd.binary = path.display().to_string();
+            }
             ctx.one(&cmd, Some(&host)).await
         }
         Resource::Provider(ProviderCmd::Stop { id }) => {
