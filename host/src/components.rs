@@ -88,11 +88,25 @@ pub(crate) struct Runtime {
     pub(crate) host_memory: Arc<Budget>,
     /// Compiled components by SHA-256 of their bytes, so a restart does not compile again.
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Where compiled components are kept and what compiles them.
+    compilation: Arc<crate::compile::Compilation>,
 }
 
 impl Runtime {
-    pub(crate) fn new(engine: Engine, linker: Linker<HostState>, limits: Limits) -> Self {
-        Self { engine, linker, host_memory: Budget::new(limits.host_memory_bytes), limits, compiled: Mutex::default() }
+    pub(crate) fn new(
+        engine: Engine,
+        linker: Linker<HostState>,
+        limits: Limits,
+        compilation: crate::compile::Compilation,
+    ) -> Self {
+        Self {
+            engine,
+            linker,
+            host_memory: Budget::new(limits.host_memory_bytes),
+            limits,
+            compiled: Mutex::default(),
+            compilation: Arc::new(compilation),
+        }
     }
 
     /// Compile `bytes`, reusing an earlier compilation of identical bytes.
@@ -101,11 +115,12 @@ impl Runtime {
         if let Some(component) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
             return Ok((component.clone(), digest));
         }
-        let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| ComponentError::Load(format!("compilation task failed: {e}")))?
-            .map_err(|e| ComponentError::Load(format!("not a valid component: {e:#}")))?;
+        let (engine, compilation, limits) = (self.engine.clone(), self.compilation.clone(), self.limits.clone());
+        let component =
+            tokio::task::spawn_blocking(move || crate::compile::compile(&engine, &compilation, &limits, &bytes))
+                .await
+                .map_err(|e| ComponentError::Load(format!("compilation task failed: {e}")))?
+                .map_err(ComponentError::Load)?;
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).insert(digest, component.clone());
         Ok((component, digest))
     }

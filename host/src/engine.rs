@@ -68,7 +68,13 @@ const TABLE_KEEP_RESIDENT: usize = 128 << 10;
 /// # Errors
 /// When wasmtime rejects the configuration (e.g. the pool cannot be reserved).
 pub fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
+    engine_with_cache(limits, None)
+}
+
+/// [`new_engine`], keeping compiled components in `cache` ([`crate::compile`]).
+pub(crate) fn engine_with_cache(limits: &Limits, cache: Option<wasmtime::Cache>) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
+    config.cache(cache);
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();

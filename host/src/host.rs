@@ -61,6 +61,7 @@ pub struct HostBuilder {
     workers: usize,
     replicas: usize,
     reconcile: bool,
+    compilation: crate::compile::Compilation,
 }
 
 /// Workers a host runs unless told otherwise: one per core the process may use.
@@ -92,6 +93,7 @@ impl HostBuilder {
             workers: default_workers(),
             replicas: 1,
             reconcile: true,
+            compilation: crate::compile::Compilation::default(),
         }
     }
 
@@ -240,6 +242,13 @@ impl HostBuilder {
         self
     }
 
+    /// Where compiled components are kept and what compiles them (default: nothing kept,
+    /// compiled in this process).
+    pub fn compilation(mut self, compilation: crate::compile::Compilation) -> Self {
+        self.compilation = compilation;
+        self
+    }
+
     /// Connect to NATS, open the lattice bucket and prepare wasmtime. Nothing is served until
     /// [`Host::run`].
     ///
@@ -278,7 +287,16 @@ impl HostBuilder {
         let (nats, reconnects) = (connection.client, connection.reconnects);
         ferry_lattice::storage::prepare_lattice_storage(&nats, &self.lattice, self.replicas).await?;
         let view = LatticeView::open(&nats, &self.lattice, reconnects).await?;
-        let engine = engine::new_engine(&self.limits)?;
+        let mut compilation = self.compilation;
+        let cache = compilation.cache_dir.as_deref().and_then(|dir| {
+            crate::compile::open_cache(dir)
+                .inspect_err(|cause| warn!(%cause, "compiling every component anew, in this process"))
+                .ok()
+        });
+        if cache.is_none() {
+            compilation = crate::compile::Compilation::default();
+        }
+        let engine = engine::engine_with_cache(&self.limits, cache)?;
         let mut linker = Linker::new(&engine);
         capability::add_to_linker(&mut linker)?;
         let workers = Arc::new(Workers::start(self.workers, &options, &options.name).await?);
@@ -296,7 +314,7 @@ impl HostBuilder {
             tasks: tasks.clone(),
             workers: workers.clone(),
         };
-        let runtime = Arc::new(Runtime::new(engine, linker, self.limits));
+        let runtime = Arc::new(Runtime::new(engine, linker, self.limits, compilation));
         let allowed = AllowedDirs::new(&self.allowed_dirs);
         let registry = Arc::new(crate::oci::Registry::new(self.registry.clone()));
         let sources = Sources {

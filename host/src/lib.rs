@@ -21,6 +21,7 @@ pub mod app;
 mod budget;
 mod capability;
 pub mod claims;
+pub mod compile;
 mod component;
 mod components;
 mod ctl;

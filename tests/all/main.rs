@@ -9,6 +9,7 @@ mod bridge;
 mod bridge_calls;
 mod claims;
 mod cluster;
+mod compile;
 mod control;
 mod ctl_cli;
 mod custom_calls;

@@ -107,7 +107,11 @@ async fn spawn_host_env(
     env: &[(&str, &str)],
 ) -> anyhow::Result<(Process, String)> {
     let HostSetup { url, lattice, seed, accepted, operator, rpc_timeout } = *setup;
-    let mut command = Command::new(binary("ferry")?);
+    let ferry = binary("ferry")?;
+    let mut command = Command::new(&ferry);
+    // One compilation cache for every host of a test run, beside the binaries (a test's own
+    // `env` may name another).
+    command.env("FERRY_COMPILE_CACHE", ferry.with_file_name("ferry-test-compiled"));
     command.envs(env.iter().copied());
     command
         .args(["host", "--nats-url", url, "--lattice", lattice, "--operator-key", operator, "--rpc-timeout-ms"])

@@ -59,6 +59,10 @@ enum Command {
     /// executables, one per platform (an image index), to an OCI registry; prints the digest
     /// reference of what was pushed.
     Push(registry::PushArgs),
+    /// Compile a component read from standard input into a host's compilation cache (hosts
+    /// run this; exit status 2: not a valid component).
+    #[command(hide = true)]
+    CompileComponent(CompileArgs),
 }
 
 #[derive(clap::Args)]
@@ -169,6 +173,66 @@ struct HostArgs {
     /// Do not compete to run the lattice's application reconciler (one host at a time runs it).
     #[arg(long)]
     no_reconciler: bool,
+    /// Directory of compiled components, private to this user (created with mode 0700): a
+    /// component compiled once is loaded from it, by this host after a restart or by another
+    /// host sharing it [default: $XDG_CACHE_HOME/ferry/compiled, else ~/.cache/ferry/compiled].
+    #[arg(long, env = "FERRY_COMPILE_CACHE", value_name = "DIR")]
+    compile_cache: Option<std::path::PathBuf>,
+    /// Keep no compiled components (whatever --compile-cache says): every start of a component
+    /// compiles it, in this process.
+    #[arg(long)]
+    no_compile_cache: bool,
+    /// Compile components in this process rather than in a separate compiler process (which
+    /// keeps the compiler's code and memory out of the long-running host).
+    #[arg(long)]
+    compile_in_process: bool,
+}
+
+/// `ferry compile-component`: what a host runs to compile a component outside its own process.
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// The host's compilation cache.
+    #[arg(long)]
+    cache_dir: std::path::PathBuf,
+    /// The host's memory limit per instance, in bytes (part of its engine's configuration).
+    #[arg(long)]
+    memory_bytes: usize,
+}
+
+impl HostArgs {
+    /// Where this host keeps compiled components and what compiles them.
+    fn compilation(&self) -> ferry_host::compile::Compilation {
+        use ferry_host::compile::{Compilation, Compiler};
+        if self.no_compile_cache {
+            return Compilation::default();
+        }
+        let cache_dir = self.compile_cache.clone().unwrap_or_else(Compilation::default_cache_dir);
+        // The running executable itself, even if its path now names another version.
+        let program = Some(std::path::PathBuf::from("/proc/self/exe"))
+            .filter(|p| p.exists())
+            .or_else(|| std::env::current_exe().ok());
+        let compiler = program
+            .filter(|_| !self.compile_in_process)
+            .map(|program| Compiler { program, args: vec!["compile-component".into()] });
+        Compilation { cache_dir: Some(cache_dir), compiler }
+    }
+}
+
+/// Compile the component on standard input into `args.cache_dir`; exits 2 when it is not a
+/// valid component, with the reason on standard error.
+fn compile_component(args: &CompileArgs) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut wasm = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut wasm).context("cannot read the component")?;
+    let limits = ferry_host::Limits { memory_bytes: args.memory_bytes, ..ferry_host::Limits::default() };
+    match ferry_host::compile::compile_into_cache(&args.cache_dir, &limits, &wasm) {
+        Ok(()) => Ok(()),
+        Err(ferry_host::compile::CompileFailure::Invalid(message)) => {
+            eprintln!("{message}");
+            std::process::exit(ferry_host::compile::EXIT_INVALID);
+        }
+        Err(failure) => Err(anyhow::anyhow!(failure)),
+    }
 }
 
 pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -186,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
                 attributes: vec![("ferry.lattice", args.lattice.clone())],
             };
             let telemetry = ferry_lattice::telemetry::init(log_level.as_deref(), Some(&export), log_format);
+            let compilation = args.compilation();
             let mut builder = ferry_host::HostBuilder::new(args.nats_url, args.lattice);
             if let Some(endpoint) = args.otlp_endpoint {
                 builder = builder.otlp_endpoint(endpoint);
@@ -214,7 +279,8 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
                 .workers(args.workers.map_or_else(ferry_host::default_workers, std::num::NonZeroUsize::get))
-                .reconciler(!args.no_reconciler);
+                .reconciler(!args.no_reconciler)
+                .compilation(compilation);
             if let Some(seed) = args.seed.resolve()? {
                 builder = builder.cluster_seed(seed);
             }
@@ -252,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ctl(args) => ctl::run(args).await,
         Command::App(args) => ctl::run(args.into()).await,
         Command::Keys(args) => keys::run(args),
+        Command::CompileComponent(args) => compile_component(&args),
         Command::NatsConfig(args) => nats_config::run(args),
         Command::Claims(args) => claims::run(args),
         Command::Up(args) => {
