@@ -180,7 +180,7 @@ struct HostArgs {
     compile_cache: Option<std::path::PathBuf>,
     /// Keep no compiled components (whatever --compile-cache says): every start of a component
     /// compiles it, in this process.
-    #[arg(long)]
+    #[arg(long, env = "FERRY_NO_COMPILE_CACHE")]
     no_compile_cache: bool,
     /// Compile components in this process rather than in a separate compiler process (which
     /// keeps the compiler's code and memory out of the long-running host).
