@@ -5,8 +5,10 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::SystemTime};
 
-use ferry_proto::{ctl::ComponentStart, link::Link};
+use ferry_proto::link::Link;
 use ferry_tests::{Lattice, TEST_CLIENT_ID, get};
+
+use crate::update::start;
 
 /// The compiled components in cache `dir`, with the time each was written.
 fn compiled(dir: &Path) -> anyhow::Result<Vec<(String, SystemTime)>> {
@@ -21,16 +23,6 @@ fn compiled(dir: &Path) -> anyhow::Result<Vec<(String, SystemTime)>> {
         }
     }
     Ok(found)
-}
-
-fn start(id: &str, image: String) -> ComponentStart {
-    ComponentStart {
-        request_id: format!("start-{id}"),
-        component_id: id.into(),
-        image,
-        max_instances: Some(4),
-        config: Vec::new(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

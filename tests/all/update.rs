@@ -20,7 +20,8 @@ use futures::StreamExt as _;
 
 use ferry_tests::{Lattice, TEST_CLIENT_ID, build_component, get};
 
-fn start(id: &str, image: String) -> ComponentStart {
+/// The command that starts `image` as component `id`.
+pub(crate) fn start(id: &str, image: String) -> ComponentStart {
     ComponentStart {
         request_id: format!("start-{id}"),
         component_id: id.into(),
