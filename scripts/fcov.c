@@ -1,7 +1,8 @@
 // fcov: which functions of an executable run. Plants int3 at every function entry listed in
 // OFFSETS (hex offsets from the executable's load base, one per line), runs PROG under ptrace
 // (all threads), records each function the first time it is entered and removes its
-// breakpoint. SIGTERM is sent to PROG after SECONDS; hit offsets are written to OUT in order.
+// breakpoint. SIGTERM is sent to PROG after SECONDS (never when 0) or when fcov itself gets
+// SIGTERM or SIGINT; hit offsets are written to OUT in order once PROG has exited.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+static volatile sig_atomic_t stop_asked;
+static void ask_stop(int sig) { (void)sig; stop_asked = 1; }
 static unsigned long *offs; static unsigned char *orig; static char *hit; static size_t n;
 static int cmp(const void *a, const void *b) { unsigned long x = *(unsigned long *)a, y = *(unsigned long *)b; return x < y ? -1 : x > y; }
 static long find(unsigned long off) { size_t lo = 0, hi = n; while (lo < hi) { size_t m = (lo + hi) / 2; if (offs[m] == off) return m; if (offs[m] < off) lo = m + 1; else hi = m; } return -1; }
@@ -33,16 +36,17 @@ int main(int argc, char **argv) {
     char path[64], exe[4096], line[8192]; snprintf(path, sizeof path, "/proc/%d/exe", child);
     ssize_t el = readlink(path, exe, sizeof exe - 1); exe[el] = 0;
     snprintf(path, sizeof path, "/proc/%d/maps", child); FILE *maps = fopen(path, "r"); unsigned long base = 0;
-    while (fgets(line, sizeof line, maps)) { unsigned long lo, off; char p[4096] = ""; if (sscanf(line, "%lx-%*lx %*s %lx %*s %*s %4095s", &lo, &off, p) >= 2 && off == 0 && !strcmp(p, exe)) { base = lo; break; } }
+    while (fgets(line, sizeof line, maps)) { unsigned long lo, off; char p[4096] = ""; if (sscanf(line, "%lx-%*x %*s %lx %*s %*s %4095s", &lo, &off, p) >= 2 && off == 0 && !strcmp(p, exe)) { base = lo; break; } }
     fclose(maps);
     snprintf(path, sizeof path, "/proc/%d/mem", child); int mem = open(path, O_RDWR);
     unsigned char cc = 0xcc;
     for (size_t i = 0; i < n; i++) { pread(mem, &orig[i], 1, base + offs[i]); pwrite(mem, &cc, 1, base + offs[i]); }
     ptrace(PTRACE_SETOPTIONS, child, 0, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL);
+    signal(SIGTERM, ask_stop); signal(SIGINT, ask_stop);
     ptrace(PTRACE_CONT, child, 0, 0);
     time_t start = time(0); int alive = 1, termed = 0; size_t hits = 0;
     while (alive) {
-        if (!termed && time(0) - start >= seconds) { kill(child, SIGTERM); termed = 1; }
+        if (!termed && (stop_asked || (seconds > 0 && time(0) - start >= seconds))) { kill(child, SIGTERM); termed = 1; }
         pid_t t = waitpid(-1, &st, __WALL | WNOHANG);
         if (t == 0) { usleep(1000); continue; }
         if (t < 0) break;
