@@ -1,7 +1,7 @@
 //! Signed request/reply: the one path by which host, SDK and clients send an invocation and
 //! take only an authentic answer for its response.
 
-use std::time::Duration;
+use std::{pin::Pin, time::Duration};
 
 use ferry_proto::{
     ErrorKind, RpcError,
@@ -172,13 +172,17 @@ fn is_replay_refusal(msg: &async_nats::Message, id: &str) -> bool {
 /// caller on `reply` so: a progress message signed under `key` when `ack` says (the
 /// acknowledgement), then one every [`PROGRESS_EVERY`] until it ends
 /// ([`ferry_proto::delivery`]). Shared by host and SDK.
+///
+/// `work` comes pinned where its caller keeps it: an async function holds a future it is
+/// given by value in more than one place (the argument, where it is pinned, what it awaits),
+/// and an invocation's work is kilobytes, held for every invocation in flight.
 pub async fn with_progress<F: Future>(
     nats: &async_nats::Client,
     reply: Option<&async_nats::Subject>,
     id: &str,
     key: &MacKey,
     ack: Ack,
-    work: F,
+    mut work: Pin<&mut F>,
 ) -> F::Output {
     let Some(reply) = reply else { return work.await };
     // Made when first needed: work that answers before its acknowledgement is due costs no
@@ -213,11 +217,10 @@ pub async fn with_progress<F: Future>(
         }
         Ack::After(due) => Instant::now() + due,
     };
-    let mut work = std::pin::pin!(work);
     loop {
         tokio::select! {
             biased;
-            out = &mut work => return out,
+            out = work.as_mut() => return out,
             () = tokio::time::sleep_until(next) => {
                 tell(&mut bytes).await;
                 next = Instant::now() + PROGRESS_EVERY;

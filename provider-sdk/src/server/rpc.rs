@@ -1,7 +1,7 @@
 //! Invocations on the provider's rpc subject: taken from NATS under a bound on concurrency,
 //! authenticated, claimed against replay, dispatched to the provider's handler, answered signed.
 
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{panic::AssertUnwindSafe, pin::pin, sync::Arc};
 
 use ferry_proto::{
     ErrorKind, RpcError,
@@ -71,7 +71,7 @@ impl<P: Provider> Server<P> {
         let ack = || Ack::After(ACK_WITHIN.saturating_sub(taken_up_at.elapsed()));
         if ferry_proto::is_read_only(&inv.operation) {
             return Some(
-                with_progress(self.ctx.nats(), reply, &id, &progress_key, ack(), self.taken_up(inv, key)).await,
+                with_progress(self.ctx.nats(), reply, &id, &progress_key, ack(), pin!(self.taken_up(inv, key))).await,
             );
         }
         // Claimed before it is acknowledged, so that a caller that hears no acknowledgement
@@ -99,11 +99,15 @@ impl<P: Provider> Server<P> {
                         Err(err) => refused(inv, err),
                     }
                 };
-                return Some(with_progress(self.ctx.nats(), reply, &id, &progress_key, Ack::BeforeWork, work).await);
+                return Some(
+                    with_progress(self.ctx.nats(), reply, &id, &progress_key, Ack::BeforeWork, pin!(work)).await,
+                );
             }
         };
         Some(match claimed {
-            Ok(()) => with_progress(self.ctx.nats(), reply, &id, &progress_key, ack(), self.taken_up(inv, key)).await,
+            Ok(()) => {
+                with_progress(self.ctx.nats(), reply, &id, &progress_key, ack(), pin!(self.taken_up(inv, key))).await
+            }
             Err(err) => refused(inv, err),
         })
     }
