@@ -1,7 +1,10 @@
 // Shared by the build scripts of the binaries whose code is laid out (`include!`d, not a crate):
 // hands lld the binary's symbol-ordering file from this directory (docs/benchmarks.md, "Code
 // layout"; `scripts/layout.sh` writes the files). Release builds on x86_64 Linux GNU only, where
-// Rust links with lld; functions renamed or gone since a file was written are skipped.
+// Rust links with lld. The files name functions demangled, without crate hashes, and
+// `layout/cc` (the linker command there) turns them into the objects' symbol names, so a
+// dependency or compiler change does not make them stale; functions renamed or gone since a
+// file was written are skipped.
 
 /// Order the code of binary `bin` by `{layout}/{bin}.order` (`layout`: this directory, relative
 /// to the package), in release builds linked by lld.

@@ -64,11 +64,13 @@ ls "$work/host"/*.hits "$work/bridge"/*.hits >/dev/null || { echo "a serving hos
 write_order() { # EXECUTABLE OUT HITS...
   local exe=$1 out=$2
   shift 2
-  nm --defined-only "$exe" | awk '$2=="t"||$2=="T" {print $1, $3}' | python3 -c '
+  # Demangled: names without crate hashes stay valid across dependency and compiler changes
+  # (layout/cc resolves them when linking).
+  nm --defined-only -C "$exe" | awk '$2=="t"||$2=="T"' | python3 -c '
 import sys
 names = {}
 for line in sys.stdin:
-    address, name = line.split()
+    address, _, name = line.rstrip("\n").split(" ", 2)
     names.setdefault(int(address, 16), []).append(name)
 seen, order = set(), []
 for path in sys.argv[1:]:
