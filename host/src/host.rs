@@ -310,7 +310,7 @@ impl HostBuilder {
             lattice_name: self.lattice.clone(),
             lattice: view.clone(),
             rpc: rpc.clone(),
-            guard: Arc::new(ReplayGuard::default()),
+            guard: Arc::new(ReplayGuard::for_invocations()),
             tasks: tasks.clone(),
             workers: workers.clone(),
         };

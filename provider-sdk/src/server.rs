@@ -202,6 +202,7 @@ pub async fn run_provider_with<P: Provider>(
         provider,
         ctx,
         guard: ReplayGuard::default(),
+        invocations: ReplayGuard::for_invocations(),
         record,
         view: LatticeView::default(),
         resolved: links::Resolved::default(),
@@ -214,8 +215,11 @@ pub async fn run_provider_with<P: Provider>(
 struct Server<P> {
     provider: P,
     ctx: ProviderContext,
-    /// Replay protection shared by every subscription of this instance.
+    /// Replay protection of this instance's link, health and shutdown subscriptions.
     guard: ReplayGuard,
+    /// Replay protection of its rpc subscription: ids kept only while an invocation could
+    /// still be taken up ([`ReplayGuard::for_invocations`]).
+    invocations: ReplayGuard,
     /// Lattice-wide replay protection for state-changing invocations.
     record: ReplayRecord,
     /// Links and config as the lattice bucket has them.
@@ -389,7 +393,8 @@ impl<P: Provider> Server<P> {
             warn!(id = %inv.id, origin = %inv.origin, operation = %inv.operation, cause = %err, "rejected invocation");
             return Err(Box::new(InvocationResponse::err(inv.id, err)));
         }
-        let key = match verify_invocation_under(&inv, channel, &keys, &self.guard) {
+        let guard = if channel == Channel::Rpc { &self.invocations } else { &self.guard };
+        let key = match verify_invocation_under(&inv, channel, &keys, guard) {
             Ok(key) => key,
             Err(err) => {
                 let err = RpcError::new(ErrorKind::Denied, err.to_string());

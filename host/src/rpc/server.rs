@@ -37,6 +37,8 @@ pub(crate) struct ServeContext {
     pub(crate) lattice: LatticeView,
     /// Calls and replies go out on the serving worker's connection through it.
     pub(crate) rpc: RpcClient,
+    /// Replay protection of components' rpc subscriptions, on every worker
+    /// ([`ReplayGuard::for_invocations`]: an invocation is taken up only soon after its issue).
     pub(crate) guard: Arc<ReplayGuard>,
     pub(crate) tasks: TaskTracker,
     pub(crate) workers: Arc<Workers>,

@@ -1,6 +1,6 @@
 //! Replay protection inside one receiver: issue times within the window, each id once, nothing
 //! issued before the receiver started. The lattice-wide half (state-changing invocations
-//! claimed in JetStream) is the SDK's `replay` module.
+//! claimed in JetStream) is the lattice crate's `replay` module.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -10,24 +10,29 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::{AuthError, DEFAULT_REPLAY_WINDOW_MS};
-use crate::time;
+use crate::{delivery::TAKE_UP_WINDOW, time};
 
-/// How many slices a window is cut into: an id is kept until every message of its slice is
-/// outside the window, so a finer cut frees ids sooner (a window and one slice after their
-/// issue) and keeps fewer in the hash set of the slice still filling.
-const SLICES_PER_WINDOW: u64 = 64;
+/// How many slices the time an id is remembered is cut into: an id is kept until every message
+/// of its slice is past that time, so a finer cut frees ids sooner (one slice after they may
+/// go) and keeps fewer in the hash set of the slice still filling.
+const SLICES_PER_MEMORY: u64 = 64;
 
 /// Rejects stale and replayed messages: issue time within the window, each id once.
 ///
-/// Ids are remembered by the slice of time (a 64th of the window) their message was issued in,
-/// and only as long as a message of that slice could still pass [`ReplayGuard::check_fresh`]: a
-/// window and a slice after its issue. Each id is kept as 64 bits: in a hash set while its slice
-/// is current, then, once the slice is past, in a sorted array (8 bytes an id; a message that
-/// arrives after its slice ended goes to a small set beside it). At 10,000 messages a second and
-/// the default 30 s window that is about 2.5 MB at most.
+/// Ids are remembered by the slice of time (a 64th of how long they are remembered) their
+/// message was issued in, and only as long as the receiver could still act on a message of
+/// that slice: for [`ReplayGuard::new`], as long as it could pass [`ReplayGuard::check_fresh`]
+/// (a window after its issue); for [`ReplayGuard::for_invocations`], as long as it could be
+/// taken up ([`TAKE_UP_WINDOW`]), since a later one is dropped unrun whatever the guard says.
+/// Each id is kept as 64 bits: in a hash set while its slice is current, then, once the slice
+/// is past, in a sorted array (8 bytes an id; a message that arrives after its slice ended goes
+/// to a small set beside it). At 10,000 messages a second that is about 2.5 MB at most for the
+/// default 30 s window, and under 0.2 MB for invocations.
 #[derive(Debug)]
 pub struct ReplayGuard {
     window_ms: u64,
+    /// How long after its issue time an id is kept.
+    remember_ms: u64,
     slice_ms: u64,
     /// When the guard was made: messages issued earlier were meant for a process before this
     /// one, whose seen ids this guard does not have.
@@ -72,12 +77,32 @@ impl Slice {
 
 impl ReplayGuard {
     /// A guard with a window of `window_ms` either side of now, refusing messages issued
-    /// before it was made. Make it before subscribing.
+    /// before it was made, remembering ids as long as their messages pass the window. Make it
+    /// before subscribing.
     pub fn new(window_ms: u64) -> Self {
+        Self::remembering(window_ms, window_ms)
+    }
+
+    /// The guard for invocations on a receiver's rpc subject: the default window, ids
+    /// remembered for [`TAKE_UP_WINDOW`] after their issue. A receiver takes an invocation up
+    /// only that soon after its issue time (by its own clock, checked after this guard), so a
+    /// replay that comes later is dropped unrun, whether or not its id is still here; keeping
+    /// the ids a whole window longer would only cost memory (a busy host's largest item).
+    pub fn for_invocations() -> Self {
+        let take_up_ms = u64::try_from(TAKE_UP_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        Self::remembering(DEFAULT_REPLAY_WINDOW_MS, take_up_ms)
+    }
+
+    /// A guard with a window of `window_ms` either side of now that remembers an id for
+    /// `remember_ms` after its message's issue time (at most the window): for messages the
+    /// receiver acts on only that soon after their issue, and drops unacted later.
+    pub fn remembering(window_ms: u64, remember_ms: u64) -> Self {
         let window_ms = window_ms.max(1);
+        let remember_ms = remember_ms.clamp(1, window_ms);
         Self {
             window_ms,
-            slice_ms: (window_ms / SLICES_PER_WINDOW).max(1),
+            remember_ms,
+            slice_ms: (remember_ms / SLICES_PER_MEMORY).max(1),
             started_ms: time::now_ms(),
             seen: Mutex::new(Seen::default()),
         }
@@ -112,9 +137,10 @@ impl ReplayGuard {
         // A replay carries its original's issue time (the MAC covers it), so it lands in the
         // same slice: one set to look in.
         let slice = issued_at_ms / self.slice_ms;
-        // Slices ending at or before `now - window` hold only messages that fail
-        // check_fresh, so their ids can go.
-        let oldest = now_ms.saturating_sub(self.window_ms) / self.slice_ms;
+        // Slices ending at or before `now - remember` hold only messages the receiver no
+        // longer acts on (they fail check_fresh, or are too late to be taken up), so their
+        // ids can go.
+        let oldest = now_ms.saturating_sub(self.remember_ms) / self.slice_ms;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(entry) = seen.slices.first_entry() {
             if *entry.key() >= oldest {
@@ -228,6 +254,46 @@ mod tests {
         guard.record_at("y", issued + 65_000, issued + 65_000).unwrap();
         assert!(!guard.seen.lock().unwrap().slices.contains_key(&(issued / 1_000)));
         assert_eq!(guard.len(), 2, "\"now\" and \"y\" are left");
+    }
+
+    #[test]
+    fn invocation_ids_are_kept_while_they_could_be_taken_up() {
+        let guard = ReplayGuard::for_invocations();
+        let take_up_ms = u64::try_from(TAKE_UP_WINDOW.as_millis()).unwrap();
+        let issued = 1_000_000_000;
+        guard.record_at("x", issued, issued).unwrap();
+        // Still fresh for a whole window, but remembered only while it could be taken up.
+        assert_eq!(guard.window_ms, DEFAULT_REPLAY_WINDOW_MS);
+        assert_eq!(guard.record_at("x", issued, issued + take_up_ms), Err(AuthError::Replayed("x".into())));
+        assert!(!crate::delivery::too_late_to_take_up(issued, issued + take_up_ms));
+        // Once it is too late to take up, its slice goes with the next message recorded.
+        let later = issued + take_up_ms + guard.slice_ms + 1;
+        assert!(crate::delivery::too_late_to_take_up(issued, later));
+        guard.record_at("y", later, later).unwrap();
+        assert_eq!(guard.len(), 1, "only \"y\" is left");
+        // A message from a sender whose clock is ahead is kept until it is too late by ours.
+        let ahead = later + 20_000;
+        guard.record_at("z", ahead, later).unwrap();
+        assert_eq!(guard.record_at("z", ahead, ahead + take_up_ms), Err(AuthError::Replayed("z".into())));
+    }
+
+    #[test]
+    fn ten_thousand_invocations_a_second_take_under_a_fifth_of_a_megabyte() {
+        let guard = ReplayGuard::for_invocations();
+        let start = 1_000_000_000;
+        let mut largest = 0;
+        for n in 0u64..200_000 {
+            let at = start + n / 10;
+            let id = format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+            guard.record_at(&id, at, at).unwrap();
+            if n % 1_000 == 0 {
+                largest = largest.max(guard.footprint());
+            }
+        }
+        assert!(largest < 200_000, "{largest} bytes");
+        // Two seconds' worth and one slice more is kept, not less.
+        let kept = guard.len();
+        assert!((20_000..=20_400).contains(&kept), "{kept} ids kept");
     }
 
     #[test]
