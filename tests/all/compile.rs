@@ -17,7 +17,9 @@ fn compiled(dir: &Path) -> anyhow::Result<Vec<(String, SystemTime)>> {
         for entry in std::fs::read_dir(version?.path())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".stats") {
+            // Not the usage statistics wasmtime keeps beside an entry, nor the temporary file
+            // it writes them through (left for its cleanup task to remove).
+            if !name.ends_with(".stats") && !name.contains(".wip-atomic-write-") {
                 found.push((name, entry.metadata()?.modified()?));
             }
         }
