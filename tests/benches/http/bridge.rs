@@ -9,7 +9,7 @@ use ferry_tests::{Lattice, Process, RedisServer, binary, free_port, python, repo
 use serde_json::json;
 
 use crate::{
-    load::{HttpCall, Sample, Watched, http_worker, take_turns},
+    load::{HttpCall, Sample, Turns, Watched, http_worker, take_turns},
     systems::{Measured, kv_route, measure},
 };
 
@@ -84,13 +84,14 @@ impl BridgeLattice {
     }
 
     /// The memory provider, the stub through the bridge, and the Python provider through the
-    /// bridge, taking turns on one call in flight; one sample each, in that order.
-    pub(crate) async fn turns(&self, duration: Duration) -> Vec<Sample> {
+    /// bridge, taking turns (as `turns` says) on one call in flight; one sample each, in that
+    /// order.
+    pub(crate) async fn turns(&self, duration: Duration, turns: Turns) -> Vec<Sample> {
         let mut workers = Vec::new();
         for path in ["/memory", "/stub", "/python"] {
             workers.push(http_worker(self.address, Self::get(path)).await);
         }
-        take_turns(workers, duration).await
+        take_turns(workers, duration, turns).await
     }
 }
 

@@ -127,10 +127,32 @@ where
     sample
 }
 
-/// One call in flight, the workers taking turns (one call each, round after round) for
-/// `duration` after [`WARMUP`]: one sample per worker. Their calls are made in the same
-/// moments, so the drift of a shared machine cancels out of the difference between them.
-pub(crate) async fn take_turns(mut workers: Vec<Worker>, duration: Duration) -> Vec<Sample> {
+/// How workers taking turns on one call in flight hand over to each other.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Turns {
+    /// One call each, round after round: every call finds the caches holding the other
+    /// workers' processes, so each is measured cold.
+    EachCall,
+    /// A run of calls this long each, round after round, the first [`SETTLE`] calls of each run
+    /// not recorded: steady one-in-flight calls, as in a separate run, with the machine's drift
+    /// shared between the workers as in [`Turns::EachCall`].
+    Runs(Duration),
+}
+
+impl Turns {
+    /// The runs' length the benchmark uses: long enough for hundreds of calls, short enough
+    /// for dozens of rounds in a measurement.
+    pub(crate) const RUNS: Self = Self::Runs(Duration::from_millis(200));
+}
+
+/// Calls at the start of each run of [`Turns::Runs`] that warm the route up and are not
+/// recorded.
+const SETTLE: usize = 5;
+
+/// One call in flight, the workers taking turns (`turns` says how) for `duration` after
+/// [`WARMUP`]: one sample per worker. Their calls are made in the same stretch of time, so the
+/// drift of a shared machine cancels out of the difference between them.
+pub(crate) async fn take_turns(mut workers: Vec<Worker>, duration: Duration, turns: Turns) -> Vec<Sample> {
     let measure_from = Instant::now() + WARMUP;
     let end = measure_from + duration;
     let mut samples: Vec<Sample> = workers
@@ -145,13 +167,24 @@ pub(crate) async fn take_turns(mut workers: Vec<Worker>, duration: Duration) -> 
         .collect();
     while Instant::now() < end {
         for (call, sample) in workers.iter_mut().zip(samples.iter_mut()) {
-            let began = Instant::now();
-            let ok = call().await;
-            if began >= measure_from {
-                if ok {
-                    sample.latencies_us.push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                } else {
-                    sample.errors += 1;
+            let (run_end, settle) = match turns {
+                Turns::EachCall => (None, 0),
+                Turns::Runs(length) => (Some(Instant::now() + length), SETTLE),
+            };
+            let mut made = 0;
+            loop {
+                let began = Instant::now();
+                let ok = call().await;
+                if began >= measure_from && made >= settle {
+                    if ok {
+                        sample.latencies_us.push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        sample.errors += 1;
+                    }
+                }
+                made += 1;
+                if run_end.is_none_or(|run_end| Instant::now() >= run_end) {
+                    break;
                 }
             }
         }
@@ -193,6 +226,10 @@ pub(crate) async fn http_worker(address: SocketAddr, call: HttpCall) -> Worker {
             let body = ferry_tests::http::full(call.body);
             let req = ferry_tests::http::request(call.method, "localhost", call.path, body).expect("request");
             let mut sender = sender.lock().await;
+            // The connection takes the next request only once it has finished the last one.
+            if sender.ready().await.is_err() {
+                return false;
+            }
             match sender.send_request(req).await {
                 Ok(resp) => {
                     let ok = resp.status().is_success();

@@ -10,11 +10,12 @@
 //! * (g) a raw Redis GET round trip (with (a), the floor of (e)),
 //! * (h) a host's time from spawn to ready, and its idle memory,
 //! * (e)/(f) once more with one call in flight taking turns, so that what the get adds is
-//!   measured in the same moments as the answer without it,
+//!   measured in the same stretch of time as the answer without it: one call each, round after
+//!   round (each call cold), and in runs of 200 ms each (warm; the targets use these),
 //! * (i) the same get through the gRPC sidecar bridge: to the Python example (SQLite), to a
 //!   Rust gRPC stub (memory), next to an SDK provider doing the stub's work (memory) and
-//!   Ferry's own provider on Redis; the stub and memory ones once more taking turns, so that
-//!   what the bridge itself adds is measured in the same moments,
+//!   Ferry's own provider on Redis; the stub, memory and Python ones once more taking turns,
+//!   both ways, so that what the bridge itself adds is measured in the same stretch of time,
 //! * (j) a gRPC get to that stub over a Unix socket from the benchmark itself (the floor of
 //!   what the bridge adds, as (a) is of a NATS hop),
 //! * (k) (c) with tracing on: the host and the http-server exporting spans (every request
@@ -39,7 +40,7 @@ mod systems;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use ferry_tests::build_component;
-use load::{Sample, WARMUP};
+use load::{Sample, Turns, WARMUP};
 use systems::Measured;
 
 const CONCURRENCY: [usize; 2] = [1, 32];
@@ -49,7 +50,7 @@ const CONCURRENCY: [usize; 2] = [1, 32];
 struct Results {
     samples: BTreeMap<&'static str, Vec<Sample>>,
     memory: BTreeMap<&'static str, Vec<(&'static str, u64)>>,
-    /// (e) and (f) measured taking turns, by scenario key.
+    /// (e) and (f) measured taking turns in warm runs, by scenario key.
     turns: BTreeMap<&'static str, Sample>,
 }
 
@@ -105,42 +106,66 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
-/// (e) and (f) taking turns on one call in flight: their p50s and what the get adds.
-fn print_turns(r: &mut Results, mut turns: Vec<Sample>) {
-    println!();
-    println!("(e)/(f) taking turns, 1 in flight (no-call answer, get on Redis, get on NATS KV, round after round):");
-    let names = ["f", "e-redis", "e-nats"];
-    let plain = turns.first_mut().map(|s| s.percentile(0.50)).unwrap_or(f64::NAN);
-    for (name, sample) in names.iter().zip(turns.iter_mut()) {
-        let (p50, p99) = (sample.percentile(0.50), sample.percentile(0.99));
-        let errors = if sample.errors > 0 { format!(", {} errors", sample.errors) } else { String::new() };
-        println!("- {name}: p50 {p50:.3} ms (+{:.3} over f), p99 {p99:.3} ms{errors}", p50 - plain);
-    }
-    for (name, sample) in names.iter().zip(turns) {
-        r.turns.insert(name, sample);
+/// What each way of taking turns is called in the output.
+fn turns_title(turns: Turns) -> String {
+    match turns {
+        Turns::EachCall => "one call each".to_owned(),
+        Turns::Runs(length) => format!("runs of {} ms each, warm", length.as_millis()),
     }
 }
 
-/// (i) taking turns, and the bridge's target: what it adds over the same work in an SDK
-/// provider, at p50 with one call in flight.
-fn print_bridge_turns(mut turns: Vec<Sample>) {
-    println!();
-    println!(
-        "(i) taking turns, 1 in flight (SDK provider in memory, bridge → stub, bridge → Python, round after round):"
-    );
-    let names = ["memory", "stub", "python"];
-    let memory = turns.first_mut().map(|s| s.percentile(0.50)).unwrap_or(f64::NAN);
+/// One sample per route taken in turns, by name: p50, p99, errors and the p50 over the first.
+fn print_turn_samples(names: &[&str], turns: &mut [Sample]) -> Vec<f64> {
+    let first = turns.first_mut().map(|s| s.percentile(0.50)).unwrap_or(f64::NAN);
+    let mut p50s = Vec::new();
     for (name, sample) in names.iter().zip(turns.iter_mut()) {
         let (p50, p99) = (sample.percentile(0.50), sample.percentile(0.99));
         let errors = if sample.errors > 0 { format!(", {} errors", sample.errors) } else { String::new() };
-        println!("- {name}: p50 {p50:.3} ms (+{:.3} over memory), p99 {p99:.3} ms{errors}", p50 - memory);
+        println!("- {name}: p50 {p50:.3} ms (+{:.3} over {}), p99 {p99:.3} ms{errors}", p50 - first, names[0]);
+        p50s.push(p50);
     }
-    if let Some(stub) = turns.get_mut(1).map(|s| s.percentile(0.50)) {
-        let added = stub - memory;
+    p50s
+}
+
+/// (e) and (f) taking turns on one call in flight, each way: their p50s and what the get adds.
+/// The targets use the warm runs (decision 86).
+fn print_turns(r: &mut Results, turns: Vec<(Turns, Vec<Sample>)>) {
+    let names = ["f", "e-redis", "e-nats"];
+    for (how, mut samples) in turns {
+        println!();
         println!(
-            "- the bridge adds {added:.3} ms at p50, 1 in flight (bridge → stub minus SDK provider, same work) (target <= 0.15 ms): {}",
-            verdict(added <= 0.15)
+            "(e)/(f) taking turns, 1 in flight, {} (no-call answer, get on Redis, get on NATS KV, round after round):",
+            turns_title(how)
         );
+        print_turn_samples(&names, &mut samples);
+        if matches!(how, Turns::Runs(_)) {
+            for (name, sample) in names.iter().zip(samples) {
+                r.turns.insert(name, sample);
+            }
+        }
+    }
+}
+
+/// (i) taking turns, each way, and the bridge's target: what it adds over the same work in an
+/// SDK provider, at p50 with one call in flight, from the warm runs (decision 86).
+fn print_bridge_turns(turns: Vec<(Turns, Vec<Sample>)>) {
+    for (how, mut samples) in turns {
+        println!();
+        println!(
+            "(i) taking turns, 1 in flight, {} (SDK provider in memory, bridge → stub, bridge → Python, round after round):",
+            turns_title(how)
+        );
+        let p50s = print_turn_samples(&["memory", "stub", "python"], &mut samples);
+        if let (Some(memory), Some(stub)) = (p50s.first(), p50s.get(1)) {
+            let added = stub - memory;
+            match how {
+                Turns::Runs(_) => println!(
+                    "- the bridge adds {added:.3} ms at p50, 1 in flight (bridge → stub minus SDK provider, same work) (target <= 0.15 ms): {}",
+                    verdict(added <= 0.15)
+                ),
+                Turns::EachCall => println!("- the bridge adds {added:.3} ms at p50 to a cold call"),
+            }
+        }
     }
 }
 
@@ -151,7 +176,7 @@ fn targets(r: &mut Results, host_start: Option<(Duration, u64)>) {
     // From the turns when they ran (same moments), else from the separate runs.
     let turn = |r: &mut Results, key: &str| r.turns.get_mut(key).map(|s| s.percentile(0.50));
     let (kv_redis, kv_nats, plain, how) = match (turn(r, "e-redis"), turn(r, "e-nats"), turn(r, "f")) {
-        (Some(redis), Some(nats), Some(plain)) => (Some(redis), Some(nats), Some(plain), "taking turns"),
+        (Some(redis), Some(nats), Some(plain)) => (Some(redis), Some(nats), Some(plain), "taking turns in warm runs"),
         _ => (r.p50("e-redis", 0), r.p50("e-nats", 0), r.p50("f", 0), "separate runs"),
     };
     if let (Some(kv), Some(plain), Some(nats), Some(redis)) = (kv_redis, plain, r.p50("a", 0), r.p50("g", 0)) {
@@ -273,7 +298,11 @@ async fn main() -> anyhow::Result<()> {
             r.record_measured("e-nats", "(e) Ferry: HTTP + key-value get, NATS KV", measured);
         }
         if wanted('e') && wanted('f') {
-            turns = Some(kv.turns(duration).await);
+            let mut both = Vec::new();
+            for how in [Turns::EachCall, Turns::RUNS] {
+                both.push((how, kv.turns(duration, how).await));
+            }
+            turns = Some(both);
         }
     }
     let mut host_start = None;
@@ -309,7 +338,11 @@ async fn main() -> anyhow::Result<()> {
         ] {
             r.record_measured(key, title, bridged.measure(provider, &CONCURRENCY, duration).await);
         }
-        bridge_turns = Some(bridged.turns(duration).await);
+        let mut both = Vec::new();
+        for how in [Turns::EachCall, Turns::RUNS] {
+            both.push((how, bridged.turns(duration, how).await));
+        }
+        bridge_turns = Some(both);
     }
     if let Some(turns) = turns {
         print_turns(&mut r, turns);

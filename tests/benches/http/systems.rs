@@ -16,7 +16,7 @@ use ferry_proto::{auth::ClusterKey, ctl::operator::OperatorKey, link::Link};
 use ferry_tests::{Lattice, NatsServer, Process, RedisServer, binary, free_port, http::rss};
 use serde_json::json;
 
-use crate::load::{HttpCall, Sample, Watched, drive, http_worker, take_turns};
+use crate::load::{HttpCall, Sample, Turns, Watched, drive, http_worker, take_turns};
 
 /// The samples of one system at each concurrency, and the peak memory of its processes during
 /// the last (most loaded) run.
@@ -149,9 +149,9 @@ impl KvLattice {
         measure(self.address, &call, concurrency, duration, &watched).await
     }
 
-    /// (e) and (f) taking turns on one call in flight: the no-call answer, the get on Redis,
-    /// the get on NATS KV, round after round; one sample each, in that order.
-    pub(crate) async fn turns(&self, duration: Duration) -> Vec<Sample> {
+    /// (e) and (f) taking turns (as `turns` says) on one call in flight: the no-call answer,
+    /// the get on Redis, the get on NATS KV, round after round; one sample each, in that order.
+    pub(crate) async fn turns(&self, duration: Duration, turns: Turns) -> Vec<Sample> {
         let calls = [
             HttpCall::post_json("/redis", &json!({"op": "noop"})),
             HttpCall::post_json("/redis", &json!({"op": "get", "bucket": "bench", "key": "k"})),
@@ -161,7 +161,7 @@ impl KvLattice {
         for call in calls {
             workers.push(http_worker(self.address, call).await);
         }
-        take_turns(workers, duration).await
+        take_turns(workers, duration, turns).await
     }
 
     fn watched(&self, kv: bool, redis: bool) -> Vec<Watched> {
